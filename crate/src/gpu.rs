@@ -1,0 +1,239 @@
+//! Running catalogue kernels with wgpu: WebGPU in the browser, Vulkan/Metal/DX12 natively
+//! (lavapipe on a machine without a GPU).
+//!
+//! [`Gpu`] owns one device and queue and caches compiled pipelines by kernel hash, so each kernel
+//! is compiled once per device however many units use it.
+
+use crate::hash::ContentHash;
+use crate::wire::{KernelSource, MatmulShape};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use wgpu::util::DeviceExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no GPU adapter available: {0}")]
+    NoAdapter(String),
+    #[error("could not open the GPU device: {0}")]
+    RequestDevice(String),
+    #[error("kernel {id} did not compile: {message}")]
+    Shader { id: String, message: String },
+    #[error("GPU rejected the work: {0}")]
+    Validation(String),
+    #[error("reading the output back failed: {0}")]
+    Readback(String),
+    #[error("bad unit shape: {0}")]
+    Shape(String),
+}
+
+/// What the page shows about the adapter.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AdapterSummary {
+    pub vendor: String,
+    pub architecture: String,
+    pub device: String,
+    pub description: String,
+    pub backend: String,
+}
+
+/// One GPU device with its queue and compiled pipelines.
+pub struct Gpu {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    summary: AdapterSummary,
+    pipelines: RefCell<HashMap<ContentHash, wgpu::ComputePipeline>>,
+}
+
+impl Gpu {
+    /// Opens the default high-performance adapter of every backend this build has.
+    pub async fn new() -> Result<Gpu, GpuError> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        let summary = AdapterSummary {
+            vendor: if info.vendor == 0 {
+                info.driver.clone()
+            } else {
+                format!("{:#06x}", info.vendor)
+            },
+            architecture: info.driver_info.clone(),
+            device: info.name.clone(),
+            description: format!("{} ({:?}, {})", info.name, info.backend, info.driver),
+            backend: format!("{:?}", info.backend),
+        };
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("glowworm"),
+                required_limits: wgpu::Limits::downlevel_defaults(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::RequestDevice(e.to_string()))?;
+        Ok(Gpu {
+            device,
+            queue,
+            summary,
+            pipelines: RefCell::new(HashMap::new()),
+        })
+    }
+
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.summary
+    }
+
+    /// Compiles `kernel` unless a pipeline for its hash exists already.
+    pub async fn prepare(&self, kernel: &KernelSource) -> Result<wgpu::ComputePipeline, GpuError> {
+        if let Some(p) = self.pipelines.borrow().get(&kernel.hash) {
+            return Ok(p.clone());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&kernel.id),
+            source: wgpu::ShaderSource::Wgsl(kernel.wgsl.as_str().into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&kernel.id),
+            layout: None,
+            module: &module,
+            entry_point: Some(&kernel.entry_point),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(err) = scope.pop().await {
+            return Err(GpuError::Shader {
+                id: kernel.id.clone(),
+                message: err.to_string(),
+            });
+        }
+        self.pipelines
+            .borrow_mut()
+            .insert(kernel.hash, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Runs a matmul kernel: C (m x n) = A (m x k) * B (k x n).
+    pub async fn run_matmul(
+        &self,
+        kernel: &KernelSource,
+        a: &[f32],
+        b: &[f32],
+        shape: MatmulShape,
+    ) -> Result<Vec<f32>, GpuError> {
+        let (m, n, k) = (shape.m as usize, shape.n as usize, shape.k as usize);
+        if m == 0 || n == 0 || k == 0 || a.len() != m * k || b.len() != k * n {
+            return Err(GpuError::Shape(format!(
+                "A has {} and B {} elements, expected {}x{} and {}x{}",
+                a.len(),
+                b.len(),
+                m,
+                k,
+                k,
+                n
+            )));
+        }
+        let pipeline = self.prepare(kernel).await?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+
+        let storage = |label: &str, data: &[f32]| {
+            self.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: &crate::encoding::f32s_to_bytes(data),
+                    usage: wgpu::BufferUsages::STORAGE,
+                })
+        };
+        let a_buf = storage("a", a);
+        let b_buf = storage("b", b);
+        let out_bytes = shape.output_bytes();
+        let c_buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("c"),
+            size: out_bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let params: Vec<u8> = [shape.m, shape.n, shape.k, 0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let params_buf = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: &params,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let readback = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: out_bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("matmul"),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &[
+                entry(0, &a_buf),
+                entry(1, &b_buf),
+                entry(2, &c_buf),
+                entry(3, &params_buf),
+            ],
+        });
+
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("matmul") });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("matmul"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(
+                shape.n.div_ceil(kernel.tile[0]),
+                shape.m.div_ceil(kernel.tile[1]),
+                1,
+            );
+        }
+        encoder.copy_buffer_to_buffer(&c_buf, 0, &readback, 0, out_bytes);
+        self.queue.submit([encoder.finish()]);
+        if let Some(err) = scope.pop().await {
+            return Err(GpuError::Validation(err.to_string()));
+        }
+
+        let (tx, rx) = futures_channel::oneshot::channel();
+        readback.map_async(wgpu::MapMode::Read, .., move |result| {
+            let _ = tx.send(result);
+        });
+        // Natively this drives the callback; on the web it does nothing and the browser does.
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        rx.await
+            .map_err(|_| GpuError::Readback("the device dropped the map request".into()))?
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let out = {
+            let view = readback
+                .get_mapped_range(..)
+                .map_err(|e| GpuError::Readback(e.to_string()))?;
+            crate::encoding::bytes_to_f32s(&view).map_err(|e| GpuError::Readback(e.to_string()))?
+        };
+        readback.unmap();
+        Ok(out)
+    }
+}
+
+fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: buffer.as_entire_binding(),
+    }
+}
