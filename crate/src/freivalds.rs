@@ -6,16 +6,17 @@
 //! catches an error larger than the tolerance; several wrong elements cancel only with probability
 //! zero, since r is continuous and unknown to the contributor.
 //!
-//! Floats differ between GPUs (summation order, fused multiply-add), so the comparison allows, per
-//! row i, `FACTOR * k * eps_f32 * (|A| (|B| r))_i`: the classic bound on rounding error in a
-//! length-k dot product, scaled by the operands' magnitudes.
+//! Floats differ between GPUs (summation order, fused multiply-add, flushed subnormals), so the
+//! comparison allows, per row i, `(k + 2) * eps_f32 * (|A| (|B| r))_i` plus a subnormal allowance:
+//! the rigorous bound on rounding error of a length-k f32 dot product in any summation order,
+//! weighted by r and summed over the row. An honest result is therefore never rejected; the price is
+//! that a wrong element is caught only when its error exceeds that row bound (for values in [-1, 1)
+//! and k = 256, about 1e-3 relative to the row's magnitude): smaller errors are indistinguishable
+//! from rounding and buy a cheater nothing, since the product must still be computed.
 
 use crate::wire::MatmulShape;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
-
-/// Safety factor on the rounding-error bound.
-pub const FACTOR: f64 = 2.0;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FreivaldsError {
@@ -85,7 +86,8 @@ pub fn check(
         }
         let cr: f64 = c[i * n..(i + 1) * n].iter().zip(&r).map(|(x, rj)| *x as f64 * rj).sum();
         let deviation = (cr - abr).abs();
-        let tolerance = FACTOR * k.max(1) as f64 * eps * magnitude + f64::MIN_POSITIVE;
+        let subnormals = (n * k) as f64 * f32::MIN_POSITIVE as f64 * 2.0;
+        let tolerance = (k + 2) as f64 * eps * magnitude + subnormals;
         if deviation > tolerance {
             return Err(FreivaldsError::Mismatch { row: i, deviation, tolerance });
         }
@@ -132,7 +134,7 @@ mod tests {
     #[test]
     fn rejects_a_single_wrong_element() {
         let (a, b, c) = product();
-        for (index, delta) in [(0usize, 0.01f32), (777, -0.05), (SHAPE.m as usize * SHAPE.n as usize - 1, 1.0)] {
+        for (index, delta) in [(0usize, 0.05f32), (777, -0.1), (SHAPE.m as usize * SHAPE.n as usize - 1, 1.0)] {
             let mut bad = c.clone();
             bad[index] += delta;
             let err = check(&a, &b, &bad, SHAPE, [3; 32]).unwrap_err();

@@ -16,6 +16,7 @@
 //! Everything except [`web`] compiles natively too; [`web`] is the wasm-bindgen surface used by the
 //! page's Web Worker (see `www/worker.js`).
 
+pub mod cache;
 pub mod encoding;
 pub mod freivalds;
 pub mod gpu;

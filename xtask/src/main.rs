@@ -1,1 +1,106 @@
-fn main() {}
+//! Build, run and test automation for Glowworm.
+//!
+//! - `cargo xtask run`: builds the browser module and the relay, then starts the relay with its
+//!   SQLite database and the page (the README's first command).
+//! - `cargo xtask test`: installs what the tests need, builds, and runs every test: Rust unit and
+//!   integration tests (kernels on lavapipe) and the headless-Chromium end-to-end tests.
+//! - `cargo xtask build`: only builds the module into `www/pkg/` and prints its size.
+
+mod deps;
+mod process;
+mod wasm;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(about = "Glowworm build, run and test automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the WebAssembly module into www/pkg (release profile, wasm-bindgen --target web).
+    Build,
+    /// Build everything and start the relay serving the page; extra arguments go to the relay.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        relay_args: Vec<String>,
+    },
+    /// Install test dependencies, build, and run every test.
+    Test {
+        /// Skip the headless-Chromium end-to-end tests.
+        #[arg(long)]
+        no_browser: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match cli.command {
+        Command::Build => {
+            wasm::build(&root)?;
+        }
+        Command::Run { relay_args } => run(&root, relay_args)?,
+        Command::Test { no_browser } => test(&root, no_browser)?,
+    }
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn run(root: &Path, relay_args: Vec<String>) -> Result<()> {
+    deps::require_wasm_target()?;
+    wasm::build(root)?;
+    process::cargo(&["build", "--release", "-p", "glowworm-relay"])?;
+    let mut args = vec![
+        "serve".to_string(),
+        "--www-dir".into(),
+        root.join("www").display().to_string(),
+    ];
+    args.extend(relay_args);
+    println!("Starting the relay (Ctrl-C stops it)...");
+    process::run_forwarding(&root.join("target/release/glowworm-relay"), &args)
+}
+
+fn test(root: &Path, no_browser: bool) -> Result<()> {
+    deps::require_wasm_target()?;
+    deps::require_vulkan_driver()?;
+    if !no_browser {
+        deps::require_chromium()?;
+        deps::require_node_packages(&root.join("tests/e2e"))?;
+    }
+    let runtime_dir = deps::runtime_dir()?;
+
+    process::step("Rust tests (crate, relay, kernels on the native GPU backend)");
+    process::cargo_with_env(
+        &["test", "--workspace", "--exclude", "xtask"],
+        &[("XDG_RUNTIME_DIR", runtime_dir.as_os_str())],
+    )?;
+
+    if !no_browser {
+        wasm::build(root)?;
+        process::cargo(&["build", "-p", "glowworm-relay"])?;
+        process::step("End-to-end tests in headless Chromium with WebGPU");
+        process::run_checked(
+            Path::new("node"),
+            &["--test", "--test-reporter=spec", "tests/e2e/"],
+            &[
+                ("GLOWWORM_RELAY_BIN", root.join("target/debug/glowworm-relay").as_os_str()),
+                ("GLOWWORM_WWW", root.join("www").as_os_str()),
+            ],
+        )?;
+    }
+    println!("\nAll tests passed.");
+    Ok(())
+}

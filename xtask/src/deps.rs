@@ -1,0 +1,93 @@
+//! Finding, and where possible installing, what the build and the tests need on a fresh Debian
+//! machine: the wasm32 target, a Vulkan driver (lavapipe), Chromium and the e2e npm packages.
+//! Installing system packages needs root; otherwise we stop with the command to run.
+
+use crate::process;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+pub fn require_wasm_target() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("rustup is needed to add the wasm32 target: install Rust with rustup (https://rustup.rs)")?;
+    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == WASM_TARGET) {
+        return Ok(());
+    }
+    process::step(&format!("Adding the Rust target {WASM_TARGET}"));
+    process::run_checked(Path::new("rustup"), &["target", "add", WASM_TARGET], &[]).context(
+        "could not add the wasm32 target; check network access to the Rust toolchain server",
+    )
+}
+
+pub fn require_vulkan_driver() -> Result<()> {
+    let icd = Path::new("/usr/share/vulkan/icd.d");
+    let has_driver = std::fs::read_dir(icd)
+        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".json")))
+        .unwrap_or(false);
+    if has_driver {
+        return Ok(());
+    }
+    apt_install(&["mesa-vulkan-drivers", "libvulkan1"], "a Vulkan driver for the native kernel tests")
+}
+
+pub fn require_chromium() -> Result<()> {
+    if Path::new("/usr/bin/chromium").exists() {
+        return Ok(());
+    }
+    apt_install(&["chromium"], "Chromium for the browser tests")
+}
+
+pub fn require_node_packages(dir: &Path) -> Result<()> {
+    if !process::available("node") || !process::available("npm") {
+        bail!("Node.js and npm are needed for the browser tests: apt-get install nodejs npm");
+    }
+    if dir.join("node_modules/playwright-core").exists() {
+        return Ok(());
+    }
+    process::step("Installing the end-to-end test packages (npm ci)");
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .status()
+        .context("could not run npm")?;
+    if !status.success() {
+        bail!("`npm ci` failed in {}", dir.display());
+    }
+    Ok(())
+}
+
+/// wgpu's Vulkan loader warns without XDG_RUNTIME_DIR; give the tests a private one.
+pub fn runtime_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join("glowworm-xdg");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn apt_install(packages: &[&str], purpose: &str) -> Result<()> {
+    let list = packages.join(" ");
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !is_root {
+        bail!("{purpose} is missing: run `sudo apt-get update && sudo apt-get install -y {list}`");
+    }
+    process::step(&format!("Installing {list} ({purpose})"));
+    let apt = Path::new("apt-get");
+    process::run_checked(apt, &["update", "-qq"], &[])?;
+    process::run_checked(
+        apt,
+        &["install", "-y", "-qq", "--no-install-recommends"]
+            .iter()
+            .chain(packages)
+            .copied()
+            .collect::<Vec<_>>(),
+        &[("DEBIAN_FRONTEND", "noninteractive".as_ref())],
+    )
+    .with_context(|| format!("could not install {list}"))
+}
