@@ -32,7 +32,9 @@ impl BlobCache {
             return;
         }
         while self.used_bytes + size > self.budget_bytes {
-            let Some(oldest) = self.order.pop_front() else { break };
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
             if let Some(v) = self.entries.remove(&oldest) {
                 self.used_bytes -= v.len() * 4;
             }
@@ -50,7 +52,11 @@ mod tests {
     #[test]
     fn evicts_oldest_first_within_the_budget() {
         let mut cache = BlobCache::new(32); // room for 8 f32s
-        let (h1, h2, h3) = (ContentHash([1; 32]), ContentHash([2; 32]), ContentHash([3; 32]));
+        let (h1, h2, h3) = (
+            ContentHash([1; 32]),
+            ContentHash([2; 32]),
+            ContentHash([3; 32]),
+        );
         cache.insert(h1, Rc::new(vec![0.0; 4]));
         cache.insert(h2, Rc::new(vec![0.0; 4]));
         assert!(cache.get(&h1).is_some() && cache.get(&h2).is_some());
@@ -58,6 +64,9 @@ mod tests {
         assert!(cache.get(&h1).is_none(), "the oldest entry is evicted");
         assert!(cache.get(&h2).is_some() && cache.get(&h3).is_some());
         cache.insert(ContentHash([4; 32]), Rc::new(vec![0.0; 9]));
-        assert!(cache.get(&ContentHash([4; 32])).is_none(), "larger than the budget: not kept");
+        assert!(
+            cache.get(&ContentHash([4; 32])).is_none(),
+            "larger than the budget: not kept"
+        );
     }
 }

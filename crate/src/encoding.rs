@@ -19,7 +19,7 @@ pub enum DecodeError {
 
 /// Reads little-endian f32s. Fails when the length is not a multiple of 4.
 pub fn bytes_to_f32s(bytes: &[u8]) -> Result<Vec<f32>, DecodeError> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(DecodeError::NotF32Aligned(bytes.len()));
     }
     Ok(bytes
@@ -46,7 +46,10 @@ mod tests {
     fn f32_round_trip() {
         let v = [1.5f32, -0.0, f32::MAX, 3.25e-8];
         assert_eq!(bytes_to_f32s(&f32s_to_bytes(&v)).unwrap(), v);
-        assert_eq!(bytes_to_f32s(&[0, 1, 2]), Err(DecodeError::NotF32Aligned(3)));
+        assert_eq!(
+            bytes_to_f32s(&[0, 1, 2]),
+            Err(DecodeError::NotF32Aligned(3))
+        );
         assert!(from_base64("not base64!").is_err());
     }
 }

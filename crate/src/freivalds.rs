@@ -29,7 +29,9 @@ pub enum FreivaldsError {
     },
     #[error("output element {index} is not a finite number")]
     NonFinite { index: usize },
-    #[error("row {row} of the product is off by {deviation:e}, more than the tolerance {tolerance:e}")]
+    #[error(
+        "row {row} of the product is off by {deviation:e}, more than the tolerance {tolerance:e}"
+    )]
     Mismatch {
         row: usize,
         deviation: f64,
@@ -47,9 +49,18 @@ pub fn check(
     seed: [u8; 32],
 ) -> Result<(), FreivaldsError> {
     let (m, n, k) = (shape.m as usize, shape.n as usize, shape.k as usize);
-    for (name, got, expected) in [("A", a.len(), m * k), ("B", b.len(), k * n), ("C", c.len(), m * n)] {
+    for (name, got, expected) in [
+        ("A", a.len(), m * k),
+        ("B", b.len(), k * n),
+        ("C", c.len(), m * n),
+    ] {
         if got != expected {
-            return Err(FreivaldsError::WrongLength { name, got, expected, shape });
+            return Err(FreivaldsError::WrongLength {
+                name,
+                got,
+                expected,
+                shape,
+            });
         }
     }
     if let Some(index) = c.iter().position(|v| !v.is_finite()) {
@@ -84,12 +95,20 @@ pub fn check(
             abr += a_row[l] as f64 * br[l];
             magnitude += (a_row[l] as f64).abs() * abs_br[l];
         }
-        let cr: f64 = c[i * n..(i + 1) * n].iter().zip(&r).map(|(x, rj)| *x as f64 * rj).sum();
+        let cr: f64 = c[i * n..(i + 1) * n]
+            .iter()
+            .zip(&r)
+            .map(|(x, rj)| *x as f64 * rj)
+            .sum();
         let deviation = (cr - abr).abs();
         let subnormals = (n * k) as f64 * f32::MIN_POSITIVE as f64 * 2.0;
         let tolerance = (k + 2) as f64 * eps * magnitude + subnormals;
         if deviation > tolerance {
-            return Err(FreivaldsError::Mismatch { row: i, deviation, tolerance });
+            return Err(FreivaldsError::Mismatch {
+                row: i,
+                deviation,
+                tolerance,
+            });
         }
     }
     Ok(())
@@ -100,7 +119,11 @@ mod tests {
     use super::*;
     use crate::kernels::matmul::{reference, sample_matrix};
 
-    const SHAPE: MatmulShape = MatmulShape { m: 48, n: 40, k: 96 };
+    const SHAPE: MatmulShape = MatmulShape {
+        m: 48,
+        n: 40,
+        k: 96,
+    };
 
     fn product() -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let a = sample_matrix(SHAPE.m * SHAPE.k, 1);
@@ -134,7 +157,11 @@ mod tests {
     #[test]
     fn rejects_a_single_wrong_element() {
         let (a, b, c) = product();
-        for (index, delta) in [(0usize, 0.05f32), (777, -0.1), (SHAPE.m as usize * SHAPE.n as usize - 1, 1.0)] {
+        for (index, delta) in [
+            (0usize, 0.05f32),
+            (777, -0.1),
+            (SHAPE.m as usize * SHAPE.n as usize - 1, 1.0),
+        ] {
             let mut bad = c.clone();
             bad[index] += delta;
             let err = check(&a, &b, &bad, SHAPE, [3; 32]).unwrap_err();
@@ -150,7 +177,10 @@ mod tests {
         let (a, b, c) = product();
         let mut nan = c.clone();
         nan[5] = f32::NAN;
-        assert_eq!(check(&a, &b, &nan, SHAPE, [0; 32]), Err(FreivaldsError::NonFinite { index: 5 }));
+        assert_eq!(
+            check(&a, &b, &nan, SHAPE, [0; 32]),
+            Err(FreivaldsError::NonFinite { index: 5 })
+        );
         assert!(matches!(
             check(&a, &b, &c[1..], SHAPE, [0; 32]),
             Err(FreivaldsError::WrongLength { name: "C", .. })

@@ -95,18 +95,22 @@ impl Gpu {
             return Ok(p.clone());
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(&kernel.id),
-            source: wgpu::ShaderSource::Wgsl(kernel.wgsl.as_str().into()),
-        });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&kernel.id),
-            layout: None,
-            module: &module,
-            entry_point: Some(&kernel.entry_point),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&kernel.id),
+                source: wgpu::ShaderSource::Wgsl(kernel.wgsl.as_str().into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&kernel.id),
+                layout: None,
+                module: &module,
+                entry_point: Some(&kernel.entry_point),
+                compilation_options: Default::default(),
+                cache: None,
+            });
         if let Some(err) = scope.pop().await {
             return Err(GpuError::Shader {
                 id: kernel.id.clone(),
@@ -189,7 +193,9 @@ impl Gpu {
 
         let mut encoder = self
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("matmul") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("matmul"),
+            });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("matmul"),

@@ -54,7 +54,7 @@ impl ContributorKey {
     pub fn generate() -> Result<Self, SignatureError> {
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| SignatureError::NoRandom(e.to_string()))?;
-        Ok(Self::from_secret_bytes(&seed)?)
+        Self::from_secret_bytes(&seed)
     }
 
     /// Restores a key saved with [`ContributorKey::secret_bytes`].
@@ -113,7 +113,8 @@ pub fn verify_result(
     if signature_hex.len() != 128 {
         return Err(SignatureError::MalformedSignature);
     }
-    hex::decode_to_slice(signature_hex, &mut sig).map_err(|_| SignatureError::MalformedSignature)?;
+    hex::decode_to_slice(signature_hex, &mut sig)
+        .map_err(|_| SignatureError::MalformedSignature)?;
     let msg = result_message(unit_id, lease_id, kernel_hash, &ContentHash::of(output));
     key.verify_strict(&msg, &Signature::from_bytes(&sig))
         .map_err(|_| SignatureError::Mismatch)
@@ -132,7 +133,10 @@ mod tests {
     fn a_signed_result_verifies() {
         let (key, kh, out) = setup();
         let sig = key.sign_result(7, "lease-a", &kh, &out);
-        assert_eq!(verify_result(&key.public_hex(), &sig, 7, "lease-a", &kh, &out), Ok(()));
+        assert_eq!(
+            verify_result(&key.public_hex(), &sig, 7, "lease-a", &kh, &out),
+            Ok(())
+        );
     }
 
     #[test]
@@ -144,9 +148,18 @@ mod tests {
         let mismatch = Err(SignatureError::Mismatch);
         assert_eq!(verify_result(&pk, &sig, 8, "lease-a", &kh, &out), mismatch);
         assert_eq!(verify_result(&pk, &sig, 7, "lease-b", &kh, &out), mismatch);
-        assert_eq!(verify_result(&pk, &sig, 7, "lease-a", &ContentHash::of(b"x"), &out), mismatch);
-        assert_eq!(verify_result(&pk, &sig, 7, "lease-a", &kh, &[1, 2, 3, 5]), mismatch);
-        assert_eq!(verify_result(&other, &sig, 7, "lease-a", &kh, &out), mismatch);
+        assert_eq!(
+            verify_result(&pk, &sig, 7, "lease-a", &ContentHash::of(b"x"), &out),
+            mismatch
+        );
+        assert_eq!(
+            verify_result(&pk, &sig, 7, "lease-a", &kh, &[1, 2, 3, 5]),
+            mismatch
+        );
+        assert_eq!(
+            verify_result(&other, &sig, 7, "lease-a", &kh, &out),
+            mismatch
+        );
     }
 
     #[test]

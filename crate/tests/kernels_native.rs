@@ -31,10 +31,22 @@ fn tiled_matmul_matches_the_cpu_reference_for_many_shapes() {
     let kernel = matmul::TILED.source();
     // Square, ragged (not multiples of the 16x16 tile), thin and the relay's unit size.
     for shape in [
-        MatmulShape { m: 16, n: 16, k: 16 },
-        MatmulShape { m: 37, n: 23, k: 41 },
+        MatmulShape {
+            m: 16,
+            n: 16,
+            k: 16,
+        },
+        MatmulShape {
+            m: 37,
+            n: 23,
+            k: 41,
+        },
         MatmulShape { m: 1, n: 70, k: 5 },
-        MatmulShape { m: 64, n: 64, k: 256 },
+        MatmulShape {
+            m: 64,
+            n: 64,
+            k: 256,
+        },
     ] {
         let a = matmul::sample_matrix(shape.m * shape.k, 11);
         let b = matmul::sample_matrix(shape.k * shape.n, 12);
@@ -56,7 +68,9 @@ fn every_catalogue_kernel_compiles_on_the_device() {
 fn broken_wgsl_is_reported_not_run() {
     let gpu = gpu();
     let mut bad: KernelSource = matmul::TILED.source();
-    bad.wgsl = bad.wgsl.replace("workgroupBarrier();", "workgroupBarrier(;");
+    bad.wgsl = bad
+        .wgsl
+        .replace("workgroupBarrier();", "workgroupBarrier(;");
     bad.hash = glowworm::hash::ContentHash::of(bad.wgsl.as_bytes());
     let err = pollster::block_on(gpu.prepare(&bad)).unwrap_err();
     assert!(matches!(err, GpuError::Shader { .. }), "{err}");
@@ -66,7 +80,8 @@ fn broken_wgsl_is_reported_not_run() {
 fn mismatched_inputs_are_refused() {
     let gpu = gpu();
     let shape = MatmulShape { m: 4, n: 4, k: 4 };
-    let err = pollster::block_on(gpu.run_matmul(&matmul::TILED.source(), &[0.0; 15], &[0.0; 16], shape))
-        .unwrap_err();
+    let err =
+        pollster::block_on(gpu.run_matmul(&matmul::TILED.source(), &[0.0; 15], &[0.0; 16], shape))
+            .unwrap_err();
     assert!(matches!(err, GpuError::Shape(_)), "{err}");
 }

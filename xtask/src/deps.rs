@@ -14,7 +14,10 @@ pub fn require_wasm_target() -> Result<()> {
         .args(["target", "list", "--installed"])
         .output()
         .context("rustup is needed to add the wasm32 target: install Rust with rustup (https://rustup.rs)")?;
-    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == WASM_TARGET) {
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == WASM_TARGET)
+    {
         return Ok(());
     }
     process::step(&format!("Adding the Rust target {WASM_TARGET}"));
@@ -26,12 +29,18 @@ pub fn require_wasm_target() -> Result<()> {
 pub fn require_vulkan_driver() -> Result<()> {
     let icd = Path::new("/usr/share/vulkan/icd.d");
     let has_driver = std::fs::read_dir(icd)
-        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".json")))
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        })
         .unwrap_or(false);
     if has_driver {
         return Ok(());
     }
-    apt_install(&["mesa-vulkan-drivers", "libvulkan1"], "a Vulkan driver for the native kernel tests")
+    apt_install(
+        &["mesa-vulkan-drivers", "libvulkan1"],
+        "a Vulkan driver for the native kernel tests",
+    )
 }
 
 pub fn require_chromium() -> Result<()> {

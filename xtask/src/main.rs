@@ -4,6 +4,7 @@
 //!   SQLite database and the page (the README's first command).
 //! - `cargo xtask test`: installs what the tests need, builds, and runs every test: Rust unit and
 //!   integration tests (kernels on lavapipe) and the headless-Chromium end-to-end tests.
+//! - `cargo xtask lint`: rustfmt and clippy, natively and for wasm32 (CI runs it too).
 //! - `cargo xtask build`: only builds the module into `www/pkg/` and prints its size.
 
 mod deps;
@@ -30,6 +31,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         relay_args: Vec<String>,
     },
+    /// rustfmt and clippy (-D warnings) over the workspace, natively and for wasm32.
+    Lint,
     /// Install test dependencies, build, and run every test.
     Test {
         /// Skip the headless-Chromium end-to-end tests.
@@ -48,6 +51,7 @@ fn main() -> Result<()> {
         }
         Command::Run { relay_args } => run(&root, relay_args)?,
         Command::Test { no_browser } => test(&root, no_browser)?,
+        Command::Lint => lint()?,
     }
     Ok(())
 }
@@ -96,11 +100,42 @@ fn test(root: &Path, no_browser: bool) -> Result<()> {
             Path::new("node"),
             &["--test", "--test-reporter=spec", "tests/e2e/"],
             &[
-                ("GLOWWORM_RELAY_BIN", root.join("target/debug/glowworm-relay").as_os_str()),
+                (
+                    "GLOWWORM_RELAY_BIN",
+                    root.join("target/debug/glowworm-relay").as_os_str(),
+                ),
                 ("GLOWWORM_WWW", root.join("www").as_os_str()),
             ],
         )?;
     }
     println!("\nAll tests passed.");
     Ok(())
+}
+
+fn lint() -> Result<()> {
+    deps::require_wasm_target()?;
+    process::step("rustfmt");
+    process::cargo(&["fmt", "--all", "--check"])?;
+    process::step("clippy (native)");
+    process::cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    process::step("clippy (wasm32 browser module)");
+    process::cargo(&[
+        "clippy",
+        "-p",
+        "glowworm",
+        "--target",
+        deps::WASM_TARGET,
+        "--target-dir",
+        "target/wasm",
+        "--",
+        "-D",
+        "warnings",
+    ])
 }

@@ -19,7 +19,11 @@ pub fn cargo_with_env(args: &[&str], env: &[(&str, &OsStr)]) -> Result<()> {
 }
 
 /// Runs a program to completion; fails naming it if it cannot start or exits non-zero.
-pub fn run_checked<S: AsRef<OsStr>>(program: &Path, args: &[S], env: &[(&str, &OsStr)]) -> Result<()> {
+pub fn run_checked<S: AsRef<OsStr>>(
+    program: &Path,
+    args: &[S],
+    env: &[(&str, &OsStr)],
+) -> Result<()> {
     let mut command = Command::new(program);
     command.args(args);
     for (k, v) in env {
@@ -30,7 +34,11 @@ pub fn run_checked<S: AsRef<OsStr>>(program: &Path, args: &[S], env: &[(&str, &O
         .with_context(|| format!("could not start {}", program.display()))?;
     if !status.success() {
         let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
-        bail!("`{} {}` failed ({status})", program.display(), shown.join(" "));
+        bail!(
+            "`{} {}` failed ({status})",
+            program.display(),
+            shown.join(" ")
+        );
     }
     Ok(())
 }

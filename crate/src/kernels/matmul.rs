@@ -51,7 +51,11 @@ mod tests {
     #[test]
     fn reference_matches_a_hand_computed_product() {
         // [1 2; 3 4] * [5 6; 7 8] = [19 22; 43 50]
-        let c = reference(&[1., 2., 3., 4.], &[5., 6., 7., 8.], MatmulShape { m: 2, n: 2, k: 2 });
+        let c = reference(
+            &[1., 2., 3., 4.],
+            &[5., 6., 7., 8.],
+            MatmulShape { m: 2, n: 2, k: 2 },
+        );
         assert_eq!(c, vec![19., 22., 43., 50.]);
     }
 

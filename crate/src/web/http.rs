@@ -55,7 +55,9 @@ impl Relay {
         path: &str,
         body: &B,
     ) -> Result<T, HttpError> {
-        let response = self.send("POST", path, Some(body_text(path, body)?)).await?;
+        let response = self
+            .send("POST", path, Some(body_text(path, body)?))
+            .await?;
         self.json(path, response).await
     }
 
@@ -65,16 +67,26 @@ impl Relay {
         path: &str,
         body: &B,
     ) -> Result<Option<T>, HttpError> {
-        let response = self.send("POST", path, Some(body_text(path, body)?)).await?;
+        let response = self
+            .send("POST", path, Some(body_text(path, body)?))
+            .await?;
         if response.status() == 204 {
             return Ok(None);
         }
         self.json(path, response).await.map(Some)
     }
 
-    async fn send(&self, method: &str, path: &str, body: Option<String>) -> Result<Response, HttpError> {
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<Response, HttpError> {
         let url = format!("{}{}", self.base, path);
-        let network = |e: JsValue| HttpError::Network { url: url.clone(), message: describe(e) };
+        let network = |e: JsValue| HttpError::Network {
+            url: url.clone(),
+            message: describe(e),
+        };
         let init = RequestInit::new();
         init.set_method(method);
         if let Some(body) = &body {
@@ -82,7 +94,10 @@ impl Relay {
         }
         let request = Request::new_with_str_and_init(&url, &init).map_err(network)?;
         if body.is_some() {
-            request.headers().set("content-type", "application/json").map_err(network)?;
+            request
+                .headers()
+                .set("content-type", "application/json")
+                .map_err(network)?;
         }
         // The global `fetch` of whichever scope we run in (worker or window).
         let global = js_sys::global();
@@ -97,17 +112,30 @@ impl Relay {
         }
         let status = response.status();
         let text = match response.text() {
-            Ok(p) => JsFuture::from(p).await.ok().and_then(|t| t.as_string()).unwrap_or_default(),
+            Ok(p) => JsFuture::from(p)
+                .await
+                .ok()
+                .and_then(|t| t.as_string())
+                .unwrap_or_default(),
             Err(_) => String::new(),
         };
         let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
             Ok(body) => (body.error.code, body.error.message),
             Err(_) => ("http_error".to_string(), text.chars().take(200).collect()),
         };
-        Err(HttpError::Refused { path: path.to_string(), status, code, message })
+        Err(HttpError::Refused {
+            path: path.to_string(),
+            status,
+            code,
+            message,
+        })
     }
 
-    async fn json<T: DeserializeOwned>(&self, path: &str, response: Response) -> Result<T, HttpError> {
+    async fn json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        response: Response,
+    ) -> Result<T, HttpError> {
         let text = JsFuture::from(response.text().map_err(|e| bad(path, e))?)
             .await
             .map_err(|e| bad(path, e))?
@@ -128,7 +156,10 @@ fn body_text<B: Serialize>(path: &str, body: &B) -> Result<String, HttpError> {
 }
 
 fn bad(path: &str, e: JsValue) -> HttpError {
-    HttpError::BadReply { path: path.to_string(), message: describe(e) }
+    HttpError::BadReply {
+        path: path.to_string(),
+        message: describe(e),
+    }
 }
 
 fn describe(e: JsValue) -> String {

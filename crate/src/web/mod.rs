@@ -7,12 +7,12 @@
 
 mod http;
 
+use crate::cache::BlobCache;
 use crate::encoding::f32s_to_bytes;
 use crate::gpu::Gpu;
 use crate::hash::ContentHash;
 use crate::signing::ContributorKey;
 use crate::wire::{KernelSource, Lease, ReleaseRequest, ResultReceipt, ResultSubmission};
-use crate::cache::BlobCache;
 use http::{HttpError, Relay};
 use serde::Serialize;
 use std::cell::RefCell;
@@ -30,9 +30,15 @@ enum StepError {
     #[error(transparent)]
     Gpu(#[from] crate::gpu::GpuError),
     #[error("the relay sent {what} whose content does not match its hash {hash}")]
-    HashMismatch { what: &'static str, hash: ContentHash },
+    HashMismatch {
+        what: &'static str,
+        hash: ContentHash,
+    },
     #[error("lease {lease_id} lacks input '{name}'")]
-    MissingInput { lease_id: String, name: &'static str },
+    MissingInput {
+        lease_id: String,
+        name: &'static str,
+    },
     #[error("input {hash}: {source}")]
     BadInput {
         hash: ContentHash,
@@ -52,7 +58,11 @@ struct Prepared {
 
 /// What one call of `step()` did; becomes a plain JS object.
 #[derive(Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "kind",
+    rename_all = "lowercase",
+    rename_all_fields = "camelCase"
+)]
 enum StepReport {
     Verified {
         unit_id: i64,
@@ -128,7 +138,9 @@ impl Contributor {
     pub fn step(&self) -> js_sys::Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
-            let report = step(&inner).await.map_err(|e| JsError::new(&e.to_string()))?;
+            let report = step(&inner)
+                .await
+                .map_err(|e| JsError::new(&e.to_string()))?;
             Ok(serde_wasm_bindgen::to_value(&report)?)
         })
     }
@@ -154,7 +166,11 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
         Some(p) => p,
         None => match prepare_next(inner).await? {
             Some(p) => p,
-            None => return Ok(StepReport::Idle { retry_after_ms: 1000 }),
+            None => {
+                return Ok(StepReport::Idle {
+                    retry_after_ms: 1000,
+                });
+            }
         },
     };
 
@@ -167,7 +183,8 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
             .await;
         (out, js_sys::Date::now() - started)
     };
-    let ((output, compute_ms), next) = futures_util::future::join(compute, prepare_next(inner)).await;
+    let ((output, compute_ms), next) =
+        futures_util::future::join(compute, prepare_next(inner)).await;
     match next {
         Ok(next) => *inner.prefetched.borrow_mut() = next,
         // The next step will simply lease again.
@@ -187,9 +204,12 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
         lease_id: lease.lease_id.clone(),
         unit_id: lease.unit_id,
         public_key: inner.key.public_hex(),
-        signature: inner
-            .key
-            .sign_result(lease.unit_id, &lease.lease_id, &lease.kernel.hash, &bytes),
+        signature: inner.key.sign_result(
+            lease.unit_id,
+            &lease.lease_id,
+            &lease.kernel.hash,
+            &bytes,
+        ),
         output: crate::encoding::to_base64(&bytes),
     };
     let receipt: ResultReceipt = inner.relay.post_json("/v1/results", &submission).await?;
@@ -211,7 +231,11 @@ async fn prepare_next(inner: &Inner) -> Result<Option<Prepared>, StepError> {
     let request = crate::wire::LeaseRequest {
         public_key: inner.key.public_hex(),
     };
-    let Some(lease) = inner.relay.post_json_optional::<_, Lease>("/v1/leases", &request).await? else {
+    let Some(lease) = inner
+        .relay
+        .post_json_optional::<_, Lease>("/v1/leases", &request)
+        .await?
+    else {
         return Ok(None);
     };
     match fetch_inputs(inner, lease.clone()).await {
@@ -237,7 +261,10 @@ async fn fetch_inputs(inner: &Inner, lease: Lease) -> Result<Prepared, StepError
             let path = format!("/v1/kernels/{}", lease.kernel.hash);
             let k: KernelSource = inner.relay.get_json(&path).await?;
             if ContentHash::of(k.wgsl.as_bytes()) != lease.kernel.hash {
-                return Err(StepError::HashMismatch { what: "a kernel", hash: lease.kernel.hash });
+                return Err(StepError::HashMismatch {
+                    what: "a kernel",
+                    hash: lease.kernel.hash,
+                });
             }
             bytes_downloaded += k.wgsl.len() as u64;
             inner.kernels.borrow_mut().insert(k.hash, k.clone());
@@ -251,7 +278,10 @@ async fn fetch_inputs(inner: &Inner, lease: Lease) -> Result<Prepared, StepError
             .iter()
             .find(|i| i.name == name)
             .cloned()
-            .ok_or(StepError::MissingInput { lease_id: lease.lease_id.clone(), name })
+            .ok_or(StepError::MissingInput {
+                lease_id: lease.lease_id.clone(),
+                name,
+            })
     };
     let (a_ref, b_ref) = (input("a")?, input("b")?);
     let mut matrices = Vec::with_capacity(2);
@@ -263,13 +293,23 @@ async fn fetch_inputs(inner: &Inner, lease: Lease) -> Result<Prepared, StepError
                 v
             }
             None => {
-                let bytes = inner.relay.get_bytes(&format!("/v1/blobs/{}", blob.hash)).await?;
+                let bytes = inner
+                    .relay
+                    .get_bytes(&format!("/v1/blobs/{}", blob.hash))
+                    .await?;
                 if ContentHash::of(&bytes) != blob.hash {
-                    return Err(StepError::HashMismatch { what: "an input", hash: blob.hash });
+                    return Err(StepError::HashMismatch {
+                        what: "an input",
+                        hash: blob.hash,
+                    });
                 }
                 bytes_downloaded += bytes.len() as u64;
-                let values = crate::encoding::bytes_to_f32s(&bytes)
-                    .map_err(|source| StepError::BadInput { hash: blob.hash, source })?;
+                let values = crate::encoding::bytes_to_f32s(&bytes).map_err(|source| {
+                    StepError::BadInput {
+                        hash: blob.hash,
+                        source,
+                    }
+                })?;
                 let values = Rc::new(values);
                 inner.blobs.borrow_mut().insert(blob.hash, values.clone());
                 values
@@ -279,11 +319,20 @@ async fn fetch_inputs(inner: &Inner, lease: Lease) -> Result<Prepared, StepError
     }
     let b = matrices.pop().expect("two inputs");
     let a = matrices.pop().expect("two inputs");
-    Ok(Prepared { lease, kernel, a, b, bytes_downloaded, cache_hits })
+    Ok(Prepared {
+        lease,
+        kernel,
+        a,
+        b,
+        bytes_downloaded,
+        cache_hits,
+    })
 }
 
 async fn release(inner: &Inner, lease: &Lease) -> Result<(), StepError> {
-    let body = ReleaseRequest { public_key: inner.key.public_hex() };
+    let body = ReleaseRequest {
+        public_key: inner.key.public_hex(),
+    };
     let path = format!("/v1/leases/{}/release", lease.lease_id);
     let _: serde_json::Value = inner.relay.post_json(&path, &body).await?;
     Ok(())
