@@ -66,7 +66,15 @@ impl Gpu {
             },
             architecture: info.driver_info.clone(),
             device: info.name.clone(),
-            description: format!("{} ({:?}, {})", info.name, info.backend, info.driver),
+            description: [
+                info.name.as_str(),
+                info.driver.as_str(),
+                &format!("{:?}", info.backend),
+            ]
+            .into_iter()
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join(", "),
             backend: format!("{:?}", info.backend),
         };
         let (device, queue) = adapter

@@ -29,6 +29,7 @@ pub fn build(root: &Path) -> Result<()> {
         .web(true)?
         .out_name("glowworm")
         .typescript(false)
+        .omit_default_module_path(false)
         .generate(&out_dir)
         .with_context(|| format!("wasm-bindgen failed on {}", input.display()))?;
 
