@@ -154,3 +154,26 @@ pub struct ContributorInfo {
     pub first_seen_unix_ms: i64,
     pub last_seen_unix_ms: i64,
 }
+
+/// Reply to `POST /v1/leases/{lease_id}/release`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseReceipt {
+    pub released: bool,
+}
+
+/// `GET /v1/jobs/{id}`: a job's state and progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub id: i64,
+    /// "queued", "done" or "failed".
+    pub state: String,
+    pub units_total: i64,
+    pub units_verified: i64,
+    /// Waiting for a contributor.
+    pub units_pending: i64,
+    /// Leased to a contributor now.
+    pub units_leased: i64,
+    pub units_failed: i64,
+    /// Hash of the assembled output C (m x n, f32 little-endian) once the job is done.
+    pub output_hash: Option<ContentHash>,
+}

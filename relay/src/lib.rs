@@ -1,1 +1,50 @@
+//! The Glowworm relay: it splits matrix-product jobs into units, leases them to contributors,
+//! verifies what comes back, and keeps the credit ledger.
+//!
+//! Data flows through it like this:
+//!
+//! 1. A job C = A * B is split into tiles of C ([`jobs::create_matmul`]); each unit's inputs, an
+//!    A row panel and a B column panel, are stored once as content-addressed [`blobs`]. While no
+//!    other work is queued, the [`demo`] generator makes such jobs.
+//! 2. `POST /v1/leases` ([`leasing::lease_next`]) first expires overdue leases, then leases the
+//!    oldest pending unit to the contributor until a deadline, one attempt of its
+//!    `max_attempts`.
+//! 3. The contributor fetches the kernel (`GET /v1/kernels/{hash}`, from
+//!    [`glowworm::kernels`]) and the input blobs (`GET /v1/blobs/{hash}`), computes, signs
+//!    and posts the output to `POST /v1/results`.
+//! 4. [`results::submit`] checks the lease, the holder, the output size and the signature,
+//!    runs Freivalds' check ([`glowworm::freivalds`]), and in one transaction stores the output,
+//!    marks the unit verified and appends 2·m·n·k credits to the append-only [`ledger`]. A unit
+//!    that fails too often is failed for good, and fails its job.
+//! 5. When every unit of a job is verified, [`jobs::complete_if_done`] assembles C into a blob
+//!    and the job is done.
+//!
+//! Everything shared with contributors (wire types, kernels, signing, verification) comes from
+//! the `glowworm` crate. State lives in one SQLite database ([`db`]); time comes from a
+//! [`Clock`], so tests can move past lease deadlines without sleeping. [`app`] builds the whole
+//! HTTP service from an [`AppState`]; the `glowworm-relay` binary adds the listener, the demo
+//! generator and graceful shutdown.
 
+pub mod api;
+pub mod blobs;
+pub mod clock;
+pub mod config;
+pub mod contributors;
+pub mod db;
+pub mod demo;
+pub mod error;
+pub mod extract;
+pub mod jobs;
+pub mod leasing;
+pub mod ledger;
+pub mod random;
+pub mod results;
+pub mod state;
+pub mod stats;
+pub mod units;
+
+pub use api::{OPENAPI_JSON, app, routes};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{Config, ConfigError, ServeArgs};
+pub use error::{ApiError, OpenError};
+pub use state::AppState;

@@ -1,0 +1,233 @@
+//! The HTTP surface: the router, its middleware and one small handler per endpoint.
+//!
+//! Handlers only translate between HTTP and the modules that do the work ([`crate::leasing`],
+//! [`crate::results`], [`crate::jobs`], ...); database work runs through [`crate::db::Db::call`].
+
+use crate::config::Config;
+use crate::contributors::{self, canonical_key};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath};
+use crate::leasing;
+use crate::state::AppState;
+use crate::{blobs, jobs, results, stats};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, any, get, post};
+use axum::{Json, Router};
+use glowworm::hash::ContentHash;
+use glowworm::kernels;
+use glowworm::wire::{
+    ContributorInfo, Health, JobStatus, KernelSource, LeaseRequest, ReleaseReceipt, ReleaseRequest,
+    ResultReceipt, ResultSubmission, Stats,
+};
+use std::time::Duration;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::ServeDir;
+use tower_http::trace::TraceLayer;
+
+/// The OpenAPI 3.1 document describing every route in [`api_routes`].
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// Cache-Control of content-addressed replies: the same hash always names the same bytes.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// Every API route: method, path and handler. [`app`] serves exactly these.
+fn api_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+    vec![
+        (Method::GET, "/v1/health", get(health)),
+        (Method::GET, "/v1/stats", get(get_stats)),
+        (
+            Method::GET,
+            "/v1/contributors/{public_key}",
+            get(get_contributor),
+        ),
+        (Method::POST, "/v1/leases", post(create_lease)),
+        (
+            Method::POST,
+            "/v1/leases/{lease_id}/release",
+            post(release_lease),
+        ),
+        (Method::POST, "/v1/results", post(submit_result)),
+        (Method::GET, "/v1/kernels/{hash}", get(get_kernel)),
+        (Method::GET, "/v1/blobs/{hash}", get(get_blob)),
+        (Method::GET, "/v1/jobs/{id}", get(get_job)),
+        (Method::GET, "/v1/openapi.json", get(openapi)),
+    ]
+}
+
+/// The method and path of every API route the relay serves.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    api_routes()
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
+        .collect()
+}
+
+/// The whole relay as a router: the `/v1` API (CORS, body limit, JSON errors) and the static
+/// page from `www_dir` for every other path.
+pub fn app(state: AppState) -> Router {
+    let mut api = Router::new();
+    for (_, path, handler) in api_routes() {
+        api = api.route(path, handler);
+    }
+    let api = api
+        .route("/v1/{*rest}", any(no_such_route))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(cors(&state.config));
+    let page = ServeDir::new(&state.config.www_dir).append_index_html_on_directories(true);
+    api.fallback_service(page)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Browsers may call the API from any origin, unless `cors_origins` lists the allowed ones.
+fn cors(config: &Config) -> CorsLayer {
+    let origins = if config.cors_origins.is_empty() {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            config
+                .cors_origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(Duration::from_secs(3600))
+}
+
+async fn no_such_route() -> ApiError {
+    ApiError::not_found("no_such_route", "no such API route; see /v1/openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this API route does not accept that method; see /v1/openapi.json",
+    )
+}
+
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+async fn get_stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
+    let now = state.now_ms();
+    let stats = state.db.call(move |conn| stats::stats(conn, now)).await?;
+    Ok(Json(stats))
+}
+
+async fn get_contributor(
+    State(state): State<AppState>,
+    ApiPath(public_key): ApiPath<String>,
+) -> Result<Json<ContributorInfo>, ApiError> {
+    let key = canonical_key(&public_key)?;
+    let info = state
+        .db
+        .call(move |conn| contributors::info(conn, &key))
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "unknown_contributor",
+                "no contributor with this public key has been seen",
+            )
+        })?;
+    Ok(Json(info))
+}
+
+/// 200 with a lease, or 204 with `Retry-After: 1` when there is no work.
+async fn create_lease(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<LeaseRequest>,
+) -> Result<Response, ApiError> {
+    let key = canonical_key(&request.public_key)?;
+    let now = state.now_ms();
+    let config = state.config.clone();
+    let lease = state
+        .db
+        .call(move |conn| leasing::lease_next(conn, &config, &key, now))
+        .await?;
+    Ok(match lease {
+        Some(lease) => Json(lease).into_response(),
+        None => (StatusCode::NO_CONTENT, [(header::RETRY_AFTER, "1")]).into_response(),
+    })
+}
+
+async fn release_lease(
+    State(state): State<AppState>,
+    ApiPath(lease_id): ApiPath<String>,
+    ApiJson(request): ApiJson<ReleaseRequest>,
+) -> Result<Json<ReleaseReceipt>, ApiError> {
+    let key = canonical_key(&request.public_key)?;
+    let now = state.now_ms();
+    state
+        .db
+        .call(move |conn| leasing::release(conn, &lease_id, &key, now))
+        .await?;
+    Ok(Json(ReleaseReceipt { released: true }))
+}
+
+async fn submit_result(
+    State(state): State<AppState>,
+    ApiJson(submission): ApiJson<ResultSubmission>,
+) -> Result<Json<ResultReceipt>, ApiError> {
+    Ok(Json(results::submit(&state, submission).await?))
+}
+
+fn parse_hash(text: &str) -> Result<ContentHash, ApiError> {
+    text.parse()
+        .map_err(|e| ApiError::bad_request("bad_hash", format!("{e}")))
+}
+
+async fn get_kernel(ApiPath(hash): ApiPath<String>) -> Result<Response, ApiError> {
+    let hash = parse_hash(&hash)?;
+    let kernel = kernels::by_hash(&hash).ok_or_else(|| {
+        ApiError::not_found("unknown_kernel", format!("no kernel with hash {hash}"))
+    })?;
+    let source: KernelSource = kernel.source();
+    Ok(([(header::CACHE_CONTROL, IMMUTABLE)], Json(source)).into_response())
+}
+
+async fn get_blob(
+    State(state): State<AppState>,
+    ApiPath(hash): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let hash = parse_hash(&hash)?;
+    let bytes = state
+        .db
+        .call(move |conn| blobs::get(conn, &hash))
+        .await?
+        .ok_or_else(|| ApiError::not_found("unknown_blob", format!("no blob with hash {hash}")))?;
+    let headers = [
+        (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+        (header::CACHE_CONTROL, IMMUTABLE.to_string()),
+        (header::ETAG, format!("\"{hash}\"")),
+    ];
+    Ok((headers, bytes).into_response())
+}
+
+async fn get_job(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<JobStatus>, ApiError> {
+    let status = state
+        .db
+        .call(move |conn| jobs::status(conn, id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("unknown_job", format!("no job with id {id}")))?;
+    Ok(Json(status))
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}

@@ -1,0 +1,295 @@
+//! The relay's settings: one [`Config`] struct, built in layers.
+//!
+//! Each layer overrides the one before it: the defaults, then a TOML file (`--config` or
+//! `GLOWWORM_CONFIG`), then `GLOWWORM_*` environment variables, then command-line flags
+//! ([`ServeArgs`]). [`Config::load`] applies all four.
+
+use serde::Deserialize;
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Everything the relay can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// SQLite database file; its parent directories are created.
+    pub database: PathBuf,
+    /// Directory of the static page, served at `/`.
+    pub www_dir: PathBuf,
+    /// Whether the demo job generator keeps contributors busy.
+    pub demo_jobs: bool,
+    /// How long a contributor has to return a leased unit.
+    pub lease_seconds: u64,
+    /// How many leases a unit gets before it is failed for good.
+    pub max_attempts: u32,
+    /// Rows and columns of C per unit (each unit takes the full K).
+    pub unit_size: u32,
+    /// Shape of the demo jobs: A is demo_m x demo_k, B is demo_k x demo_n.
+    pub demo_m: u32,
+    pub demo_n: u32,
+    pub demo_k: u32,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Origins allowed to call the API from a browser; empty means any origin.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            database: PathBuf::from("data/glowworm.sqlite"),
+            www_dir: PathBuf::from("www"),
+            demo_jobs: true,
+            lease_seconds: 60,
+            max_attempts: 5,
+            unit_size: 64,
+            demo_m: 256,
+            demo_n: 256,
+            demo_k: 256,
+            max_body_bytes: 8 << 20,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    ParseFile { path: PathBuf, message: String },
+    #[error("environment variable {name}={value:?}: {message}")]
+    BadEnv {
+        name: String,
+        value: String,
+        message: String,
+    },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+/// Flags of `glowworm-relay serve`. Every flag left out keeps the value from the layers below.
+#[derive(Debug, Clone, Default, clap::Parser)]
+#[command(name = "serve")]
+pub struct ServeArgs {
+    /// TOML config file (same keys as the flags, with underscores) [env: GLOWWORM_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, such as 127.0.0.1:8787 (port 0 picks one) [env: GLOWWORM_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// SQLite database file [env: GLOWWORM_DATABASE]
+    #[arg(long, value_name = "PATH")]
+    pub database: Option<PathBuf>,
+    /// Directory of the static page served at / [env: GLOWWORM_WWW_DIR]
+    #[arg(long, value_name = "DIR")]
+    pub www_dir: Option<PathBuf>,
+    /// Do not generate demo jobs [env: GLOWWORM_DEMO_JOBS=false]
+    #[arg(long)]
+    pub no_demo: bool,
+    /// Seconds a contributor has to return a leased unit [env: GLOWWORM_LEASE_SECONDS]
+    #[arg(long, value_name = "N")]
+    pub lease_seconds: Option<u64>,
+    /// Leases a unit gets before it is failed [env: GLOWWORM_MAX_ATTEMPTS]
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// Rows and columns of C per unit [env: GLOWWORM_UNIT_SIZE]
+    #[arg(long, value_name = "N")]
+    pub unit_size: Option<u32>,
+    /// Rows of A and C in demo jobs [env: GLOWWORM_DEMO_M]
+    #[arg(long, value_name = "N")]
+    pub demo_m: Option<u32>,
+    /// Columns of B and C in demo jobs [env: GLOWWORM_DEMO_N]
+    #[arg(long, value_name = "N")]
+    pub demo_n: Option<u32>,
+    /// Columns of A and rows of B in demo jobs [env: GLOWWORM_DEMO_K]
+    #[arg(long, value_name = "N")]
+    pub demo_k: Option<u32>,
+    /// Largest request body accepted, in bytes [env: GLOWWORM_MAX_BODY_BYTES]
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// An origin allowed to call the API (repeat for more; none means any)
+    /// [env: GLOWWORM_CORS_ORIGINS, comma-separated]
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+}
+
+impl Config {
+    /// Defaults, then the config file, then the environment (`env` looks a variable up; pass
+    /// `|name| std::env::var(name).ok()`), then the flags. The result is validated.
+    pub fn load(
+        args: &ServeArgs,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file = args
+            .config
+            .clone()
+            .or_else(|| env("GLOWWORM_CONFIG").map(PathBuf::from));
+        let mut config = match file {
+            Some(path) => Config::from_file(&path)?,
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        config.apply_flags(args);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The defaults overridden by the keys present in a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Overrides each setting whose `GLOWWORM_<NAME>` variable is set.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let env = &env;
+        set_from_env(env, "GLOWWORM_LISTEN", &mut self.listen)?;
+        set_from_env(env, "GLOWWORM_DATABASE", &mut self.database)?;
+        set_from_env(env, "GLOWWORM_WWW_DIR", &mut self.www_dir)?;
+        set_from_env(env, "GLOWWORM_DEMO_JOBS", &mut self.demo_jobs)?;
+        set_from_env(env, "GLOWWORM_LEASE_SECONDS", &mut self.lease_seconds)?;
+        set_from_env(env, "GLOWWORM_MAX_ATTEMPTS", &mut self.max_attempts)?;
+        set_from_env(env, "GLOWWORM_UNIT_SIZE", &mut self.unit_size)?;
+        set_from_env(env, "GLOWWORM_DEMO_M", &mut self.demo_m)?;
+        set_from_env(env, "GLOWWORM_DEMO_N", &mut self.demo_n)?;
+        set_from_env(env, "GLOWWORM_DEMO_K", &mut self.demo_k)?;
+        set_from_env(env, "GLOWWORM_MAX_BODY_BYTES", &mut self.max_body_bytes)?;
+        if let Some(list) = env("GLOWWORM_CORS_ORIGINS") {
+            self.cors_origins = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// Overrides each setting given as a flag.
+    pub fn apply_flags(&mut self, args: &ServeArgs) {
+        fn set<T: Clone>(flag: &Option<T>, field: &mut T) {
+            if let Some(value) = flag {
+                *field = value.clone();
+            }
+        }
+        set(&args.listen, &mut self.listen);
+        set(&args.database, &mut self.database);
+        set(&args.www_dir, &mut self.www_dir);
+        if args.no_demo {
+            self.demo_jobs = false;
+        }
+        set(&args.lease_seconds, &mut self.lease_seconds);
+        set(&args.max_attempts, &mut self.max_attempts);
+        set(&args.unit_size, &mut self.unit_size);
+        set(&args.demo_m, &mut self.demo_m);
+        set(&args.demo_n, &mut self.demo_n);
+        set(&args.demo_k, &mut self.demo_k);
+        set(&args.max_body_bytes, &mut self.max_body_bytes);
+        if !args.cors_origins.is_empty() {
+            self.cors_origins = args.cors_origins.clone();
+        }
+    }
+
+    /// Refuses settings the relay cannot work with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: &str| Err(ConfigError::Invalid(message.to_string()));
+        if self.lease_seconds == 0 {
+            return invalid("lease_seconds must be at least 1");
+        }
+        if self.max_attempts == 0 {
+            return invalid("max_attempts must be at least 1");
+        }
+        if self.unit_size == 0 || self.demo_m == 0 || self.demo_n == 0 || self.demo_k == 0 {
+            return invalid("unit_size, demo_m, demo_n and demo_k must be at least 1");
+        }
+        let unit_output = 4 * self.unit_size as u64 * self.unit_size as u64;
+        if unit_output > glowworm::wire::MAX_OUTPUT_BYTES {
+            return invalid(
+                "unit_size is too large: a unit's output would exceed MAX_OUTPUT_BYTES",
+            );
+        }
+        // A result carries the output in base64 (4/3 larger) plus a little JSON around it.
+        if (unit_output * 4 / 3 + 4096) > self.max_body_bytes as u64 {
+            return invalid("max_body_bytes is too small for a result of one unit");
+        }
+        for origin in &self.cors_origins {
+            if axum::http::HeaderValue::from_str(origin).is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "cors origin {origin:?} is not a valid header value"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// How long a lease lasts, in milliseconds.
+    pub fn lease_ms(&self) -> i64 {
+        self.lease_seconds as i64 * 1000
+    }
+}
+
+/// Replaces `field` with the parsed value of the variable `name`, when it is set.
+fn set_from_env<T>(
+    env: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    field: &mut T,
+) -> Result<(), ConfigError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    if let Some(value) = env(name) {
+        *field = value
+            .trim()
+            .parse()
+            .map_err(|e: T::Err| ConfigError::BadEnv {
+                name: name.to_string(),
+                value: value.clone(),
+                message: e.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn defaults_are_valid_and_as_documented() {
+        let config = Config::load(&ServeArgs::default(), |_| None).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8787");
+        assert_eq!(config.max_body_bytes, 8 * 1024 * 1024);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_name() {
+        let err = Config::load(&ServeArgs::default(), |name| {
+            (name == "GLOWWORM_LEASE_SECONDS").then(|| "soon".to_string())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("GLOWWORM_LEASE_SECONDS"), "{err}");
+        let args = ServeArgs::try_parse_from(["serve", "--unit-size", "0"]).unwrap();
+        assert!(matches!(
+            Config::load(&args, |_| None),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+}

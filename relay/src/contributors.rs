@@ -1,0 +1,62 @@
+//! Contributors: known by their ed25519 public key, with when they were first and last seen.
+
+use crate::error::ApiError;
+use crate::ledger;
+use glowworm::signing::{SignatureError, parse_public_key};
+use glowworm::wire::ContributorInfo;
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Checks a public key and returns it in its one canonical form (lowercase hex), so the same key
+/// written in upper case is the same contributor.
+pub fn canonical_key(public_hex: &str) -> Result<String, ApiError> {
+    parse_public_key(public_hex).map_err(|e| match e {
+        SignatureError::InvalidPublicKey => ApiError::bad_request(
+            "bad_public_key",
+            "public_key is not a valid ed25519 public key",
+        ),
+        _ => ApiError::bad_request(
+            "bad_public_key",
+            "public_key must be 64 hex characters (an ed25519 public key)",
+        ),
+    })?;
+    Ok(public_hex.to_ascii_lowercase())
+}
+
+/// Records that a contributor was seen now.
+pub fn touch(conn: &Connection, public_key: &str, now_ms: i64) -> Result<(), ApiError> {
+    conn.execute(
+        "INSERT INTO contributors (public_key, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?2)
+         ON CONFLICT (public_key) DO UPDATE SET last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms)",
+        params![public_key, now_ms],
+    )?;
+    Ok(())
+}
+
+/// What the relay knows of a contributor, or `None` if it was never seen.
+pub fn info(conn: &Connection, public_key: &str) -> Result<Option<ContributorInfo>, ApiError> {
+    let seen: Option<(i64, i64)> = conn
+        .query_row(
+            "SELECT first_seen_ms, last_seen_ms FROM contributors WHERE public_key = ?1",
+            [public_key],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let Some((first_seen, last_seen)) = seen else {
+        return Ok(None);
+    };
+    let (units_verified, flop_verified): (i64, i64) = conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(2 * units.m * units.n * units.k), 0)
+         FROM results JOIN units ON units.id = results.unit_id
+         WHERE results.public_key = ?1 AND results.verified = 1",
+        [public_key],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    Ok(Some(ContributorInfo {
+        public_key: public_key.to_string(),
+        credits: ledger::balance(conn, public_key)?,
+        units_verified,
+        flop_verified,
+        first_seen_unix_ms: first_seen,
+        last_seen_unix_ms: last_seen,
+    }))
+}

@@ -1,0 +1,71 @@
+//! The SQLite database: one connection behind a mutex, used from blocking threads.
+//!
+//! Handlers never touch the connection directly: they pass a closure to [`Db::call`], which runs
+//! it on tokio's blocking pool while holding the lock, so a slow query never stalls the async
+//! runtime. Multi-step changes open a transaction inside the closure.
+
+use crate::error::{ApiError, OpenError};
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SCHEMA: &str = include_str!("schema.sql");
+
+/// A shared handle to the relay's database.
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Db {
+    /// Opens (or creates) the database file in WAL mode, creating its parent directories and
+    /// the schema.
+    pub fn open(path: &Path) -> Result<Db, OpenError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| OpenError::CreateDir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let database_error = |source| OpenError::Database {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(database_error)?;
+        Self::prepare(&conn).map_err(database_error)?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!("SQLite journal mode is {mode}, not WAL");
+        }
+        conn.execute_batch(
+            "PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON;",
+        )?;
+        conn.execute_batch(SCHEMA)
+    }
+
+    /// Runs `work` with the connection on a blocking thread and returns what it returns.
+    pub async fn call<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, ApiError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| ApiError::Internal("database mutex poisoned".into()))?;
+            work(&mut guard)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("database task failed: {e}")))?
+    }
+}

@@ -1,0 +1,83 @@
+//! The demo job generator: keeps contributors busy while nobody else has queued work.
+//!
+//! Every second ([`spawn`]) it calls [`tick`], which creates a fresh demo matmul job from
+//! [`glowworm::kernels::matmul::sample_matrix`] whenever no unit of a queued job is pending or
+//! leased.
+
+use crate::error::ApiError;
+use crate::jobs::{self, Split};
+use crate::random;
+use crate::state::AppState;
+use glowworm::kernels::matmul::sample_matrix;
+use glowworm::wire::MatmulShape;
+use std::time::Duration;
+
+/// A demo job that [`tick`] created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoJob {
+    pub job_id: i64,
+    /// A and B are [`demo_matrices`] of this seed.
+    pub seed: u64,
+}
+
+/// The inputs of a demo job: A (m x k) and B (k x n), reproducible from the seed.
+pub fn demo_matrices(seed: u64, shape: MatmulShape) -> (Vec<f32>, Vec<f32>) {
+    let a = sample_matrix(shape.m * shape.k, seed);
+    let b = sample_matrix(shape.k * shape.n, seed ^ 0xB0B0_B0B0_B0B0_B0B0);
+    (a, b)
+}
+
+/// Creates a demo job if no unit of a queued job is pending or leased; returns it if it did.
+pub async fn tick(state: &AppState) -> Result<Option<DemoJob>, ApiError> {
+    let config = state.config.clone();
+    let now = state.now_ms();
+    let seed = u64::from_le_bytes(random::bytes::<8>()?);
+    state
+        .db
+        .call(move |conn| {
+            let tx = conn.transaction()?;
+            let open_units: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM units JOIN jobs ON jobs.id = units.job_id
+                 WHERE jobs.state = 'queued' AND units.state IN ('pending', 'leased')",
+                [],
+                |row| row.get(0),
+            )?;
+            if open_units > 0 {
+                return Ok(None);
+            }
+            let shape = MatmulShape {
+                m: config.demo_m,
+                n: config.demo_n,
+                k: config.demo_k,
+            };
+            let (a, b) = demo_matrices(seed, shape);
+            let split = Split {
+                unit_size: config.unit_size,
+                max_attempts: config.max_attempts,
+            };
+            let job_id = jobs::create_matmul(&tx, &a, &b, shape, split, true, now)?;
+            tx.commit()?;
+            tracing::info!(
+                "demo job {job_id} queued: {}x{}x{}, seed {seed}",
+                shape.m,
+                shape.n,
+                shape.k
+            );
+            Ok(Some(DemoJob { job_id, seed }))
+        })
+        .await
+}
+
+/// Runs [`tick`] every second until the runtime shuts down.
+pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            if let Err(e) = tick(&state).await {
+                tracing::error!("demo job generator: {e}");
+            }
+        }
+    })
+}

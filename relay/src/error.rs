@@ -1,0 +1,115 @@
+//! Errors and how they become HTTP replies.
+//!
+//! Every refusal is an [`ApiError`]: a status, a stable machine-readable code and a message for
+//! people, sent as [`glowworm::wire::ErrorBody`]. Database and other internal failures are logged
+//! and answered with 500 `internal` (503 `unavailable` when the database is busy), never with
+//! their details.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use glowworm::wire::{ErrorBody, ErrorDetail};
+use std::path::PathBuf;
+
+/// A request the relay refused or could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request was wrong; the caller is told why.
+    #[error("{status} {code}: {message}")]
+    Refused {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// Anything else that should not happen.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Refused {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// The status and code this error is answered with.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Refused { status, code, .. } => (*status, code),
+            ApiError::Database(e) if is_busy(e) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Database(_) | ApiError::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        }
+    }
+}
+
+/// Whether SQLite refused because another connection holds a lock.
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            ApiError::Refused { message, .. } => message.clone(),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                tracing::warn!("{self}");
+                "the relay is busy; try again shortly".to_string()
+            }
+            _ => {
+                tracing::error!("{self}");
+                "the relay hit an internal error; it has been logged".to_string()
+            }
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
+    }
+}
+
+/// Why [`crate::AppState::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open database {path}: {source}")]
+    Database {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}

@@ -1,0 +1,201 @@
+//! Leases: a unit handed to one contributor until a deadline.
+//!
+//! A lease is `active` until its result is `submitted`, it is `released` by the contributor, its
+//! result is `rejected` by verification, or its deadline passes and it is `expired`. Expired leases
+//! are swept at the start of every lease and release request, which puts their units back in the
+//! queue (or fails them once their attempts are used up).
+
+use crate::config::Config;
+use crate::contributors;
+use crate::error::ApiError;
+use crate::random;
+use crate::units::{self, Unit};
+use axum::http::StatusCode;
+use glowworm::kernels;
+use glowworm::wire::{BlobRef, Lease};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// A row of the `leases` table.
+#[derive(Debug, Clone)]
+pub struct LeaseRow {
+    pub lease_id: String,
+    pub unit_id: i64,
+    pub public_key: String,
+    pub deadline_ms: i64,
+    pub state: String,
+}
+
+pub fn get(conn: &Connection, lease_id: &str) -> Result<Option<LeaseRow>, ApiError> {
+    let lease = conn
+        .query_row(
+            "SELECT lease_id, unit_id, public_key, deadline_ms, state FROM leases
+             WHERE lease_id = ?1",
+            [lease_id],
+            |row| {
+                Ok(LeaseRow {
+                    lease_id: row.get(0)?,
+                    unit_id: row.get(1)?,
+                    public_key: row.get(2)?,
+                    deadline_ms: row.get(3)?,
+                    state: row.get(4)?,
+                })
+            },
+        )
+        .optional()?;
+    Ok(lease)
+}
+
+impl LeaseRow {
+    /// Refuses unless the lease is active and its deadline has not passed at `now_ms`.
+    pub fn require_open(&self, now_ms: i64) -> Result<(), ApiError> {
+        match self.state.as_str() {
+            "submitted" => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_submitted",
+                format!("a result for lease {} was already accepted", self.lease_id),
+            )),
+            "active" if now_ms <= self.deadline_ms => Ok(()),
+            _ => Err(ApiError::new(
+                StatusCode::GONE,
+                "lease_expired",
+                format!(
+                    "lease {} is no longer open (it was {} or its deadline passed)",
+                    self.lease_id,
+                    if self.state == "active" {
+                        "not returned in time"
+                    } else {
+                        &self.state
+                    }
+                ),
+            )),
+        }
+    }
+
+    /// Refuses unless `public_key` holds this lease.
+    pub fn require_holder(&self, public_key: &str) -> Result<(), ApiError> {
+        if self.public_key == public_key {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "wrong_contributor",
+                format!("lease {} belongs to another contributor", self.lease_id),
+            ))
+        }
+    }
+}
+
+/// The 404 for a lease id the relay never issued.
+pub fn unknown_lease(lease_id: &str) -> ApiError {
+    ApiError::not_found("unknown_lease", format!("no lease with id {lease_id:?}"))
+}
+
+/// Expires every active lease whose deadline passed before `now_ms`.
+pub fn expire_overdue(conn: &Connection, now_ms: i64) -> Result<(), ApiError> {
+    let mut stmt = conn.prepare(
+        "SELECT lease_id, unit_id FROM leases WHERE state = 'active' AND deadline_ms < ?1",
+    )?;
+    let overdue = stmt
+        .query_map([now_ms], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (lease_id, unit_id) in overdue {
+        conn.execute(
+            "UPDATE leases SET state = 'expired' WHERE lease_id = ?1",
+            [&lease_id],
+        )?;
+        tracing::info!("lease {lease_id} of unit {unit_id} expired");
+        units::requeue_or_fail(conn, unit_id)?;
+    }
+    Ok(())
+}
+
+/// Leases the oldest pending unit to `public_key` (a canonical key), or returns `None` when
+/// there is no work.
+pub fn lease_next(
+    conn: &mut Connection,
+    config: &Config,
+    public_key: &str,
+    now_ms: i64,
+) -> Result<Option<Lease>, ApiError> {
+    let lease_id = hex::encode(random::bytes::<16>()?);
+    let tx = conn.transaction()?;
+    contributors::touch(&tx, public_key, now_ms)?;
+    expire_overdue(&tx, now_ms)?;
+    let Some(unit) = units::oldest_pending(&tx)? else {
+        tx.commit()?;
+        return Ok(None);
+    };
+    let deadline_ms = now_ms + config.lease_ms();
+    tx.execute(
+        "UPDATE units SET state = 'leased', attempts = attempts + 1 WHERE id = ?1",
+        [unit.id],
+    )?;
+    tx.execute(
+        "INSERT INTO leases (lease_id, unit_id, public_key, issued_at_ms, deadline_ms, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'active')",
+        params![lease_id, unit.id, public_key, now_ms, deadline_ms],
+    )?;
+    let lease = wire_lease(&unit, lease_id, deadline_ms)?;
+    tx.commit()?;
+    Ok(Some(lease))
+}
+
+/// The [`Lease`] a contributor receives for `unit`.
+fn wire_lease(unit: &Unit, lease_id: String, deadline_ms: i64) -> Result<Lease, ApiError> {
+    let kernel = kernels::by_hash(&unit.kernel_hash).ok_or_else(|| {
+        ApiError::Internal(format!(
+            "unit {} names kernel {}, which is not in the catalogue",
+            unit.id, unit.kernel_hash
+        ))
+    })?;
+    let shape = unit.shape;
+    Ok(Lease {
+        lease_id,
+        unit_id: unit.id,
+        job_id: unit.job_id,
+        kernel: kernel.reference(),
+        shape,
+        inputs: vec![
+            BlobRef {
+                name: "a".into(),
+                hash: unit.a_hash,
+                bytes: 4 * shape.m as u64 * shape.k as u64,
+            },
+            BlobRef {
+                name: "b".into(),
+                hash: unit.b_hash,
+                bytes: 4 * shape.k as u64 * shape.n as u64,
+            },
+        ],
+        output_bytes: shape.output_bytes(),
+        flop: shape.flop(),
+        deadline_unix_ms: deadline_ms,
+    })
+}
+
+/// Gives an active lease back unworked: its unit is pending again and the attempt is returned.
+/// Releasing a lease that is already released succeeds again, so a retry is harmless.
+pub fn release(
+    conn: &mut Connection,
+    lease_id: &str,
+    public_key: &str,
+    now_ms: i64,
+) -> Result<(), ApiError> {
+    let tx = conn.transaction()?;
+    expire_overdue(&tx, now_ms)?;
+    let lease = get(&tx, lease_id)?.ok_or_else(|| unknown_lease(lease_id))?;
+    lease.require_holder(public_key)?;
+    contributors::touch(&tx, public_key, now_ms)?;
+    if lease.state != "released" {
+        lease.require_open(now_ms)?;
+        tx.execute(
+            "UPDATE leases SET state = 'released' WHERE lease_id = ?1",
+            [lease_id],
+        )?;
+        units::requeue_released(&tx, lease.unit_id)?;
+    }
+    tx.commit()?;
+    Ok(())
+}

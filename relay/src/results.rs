@@ -1,0 +1,261 @@
+//! Result submissions: checked, verified with Freivalds' check, then credited, in that order.
+//!
+//! [`submit`] refuses a submission at the first check it fails, each with its own code: the key,
+//! the lease, the unit, the holder, the output, the signature, whether the lease is still open,
+//! and finally the product itself. The expensive check runs outside the database lock. Only then
+//! does one transaction (which re-checks that the lease is still open, so two racing copies of a
+//! result cannot both be credited) store the output, mark lease and unit, and credit the ledger.
+
+use crate::blobs;
+use crate::contributors::{self, canonical_key};
+use crate::error::ApiError;
+use crate::jobs;
+use crate::leasing::{self, LeaseRow};
+use crate::ledger;
+use crate::random;
+use crate::state::AppState;
+use crate::units::{self, Unit};
+use axum::http::StatusCode;
+use glowworm::encoding::{bytes_to_f32s, from_base64};
+use glowworm::freivalds;
+use glowworm::signing::{SignatureError, verify_result};
+use glowworm::wire::{ResultReceipt, ResultSubmission};
+use rusqlite::{Connection, params};
+
+/// Checks, verifies and credits one result.
+pub async fn submit(
+    state: &AppState,
+    submission: ResultSubmission,
+) -> Result<ResultReceipt, ApiError> {
+    let public_key = canonical_key(&submission.public_key)?;
+    let now = state.now_ms();
+
+    let lease_id = submission.lease_id.clone();
+    let (lease, unit) = state
+        .db
+        .call(move |conn| {
+            let lease =
+                leasing::get(conn, &lease_id)?.ok_or_else(|| leasing::unknown_lease(&lease_id))?;
+            let unit = units::get(conn, lease.unit_id)?
+                .ok_or_else(|| ApiError::Internal(format!("lease {lease_id} has no unit")))?;
+            Ok((lease, unit))
+        })
+        .await?;
+
+    if submission.unit_id != unit.id {
+        return Err(ApiError::bad_request(
+            "unit_mismatch",
+            format!(
+                "lease {} is for unit {}, not unit {}",
+                lease.lease_id, unit.id, submission.unit_id
+            ),
+        ));
+    }
+    lease.require_holder(&public_key)?;
+    let output = decode_output(&submission.output, &unit)?;
+    check_signature(&submission, &public_key, &unit, &output)?;
+    lease.require_open(now)?;
+
+    let verdict = verify(state, &unit, &output).await?;
+    let unit_id = unit.id;
+    let db_key = public_key.clone();
+    match verdict {
+        Ok(()) => {
+            state
+                .db
+                .call(move |conn| record_verified(conn, &lease, &unit, &db_key, &output, now))
+                .await
+        }
+        Err(failure) => {
+            let output_hash = glowworm::hash::ContentHash::of(&output).to_string();
+            state
+                .db
+                .call(move |conn| record_rejected(conn, &lease, &db_key, &output_hash, now))
+                .await?;
+            tracing::warn!(
+                "result for unit {} from {public_key} rejected: {failure}",
+                unit_id
+            );
+            Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "verification_failed",
+                format!("the output is not the product of the unit's inputs: {failure}"),
+            ))
+        }
+    }
+}
+
+/// The output bytes, if they are base64 of exactly the unit's output size.
+fn decode_output(text: &str, unit: &Unit) -> Result<Vec<u8>, ApiError> {
+    let output = from_base64(text)
+        .map_err(|e| ApiError::bad_request("bad_output", format!("output: {e}")))?;
+    let expected = unit.shape.output_bytes();
+    if output.len() as u64 != expected {
+        return Err(ApiError::bad_request(
+            "bad_output",
+            format!(
+                "output has {} bytes; unit {} needs {expected} ({} x {} f32)",
+                output.len(),
+                unit.id,
+                unit.shape.m,
+                unit.shape.n
+            ),
+        ));
+    }
+    Ok(output)
+}
+
+fn check_signature(
+    submission: &ResultSubmission,
+    public_key: &str,
+    unit: &Unit,
+    output: &[u8],
+) -> Result<(), ApiError> {
+    verify_result(
+        public_key,
+        &submission.signature,
+        submission.unit_id,
+        &submission.lease_id,
+        &unit.kernel_hash,
+        output,
+    )
+    .map_err(|e| match e {
+        SignatureError::MalformedSignature => {
+            ApiError::bad_request("bad_signature_format", e.to_string())
+        }
+        _ => ApiError::new(StatusCode::FORBIDDEN, "bad_signature", e.to_string()),
+    })
+}
+
+/// Freivalds' check of the output against the unit's inputs, with a fresh secret seed, on a
+/// blocking thread and outside the database lock. The outer error is the relay's own failure;
+/// the inner one is the output's.
+async fn verify(
+    state: &AppState,
+    unit: &Unit,
+    output: &[u8],
+) -> Result<Result<(), freivalds::FreivaldsError>, ApiError> {
+    let (a_hash, b_hash) = (unit.a_hash, unit.b_hash);
+    let (a, b) = state
+        .db
+        .call(move |conn| {
+            Ok((
+                blobs::get_required(conn, &a_hash)?,
+                blobs::get_required(conn, &b_hash)?,
+            ))
+        })
+        .await?;
+    let seed = random::bytes::<32>()?;
+    let shape = unit.shape;
+    let c = output.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let decode = |bytes: &[u8]| {
+            bytes_to_f32s(bytes).map_err(|e| ApiError::Internal(format!("stored input: {e}")))
+        };
+        let (a, b) = (decode(&a)?, decode(&b)?);
+        let c = bytes_to_f32s(&c).map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(freivalds::check(&a, &b, &c, shape, seed))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("verification task failed: {e}")))?
+}
+
+/// Re-reads the lease inside the final transaction: another copy of the same result may have
+/// been accepted, or the lease ended, since the first look.
+fn reread_open_lease(conn: &Connection, lease_id: &str, now_ms: i64) -> Result<(), ApiError> {
+    leasing::get(conn, lease_id)?
+        .ok_or_else(|| leasing::unknown_lease(lease_id))?
+        .require_open(now_ms)
+}
+
+fn insert_result(
+    conn: &Connection,
+    lease: &LeaseRow,
+    public_key: &str,
+    output_hash: &str,
+    verified: bool,
+    now_ms: i64,
+) -> Result<i64, ApiError> {
+    conn.execute(
+        "INSERT INTO results (unit_id, lease_id, public_key, output_hash, verified, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            lease.unit_id,
+            lease.lease_id,
+            public_key,
+            output_hash,
+            verified,
+            now_ms
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// The one transaction that turns down a result that failed verification: the lease is
+/// rejected and the unit goes back to the queue (or fails), nothing is credited.
+fn record_rejected(
+    conn: &mut Connection,
+    lease: &LeaseRow,
+    public_key: &str,
+    output_hash: &str,
+    now_ms: i64,
+) -> Result<(), ApiError> {
+    let tx = conn.transaction()?;
+    reread_open_lease(&tx, &lease.lease_id, now_ms)?;
+    insert_result(&tx, lease, public_key, output_hash, false, now_ms)?;
+    tx.execute(
+        "UPDATE leases SET state = 'rejected' WHERE lease_id = ?1",
+        [&lease.lease_id],
+    )?;
+    units::requeue_or_fail(&tx, lease.unit_id)?;
+    contributors::touch(&tx, public_key, now_ms)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The one transaction that accepts a verified result.
+fn record_verified(
+    conn: &mut Connection,
+    lease: &LeaseRow,
+    unit: &Unit,
+    public_key: &str,
+    output: &[u8],
+    now_ms: i64,
+) -> Result<ResultReceipt, ApiError> {
+    let flop = unit.shape.flop();
+    let credited = i64::try_from(flop)
+        .map_err(|_| ApiError::Internal(format!("unit {} is too large to credit", unit.id)))?;
+
+    let tx = conn.transaction()?;
+    reread_open_lease(&tx, &lease.lease_id, now_ms)?;
+    let output_hash = blobs::store(&tx, output)?;
+    let result_id = insert_result(
+        &tx,
+        lease,
+        public_key,
+        &output_hash.to_string(),
+        true,
+        now_ms,
+    )?;
+    tx.execute(
+        "UPDATE leases SET state = 'submitted' WHERE lease_id = ?1",
+        [&lease.lease_id],
+    )?;
+    tx.execute(
+        "UPDATE units SET state = 'verified', result_hash = ?2 WHERE id = ?1",
+        params![unit.id, output_hash.to_string()],
+    )?;
+    ledger::credit_verified_unit(&tx, public_key, credited, unit.id, result_id, now_ms)?;
+    contributors::touch(&tx, public_key, now_ms)?;
+    jobs::complete_if_done(&tx, unit.job_id)?;
+    let balance = ledger::balance(&tx, public_key)?;
+    tx.commit()?;
+
+    Ok(ResultReceipt {
+        unit_id: unit.id,
+        status: "verified".into(),
+        credited,
+        balance,
+        flop,
+    })
+}

@@ -1,0 +1,96 @@
+-- The relay's SQLite schema. Every statement is idempotent: it runs on each start.
+-- Times are Unix milliseconds; amounts are integers (1 credit = 1 verified FLOP).
+
+-- Content-addressed bytes: unit inputs, unit outputs and assembled job outputs.
+CREATE TABLE IF NOT EXISTS blobs (
+    hash  TEXT PRIMARY KEY,          -- SHA-256 of bytes, 64 lowercase hex characters
+    bytes BLOB NOT NULL
+);
+
+-- A matrix product C (m x n) = A (m x k) * B (k x n), split into units.
+CREATE TABLE IF NOT EXISTS jobs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind        TEXT NOT NULL CHECK (kind IN ('matmul')),
+    m           INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
+    k           INTEGER NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('queued', 'done', 'failed')),
+    output_hash TEXT REFERENCES blobs(hash),
+    created_at  INTEGER NOT NULL,
+    is_demo     INTEGER NOT NULL
+);
+
+-- One tile of a job's C: rows row0..row0+m, columns col0..col0+n, the full k.
+CREATE TABLE IF NOT EXISTS units (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id       INTEGER NOT NULL REFERENCES jobs(id),
+    row0         INTEGER NOT NULL,
+    col0         INTEGER NOT NULL,
+    m            INTEGER NOT NULL,
+    n            INTEGER NOT NULL,
+    k            INTEGER NOT NULL,
+    kernel_hash  TEXT NOT NULL,
+    a_hash       TEXT NOT NULL REFERENCES blobs(hash),  -- A row panel, m x k
+    b_hash       TEXT NOT NULL REFERENCES blobs(hash),  -- B column panel, k x n
+    state        TEXT NOT NULL CHECK (state IN ('pending', 'leased', 'verified', 'failed')),
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    result_hash  TEXT REFERENCES blobs(hash)
+);
+CREATE INDEX IF NOT EXISTS units_by_state ON units(state, id);
+CREATE INDEX IF NOT EXISTS units_by_job ON units(job_id);
+
+-- A unit handed to one contributor until deadline_ms.
+CREATE TABLE IF NOT EXISTS leases (
+    lease_id     TEXT PRIMARY KEY,    -- 128 random bits, hex
+    unit_id      INTEGER NOT NULL REFERENCES units(id),
+    public_key   TEXT NOT NULL,
+    issued_at_ms INTEGER NOT NULL,
+    deadline_ms  INTEGER NOT NULL,
+    state        TEXT NOT NULL
+                 CHECK (state IN ('active', 'submitted', 'expired', 'released', 'rejected'))
+);
+CREATE INDEX IF NOT EXISTS leases_by_state ON leases(state, deadline_ms);
+
+-- Every signed submission that reached verification: verified = 1 passed, 0 was rejected.
+CREATE TABLE IF NOT EXISTS results (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    unit_id     INTEGER NOT NULL REFERENCES units(id),
+    lease_id    TEXT NOT NULL UNIQUE REFERENCES leases(lease_id),
+    public_key  TEXT NOT NULL,
+    output_hash TEXT NOT NULL,
+    verified    INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_by_key ON results(public_key);
+
+CREATE TABLE IF NOT EXISTS contributors (
+    public_key    TEXT PRIMARY KEY,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL
+);
+
+-- The credit ledger: append-only; a balance is the sum of an account's amounts.
+CREATE TABLE IF NOT EXISTS ledger (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    account       TEXT NOT NULL,
+    amount        INTEGER NOT NULL,
+    kind          TEXT NOT NULL,
+    unit_id       INTEGER REFERENCES units(id),
+    result_id     INTEGER REFERENCES results(id),
+    created_at_ms INTEGER NOT NULL,
+    UNIQUE (result_id, kind)
+);
+CREATE INDEX IF NOT EXISTS ledger_by_account ON ledger(account);
+
+CREATE TRIGGER IF NOT EXISTS ledger_is_append_only_update
+BEFORE UPDATE ON ledger
+BEGIN
+    SELECT RAISE(ABORT, 'the ledger is append-only');
+END;
+
+CREATE TRIGGER IF NOT EXISTS ledger_is_append_only_delete
+BEFORE DELETE ON ledger
+BEGIN
+    SELECT RAISE(ABORT, 'the ledger is append-only');
+END;

@@ -1,0 +1,37 @@
+//! The state every request handler shares: settings, database and clock.
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::OpenError;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AppState {
+    /// Validates the settings and opens the database, with the system clock.
+    pub fn open(config: Config) -> Result<AppState, OpenError> {
+        Self::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// Like [`AppState::open`] with another clock (tests pass a [`crate::ManualClock`]).
+    pub fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, OpenError> {
+        config.validate()?;
+        let db = Db::open(&config.database)?;
+        Ok(AppState {
+            config: Arc::new(config),
+            db,
+            clock,
+        })
+    }
+
+    /// The current time in Unix milliseconds, from the state's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
