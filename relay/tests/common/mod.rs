@@ -1,0 +1,399 @@
+//! Shared test helpers: a relay on a temporary SQLite file with a manual clock, requests through
+//! `app(state)` without a socket, simulated contributors, and a small checker of replies
+//! against the OpenAPI document's schemas.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes, to_base64};
+use glowworm::hash::ContentHash;
+use glowworm::kernels::matmul;
+use glowworm::signing::ContributorKey;
+use glowworm::wire::{KernelSource, Lease, ResultSubmission};
+use glowworm_relay::{AppState, Config, ManualClock, app};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+/// Settings for tests: no demo generator running on its own, a small demo job of four units
+/// (two of them narrower, at the right edge), a 60 s lease and 3 attempts.
+pub fn test_config(dir: &TempDir) -> Config {
+    Config {
+        database: dir.path().join("db/relay.sqlite"),
+        www_dir: dir.path().join("www"),
+        demo_jobs: false,
+        lease_seconds: 60,
+        max_attempts: 3,
+        unit_size: 64,
+        demo_m: 128,
+        demo_n: 96,
+        demo_k: 64,
+        ..Config::default()
+    }
+}
+
+pub struct TestRelay {
+    pub app: Router,
+    pub state: AppState,
+    pub clock: ManualClock,
+    pub dir: TempDir,
+}
+
+/// A reply: status, headers and body.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json<T: DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "reply {} is not the expected JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// Asserts this is an error reply with `status` and `code`, in the ErrorBody shape.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        let body: Value = serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            panic!(
+                "expected a JSON error {status} {code}, got {} {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        });
+        assert_eq!(
+            (self.status.as_u16(), body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "body: {body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "an error names what was wrong: {body}"
+        );
+        assert_eq!(
+            self.headers["content-type"], "application/json",
+            "errors are JSON"
+        );
+        check_schema(&body, "ErrorBody");
+    }
+}
+
+impl TestRelay {
+    pub fn new() -> Self {
+        Self::with_config(|_| {})
+    }
+
+    /// A relay whose test settings `adjust` may change.
+    pub fn with_config(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = TempDir::new().unwrap();
+        let mut config = test_config(&dir);
+        adjust(&mut config);
+        let clock = ManualClock::new();
+        let state = AppState::open_with_clock(config, Arc::new(clock.clone())).unwrap();
+        TestRelay {
+            app: app(state.clone()),
+            state,
+            clock,
+            dir,
+        }
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        Reply {
+            status,
+            headers,
+            body: body.to_vec(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Request::get(path).body(Body::empty()).unwrap())
+            .await
+    }
+
+    /// POSTs raw bytes as JSON.
+    pub async fn post_raw(&self, path: &str, body: impl Into<Body>) -> Reply {
+        let request = Request::post(path)
+            .header("content-type", "application/json")
+            .body(body.into())
+            .unwrap();
+        self.send(request).await
+    }
+
+    pub async fn post(&self, path: &str, body: &impl Serialize) -> Reply {
+        self.post_raw(path, serde_json::to_vec(body).unwrap()).await
+    }
+
+    /// Queues a demo job now (the generator's tick); returns its id and seed.
+    pub async fn queue_demo_job(&self) -> glowworm_relay::demo::DemoJob {
+        glowworm_relay::demo::tick(&self.state)
+            .await
+            .unwrap()
+            .expect("no open units, so tick queues a job")
+    }
+
+    pub fn clock_now(&self) -> i64 {
+        glowworm_relay::Clock::now_ms(&self.clock)
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    /// Runs one SQL query returning a single integer, on the relay's own database.
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        self.state
+            .db
+            .call(move |conn| Ok(conn.query_row(sql, [], |row| row.get(0))?))
+            .await
+            .unwrap()
+    }
+
+    /// Rows of the tables a refused request must not change, with the total credits.
+    pub async fn footprint(&self) -> [i64; 5] {
+        [
+            self.count("SELECT COUNT(*) FROM results").await,
+            self.count("SELECT COUNT(*) FROM ledger").await,
+            self.count("SELECT COALESCE(SUM(amount), 0) FROM ledger")
+                .await,
+            self.count("SELECT COUNT(*) FROM blobs").await,
+            self.count("SELECT COUNT(*) FROM leases WHERE state = 'active'")
+                .await,
+        ]
+    }
+}
+
+/// A simulated contributor: computes on the CPU with the kernel's reference and signs like the
+/// browser module does.
+pub struct Contributor {
+    pub key: ContributorKey,
+}
+
+impl Contributor {
+    pub fn new() -> Self {
+        Contributor {
+            key: ContributorKey::generate().unwrap(),
+        }
+    }
+
+    pub fn public_key(&self) -> String {
+        self.key.public_hex()
+    }
+
+    /// Asks for work: `Some(lease)` on 200, `None` on 204.
+    pub async fn lease(&self, relay: &TestRelay) -> Option<Lease> {
+        let reply = relay
+            .post(
+                "/v1/leases",
+                &serde_json::json!({ "public_key": self.public_key() }),
+            )
+            .await;
+        match reply.status {
+            StatusCode::OK => {
+                check_schema(&reply.json::<Value>(), "Lease");
+                Some(reply.json())
+            }
+            StatusCode::NO_CONTENT => {
+                assert_eq!(reply.headers["retry-after"], "1");
+                None
+            }
+            other => panic!(
+                "lease request answered {other}: {}",
+                String::from_utf8_lossy(&reply.body)
+            ),
+        }
+    }
+
+    /// Fetches the lease's kernel and inputs over HTTP and computes the output bytes.
+    pub async fn compute(&self, relay: &TestRelay, lease: &Lease) -> Vec<u8> {
+        let kernel = relay
+            .get(&format!("/v1/kernels/{}", lease.kernel.hash))
+            .await;
+        assert_eq!(kernel.status, StatusCode::OK);
+        let kernel: KernelSource = kernel.json();
+        assert_eq!(kernel.hash, lease.kernel.hash);
+        assert_eq!(ContentHash::of(kernel.wgsl.as_bytes()), kernel.hash);
+
+        let mut inputs = Vec::new();
+        for blob in &lease.inputs {
+            let reply = relay.get(&format!("/v1/blobs/{}", blob.hash)).await;
+            assert_eq!(reply.status, StatusCode::OK);
+            assert_eq!(reply.body.len() as u64, blob.bytes);
+            assert_eq!(ContentHash::of(&reply.body), blob.hash);
+            inputs.push(bytes_to_f32s(&reply.body).unwrap());
+        }
+        assert_eq!(
+            lease
+                .inputs
+                .iter()
+                .map(|b| b.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let c = matmul::reference(&inputs[0], &inputs[1], lease.shape);
+        f32s_to_bytes(&c)
+    }
+
+    /// A correctly signed submission of `output` for `lease`.
+    pub fn submission(&self, lease: &Lease, output: &[u8]) -> ResultSubmission {
+        ResultSubmission {
+            lease_id: lease.lease_id.clone(),
+            unit_id: lease.unit_id,
+            public_key: self.public_key(),
+            output: to_base64(output),
+            signature: self.key.sign_result(
+                lease.unit_id,
+                &lease.lease_id,
+                &lease.kernel.hash,
+                output,
+            ),
+        }
+    }
+
+    pub async fn balance(&self, relay: &TestRelay) -> i64 {
+        let reply = relay
+            .get(&format!("/v1/contributors/{}", self.public_key()))
+            .await;
+        match reply.status {
+            StatusCode::OK => reply.json::<Value>()["credits"].as_i64().unwrap(),
+            StatusCode::NOT_FOUND => 0,
+            other => panic!("contributor info answered {other}"),
+        }
+    }
+}
+
+/// The relay's OpenAPI document.
+pub fn openapi() -> Value {
+    serde_json::from_str(glowworm_relay::OPENAPI_JSON).expect("openapi.json is JSON")
+}
+
+/// Asserts `value` fits the OpenAPI component schema `name` (the subset of JSON Schema the
+/// document uses: type, properties, required, additionalProperties, items, enum, oneOf, $ref,
+/// pattern of hex strings, minItems/maxItems, minimum).
+pub fn check_schema(value: &Value, name: &str) {
+    let doc = openapi();
+    let schema = &doc["components"]["schemas"][name];
+    assert!(schema.is_object(), "no schema {name} in openapi.json");
+    if let Err(e) = fits(&doc, value, schema, name) {
+        panic!("{value} does not fit schema {name}: {e}");
+    }
+}
+
+fn fits(doc: &Value, value: &Value, schema: &Value, at: &str) -> Result<(), String> {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        return fits(doc, value, &doc["components"]["schemas"][name], name);
+    }
+    if let Some(options) = schema["oneOf"].as_array() {
+        let matching = options
+            .iter()
+            .filter(|option| fits(doc, value, option, at).is_ok())
+            .count();
+        return if matching == 1 {
+            Ok(())
+        } else {
+            Err(format!("{at}: {matching} of oneOf match"))
+        };
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        return Err(format!("{at}: {value} not in {allowed:?}"));
+    }
+    match schema["type"].as_str() {
+        Some("object") => {
+            let object = value.as_object().ok_or(format!("{at}: not an object"))?;
+            let properties = schema["properties"].as_object();
+            for required in schema["required"].as_array().into_iter().flatten() {
+                let required = required.as_str().unwrap();
+                if !object.contains_key(required) {
+                    return Err(format!("{at}: missing {required}"));
+                }
+            }
+            for (key, item) in object {
+                match properties.and_then(|p| p.get(key)) {
+                    Some(property) => fits(doc, item, property, &format!("{at}.{key}"))?,
+                    None if schema["additionalProperties"] == Value::Bool(false) => {
+                        return Err(format!("{at}: unexpected property {key}"));
+                    }
+                    None => {}
+                }
+            }
+        }
+        Some("array") => {
+            let items = value.as_array().ok_or(format!("{at}: not an array"))?;
+            if let Some(min) = schema["minItems"].as_u64()
+                && (items.len() as u64) < min
+            {
+                return Err(format!("{at}: fewer than {min} items"));
+            }
+            if let Some(max) = schema["maxItems"].as_u64()
+                && (items.len() as u64) > max
+            {
+                return Err(format!("{at}: more than {max} items"));
+            }
+            for (i, item) in items.iter().enumerate() {
+                fits(doc, item, &schema["items"], &format!("{at}[{i}]"))?;
+            }
+        }
+        Some("integer") => {
+            if !(value.is_i64() || value.is_u64()) {
+                return Err(format!("{at}: not an integer"));
+            }
+            if let Some(min) = schema["minimum"].as_f64()
+                && value.as_f64().unwrap() < min
+            {
+                return Err(format!("{at}: below {min}"));
+            }
+        }
+        Some("string") => {
+            let text = value.as_str().ok_or(format!("{at}: not a string"))?;
+            match schema["pattern"].as_str() {
+                None => {}
+                Some("^[0-9a-f]{64}$") => {
+                    if text.len() != 64 || !text.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
+                    {
+                        return Err(format!("{at}: not 64 lowercase hex"));
+                    }
+                }
+                Some("^[0-9a-fA-F]{64}$") => {
+                    if text.len() != 64 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
+                        return Err(format!("{at}: not 64 hex"));
+                    }
+                }
+                Some(other) => {
+                    return Err(format!("{at}: the checker does not know pattern {other}"));
+                }
+            }
+        }
+        Some("boolean") => {
+            value.as_bool().ok_or(format!("{at}: not a boolean"))?;
+        }
+        Some("null") => {
+            if !value.is_null() {
+                return Err(format!("{at}: not null"));
+            }
+        }
+        Some(other) => return Err(format!("{at}: the checker does not know type {other}")),
+        None => {}
+    }
+    Ok(())
+}

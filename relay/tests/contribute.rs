@@ -1,0 +1,308 @@
+//! The happy path: contributors lease units, compute them, and are verified and credited; a
+//! whole job completes and its assembled output is the product.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{Contributor, TestRelay, check_schema};
+use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
+use glowworm::hash::ContentHash;
+use glowworm::kernels::matmul;
+use glowworm::wire::{ContributorInfo, JobStatus, MatmulShape, ResultReceipt, Stats};
+use glowworm_relay::demo::demo_matrices;
+use serde_json::Value;
+use std::collections::HashSet;
+
+#[tokio::test]
+async fn a_verified_result_is_credited_once_by_its_flop_count() {
+    let relay = TestRelay::new();
+    let job = relay.queue_demo_job().await;
+    let alice = Contributor::new();
+
+    let lease = alice.lease(&relay).await.expect("a unit is pending");
+    assert_eq!(lease.job_id, job.job_id);
+    assert_eq!(lease.kernel.hash, matmul::TILED.hash());
+    assert_eq!(
+        lease.shape,
+        MatmulShape {
+            m: 64,
+            n: 64,
+            k: 64
+        }
+    );
+    assert_eq!(lease.flop, 2 * 64 * 64 * 64);
+    assert_eq!(lease.output_bytes, 64 * 64 * 4);
+    assert_eq!(lease.lease_id.len(), 32, "128 random bits in hex");
+    assert_eq!(
+        lease.deadline_unix_ms,
+        relay.clock_now() + 60_000,
+        "deadline is now + lease_seconds"
+    );
+
+    let output = alice.compute(&relay, &lease).await;
+    let reply = relay
+        .post("/v1/results", &alice.submission(&lease, &output))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json::<Value>());
+    check_schema(&reply.json(), "ResultReceipt");
+    let receipt: ResultReceipt = reply.json();
+    let flop = 2 * 64 * 64 * 64;
+    assert_eq!(
+        receipt,
+        ResultReceipt {
+            unit_id: lease.unit_id,
+            status: "verified".into(),
+            credited: flop,
+            balance: flop,
+            flop: flop as u64,
+        }
+    );
+
+    // The ledger holds exactly one row for it, and the balance is the ledger's sum.
+    assert_eq!(relay.count("SELECT COUNT(*) FROM ledger").await, 1);
+    assert_eq!(
+        relay
+            .count("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE kind = 'unit_verified'")
+            .await,
+        flop
+    );
+    // The output is stored by its hash and the unit is verified.
+    let stored = relay
+        .get(&format!("/v1/blobs/{}", ContentHash::of(&output)))
+        .await;
+    assert_eq!(stored.body, output);
+
+    let info = relay
+        .get(&format!("/v1/contributors/{}", alice.public_key()))
+        .await;
+    assert_eq!(info.status, StatusCode::OK);
+    check_schema(&info.json(), "ContributorInfo");
+    let info: ContributorInfo = info.json();
+    assert_eq!(info.credits, flop);
+    assert_eq!(info.units_verified, 1);
+    assert_eq!(info.flop_verified, flop);
+    assert_eq!(info.last_seen_unix_ms, relay.clock_now());
+
+    // The same key in upper case is the same contributor.
+    let upper = relay
+        .get(&format!(
+            "/v1/contributors/{}",
+            alice.public_key().to_uppercase()
+        ))
+        .await;
+    assert_eq!(upper.json::<ContributorInfo>().credits, flop);
+
+    let stats = relay.get("/v1/stats").await;
+    check_schema(&stats.json(), "Stats");
+    let stats: Stats = stats.json();
+    assert_eq!(
+        stats,
+        Stats {
+            contributors_online: 1,
+            units_completed: 1,
+            units_pending: 3,
+            units_leased: 0,
+            units_failed: 0,
+            flop_verified: flop,
+            credits_issued: flop,
+            jobs_done: 0,
+        }
+    );
+    // A contributor not seen for a minute is no longer online.
+    relay.advance(std::time::Duration::from_secs(61));
+    let stats: Stats = relay.get("/v1/stats").await.json();
+    assert_eq!(stats.contributors_online, 0);
+
+    // Replaying the accepted submission is refused and credits nothing more.
+    let replay = relay
+        .post("/v1/results", &alice.submission(&lease, &output))
+        .await;
+    replay.assert_error(409, "already_submitted");
+    assert_eq!(alice.balance(&relay).await, flop);
+    assert_eq!(relay.count("SELECT COUNT(*) FROM ledger").await, 1);
+    assert_eq!(relay.count("SELECT COUNT(*) FROM results").await, 1);
+}
+
+#[tokio::test]
+async fn a_whole_job_completes_and_its_output_is_the_product() {
+    let relay = TestRelay::new();
+    let job = relay.queue_demo_job().await;
+    let (alice, bob) = (Contributor::new(), Contributor::new());
+
+    let job_status: JobStatus = relay.get(&format!("/v1/jobs/{}", job.job_id)).await.json();
+    assert_eq!(
+        (
+            job_status.state.as_str(),
+            job_status.units_total,
+            job_status.units_pending
+        ),
+        ("queued", 4, 4)
+    );
+
+    // Both contributors work, alternately, until there is no more work.
+    let mut a_panels = HashSet::new();
+    let mut b_panels = HashSet::new();
+    let mut shapes = Vec::new();
+    let mut units = 0;
+    for turn in 0.. {
+        let who = if turn % 2 == 0 { &alice } else { &bob };
+        let Some(lease) = who.lease(&relay).await else {
+            break;
+        };
+        a_panels.insert(lease.inputs[0].hash);
+        b_panels.insert(lease.inputs[1].hash);
+        shapes.push((lease.shape.m, lease.shape.n));
+        let output = who.compute(&relay, &lease).await;
+        let reply = relay
+            .post("/v1/results", &who.submission(&lease, &output))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        units += 1;
+    }
+    assert_eq!(units, 4);
+    // Two row panels of A and two column panels of B, each shared by two units.
+    assert_eq!((a_panels.len(), b_panels.len()), (2, 2));
+    // Tiles are 64 x 64, narrower at the right edge (96 = 64 + 32).
+    assert_eq!(shapes, [(64, 64), (64, 32), (64, 64), (64, 32)]);
+
+    let reply = relay.get(&format!("/v1/jobs/{}", job.job_id)).await;
+    check_schema(&reply.json(), "JobStatus");
+    let status: JobStatus = reply.json();
+    assert_eq!(status.state, "done");
+    assert_eq!(
+        (
+            status.units_total,
+            status.units_verified,
+            status.units_pending,
+            status.units_failed
+        ),
+        (4, 4, 0, 0)
+    );
+    let output_hash = status.output_hash.expect("a done job has an output");
+
+    let output = relay.get(&format!("/v1/blobs/{output_hash}")).await;
+    assert_eq!(output.status, StatusCode::OK);
+    let c = bytes_to_f32s(&output.body).unwrap();
+    let shape = MatmulShape {
+        m: 128,
+        n: 96,
+        k: 64,
+    };
+    let (a, b) = demo_matrices(job.seed, shape);
+    let expected = matmul::reference(&a, &b, shape);
+    assert_eq!(c.len(), expected.len());
+    assert!(
+        c == expected,
+        "the assembled C is the CPU product of A and B"
+    );
+    assert_eq!(ContentHash::of(&f32s_to_bytes(&expected)), output_hash);
+
+    let stats: Stats = relay.get("/v1/stats").await.json();
+    assert_eq!(stats.jobs_done, 1);
+    assert_eq!(stats.units_completed, 4);
+    assert_eq!(stats.contributors_online, 2);
+    let total = 2 * 128 * 96 * 64;
+    assert_eq!(stats.flop_verified, total);
+    assert_eq!(stats.credits_issued, total);
+    assert_eq!(
+        alice.balance(&relay).await + bob.balance(&relay).await,
+        total
+    );
+
+    // With every unit done, the demo generator queues the next job.
+    let next = relay.queue_demo_job().await;
+    assert_ne!(next.job_id, job.job_id);
+    assert_ne!(next.seed, job.seed);
+}
+
+#[tokio::test]
+async fn no_work_is_204_with_retry_after_and_the_generator_waits_for_open_units() {
+    let relay = TestRelay::new();
+    let alice = Contributor::new();
+    assert!(alice.lease(&relay).await.is_none());
+
+    relay.queue_demo_job().await;
+    assert!(
+        glowworm_relay::demo::tick(&relay.state)
+            .await
+            .unwrap()
+            .is_none(),
+        "no second demo job while units are pending"
+    );
+    // Even with every unit leased, the generator still waits.
+    for _ in 0..4 {
+        alice.lease(&relay).await.unwrap();
+    }
+    assert!(alice.lease(&relay).await.is_none());
+    assert!(
+        glowworm_relay::demo::tick(&relay.state)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_released_lease_returns_its_unit_without_using_an_attempt() {
+    let relay = TestRelay::new();
+    relay.queue_demo_job().await;
+    let (alice, bob) = (Contributor::new(), Contributor::new());
+    let lease = alice.lease(&relay).await.unwrap();
+    let path = format!("/v1/leases/{}/release", lease.lease_id);
+
+    // Only its holder may release it.
+    let refused = relay
+        .post(
+            &path,
+            &serde_json::json!({ "public_key": bob.public_key() }),
+        )
+        .await;
+    refused.assert_error(403, "wrong_contributor");
+
+    let reply = relay
+        .post(
+            &path,
+            &serde_json::json!({ "public_key": alice.public_key() }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    check_schema(&reply.json(), "ReleaseReceipt");
+    assert_eq!(
+        reply.json::<Value>(),
+        serde_json::json!({ "released": true })
+    );
+    assert_eq!(
+        relay
+            .count("SELECT attempts FROM units WHERE state = 'pending' ORDER BY id LIMIT 1")
+            .await,
+        0,
+        "the attempt was given back"
+    );
+    // Releasing again is harmless.
+    let again = relay
+        .post(
+            &path,
+            &serde_json::json!({ "public_key": alice.public_key() }),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+
+    // The unit goes to the next contributor; the released lease can no longer be submitted.
+    let next = bob.lease(&relay).await.unwrap();
+    assert_eq!(next.unit_id, lease.unit_id);
+    let output = alice.compute(&relay, &lease).await;
+    relay
+        .post("/v1/results", &alice.submission(&lease, &output))
+        .await
+        .assert_error(410, "lease_expired");
+    assert_eq!(alice.balance(&relay).await, 0);
+
+    // Unknown leases are 404.
+    relay
+        .post(
+            "/v1/leases/0123/release",
+            &serde_json::json!({ "public_key": alice.public_key() }),
+        )
+        .await
+        .assert_error(404, "unknown_lease");
+}
