@@ -366,31 +366,27 @@ fn fits(doc: &Value, value: &Value, schema: &Value, at: &str) -> Result<(), Stri
         }
         Some("string") => {
             let text = value.as_str().ok_or(format!("{at}: not a string"))?;
-            match schema["pattern"].as_str() {
-                None => {}
-                Some("^[0-9a-f]{64}$") => {
-                    if text.len() != 64 || !text.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
-                    {
-                        return Err(format!("{at}: not 64 lowercase hex"));
-                    }
-                }
-                Some("^[0-9a-fA-F]{64}$") => {
-                    if text.len() != 64 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
-                        return Err(format!("{at}: not 64 hex"));
-                    }
-                }
+            let is_hex64 = text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit());
+            let fits_pattern = match schema["pattern"].as_str() {
+                None => true,
+                Some("^[0-9a-f]{64}$") => is_hex64 && !text.chars().any(|c| c.is_ascii_uppercase()),
+                Some("^[0-9a-fA-F]{64}$") => is_hex64,
                 Some(other) => {
                     return Err(format!("{at}: the checker does not know pattern {other}"));
                 }
+            };
+            if !fits_pattern {
+                return Err(format!(
+                    "{at}: {text:?} does not match {}",
+                    schema["pattern"]
+                ));
             }
         }
         Some("boolean") => {
             value.as_bool().ok_or(format!("{at}: not a boolean"))?;
         }
         Some("null") => {
-            if !value.is_null() {
-                return Err(format!("{at}: not null"));
-            }
+            value.as_null().ok_or(format!("{at}: not null"))?;
         }
         Some(other) => return Err(format!("{at}: the checker does not know type {other}")),
         None => {}

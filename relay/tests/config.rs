@@ -1,0 +1,115 @@
+//! Settings come in layers: defaults < TOML file < GLOWWORM_* environment < flags.
+
+use clap::Parser;
+use glowworm_relay::{Config, ConfigError, ServeArgs};
+use std::collections::HashMap;
+
+fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
+#[test]
+fn each_layer_overrides_the_one_before() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("relay.toml");
+    std::fs::write(
+        &file,
+        r#"
+        listen = "127.0.0.1:9000"
+        lease_seconds = 10
+        max_attempts = 7
+        unit_size = 32
+        database = "from-file.sqlite"
+        cors_origins = ["https://file.example"]
+        "#,
+    )
+    .unwrap();
+    let env = env_of(&[
+        ("GLOWWORM_LEASE_SECONDS", "20"),
+        ("GLOWWORM_MAX_ATTEMPTS", "8"),
+        ("GLOWWORM_DEMO_JOBS", "false"),
+        (
+            "GLOWWORM_CORS_ORIGINS",
+            "https://a.example, https://b.example",
+        ),
+        ("GLOWWORM_DATABASE", "from-env.sqlite"),
+    ]);
+    let args = ServeArgs::try_parse_from([
+        "serve",
+        "--config",
+        file.to_str().unwrap(),
+        "--lease-seconds",
+        "30",
+        "--database",
+        "from-flag.sqlite",
+    ])
+    .unwrap();
+
+    let config = Config::load(&args, env).unwrap();
+    let defaults = Config::default();
+    assert_eq!(config.lease_seconds, 30, "flag beats env and file");
+    assert_eq!(config.database.to_str(), Some("from-flag.sqlite"));
+    assert_eq!(config.max_attempts, 8, "env beats file");
+    assert!(!config.demo_jobs, "env beats default");
+    assert_eq!(
+        config.cors_origins,
+        ["https://a.example", "https://b.example"]
+    );
+    assert_eq!(config.unit_size, 32, "file beats default");
+    assert_eq!(config.listen.to_string(), "127.0.0.1:9000");
+    assert_eq!(
+        config.demo_m, defaults.demo_m,
+        "untouched keys keep the default"
+    );
+    assert_eq!(config.www_dir, defaults.www_dir);
+}
+
+#[test]
+fn the_file_can_come_from_the_environment_and_no_demo_is_a_flag() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("relay.toml");
+    std::fs::write(&file, "demo_k = 512\n").unwrap();
+    let path = file.to_str().unwrap().to_string();
+    let args =
+        ServeArgs::try_parse_from(["serve", "--no-demo", "--listen", "127.0.0.1:0"]).unwrap();
+    let config = Config::load(&args, env_of(&[("GLOWWORM_CONFIG", &path)])).unwrap();
+    assert_eq!(config.demo_k, 512);
+    assert!(!config.demo_jobs);
+    assert_eq!(config.listen.port(), 0);
+}
+
+#[test]
+fn mistakes_in_any_layer_are_reported() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("relay.toml");
+    std::fs::write(&file, "lease_secs = 5\n").unwrap();
+    let args = ServeArgs::try_parse_from(["serve", "--config", file.to_str().unwrap()]).unwrap();
+    assert!(matches!(
+        Config::load(&args, env_of(&[])),
+        Err(ConfigError::ParseFile { .. })
+    ));
+
+    let missing =
+        ServeArgs::try_parse_from(["serve", "--config", "/nonexistent/relay.toml"]).unwrap();
+    assert!(matches!(
+        Config::load(&missing, env_of(&[])),
+        Err(ConfigError::ReadFile { .. })
+    ));
+
+    let bad_env = Config::load(
+        &ServeArgs::default(),
+        env_of(&[("GLOWWORM_LISTEN", "not an address")]),
+    );
+    assert!(matches!(bad_env, Err(ConfigError::BadEnv { .. })));
+
+    assert!(ServeArgs::try_parse_from(["serve", "--lease-seconds", "soon"]).is_err());
+    let zero = ServeArgs::try_parse_from(["serve", "--max-attempts", "0"]).unwrap();
+    assert!(matches!(
+        Config::load(&zero, env_of(&[])),
+        Err(ConfigError::Invalid(_))
+    ));
+}

@@ -1,0 +1,177 @@
+//! The OpenAPI document describes exactly the routes the router serves, with their errors, and
+//! the wire types' shapes (replies are checked against it in the other tests too).
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use common::{TestRelay, check_schema, openapi};
+use glowworm_relay::routes;
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+#[test]
+fn the_document_lists_every_route_and_no_other() {
+    let doc = openapi();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let served: BTreeSet<(String, String)> = routes()
+        .into_iter()
+        .map(|(method, path)| (method.to_string(), path.to_string()))
+        .collect();
+    assert_eq!(documented, served);
+}
+
+#[test]
+fn every_operation_documents_its_replies_and_every_reference_resolves() {
+    let doc = openapi();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            assert!(
+                responses.contains_key("200"),
+                "{method} {path} documents its success"
+            );
+            if method == "post" {
+                for status in ["400", "413", "415"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path} documents {status}"
+                    );
+                }
+            }
+            if path.contains('{') {
+                assert!(
+                    responses.contains_key("400") && responses.contains_key("404")
+                        || path == "/v1/leases/{lease_id}/release",
+                    "{method} {path} documents bad and unknown parameters"
+                );
+            }
+        }
+    }
+    let text = glowworm_relay::OPENAPI_JSON;
+    for reference in text.split("\"$ref\": \"").skip(1) {
+        let target = reference.split('"').next().unwrap();
+        let pointer = target.trim_start_matches('#');
+        assert!(doc.pointer(pointer).is_some(), "{target} resolves");
+    }
+}
+
+#[test]
+fn the_schemas_fit_the_wire_types() {
+    use glowworm::hash::ContentHash;
+    use glowworm::wire::*;
+    let hash = ContentHash([7; 32]);
+    let shape = MatmulShape { m: 1, n: 2, k: 3 };
+    let samples: Vec<(&str, Value)> = vec![
+        (
+            "Lease",
+            serde_json::to_value(Lease {
+                lease_id: "l".into(),
+                unit_id: 1,
+                job_id: 2,
+                kernel: KernelRef {
+                    id: "k".into(),
+                    hash,
+                },
+                shape,
+                inputs: vec![BlobRef {
+                    name: "a".into(),
+                    hash,
+                    bytes: 12,
+                }],
+                output_bytes: 8,
+                flop: 12,
+                deadline_unix_ms: 5,
+            })
+            .unwrap(),
+        ),
+        (
+            "JobStatus",
+            serde_json::to_value(JobStatus {
+                id: 1,
+                state: "done".into(),
+                units_total: 1,
+                units_verified: 1,
+                units_pending: 0,
+                units_leased: 0,
+                units_failed: 0,
+                output_hash: Some(hash),
+            })
+            .unwrap(),
+        ),
+        (
+            "ResultSubmission",
+            serde_json::to_value(ResultSubmission {
+                lease_id: "l".into(),
+                unit_id: 1,
+                public_key: "ab".repeat(32),
+                output: "AAAA".into(),
+                signature: "00".repeat(64),
+            })
+            .unwrap(),
+        ),
+        (
+            "LeaseRequest",
+            serde_json::to_value(LeaseRequest {
+                public_key: "ab".repeat(32),
+            })
+            .unwrap(),
+        ),
+        (
+            "ReleaseRequest",
+            serde_json::to_value(ReleaseRequest {
+                public_key: "ab".repeat(32),
+            })
+            .unwrap(),
+        ),
+        (
+            "KernelSource",
+            serde_json::to_value(glowworm::kernels::matmul::TILED.source()).unwrap(),
+        ),
+    ];
+    for (name, value) in &samples {
+        check_schema(value, name);
+    }
+    // And the checker does reject what does not fit.
+    let mut lease = samples[0].1.clone();
+    lease.as_object_mut().unwrap().remove("flop");
+    assert!(std::panic::catch_unwind(|| check_schema(&lease, "Lease")).is_err());
+}
+
+#[tokio::test]
+async fn every_documented_route_is_answered_by_its_handler() {
+    let relay = TestRelay::new();
+    for (method, path) in routes() {
+        let concrete = path
+            .replace("{public_key}", &"ab".repeat(32))
+            .replace("{lease_id}", "0000")
+            .replace("{hash}", &"ab".repeat(32))
+            .replace("{id}", "1");
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(&concrete)
+            .header("content-type", "application/json")
+            .body(Body::from(if method == Method::POST { "{}" } else { "" }))
+            .unwrap();
+        let reply = relay.send(request).await;
+        assert_ne!(
+            reply.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        if reply.status == StatusCode::NOT_FOUND {
+            let body: Value = reply.json();
+            assert_ne!(body["error"]["code"], "no_such_route", "{method} {path}");
+        }
+    }
+    let served = relay.get("/v1/openapi.json").await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(served.headers["content-type"], "application/json");
+    assert_eq!(served.json::<Value>(), openapi());
+}
