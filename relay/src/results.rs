@@ -18,6 +18,7 @@ use crate::units::{self, Unit};
 use axum::http::StatusCode;
 use glowworm::encoding::{bytes_to_f32s, from_base64};
 use glowworm::freivalds;
+use glowworm::hash::ContentHash;
 use glowworm::signing::{SignatureError, verify_result};
 use glowworm::wire::{ResultReceipt, ResultSubmission};
 use rusqlite::{Connection, params};
@@ -56,26 +57,23 @@ pub async fn submit(
     check_signature(&submission, &public_key, &unit, &output)?;
     lease.require_open(now)?;
 
-    let verdict = verify(state, &unit, &output).await?;
-    let unit_id = unit.id;
-    let db_key = public_key.clone();
-    match verdict {
+    match verify(state, &unit, &output).await? {
         Ok(()) => {
             state
                 .db
-                .call(move |conn| record_verified(conn, &lease, &unit, &db_key, &output, now))
+                .call(move |conn| record_verified(conn, &lease, &unit, &public_key, &output, now))
                 .await
         }
         Err(failure) => {
-            let output_hash = glowworm::hash::ContentHash::of(&output).to_string();
-            state
-                .db
-                .call(move |conn| record_rejected(conn, &lease, &db_key, &output_hash, now))
-                .await?;
             tracing::warn!(
                 "result for unit {} from {public_key} rejected: {failure}",
-                unit_id
+                unit.id
             );
+            let output_hash = ContentHash::of(&output).to_string();
+            state
+                .db
+                .call(move |conn| record_rejected(conn, &lease, &public_key, &output_hash, now))
+                .await?;
             Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "verification_failed",

@@ -7,12 +7,15 @@ use rusqlite::Connection;
 /// A contributor counts as online for this long after it was last seen.
 pub const ONLINE_WINDOW_MS: i64 = 60_000;
 
+/// Relay-wide figures at `now_ms`. Pending units of failed jobs are not counted: they will
+/// never be leased.
 pub fn stats(conn: &Connection, now_ms: i64) -> Result<Stats, ApiError> {
     let stats = conn.query_row(
         "SELECT
             (SELECT COUNT(*) FROM contributors WHERE last_seen_ms >= ?1),
             (SELECT COUNT(*) FROM units WHERE state = 'verified'),
-            (SELECT COUNT(*) FROM units WHERE state = 'pending'),
+            (SELECT COUNT(*) FROM units JOIN jobs ON jobs.id = units.job_id
+             WHERE units.state = 'pending' AND jobs.state = 'queued'),
             (SELECT COUNT(*) FROM units WHERE state = 'leased'),
             (SELECT COUNT(*) FROM units WHERE state = 'failed'),
             (SELECT COALESCE(SUM(2 * m * n * k), 0) FROM units WHERE state = 'verified'),

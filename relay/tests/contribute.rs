@@ -306,3 +306,29 @@ async fn a_released_lease_returns_its_unit_without_using_an_attempt() {
         .await
         .assert_error(404, "unknown_lease");
 }
+
+#[tokio::test]
+async fn two_racing_copies_of_a_result_are_credited_once() {
+    let relay = TestRelay::new();
+    relay.queue_demo_job().await;
+    let alice = Contributor::new();
+    let lease = alice.lease(&relay).await.unwrap();
+    let output = alice.compute(&relay, &lease).await;
+    let submission = alice.submission(&lease, &output);
+
+    let (first, second) = tokio::join!(
+        relay.post("/v1/results", &submission),
+        relay.post("/v1/results", &submission)
+    );
+    let mut statuses = [first.status.as_u16(), second.status.as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409]);
+    let refused = if first.status == StatusCode::OK {
+        second
+    } else {
+        first
+    };
+    refused.assert_error(409, "already_submitted");
+    assert_eq!(alice.balance(&relay).await, lease.flop as i64);
+    assert_eq!(relay.count("SELECT COUNT(*) FROM ledger").await, 1);
+}

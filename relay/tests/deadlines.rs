@@ -115,11 +115,11 @@ async fn a_result_with_one_wrong_element_is_rejected_and_the_unit_reissued() {
 
 #[tokio::test]
 async fn a_unit_that_uses_up_its_attempts_fails_and_fails_its_job() {
-    // One unit, two attempts.
+    // Two units, two attempts each.
     let relay = TestRelay::with_config(|c| {
         c.max_attempts = 2;
         c.demo_m = 64;
-        c.demo_n = 64;
+        c.demo_n = 128;
         c.demo_k = 64;
     });
     let job = relay.queue_demo_job().await;
@@ -137,13 +137,21 @@ async fn a_unit_that_uses_up_its_attempts_fails_and_fails_its_job() {
         .await
         .assert_error(422, "verification_failed");
 
+    // The job has failed, so its other unit is not worth leasing any more.
     assert!(
         contributor.lease(&relay).await.is_none(),
         "nothing to lease"
     );
     let status: JobStatus = relay.get(&format!("/v1/jobs/{}", job.job_id)).await.json();
     assert_eq!(status.state, "failed");
-    assert_eq!((status.units_total, status.units_failed), (1, 1));
+    assert_eq!(
+        (
+            status.units_total,
+            status.units_failed,
+            status.units_pending
+        ),
+        (2, 1, 1)
+    );
     assert_eq!(status.output_hash, None);
     let stats: Stats = relay.get("/v1/stats").await.json();
     assert_eq!(
