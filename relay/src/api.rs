@@ -26,7 +26,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
-/// The OpenAPI 3.1 document describing every route in [`api_routes`].
+/// The OpenAPI 3.1 document describing every route in [`routes`].
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 /// Cache-Control of content-addressed replies: the same hash always names the same bytes.
