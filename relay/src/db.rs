@@ -60,12 +60,41 @@ impl Db {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| ApiError::Internal("database mutex poisoned".into()))?;
+            // A closure that panicked has already rolled its transaction back (Transaction
+            // rolls back on drop), so the connection is safe to use again.
+            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             work(&mut guard)
         })
         .await
         .map_err(|e| ApiError::Internal(format!("database task failed: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_call_is_an_internal_error_and_rolls_back() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = Db::open(&dir.path().join("nested/dirs/relay.sqlite")).unwrap();
+        let failed = db
+            .call(|conn| -> Result<(), ApiError> {
+                let tx = conn.transaction()?;
+                tx.execute("INSERT INTO contributors VALUES ('k', 1, 1)", [])?;
+                panic!("a bug in a handler");
+            })
+            .await;
+        assert!(matches!(failed, Err(ApiError::Internal(_))));
+        let contributors: i64 = db
+            .call(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM contributors", [], |r| r.get(0))?))
+            .await
+            .expect("the database is usable after a panic");
+        assert_eq!(contributors, 0);
+        let mode: String = db
+            .call(|conn| Ok(conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
     }
 }

@@ -55,19 +55,18 @@ impl LeaseRow {
                 format!("a result for lease {} was already accepted", self.lease_id),
             )),
             "active" if now_ms <= self.deadline_ms => Ok(()),
-            _ => Err(ApiError::new(
-                StatusCode::GONE,
-                "lease_expired",
-                format!(
-                    "lease {} is no longer open (it was {} or its deadline passed)",
-                    self.lease_id,
-                    if self.state == "active" {
-                        "not returned in time"
-                    } else {
-                        &self.state
-                    }
-                ),
-            )),
+            _ => {
+                let why = if self.state == "active" {
+                    "its deadline passed"
+                } else {
+                    self.state.as_str()
+                };
+                Err(ApiError::new(
+                    StatusCode::GONE,
+                    "lease_expired",
+                    format!("lease {} is closed: {why}", self.lease_id),
+                ))
+            }
         }
     }
 

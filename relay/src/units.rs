@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::jobs;
 use glowworm::hash::ContentHash;
 use glowworm::wire::MatmulShape;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension};
 
 /// A row of the `units` table.
 #[derive(Debug, Clone)]
@@ -87,7 +87,7 @@ pub fn requeue_or_fail(conn: &Connection, unit_id: i64) -> Result<(), ApiError> 
     } else {
         conn.execute(
             "UPDATE units SET state = 'pending' WHERE id = ?1 AND state = 'leased'",
-            params![unit_id],
+            [unit_id],
         )?;
     }
     Ok(())
