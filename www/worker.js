@@ -1,0 +1,182 @@
+// The dedicated module Web Worker that does all the heavy work, so the page's main thread only draws.
+//
+// It loads the WebAssembly module, restores the contributor's key from IndexedDB (or saves the one
+// the module generates), and then runs units one after another until the page says stop.
+//
+// Messages from the page:
+//   {type: 'start', relay}   relay: the relay's base URL ('' = the page's own origin). Sent once.
+//   {type: 'stop'}           finish the step in flight (if any), release a prefetched lease, stop.
+// Messages to the page:
+//   {type: 'state', state, retryInMs?}   state: 'starting' | 'running' | 'idle' | 'retrying' | 'stopping'
+//   {type: 'ready', publicKey, adapter, keySaved}
+//   {type: 'progress', units, flop, balance, credited, kernel, unitId, jobId, computeMs,
+//                      bytesDownloaded, cacheHits}       (units and flop count this session)
+//   {type: 'error', message, fatal, retryInMs?}          fatal: the worker has given up
+//   {type: 'stopped', units, flop}                       the last message; the page may terminate us
+
+import init, { Contributor } from './pkg/glowworm.js';
+import { loadIdentity, saveIdentity } from './keystore.js';
+
+const MAX_BACKOFF_MS = 30_000;
+
+let running = false; // false once the page said stop
+let started = false; // a worker runs one session; the page makes a new worker for the next
+let wake = null; // ends the current sleep early (set while sleeping)
+
+self.onmessage = (event) => {
+  const message = event.data ?? {};
+  if (message.type === 'start') {
+    if (started) {
+      post({ type: 'error', message: 'this worker has already been started', fatal: false });
+      return;
+    }
+    started = true;
+    running = true;
+    run(String(message.relay ?? '')).catch((err) => {
+      // run() handles its own errors; this is a last resort so the page never waits forever.
+      post({ type: 'error', message: describe(err), fatal: true });
+      post({ type: 'stopped', units: 0, flop: 0 });
+    });
+  } else if (message.type === 'stop') {
+    running = false;
+    if (wake) wake();
+    if (!started) post({ type: 'stopped', units: 0, flop: 0 });
+  }
+};
+
+function post(message) {
+  self.postMessage(message);
+}
+
+/** A readable message for anything thrown (wasm-bindgen throws Error objects; be tolerant). */
+function describe(err) {
+  if (err instanceof Error) return err.message || String(err);
+  return String(err);
+}
+
+/** Waits `ms`, or less if the page says stop meanwhile. */
+function sleep(ms) {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      wake = null;
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    wake = done;
+  });
+}
+
+/** Opens the GPU and the contributor's identity, saving a freshly generated key. */
+async function openContributor(relay) {
+  let saved;
+  try {
+    saved = await loadIdentity();
+  } catch (err) {
+    post({ type: 'error', message: `could not read the saved key: ${describe(err)}`, fatal: false });
+  }
+  const contributor = await Contributor.start(relay, saved?.secretKey);
+  let keySaved = true;
+  if (!saved || saved.publicKey !== contributor.publicKey()) {
+    try {
+      await saveIdentity(contributor.secretKey(), contributor.publicKey());
+    } catch (err) {
+      keySaved = false;
+      post({
+        type: 'error',
+        message: `could not save the key in this browser (a reload will be a new contributor): ${describe(err)}`,
+        fatal: false,
+      });
+    }
+  }
+  return { contributor, keySaved };
+}
+
+/** Errors that suggest the GPU device is gone (e.g. lost to a driver reset): reopen it. */
+function looksLikeGpuTrouble(message) {
+  return /GPU|device|reading the output back/i.test(message) && !/relay/i.test(message);
+}
+
+async function run(relay) {
+  post({ type: 'state', state: 'starting' });
+  let contributor;
+  try {
+    await init(); // fetches pkg/glowworm_bg.wasm
+    const opened = await openContributor(relay);
+    contributor = opened.contributor;
+    post({
+      type: 'ready',
+      publicKey: contributor.publicKey(),
+      adapter: contributor.adapter(),
+      keySaved: opened.keySaved,
+    });
+  } catch (err) {
+    post({ type: 'error', message: `could not start: ${describe(err)}`, fatal: true });
+    post({ type: 'stopped', units: 0, flop: 0 });
+    return;
+  }
+
+  let units = 0;
+  let flop = 0;
+  let failures = 0; // consecutive failed steps, for the backoff
+  let state = '';
+  const setState = (next, extra = {}) => {
+    if (next !== state || extra.retryInMs !== undefined) post({ type: 'state', state: next, ...extra });
+    state = next;
+  };
+
+  while (running) {
+    setState('running');
+    try {
+      const report = await contributor.step();
+      failures = 0;
+      if (report.kind === 'verified') {
+        units += 1;
+        flop += Number(report.flop);
+        post({
+          type: 'progress',
+          units,
+          flop,
+          balance: report.balance,
+          credited: report.credited,
+          kernel: report.kernel,
+          unitId: report.unitId,
+          jobId: report.jobId,
+          computeMs: report.computeMs,
+          bytesDownloaded: report.bytesDownloaded,
+          cacheHits: report.cacheHits,
+        });
+      } else {
+        // The relay has no work right now.
+        setState('idle');
+        await sleep(Math.max(100, Number(report.retryAfterMs) || 1000));
+      }
+    } catch (err) {
+      failures += 1;
+      const message = describe(err);
+      const retryInMs = Math.min(1000 * 2 ** (failures - 1), MAX_BACKOFF_MS);
+      post({ type: 'error', message, fatal: false, retryInMs });
+      setState('retrying', { retryInMs });
+      await sleep(retryInMs);
+      if (running && looksLikeGpuTrouble(message)) {
+        // Start over with a fresh GPU device and the same key.
+        try {
+          const reopened = await Contributor.start(relay, contributor.secretKey());
+          contributor.free();
+          contributor = reopened;
+        } catch (reopenErr) {
+          post({ type: 'error', message: `could not reopen the GPU: ${describe(reopenErr)}`, fatal: false });
+        }
+      }
+    }
+  }
+
+  setState('stopping');
+  try {
+    await contributor.release(); // give back a prefetched lease, if any
+  } catch (err) {
+    post({ type: 'error', message: `could not release the prefetched unit: ${describe(err)}`, fatal: false });
+  }
+  contributor.free();
+  post({ type: 'stopped', units, flop });
+}
