@@ -33,14 +33,50 @@ pub fn build(root: &Path) -> Result<()> {
         .generate(&out_dir)
         .with_context(|| format!("wasm-bindgen failed on {}", input.display()))?;
 
-    let wasm = std::fs::read(out_dir.join("glowworm_bg.wasm"))?;
+    let wasm_name = fingerprint_wasm(&out_dir)?;
+
+    let wasm = std::fs::read(out_dir.join(&wasm_name))?;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     gz.write_all(&wasm)?;
     let gzipped = gz.finish()?.len();
     println!(
-        "Browser module: www/pkg/glowworm_bg.wasm, {} KB raw, {} KB gzipped",
+        "Browser module: www/pkg/{wasm_name}, {} KB raw, {} KB gzipped",
         wasm.len() / 1024,
         gzipped / 1024
     );
     Ok(())
+}
+
+/// Renames the wasm file to carry its content hash (`glowworm_bg.<hash>.wasm`) and points
+/// `glowworm.js` at it, so static hosting can cache the module forever while `glowworm.js`
+/// (small, revalidated) always names the current build. Older fingerprinted files are removed.
+fn fingerprint_wasm(out_dir: &Path) -> Result<String> {
+    use sha2::Digest;
+    let plain = out_dir.join("glowworm_bg.wasm");
+    let bytes = std::fs::read(&plain)?;
+    let hash = hex::encode(&sha2::Sha256::digest(&bytes)[..8]);
+    let name = format!("glowworm_bg.{hash}.wasm");
+    for entry in std::fs::read_dir(out_dir)? {
+        let path = entry?.path();
+        let file = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        if file.starts_with("glowworm_bg.") && file.ends_with(".wasm") && file != "glowworm_bg.wasm"
+        {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    std::fs::rename(&plain, out_dir.join(&name))?;
+
+    let js_path = out_dir.join("glowworm.js");
+    let js = std::fs::read_to_string(&js_path)?;
+    let reference = "'glowworm_bg.wasm'";
+    anyhow::ensure!(
+        js.contains(reference),
+        "glowworm.js no longer names {reference}; update xtask/src/wasm.rs"
+    );
+    std::fs::write(&js_path, js.replace(reference, &format!("'{name}'")))?;
+    Ok(name)
 }
