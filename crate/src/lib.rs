@@ -22,6 +22,7 @@ pub mod freivalds;
 pub mod gpu;
 pub mod hash;
 pub mod kernels;
+pub mod link;
 pub mod signing;
 pub mod wire;
 
