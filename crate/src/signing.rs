@@ -3,6 +3,11 @@
 //! A result is signed over a canonical, domain-separated message that binds the unit, the lease,
 //! the kernel and the SHA-256 of the output bytes, so a signature cannot be replayed onto another
 //! lease, unit, kernel or output.
+//!
+//! Linking a wallet takes a second, differently domain-separated signature: the session key signs
+//! the very Sign-In with Ethereum message the wallet signed ([`link_message`]), so nobody can link
+//! someone else's public key to their own wallet, and a result signature can never pass for a
+//! link signature or the other way round.
 
 use crate::hash::ContentHash;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -28,6 +33,24 @@ pub fn result_message(
     msg
 }
 
+/// Prefix of every signed link message. Changing the message layout means changing this.
+pub const LINK_DOMAIN: &[u8] = b"glowworm/link/v1\0";
+
+/// The canonical bytes a session key signs to agree to a wallet link:
+/// `LINK_DOMAIN || siwe_message` (the EIP-4361 text exactly as the wallet signed it, UTF-8).
+pub fn link_message(siwe_message: &str) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(LINK_DOMAIN.len() + siwe_message.len());
+    msg.extend_from_slice(LINK_DOMAIN);
+    msg.extend_from_slice(siwe_message.as_bytes());
+    msg
+}
+
+/// The resource a Sign-In with Ethereum message lists to name the session key it links:
+/// `urn:glowworm:session:<public key, lowercase hex>`.
+pub fn session_resource(public_hex: &str) -> String {
+    format!("urn:glowworm:session:{}", public_hex.to_ascii_lowercase())
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SignatureError {
     #[error("public key must be 64 hex characters (32 bytes)")]
@@ -36,7 +59,7 @@ pub enum SignatureError {
     InvalidPublicKey,
     #[error("signature must be 128 hex characters (64 bytes)")]
     MalformedSignature,
-    #[error("signature does not match the result and public key")]
+    #[error("signature does not match the signed message and public key")]
     Mismatch,
     #[error("secret key must be 32 bytes, got {0}")]
     MalformedSecretKey(usize),
@@ -87,6 +110,12 @@ impl ContributorKey {
         let msg = result_message(unit_id, lease_id, kernel_hash, &ContentHash::of(output));
         hex::encode(self.key.sign(&msg).to_bytes())
     }
+
+    /// Agrees to link this key to the wallet that signed `siwe_message`; returns the signature
+    /// over [`link_message`] as 128 hex characters.
+    pub fn sign_link(&self, siwe_message: &str) -> String {
+        hex::encode(self.key.sign(&link_message(siwe_message)).to_bytes())
+    }
 }
 
 /// Parses a hex public key, checking it is a valid ed25519 point.
@@ -108,6 +137,20 @@ pub fn verify_result(
     kernel_hash: &ContentHash,
     output: &[u8],
 ) -> Result<(), SignatureError> {
+    let msg = result_message(unit_id, lease_id, kernel_hash, &ContentHash::of(output));
+    verify_message(public_hex, signature_hex, &msg)
+}
+
+/// Checks a session key's link signature over `siwe_message` (strict ed25519).
+pub fn verify_link(
+    public_hex: &str,
+    signature_hex: &str,
+    siwe_message: &str,
+) -> Result<(), SignatureError> {
+    verify_message(public_hex, signature_hex, &link_message(siwe_message))
+}
+
+fn verify_message(public_hex: &str, signature_hex: &str, msg: &[u8]) -> Result<(), SignatureError> {
     let key = parse_public_key(public_hex)?;
     let mut sig = [0u8; 64];
     if signature_hex.len() != 128 {
@@ -115,8 +158,7 @@ pub fn verify_result(
     }
     hex::decode_to_slice(signature_hex, &mut sig)
         .map_err(|_| SignatureError::MalformedSignature)?;
-    let msg = result_message(unit_id, lease_id, kernel_hash, &ContentHash::of(output));
-    key.verify_strict(&msg, &Signature::from_bytes(&sig))
+    key.verify_strict(msg, &Signature::from_bytes(&sig))
         .map_err(|_| SignatureError::Mismatch)
 }
 
@@ -182,6 +224,68 @@ mod tests {
         let again = ContributorKey::from_secret_bytes(&key.secret_bytes()).unwrap();
         assert_eq!(key.public_hex(), again.public_hex());
         assert!(ContributorKey::from_secret_bytes(&[0; 5]).is_err());
+    }
+
+    const SIWE: &str = "relay.example wants you to sign in with your Ethereum account:\n\
+        0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266\n\n\nURI: https://relay.example/\n\
+        Version: 1\nChain ID: 1\nNonce: abcdefgh12345678\nIssued At: 2025-06-01T12:00:00.000Z";
+
+    #[test]
+    fn a_signed_link_verifies_and_binds_the_message_and_key() {
+        let key = ContributorKey::from_secret_bytes(&[1; 32]).unwrap();
+        let pk = key.public_hex();
+        let sig = key.sign_link(SIWE);
+        assert_eq!(verify_link(&pk, &sig, SIWE), Ok(()));
+        assert_eq!(
+            verify_link(&pk, &sig, &SIWE.replace("Chain ID: 1", "Chain ID: 2")),
+            Err(SignatureError::Mismatch)
+        );
+        let other = ContributorKey::from_secret_bytes(&[2; 32]).unwrap();
+        assert_eq!(
+            verify_link(&other.public_hex(), &sig, SIWE),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_link(&pk, &sig[..126], SIWE),
+            Err(SignatureError::MalformedSignature)
+        );
+        assert_eq!(
+            verify_link("xyz", &sig, SIWE),
+            Err(SignatureError::MalformedPublicKey)
+        );
+        // Upper-case hex is the same key and signature.
+        assert_eq!(
+            verify_link(&pk.to_uppercase(), &sig.to_uppercase(), SIWE),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn link_and_result_messages_are_domain_separated() {
+        let msg = link_message(SIWE);
+        assert!(msg.starts_with(LINK_DOMAIN));
+        assert_eq!(&msg[LINK_DOMAIN.len()..], SIWE.as_bytes());
+        // Neither domain is a prefix of the other, so no link message is a result message.
+        assert!(!LINK_DOMAIN.starts_with(RESULT_DOMAIN) && !RESULT_DOMAIN.starts_with(LINK_DOMAIN));
+        let key = ContributorKey::from_secret_bytes(&[1; 32]).unwrap();
+        let kh = ContentHash::of(b"kernel");
+        let result_sig = key.sign_result(1, "l", &kh, &[0; 4]);
+        assert_eq!(
+            verify_link(&key.public_hex(), &result_sig, SIWE),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn the_session_resource_names_the_key_in_lowercase() {
+        let key = ContributorKey::from_secret_bytes(&[1; 32]).unwrap();
+        let pk = key.public_hex();
+        assert_eq!(
+            session_resource(&pk.to_uppercase()),
+            format!("urn:glowworm:session:{pk}")
+        );
+        // The message builder in `link` names the key the same way.
+        assert_eq!(session_resource(&pk), crate::link::session_resource(&pk));
     }
 
     #[test]

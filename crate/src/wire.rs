@@ -97,7 +97,8 @@ pub struct ResultReceipt {
     /// "verified": the output passed verification and was credited.
     pub status: String,
     pub credited: i64,
-    /// The contributor's balance after this credit.
+    /// The balance, after this credit, of the account credited: the contributor's own (its
+    /// public key) or, once it has linked a wallet, the linked address's.
     pub balance: i64,
     pub flop: u64,
 }
@@ -148,11 +149,16 @@ pub struct Stats {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContributorInfo {
     pub public_key: String,
+    /// The balance of the account this key's credits go to: its own before it links a wallet,
+    /// the linked address's after (see `GET /v1/accounts/{address}`).
     pub credits: i64,
+    /// Units verified and FLOP earned by this key itself, before and after linking.
     pub units_verified: i64,
     pub flop_verified: i64,
     pub first_seen_unix_ms: i64,
     pub last_seen_unix_ms: i64,
+    /// The Ethereum address (EIP-55) this key is linked to, if any.
+    pub linked_address: Option<String>,
 }
 
 /// Reply to `POST /v1/leases/{lease_id}/release`.
@@ -176,4 +182,82 @@ pub struct JobStatus {
     pub units_failed: i64,
     /// Hash of the assembled output C (m x n, f32 little-endian) once the job is done.
     pub output_hash: Option<ContentHash>,
+}
+
+/// `POST /v1/auth/nonce`: a single-use nonce for one Sign-In with Ethereum message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NonceReply {
+    /// At least 16 random alphanumeric characters; goes in the message's `Nonce:` line.
+    pub nonce: String,
+    /// When the relay forgets the nonce, in Unix milliseconds.
+    pub expires_unix_ms: i64,
+}
+
+/// `POST /v1/auth/link`: link a session key to the wallet that signed `message`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    /// The EIP-4361 (Sign-In with Ethereum) message, exactly as the wallet signed it. Its
+    /// resources list [`crate::signing::session_resource`] of `public_key`.
+    pub message: String,
+    /// The wallet's `personal_sign` signature of `message`: 0x and 130 hex characters (65 bytes).
+    pub signature: String,
+    /// The session's ed25519 public key, 64 hex characters.
+    pub public_key: String,
+    /// The session key's ed25519 signature (128 hex characters) over
+    /// [`crate::signing::link_message`] of `message`.
+    pub session_signature: String,
+}
+
+/// Reply to a successful link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkReply {
+    /// The linked Ethereum address, EIP-55 checksummed.
+    pub address: String,
+    pub public_key: String,
+    /// Credits moved from the session key's own account to the address (0 when linking again).
+    pub credits_moved: i64,
+    /// The address's balance after the link.
+    pub balance: i64,
+}
+
+/// `GET /v1/accounts/{address}`: an Ethereum address's credits and where they came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountInfo {
+    /// EIP-55 checksummed.
+    pub address: String,
+    /// The sum of the address's ledger entries.
+    pub credits: i64,
+    /// Units verified and FLOP earned by every session key linked to the address.
+    pub units_verified: i64,
+    pub flop_verified: i64,
+    pub linked_sessions: Vec<LinkedSession>,
+    /// The address's ledger entries, newest first, one page of them.
+    pub entries: Vec<LedgerEntry>,
+    /// Pass as `?before=` for the next (older) page; `None` on the last page.
+    pub next_before: Option<i64>,
+}
+
+/// A session key linked to an address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkedSession {
+    pub public_key: String,
+    /// The chain id of the Sign-In with Ethereum message that linked it.
+    pub chain_id: u64,
+    pub linked_at_unix_ms: i64,
+}
+
+/// One row of the append-only credit ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub id: i64,
+    /// Integer credits; negative for credits moved away.
+    pub amount: i64,
+    /// "unit_verified", "link_in" or "link_out".
+    pub kind: String,
+    /// The verified unit, for "unit_verified".
+    pub unit_id: Option<i64>,
+    /// The session key that earned the credit or whose link moved it.
+    pub public_key: Option<String>,
+    pub created_at_unix_ms: i64,
 }

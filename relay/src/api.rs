@@ -3,24 +3,27 @@
 //! Handlers only translate between HTTP and the modules that do the work ([`crate::leasing`],
 //! [`crate::results`], [`crate::jobs`], ...); database work runs through [`crate::db::Db::call`].
 
+use crate::accounts::{self, Page, canonical_address};
 use crate::config::Config;
 use crate::contributors::{self, canonical_key};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::leasing;
 use crate::state::AppState;
-use crate::{blobs, jobs, results, stats};
+use crate::{blobs, jobs, links, nonces, results, stats};
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get, post};
 use axum::{Json, Router};
 use glowworm::hash::ContentHash;
 use glowworm::kernels;
 use glowworm::wire::{
-    ContributorInfo, Health, JobStatus, KernelSource, LeaseRequest, ReleaseReceipt, ReleaseRequest,
-    ResultReceipt, ResultSubmission, Stats,
+    AccountInfo, ContributorInfo, Health, JobStatus, KernelSource, LeaseRequest, LinkReply,
+    LinkRequest, NonceReply, ReleaseReceipt, ReleaseRequest, ResultReceipt, ResultSubmission,
+    Stats,
 };
+use serde::Deserialize;
 use std::time::Duration;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
@@ -52,6 +55,9 @@ fn api_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, "/v1/kernels/{hash}", get(get_kernel)),
         (Method::GET, "/v1/blobs/{hash}", get(get_blob)),
         (Method::GET, "/v1/jobs/{id}", get(get_job)),
+        (Method::POST, "/v1/auth/nonce", post(create_nonce)),
+        (Method::POST, "/v1/auth/link", post(link_wallet)),
+        (Method::GET, "/v1/accounts/{address}", get(get_account)),
         (Method::GET, "/v1/openapi.json", get(openapi)),
     ]
 }
@@ -226,6 +232,57 @@ async fn get_job(
         .await?
         .ok_or_else(|| ApiError::not_found("unknown_job", format!("no job with id {id}")))?;
     Ok(Json(status))
+}
+
+async fn create_nonce(State(state): State<AppState>) -> Result<Json<NonceReply>, ApiError> {
+    let now = state.now_ms();
+    let config = state.config.clone();
+    let nonce = state
+        .db
+        .call(move |conn| nonces::issue(conn, &config, now))
+        .await?;
+    Ok(Json(nonce))
+}
+
+/// The authority the client addressed: the Host header (HTTP/1.1), else the request target's
+/// authority (HTTP/2).
+fn request_host(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .map(String::from)
+        .or_else(|| uri.authority().map(|a| a.as_str().to_string()))
+}
+
+async fn link_wallet(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    ApiJson(request): ApiJson<LinkRequest>,
+) -> Result<Json<LinkReply>, ApiError> {
+    let host = request_host(&headers, &uri);
+    Ok(Json(links::link(&state, request, host).await?))
+}
+
+#[derive(Deserialize)]
+struct AccountQuery {
+    limit: Option<u32>,
+    before: Option<i64>,
+}
+
+/// 200 for any well-formed address; one nothing was credited to has zeros.
+async fn get_account(
+    State(state): State<AppState>,
+    ApiPath(address): ApiPath<String>,
+    ApiQuery(query): ApiQuery<AccountQuery>,
+) -> Result<Json<AccountInfo>, ApiError> {
+    let address = canonical_address(&address)?;
+    let page = Page::new(query.limit, query.before)?;
+    let info = state
+        .db
+        .call(move |conn| accounts::info(conn, &address, page))
+        .await?;
+    Ok(Json(info))
 }
 
 async fn openapi() -> Response {

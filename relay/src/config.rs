@@ -36,6 +36,18 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Origins allowed to call the API from a browser; empty means any origin.
     pub cors_origins: Vec<String>,
+    /// The domain (host, or host:port) Sign-In with Ethereum messages must name to link a
+    /// wallet; unset means the Host of the link request itself.
+    pub siwe_domain: Option<String>,
+    /// Chain ids a Sign-In with Ethereum message may name; empty means any.
+    pub siwe_chain_ids: Vec<u64>,
+    /// JSON-RPC endpoint of an Ethereum node, to check contract wallets' signatures (ERC-1271);
+    /// unset means only ordinary (EOA) wallets can link.
+    pub eth_rpc_url: Option<String>,
+    /// How long a sign-in nonce stays usable.
+    pub nonce_seconds: u64,
+    /// Most unexpired nonces kept at once; more nonce requests are refused until some expire.
+    pub max_pending_nonces: u32,
 }
 
 impl Default for Config {
@@ -53,6 +65,11 @@ impl Default for Config {
             demo_k: 256,
             max_body_bytes: 8 << 20,
             cors_origins: Vec::new(),
+            siwe_domain: None,
+            siwe_chain_ids: Vec::new(),
+            eth_rpc_url: None,
+            nonce_seconds: 600,
+            max_pending_nonces: 100_000,
         }
     }
 }
@@ -120,6 +137,23 @@ pub struct ServeArgs {
     /// [env: GLOWWORM_CORS_ORIGINS, comma-separated]
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
+    /// Domain that wallet sign-in messages must name (default: the request's Host)
+    /// [env: GLOWWORM_SIWE_DOMAIN]
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub siwe_domain: Option<String>,
+    /// A chain id wallet sign-in messages may name (repeat for more; none means any)
+    /// [env: GLOWWORM_SIWE_CHAIN_IDS, comma-separated]
+    #[arg(long = "siwe-chain-id", value_name = "ID")]
+    pub siwe_chain_ids: Vec<u64>,
+    /// Ethereum JSON-RPC endpoint, to accept contract wallets (ERC-1271) [env: GLOWWORM_ETH_RPC_URL]
+    #[arg(long, value_name = "URL")]
+    pub eth_rpc_url: Option<String>,
+    /// Seconds a sign-in nonce stays usable [env: GLOWWORM_NONCE_SECONDS]
+    #[arg(long, value_name = "N")]
+    pub nonce_seconds: Option<u64>,
+    /// Most unexpired sign-in nonces kept at once [env: GLOWWORM_MAX_PENDING_NONCES]
+    #[arg(long, value_name = "N")]
+    pub max_pending_nonces: Option<u32>,
 }
 
 impl Config {
@@ -177,6 +211,32 @@ impl Config {
                 .map(String::from)
                 .collect();
         }
+        if let Some(domain) = env("GLOWWORM_SIWE_DOMAIN") {
+            self.siwe_domain = Some(domain.trim().to_string()).filter(|s| !s.is_empty());
+        }
+        if let Some(list) = env("GLOWWORM_SIWE_CHAIN_IDS") {
+            self.siwe_chain_ids = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|id| {
+                    id.parse().map_err(|e| ConfigError::BadEnv {
+                        name: "GLOWWORM_SIWE_CHAIN_IDS".to_string(),
+                        value: list.clone(),
+                        message: format!("{id:?}: {e}"),
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(url) = env("GLOWWORM_ETH_RPC_URL") {
+            self.eth_rpc_url = Some(url.trim().to_string()).filter(|s| !s.is_empty());
+        }
+        set_from_env(env, "GLOWWORM_NONCE_SECONDS", &mut self.nonce_seconds)?;
+        set_from_env(
+            env,
+            "GLOWWORM_MAX_PENDING_NONCES",
+            &mut self.max_pending_nonces,
+        )?;
         Ok(())
     }
 
@@ -203,6 +263,17 @@ impl Config {
         if !args.cors_origins.is_empty() {
             self.cors_origins = args.cors_origins.clone();
         }
+        if args.siwe_domain.is_some() {
+            self.siwe_domain = args.siwe_domain.clone();
+        }
+        if !args.siwe_chain_ids.is_empty() {
+            self.siwe_chain_ids = args.siwe_chain_ids.clone();
+        }
+        if args.eth_rpc_url.is_some() {
+            self.eth_rpc_url = args.eth_rpc_url.clone();
+        }
+        set(&args.nonce_seconds, &mut self.nonce_seconds);
+        set(&args.max_pending_nonces, &mut self.max_pending_nonces);
     }
 
     /// Refuses settings the relay cannot work with.
@@ -234,7 +305,35 @@ impl Config {
                 )));
             }
         }
+        if self.nonce_seconds == 0 || self.max_pending_nonces == 0 {
+            return invalid("nonce_seconds and max_pending_nonces must be at least 1");
+        }
+        if let Some(domain) = &self.siwe_domain
+            && !crate::sign_in::is_domain(domain)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "siwe_domain {domain:?} is not a host or host:port"
+            )));
+        }
+        if let Some(chain) = self.siwe_chain_ids.iter().find(|&&id| id > i64::MAX as u64) {
+            return Err(ConfigError::Invalid(format!(
+                "siwe chain id {chain} is too large"
+            )));
+        }
+        if let Some(url) = &self.eth_rpc_url {
+            let parsed = reqwest::Url::parse(url);
+            if !parsed.is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                return Err(ConfigError::Invalid(format!(
+                    "eth_rpc_url {url:?} is not an http or https URL"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// How long a sign-in nonce lasts, in milliseconds.
+    pub fn nonce_ms(&self) -> i64 {
+        self.nonce_seconds.min(i64::MAX as u64 / 1000) as i64 * 1000
     }
 
     /// How long a lease lasts, in milliseconds.

@@ -1,7 +1,9 @@
-//! Contributors: known by their ed25519 public key, with when they were first and last seen.
+//! Contributors: known by their ed25519 public key, with when they were first and last seen and
+//! the wallet address they linked, if any.
 
 use crate::error::ApiError;
 use crate::ledger;
+use crate::links;
 use glowworm::signing::{SignatureError, parse_public_key};
 use glowworm::wire::ContributorInfo;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -32,7 +34,8 @@ pub fn touch(conn: &Connection, public_key: &str, now_ms: i64) -> Result<(), Api
     Ok(())
 }
 
-/// What the relay knows of a contributor, or `None` if it was never seen.
+/// What the relay knows of a contributor, or `None` if it was never seen. Its credits are the
+/// balance of the account its credits go to: its own, or its linked address's.
 pub fn info(conn: &Connection, public_key: &str) -> Result<Option<ContributorInfo>, ApiError> {
     let seen: Option<(i64, i64)> = conn
         .query_row(
@@ -51,12 +54,15 @@ pub fn info(conn: &Connection, public_key: &str) -> Result<Option<ContributorInf
         [public_key],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
+    let linked_address = links::address_of(conn, public_key)?;
+    let account = linked_address.as_deref().unwrap_or(public_key);
     Ok(Some(ContributorInfo {
         public_key: public_key.to_string(),
-        credits: ledger::balance(conn, public_key)?,
+        credits: ledger::balance(conn, account)?,
         units_verified,
         flop_verified,
         first_seen_unix_ms: first_seen,
         last_seen_unix_ms: last_seen,
+        linked_address,
     }))
 }

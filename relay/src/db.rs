@@ -49,7 +49,30 @@ impl Db {
             "PRAGMA synchronous = NORMAL;
              PRAGMA foreign_keys = ON;",
         )?;
+        Self::upgrade(conn)?;
         conn.execute_batch(SCHEMA)
+    }
+
+    /// Adds the columns that later versions gave existing tables, so the schema (whose
+    /// `CREATE ... IF NOT EXISTS` leaves an existing table as it is) can then run unchanged.
+    fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
+        let has_ledger: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'ledger'",
+            [],
+            |row| row.get(0),
+        )?;
+        let has_link_key: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('ledger') WHERE name = 'link_key'",
+            [],
+            |row| row.get(0),
+        )?;
+        if has_ledger && !has_link_key {
+            conn.execute(
+                "ALTER TABLE ledger ADD COLUMN link_key TEXT REFERENCES links(public_key)",
+                [],
+            )?;
+        }
+        Ok(())
     }
 
     /// Runs `work` with the connection on a blocking thread and returns what it returns.
@@ -96,5 +119,41 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_database_from_before_wallet_links_is_upgraded_and_keeps_its_ledger() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("old.sqlite");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE ledger (
+                id            INTEGER PRIMARY KEY AUTOINCREMENT,
+                account       TEXT NOT NULL,
+                amount        INTEGER NOT NULL,
+                kind          TEXT NOT NULL,
+                unit_id       INTEGER,
+                result_id     INTEGER,
+                created_at_ms INTEGER NOT NULL,
+                UNIQUE (result_id, kind)
+            );
+            INSERT INTO ledger (account, amount, kind, created_at_ms) VALUES ('k', 5, 'unit_verified', 1);",
+        )
+        .unwrap();
+        drop(old);
+        for _ in 0..2 {
+            let db = Db::open(&path).unwrap();
+            let conn = db.conn.lock().unwrap();
+            let (amount, link_key): (i64, Option<String>) = conn
+                .query_row("SELECT amount, link_key FROM ledger", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .unwrap();
+            assert_eq!((amount, link_key), (5, None));
+            let links: i64 = conn
+                .query_row("SELECT COUNT(*) FROM links", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(links, 0);
+        }
     }
 }

@@ -1,11 +1,12 @@
 //! Request extractors whose rejections are JSON [`ApiError`]s, like every other refusal.
 //!
-//! axum's own `Json` and `Path` answer bad input with plain text; [`ApiJson`] and [`ApiPath`]
-//! wrap them and turn their rejections into `{"error": {"code", "message"}}`.
+//! axum's own `Json`, `Path` and `Query` answer bad input with plain text; [`ApiJson`],
+//! [`ApiPath`] and [`ApiQuery`] wrap them and turn their rejections into
+//! `{"error": {"code", "message"}}`.
 
 use crate::error::ApiError;
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -68,5 +69,23 @@ fn path_rejection(rejection: PathRejection) -> ApiError {
         ApiError::Internal(rejection.body_text())
     } else {
         ApiError::bad_request("bad_path", rejection.body_text())
+    }
+}
+
+/// Query-string parameters of type `T`.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(ApiError::bad_request("bad_query", rejection.body_text())),
+        }
     }
 }

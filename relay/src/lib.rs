@@ -19,12 +19,20 @@
 //! 5. When every unit of a job is verified, [`jobs::complete_if_done`] assembles C into a blob
 //!    and the job is done.
 //!
+//! A contributor can have its credits paid to an Ethereum address with one wallet signature:
+//! `POST /v1/auth/nonce` ([`nonces`]) hands out a single-use nonce, and `POST /v1/auth/link`
+//! ([`links::link`]) checks a Sign-In with Ethereum message ([`sign_in`], contract wallets
+//! through [`erc1271`]) signed by the wallet and by the session key, then moves the key's
+//! credits to the address and credits it from then on. `GET /v1/accounts/{address}`
+//! ([`accounts`]) shows an address's credits and ledger.
+//!
 //! Everything shared with contributors (wire types, kernels, signing, verification) comes from
 //! the `glowworm` crate. State lives in one SQLite database ([`db`]); time comes from a
 //! [`Clock`], so tests can move past lease deadlines without sleeping. [`app`] builds the whole
 //! HTTP service from an [`AppState`]; the `glowworm-relay` binary adds the listener, the demo
 //! generator and graceful shutdown.
 
+pub mod accounts;
 pub mod api;
 pub mod blobs;
 pub mod clock;
@@ -32,13 +40,17 @@ pub mod config;
 pub mod contributors;
 pub mod db;
 pub mod demo;
+pub mod erc1271;
 pub mod error;
 pub mod extract;
 pub mod jobs;
 pub mod leasing;
 pub mod ledger;
+pub mod links;
+pub mod nonces;
 pub mod random;
 pub mod results;
+pub mod sign_in;
 pub mod state;
 pub mod stats;
 pub mod units;

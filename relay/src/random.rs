@@ -1,4 +1,5 @@
-//! Secret random bytes from the operating system, for lease ids and Freivalds seeds.
+//! Secret random bytes from the operating system, for lease ids, Freivalds seeds and sign-in
+//! nonces.
 
 use crate::error::ApiError;
 
@@ -8,4 +9,33 @@ pub fn bytes<const N: usize>() -> Result<[u8; N], ApiError> {
     getrandom::getrandom(&mut out)
         .map_err(|e| ApiError::Internal(format!("no secure random source: {e}")))?;
     Ok(out)
+}
+
+/// `len` random characters from `[0-9A-Za-z]`, each uniformly distributed (about 5.95 bits each).
+pub fn alphanumeric(len: usize) -> Result<String, ApiError> {
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut out = String::with_capacity(len);
+    while out.len() < len {
+        // 248 = 4 * 62: bytes at or above it would make some characters likelier; skip them.
+        for byte in bytes::<32>()? {
+            if byte < 248 && out.len() < len {
+                out.push(ALPHABET[(byte % 62) as usize] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alphanumeric_strings_have_the_length_and_alphabet_asked_for() {
+        let a = alphanumeric(20).unwrap();
+        assert_eq!(a.len(), 20);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()), "{a}");
+        assert_ne!(a, alphanumeric(20).unwrap());
+        assert_eq!(alphanumeric(100).unwrap().len(), 100);
+    }
 }

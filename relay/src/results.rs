@@ -4,7 +4,8 @@
 //! the lease, the unit, the holder, the output, the signature, whether the lease is still open,
 //! and finally the product itself. The expensive check runs outside the database lock. Only then
 //! does one transaction (which re-checks that the lease is still open, so two racing copies of a
-//! result cannot both be credited) store the output, mark lease and unit, and credit the ledger.
+//! result cannot both be credited) store the output, mark lease and unit, and credit the ledger:
+//! the contributor's own account, or the address it linked ([`links::account_of`]).
 
 use crate::blobs;
 use crate::contributors::{self, canonical_key};
@@ -12,6 +13,7 @@ use crate::error::ApiError;
 use crate::jobs;
 use crate::leasing::{self, LeaseRow};
 use crate::ledger;
+use crate::links;
 use crate::random;
 use crate::state::AppState;
 use crate::units::{self, Unit};
@@ -243,10 +245,11 @@ fn record_verified(
         "UPDATE units SET state = 'verified', result_hash = ?2 WHERE id = ?1",
         params![unit.id, output_hash.to_string()],
     )?;
-    ledger::credit_verified_unit(&tx, public_key, credited, unit.id, result_id, now_ms)?;
+    let account = links::account_of(&tx, public_key)?;
+    ledger::credit_verified_unit(&tx, &account, credited, unit.id, result_id, now_ms)?;
     contributors::touch(&tx, public_key, now_ms)?;
     jobs::complete_if_done(&tx, unit.job_id)?;
-    let balance = ledger::balance(&tx, public_key)?;
+    let balance = ledger::balance(&tx, &account)?;
     tx.commit()?;
 
     Ok(ResultReceipt {

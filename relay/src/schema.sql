@@ -79,9 +79,12 @@ CREATE TABLE IF NOT EXISTS ledger (
     unit_id       INTEGER REFERENCES units(id),
     result_id     INTEGER REFERENCES results(id),
     created_at_ms INTEGER NOT NULL,
+    link_key      TEXT REFERENCES links(public_key),  -- the link that moved these credits
     UNIQUE (result_id, kind)
 );
 CREATE INDEX IF NOT EXISTS ledger_by_account ON ledger(account);
+-- A link moves credits once: one link_out and one link_in row at most.
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_link_once ON ledger(link_key, kind);
 
 CREATE TRIGGER IF NOT EXISTS ledger_is_append_only_update
 BEFORE UPDATE ON ledger
@@ -93,4 +96,39 @@ CREATE TRIGGER IF NOT EXISTS ledger_is_append_only_delete
 BEFORE DELETE ON ledger
 BEGIN
     SELECT RAISE(ABORT, 'the ledger is append-only');
+END;
+
+-- Single-use nonces for Sign-In with Ethereum messages. A nonce is used (used_at_ms set) only by
+-- the link it names; expired ones are deleted.
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce         TEXT PRIMARY KEY,
+    issued_at_ms  INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    used_at_ms    INTEGER
+);
+CREATE INDEX IF NOT EXISTS nonces_by_expiry ON nonces(expires_at_ms);
+
+-- A session key linked to an Ethereum address, with the evidence: the EIP-4361 message, the
+-- wallet's signature of it and the session key's. A key links once; links are never changed.
+CREATE TABLE IF NOT EXISTS links (
+    public_key        TEXT PRIMARY KEY,  -- lowercase hex
+    address           TEXT NOT NULL,     -- EIP-55 checksummed
+    chain_id          INTEGER NOT NULL,
+    linked_at_ms      INTEGER NOT NULL,
+    siwe_message      TEXT NOT NULL,
+    wallet_signature  TEXT NOT NULL,
+    session_signature TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS links_by_address ON links(address);
+
+CREATE TRIGGER IF NOT EXISTS links_are_append_only_update
+BEFORE UPDATE ON links
+BEGIN
+    SELECT RAISE(ABORT, 'links are append-only');
+END;
+
+CREATE TRIGGER IF NOT EXISTS links_are_append_only_delete
+BEFORE DELETE ON links
+BEGIN
+    SELECT RAISE(ABORT, 'links are append-only');
 END;

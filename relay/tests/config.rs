@@ -113,3 +113,59 @@ fn mistakes_in_any_layer_are_reported() {
         Err(ConfigError::Invalid(_))
     ));
 }
+
+#[test]
+fn wallet_link_settings_come_in_layers_and_are_checked() {
+    let defaults = Config::default();
+    assert_eq!(defaults.siwe_domain, None, "the request's Host by default");
+    assert!(defaults.siwe_chain_ids.is_empty(), "any chain by default");
+    assert_eq!(defaults.eth_rpc_url, None, "no contract wallets by default");
+    assert_eq!(defaults.nonce_seconds, 600);
+
+    let args = ServeArgs::try_parse_from([
+        "serve",
+        "--siwe-chain-id",
+        "1",
+        "--siwe-chain-id",
+        "8453",
+        "--nonce-seconds",
+        "120",
+    ])
+    .unwrap();
+    let env = env_of(&[
+        ("GLOWWORM_SIWE_DOMAIN", "glowworm.example"),
+        ("GLOWWORM_SIWE_CHAIN_IDS", "10"),
+        ("GLOWWORM_ETH_RPC_URL", "https://node.example/v3/key"),
+        ("GLOWWORM_MAX_PENDING_NONCES", "7"),
+    ]);
+    let config = Config::load(&args, env).unwrap();
+    assert_eq!(config.siwe_domain.as_deref(), Some("glowworm.example"));
+    assert_eq!(config.siwe_chain_ids, [1, 8453], "flags beat env");
+    assert_eq!(
+        config.eth_rpc_url.as_deref(),
+        Some("https://node.example/v3/key")
+    );
+    assert_eq!((config.nonce_seconds, config.max_pending_nonces), (120, 7));
+
+    let bad_list = Config::load(
+        &ServeArgs::default(),
+        env_of(&[("GLOWWORM_SIWE_CHAIN_IDS", "1, mainnet")]),
+    );
+    assert!(matches!(bad_list, Err(ConfigError::BadEnv { .. })));
+    for flags in [
+        ["serve", "--siwe-domain", "https://glowworm.example"],
+        ["serve", "--siwe-domain", "me@glowworm.example"],
+        ["serve", "--eth-rpc-url", "ftp://node.example"],
+        ["serve", "--eth-rpc-url", "not a url"],
+        ["serve", "--nonce-seconds", "0"],
+    ] {
+        let args = ServeArgs::try_parse_from(flags).unwrap();
+        assert!(
+            matches!(
+                Config::load(&args, env_of(&[])),
+                Err(ConfigError::Invalid(_))
+            ),
+            "{flags:?}"
+        );
+    }
+}

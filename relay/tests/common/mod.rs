@@ -10,7 +10,7 @@ use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes, to_base64};
 use glowworm::hash::ContentHash;
 use glowworm::kernels::matmul;
 use glowworm::signing::ContributorKey;
-use glowworm::wire::{KernelSource, Lease, ResultSubmission};
+use glowworm::wire::{KernelSource, Lease, ResultReceipt, ResultSubmission};
 use glowworm_relay::{AppState, Config, ManualClock, app};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -97,10 +97,18 @@ impl TestRelay {
 
     /// A relay whose test settings `adjust` may change.
     pub fn with_config(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::with_clock(ManualClock::new(), adjust)
+    }
+
+    /// A relay whose clock starts at `now_ms` (such as the time fixtures were signed for).
+    pub fn at(now_ms: i64, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::with_clock(ManualClock::starting_at(now_ms), adjust)
+    }
+
+    fn with_clock(clock: ManualClock, adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = TempDir::new().unwrap();
         let mut config = test_config(&dir);
         adjust(&mut config);
-        let clock = ManualClock::new();
         let state = AppState::open_with_clock(config, Arc::new(clock.clone())).unwrap();
         TestRelay {
             app: app(state.clone()),
@@ -192,6 +200,30 @@ impl Contributor {
         Contributor {
             key: ContributorKey::generate().unwrap(),
         }
+    }
+
+    /// The contributor whose ed25519 seed is `seed`.
+    pub fn from_seed(seed: &[u8]) -> Self {
+        Contributor {
+            key: ContributorKey::from_secret_bytes(seed).unwrap(),
+        }
+    }
+
+    /// Leases a unit, computes it and submits it; asserts it is verified and returns the receipt.
+    pub async fn earn(&self, relay: &TestRelay) -> ResultReceipt {
+        let lease = self.lease(relay).await.expect("a unit is pending");
+        let output = self.compute(relay, &lease).await;
+        let reply = relay
+            .post("/v1/results", &self.submission(&lease, &output))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        check_schema(&reply.json(), "ResultReceipt");
+        reply.json()
     }
 
     pub fn public_key(&self) -> String {
@@ -287,7 +319,7 @@ pub fn openapi() -> Value {
 
 /// Asserts `value` fits the OpenAPI component schema `name` (the subset of JSON Schema the
 /// document uses: type, properties, required, additionalProperties, items, enum, oneOf, $ref,
-/// pattern of hex strings, minItems/maxItems, minimum).
+/// pattern of hex strings and addresses, minItems/maxItems, minimum).
 pub fn check_schema(value: &Value, name: &str) {
     let doc = openapi();
     let schema = &doc["components"]["schemas"][name];
@@ -369,6 +401,11 @@ fn fits(doc: &Value, value: &Value, schema: &Value, at: &str) -> Result<(), Stri
             let is_hex64 = text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit());
             let fits_pattern = match schema["pattern"].as_str() {
                 None => true,
+                Some("^0x[0-9a-fA-F]{40}$") => {
+                    text.len() == 42
+                        && text.starts_with("0x")
+                        && text[2..].chars().all(|c| c.is_ascii_hexdigit())
+                }
                 Some("^[0-9a-f]{64}$") => is_hex64 && !text.chars().any(|c| c.is_ascii_uppercase()),
                 Some("^[0-9a-fA-F]{64}$") => is_hex64,
                 Some(other) => {
