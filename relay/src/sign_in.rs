@@ -240,6 +240,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_contributors_message_builder_writes_what_the_relay_accepts() {
+        use glowworm::link::{SiweFields, siwe_message};
+        let key = glowworm::signing::ContributorKey::from_secret_bytes(&[1; 32]).unwrap();
+        let text = siwe_message(&SiweFields {
+            domain: "127.0.0.1:8787".into(),
+            address: "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266".into(),
+            uri: "http://127.0.0.1:8787".into(),
+            chain_id: 1,
+            nonce: "abcdefgh12345678".into(),
+            issued_at: "2025-06-01T11:59:00.000Z".into(),
+            expiration_time: "2025-06-01T12:10:00.000Z".into(),
+            session_public_key: key.public_hex(),
+        })
+        .unwrap();
+        let message = parse(&text).unwrap();
+        let expected = Expected {
+            domain: "127.0.0.1:8787",
+            chain_ids: &[1],
+            public_key: &key.public_hex(),
+            now_ms: 1_748_779_200_000, // 2025-06-01T12:00:00Z
+        };
+        check(&message, &expected).unwrap();
+        assert_eq!(
+            siwe::eip55(&message.address),
+            "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+        );
+    }
+
+    #[test]
     fn domains_are_hosts_with_an_optional_port() {
         for ok in [
             "relay.example",
