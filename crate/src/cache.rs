@@ -1,18 +1,18 @@
 //! In-memory cache of decoded input blobs, keyed by content hash and bounded in bytes.
 //! Oldest entries are evicted first; inputs shared by many units (a matrix panel) are fetched once.
+//! Generic over the handle kept (`Rc<Vec<f32>>` in the browser, `Arc<Vec<f32>>` natively).
 
 use crate::hash::ContentHash;
 use std::collections::{HashMap, VecDeque};
-use std::rc::Rc;
 
-pub struct BlobCache {
+pub struct BlobCache<V> {
     budget_bytes: usize,
     used_bytes: usize,
-    entries: HashMap<ContentHash, Rc<Vec<f32>>>,
+    entries: HashMap<ContentHash, (V, usize)>,
     order: VecDeque<ContentHash>,
 }
 
-impl BlobCache {
+impl<V: Clone> BlobCache<V> {
     pub fn new(budget_bytes: usize) -> Self {
         BlobCache {
             budget_bytes,
@@ -22,48 +22,50 @@ impl BlobCache {
         }
     }
 
-    pub fn get(&mut self, hash: &ContentHash) -> Option<Rc<Vec<f32>>> {
-        self.entries.get(hash).cloned()
+    pub fn get(&self, hash: &ContentHash) -> Option<V> {
+        self.entries.get(hash).map(|(v, _)| v.clone())
     }
 
-    pub fn insert(&mut self, hash: ContentHash, values: Rc<Vec<f32>>) {
-        let size = values.len() * 4;
-        if self.entries.contains_key(&hash) || size > self.budget_bytes {
+    /// Keeps `value`, which takes `bytes` of memory, evicting the oldest entries to make room.
+    /// A value larger than the whole budget is not kept.
+    pub fn insert(&mut self, hash: ContentHash, value: V, bytes: usize) {
+        if self.entries.contains_key(&hash) || bytes > self.budget_bytes {
             return;
         }
-        while self.used_bytes + size > self.budget_bytes {
+        while self.used_bytes + bytes > self.budget_bytes {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
-            if let Some(v) = self.entries.remove(&oldest) {
-                self.used_bytes -= v.len() * 4;
+            if let Some((_, size)) = self.entries.remove(&oldest) {
+                self.used_bytes -= size;
             }
         }
-        self.used_bytes += size;
+        self.used_bytes += bytes;
         self.order.push_back(hash);
-        self.entries.insert(hash, values);
+        self.entries.insert(hash, (value, bytes));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::rc::Rc;
 
     #[test]
     fn evicts_oldest_first_within_the_budget() {
-        let mut cache = BlobCache::new(32); // room for 8 f32s
+        let mut cache = BlobCache::new(32);
         let (h1, h2, h3) = (
             ContentHash([1; 32]),
             ContentHash([2; 32]),
             ContentHash([3; 32]),
         );
-        cache.insert(h1, Rc::new(vec![0.0; 4]));
-        cache.insert(h2, Rc::new(vec![0.0; 4]));
+        cache.insert(h1, Rc::new(vec![0.0f32; 4]), 16);
+        cache.insert(h2, Rc::new(vec![0.0f32; 4]), 16);
         assert!(cache.get(&h1).is_some() && cache.get(&h2).is_some());
-        cache.insert(h3, Rc::new(vec![0.0; 4]));
+        cache.insert(h3, Rc::new(vec![0.0f32; 4]), 16);
         assert!(cache.get(&h1).is_none(), "the oldest entry is evicted");
         assert!(cache.get(&h2).is_some() && cache.get(&h3).is_some());
-        cache.insert(ContentHash([4; 32]), Rc::new(vec![0.0; 9]));
+        cache.insert(ContentHash([4; 32]), Rc::new(vec![0.0f32; 9]), 36);
         assert!(
             cache.get(&ContentHash([4; 32])).is_none(),
             "larger than the budget: not kept"

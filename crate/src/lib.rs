@@ -23,6 +23,7 @@ pub mod gpu;
 pub mod hash;
 pub mod kernels;
 pub mod link;
+pub mod protocol;
 pub mod signing;
 pub mod wire;
 

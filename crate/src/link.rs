@@ -39,13 +39,7 @@ pub enum LinkError {
     LineBreak(&'static str),
 }
 
-/// The resource URI that names a session key in the message.
-pub fn session_resource(session_public_key: &str) -> String {
-    format!(
-        "urn:glowworm:session:{}",
-        session_public_key.to_ascii_lowercase()
-    )
-}
+pub use crate::signing::session_resource;
 
 /// The EIP-55 checksummed form of an address given in lower, upper or correct mixed case.
 /// Mixed case with a wrong checksum is refused, as EIP-55 intends.

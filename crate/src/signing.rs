@@ -284,8 +284,6 @@ mod tests {
             session_resource(&pk.to_uppercase()),
             format!("urn:glowworm:session:{pk}")
         );
-        // The message builder in `link` names the key the same way.
-        assert_eq!(session_resource(&pk), crate::link::session_resource(&pk));
     }
 
     #[test]

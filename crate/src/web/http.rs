@@ -3,6 +3,7 @@
 //! Hand-written over web-sys rather than gloo-net: it needs only JSON and byte bodies, and calling
 //! the global `fetch` works the same in a worker and a window without any feature detection.
 
+use crate::protocol::Transport;
 use crate::wire::ErrorBody;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -35,45 +36,6 @@ impl Relay {
         Relay {
             base: base.trim_end_matches('/').to_string(),
         }
-    }
-
-    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, HttpError> {
-        let response = self.send("GET", path, None).await?;
-        self.json(path, response).await
-    }
-
-    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, HttpError> {
-        let response = self.send("GET", path, None).await?;
-        let buffer = JsFuture::from(response.array_buffer().map_err(|e| bad(path, e))?)
-            .await
-            .map_err(|e| bad(path, e))?;
-        Ok(js_sys::Uint8Array::new(&buffer).to_vec())
-    }
-
-    pub async fn post_json<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, HttpError> {
-        let response = self
-            .send("POST", path, Some(body_text(path, body)?))
-            .await?;
-        self.json(path, response).await
-    }
-
-    /// Like `post_json`, but a 204 No Content reply is `None`.
-    pub async fn post_json_optional<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<Option<T>, HttpError> {
-        let response = self
-            .send("POST", path, Some(body_text(path, body)?))
-            .await?;
-        if response.status() == 204 {
-            return Ok(None);
-        }
-        self.json(path, response).await.map(Some)
     }
 
     async fn send(
@@ -145,6 +107,49 @@ impl Relay {
             path: path.to_string(),
             message: e.to_string(),
         })
+    }
+}
+
+impl Transport for Relay {
+    type Error = HttpError;
+
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, HttpError> {
+        let response = self.send("GET", path, None).await?;
+        self.json(path, response).await
+    }
+
+    async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, HttpError> {
+        let response = self.send("GET", path, None).await?;
+        let buffer = JsFuture::from(response.array_buffer().map_err(|e| bad(path, e))?)
+            .await
+            .map_err(|e| bad(path, e))?;
+        Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+    }
+
+    async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, HttpError> {
+        let response = self
+            .send("POST", path, Some(body_text(path, body)?))
+            .await?;
+        self.json(path, response).await
+    }
+
+    /// Like `post_json`, but a 204 No Content reply is `None`.
+    async fn post_json_optional<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Option<T>, HttpError> {
+        let response = self
+            .send("POST", path, Some(body_text(path, body)?))
+            .await?;
+        if response.status() == 204 {
+            return Ok(None);
+        }
+        self.json(path, response).await.map(Some)
     }
 }
 

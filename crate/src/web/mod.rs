@@ -8,11 +8,11 @@
 mod http;
 
 use crate::cache::BlobCache;
-use crate::encoding::f32s_to_bytes;
 use crate::gpu::Gpu;
 use crate::hash::ContentHash;
+use crate::protocol::{self, ProtocolError};
 use crate::signing::ContributorKey;
-use crate::wire::{KernelSource, Lease, ReleaseRequest, ResultReceipt, ResultSubmission};
+use crate::wire::{KernelSource, Lease};
 use http::{HttpError, Relay};
 use serde::Serialize;
 use std::cell::RefCell;
@@ -26,24 +26,15 @@ const BLOB_CACHE_BYTES: usize = 64 << 20;
 #[derive(Debug, thiserror::Error)]
 enum StepError {
     #[error(transparent)]
-    Http(#[from] HttpError),
+    Protocol(#[from] ProtocolError<HttpError>),
     #[error(transparent)]
     Gpu(#[from] crate::gpu::GpuError),
-    #[error("the relay sent {what} whose content does not match its hash {hash}")]
-    HashMismatch {
-        what: &'static str,
-        hash: ContentHash,
-    },
-    #[error("lease {lease_id} lacks input '{name}'")]
-    MissingInput {
-        lease_id: String,
-        name: &'static str,
-    },
-    #[error("input {hash}: {source}")]
-    BadInput {
-        hash: ContentHash,
-        source: crate::encoding::DecodeError,
-    },
+}
+
+impl From<HttpError> for StepError {
+    fn from(e: HttpError) -> Self {
+        StepError::Protocol(ProtocolError::Transport(e))
+    }
 }
 
 /// A unit leased and ready to compute: kernel and inputs in memory.
@@ -85,7 +76,7 @@ struct Inner {
     key: ContributorKey,
     gpu: Gpu,
     kernels: RefCell<HashMap<ContentHash, KernelSource>>,
-    blobs: RefCell<BlobCache>,
+    blobs: RefCell<BlobCache<Rc<Vec<f32>>>>,
     prefetched: RefCell<Option<Prepared>>,
 }
 
@@ -132,6 +123,41 @@ impl Contributor {
     /// The adapter wgpu opened: {vendor, architecture, device, description, backend}.
     pub fn adapter(&self) -> Result<JsValue, JsError> {
         Ok(serde_wasm_bindgen::to_value(self.inner.gpu.adapter())?)
+    }
+
+    /// The Sign-In with Ethereum (EIP-4361) message that links this contributor to a wallet:
+    /// `fields` is `{domain, address, uri, chainId, nonce, issuedAt, expirationTime}`; the session
+    /// key is this contributor's. Throws on a malformed address or a line break in a field.
+    #[wasm_bindgen(js_name = siweMessage)]
+    pub fn siwe_message(&self, fields: JsValue) -> Result<String, JsError> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        struct Fields {
+            domain: String,
+            address: String,
+            uri: String,
+            chain_id: u64,
+            nonce: String,
+            issued_at: String,
+            expiration_time: String,
+        }
+        let f: Fields = serde_wasm_bindgen::from_value(fields)?;
+        Ok(crate::link::siwe_message(&crate::link::SiweFields {
+            domain: f.domain,
+            address: f.address,
+            uri: f.uri,
+            chain_id: f.chain_id,
+            nonce: f.nonce,
+            issued_at: f.issued_at,
+            expiration_time: f.expiration_time,
+            session_public_key: self.inner.key.public_hex(),
+        })?)
+    }
+
+    /// The session key's signature (hex) agreeing to the link described by `siwe_message`.
+    #[wasm_bindgen(js_name = signLink)]
+    pub fn sign_link(&self, siwe_message: &str) -> String {
+        self.inner.key.sign_link(siwe_message)
     }
 
     /// Runs one unit; resolves to `{kind: "verified", ...}` or `{kind: "idle", retryAfterMs}`.
@@ -199,20 +225,8 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
     };
 
     let lease = &current.lease;
-    let bytes = f32s_to_bytes(&output);
-    let submission = ResultSubmission {
-        lease_id: lease.lease_id.clone(),
-        unit_id: lease.unit_id,
-        public_key: inner.key.public_hex(),
-        signature: inner.key.sign_result(
-            lease.unit_id,
-            &lease.lease_id,
-            &lease.kernel.hash,
-            &bytes,
-        ),
-        output: crate::encoding::to_base64(&bytes),
-    };
-    let receipt: ResultReceipt = inner.relay.post_json("/v1/results", &submission).await?;
+    let submission = protocol::submission(&inner.key, lease, &output);
+    let receipt = protocol::submit(&inner.relay, &submission).await?;
     Ok(StepReport::Verified {
         unit_id: receipt.unit_id,
         job_id: lease.job_id,
@@ -228,14 +242,7 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
 
 /// Leases a unit and brings its kernel and inputs into memory; `None` when the relay has no work.
 async fn prepare_next(inner: &Inner) -> Result<Option<Prepared>, StepError> {
-    let request = crate::wire::LeaseRequest {
-        public_key: inner.key.public_hex(),
-    };
-    let Some(lease) = inner
-        .relay
-        .post_json_optional::<_, Lease>("/v1/leases", &request)
-        .await?
-    else {
+    let Some(lease) = protocol::lease(&inner.relay, &inner.key).await? else {
         return Ok(None);
     };
     match fetch_inputs(inner, lease.clone()).await {
@@ -247,6 +254,7 @@ async fn prepare_next(inner: &Inner) -> Result<Option<Prepared>, StepError> {
     }
 }
 
+/// The lease's kernel and inputs, from the caches where possible.
 async fn fetch_inputs(inner: &Inner, lease: Lease) -> Result<Prepared, StepError> {
     let mut bytes_downloaded = 0;
     let mut cache_hits = 0;
@@ -258,60 +266,30 @@ async fn fetch_inputs(inner: &Inner, lease: Lease) -> Result<Prepared, StepError
             k
         }
         None => {
-            let path = format!("/v1/kernels/{}", lease.kernel.hash);
-            let k: KernelSource = inner.relay.get_json(&path).await?;
-            if ContentHash::of(k.wgsl.as_bytes()) != lease.kernel.hash {
-                return Err(StepError::HashMismatch {
-                    what: "a kernel",
-                    hash: lease.kernel.hash,
-                });
-            }
+            let k = protocol::fetch_kernel(&inner.relay, &lease.kernel).await?;
             bytes_downloaded += k.wgsl.len() as u64;
             inner.kernels.borrow_mut().insert(k.hash, k.clone());
             k
         }
     };
 
-    let input = |name: &'static str| {
-        lease
-            .inputs
-            .iter()
-            .find(|i| i.name == name)
-            .cloned()
-            .ok_or(StepError::MissingInput {
-                lease_id: lease.lease_id.clone(),
-                name,
-            })
-    };
-    let (a_ref, b_ref) = (input("a")?, input("b")?);
     let mut matrices = Vec::with_capacity(2);
-    for blob in [a_ref, b_ref] {
-        let cached = inner.blobs.borrow_mut().get(&blob.hash);
+    for name in ["a", "b"] {
+        let blob = protocol::input::<HttpError>(&lease, name)?;
+        let cached = inner.blobs.borrow().get(&blob.hash);
         let values = match cached {
             Some(v) => {
                 cache_hits += 1;
                 v
             }
             None => {
-                let bytes = inner
-                    .relay
-                    .get_bytes(&format!("/v1/blobs/{}", blob.hash))
-                    .await?;
-                if ContentHash::of(&bytes) != blob.hash {
-                    return Err(StepError::HashMismatch {
-                        what: "an input",
-                        hash: blob.hash,
-                    });
-                }
-                bytes_downloaded += bytes.len() as u64;
-                let values = crate::encoding::bytes_to_f32s(&bytes).map_err(|source| {
-                    StepError::BadInput {
-                        hash: blob.hash,
-                        source,
-                    }
-                })?;
+                let (values, bytes) = protocol::fetch_f32_blob(&inner.relay, blob).await?;
+                bytes_downloaded += bytes as u64;
                 let values = Rc::new(values);
-                inner.blobs.borrow_mut().insert(blob.hash, values.clone());
+                inner
+                    .blobs
+                    .borrow_mut()
+                    .insert(blob.hash, values.clone(), bytes);
                 values
             }
         };
@@ -330,10 +308,5 @@ async fn fetch_inputs(inner: &Inner, lease: Lease) -> Result<Prepared, StepError
 }
 
 async fn release(inner: &Inner, lease: &Lease) -> Result<(), StepError> {
-    let body = ReleaseRequest {
-        public_key: inner.key.public_hex(),
-    };
-    let path = format!("/v1/leases/{}/release", lease.lease_id);
-    let _: serde_json::Value = inner.relay.post_json(&path, &body).await?;
-    Ok(())
+    Ok(protocol::release(&inner.relay, &inner.key, lease).await?)
 }

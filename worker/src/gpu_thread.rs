@@ -1,0 +1,79 @@
+//! The GPU on a thread of its own. wgpu's native readback blocks while the device works, so the
+//! device lives on this thread and units reach it through a channel; the async side keeps leasing,
+//! fetching and submitting meanwhile.
+
+use glowworm::gpu::{AdapterSummary, Gpu, GpuError};
+use glowworm::wire::{KernelSource, MatmulShape};
+use std::sync::{Arc, mpsc};
+
+struct Job {
+    kernel: Arc<KernelSource>,
+    a: Arc<Vec<f32>>,
+    b: Arc<Vec<f32>>,
+    shape: MatmulShape,
+    reply: futures_channel::oneshot::Sender<Result<Vec<f32>, GpuError>>,
+}
+
+/// A handle to the GPU thread; the thread ends when the handle is dropped.
+pub struct GpuThread {
+    jobs: mpsc::Sender<Job>,
+    adapter: AdapterSummary,
+}
+
+impl GpuThread {
+    /// Opens the default adapter on a new thread; fails if no adapter can be opened.
+    pub fn start() -> Result<GpuThread, GpuError> {
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("glowworm-gpu".into())
+            .spawn(move || {
+                let gpu = match pollster::block_on(Gpu::new()) {
+                    Ok(gpu) => {
+                        let _ = ready_tx.send(Ok(gpu.adapter().clone()));
+                        gpu
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                for job in inbox {
+                    let out =
+                        pollster::block_on(gpu.run_matmul(&job.kernel, &job.a, &job.b, job.shape));
+                    let _ = job.reply.send(out);
+                }
+            })
+            .map_err(|e| GpuError::NoAdapter(format!("could not start the GPU thread: {e}")))?;
+        let adapter = ready_rx
+            .recv()
+            .map_err(|_| GpuError::NoAdapter("the GPU thread ended while starting".into()))??;
+        Ok(GpuThread { jobs, adapter })
+    }
+
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.adapter
+    }
+
+    /// C = A * B on the GPU thread.
+    pub async fn run_matmul(
+        &self,
+        kernel: Arc<KernelSource>,
+        a: Arc<Vec<f32>>,
+        b: Arc<Vec<f32>>,
+        shape: MatmulShape,
+    ) -> Result<Vec<f32>, GpuError> {
+        let (reply, answer) = futures_channel::oneshot::channel();
+        let gone = || GpuError::Readback("the GPU thread has stopped".into());
+        self.jobs
+            .send(Job {
+                kernel,
+                a,
+                b,
+                shape,
+                reply,
+            })
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}

@@ -1,0 +1,241 @@
+//! The work loop: several units in flight on one thread, each going lease -> fetch (cached) ->
+//! GPU -> sign -> submit, until stopped or a unit budget is reached.
+
+use crate::client::{ClientError, RelayClient};
+use crate::gpu_thread::GpuThread;
+use glowworm::cache::BlobCache;
+use glowworm::hash::ContentHash;
+use glowworm::protocol::{self, ProtocolError};
+use glowworm::signing::ContributorKey;
+use glowworm::wire::{KernelSource, Lease, ResultReceipt};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Inputs kept in memory across units, in bytes.
+const BLOB_CACHE_BYTES: usize = 256 << 20;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnitError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError<ClientError>),
+    #[error(transparent)]
+    Gpu(#[from] glowworm::gpu::GpuError),
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Units worked on at once (leased, fetching, computing or submitting).
+    pub in_flight: usize,
+    /// Stop after this many verified units.
+    pub max_units: Option<u64>,
+    /// How long to wait when the relay has no work.
+    pub idle_wait: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            in_flight: 2,
+            max_units: None,
+            idle_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Running totals of this run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub units: u64,
+    pub flop: u64,
+    pub credited: i64,
+    /// The balance the relay reported with the latest receipt.
+    pub balance: i64,
+    pub errors: u64,
+    pub bytes_downloaded: u64,
+}
+
+/// What the loop reports as it goes (for the terminal's progress line, or a test).
+#[derive(Debug)]
+pub enum Event<'a> {
+    Verified {
+        receipt: &'a ResultReceipt,
+        totals: &'a Totals,
+    },
+    Idle,
+    Error {
+        message: String,
+        retry_in: Duration,
+    },
+}
+
+/// Ask the loop to stop: units in flight are finished and submitted, nothing new is leased.
+#[derive(Clone, Default)]
+pub struct StopSignal {
+    stopped: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+}
+
+impl StopSignal {
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps for `duration`, or less if stopped meanwhile.
+    async fn sleep(&self, duration: Duration) {
+        let notified = self.notify.notified();
+        if self.is_stopped() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = notified => {}
+        }
+    }
+}
+
+struct Context<'a> {
+    client: &'a RelayClient,
+    key: &'a ContributorKey,
+    gpu: &'a GpuThread,
+    options: &'a RunOptions,
+    stop: &'a StopSignal,
+    on_event: &'a dyn Fn(Event),
+    kernels: RefCell<HashMap<ContentHash, Arc<KernelSource>>>,
+    blobs: RefCell<BlobCache<Arc<Vec<f32>>>>,
+    totals: RefCell<Totals>,
+    /// Units leased or done, so `max_units` is never overshot by lanes running in parallel.
+    claimed: Cell<u64>,
+}
+
+/// Runs until `stop` is signalled or `options.max_units` units are verified.
+pub async fn run(
+    client: &RelayClient,
+    key: &ContributorKey,
+    gpu: &GpuThread,
+    options: &RunOptions,
+    stop: &StopSignal,
+    on_event: &dyn Fn(Event),
+) -> Totals {
+    let ctx = Context {
+        client,
+        key,
+        gpu,
+        options,
+        stop,
+        on_event,
+        kernels: RefCell::new(HashMap::new()),
+        blobs: RefCell::new(BlobCache::new(BLOB_CACHE_BYTES)),
+        totals: RefCell::new(Totals::default()),
+        claimed: Cell::new(0),
+    };
+    let lanes = (0..options.in_flight.max(1)).map(|_| lane(&ctx));
+    futures_util::future::join_all(lanes).await;
+    ctx.totals.into_inner()
+}
+
+async fn lane(ctx: &Context<'_>) {
+    let mut failures = 0u32;
+    loop {
+        if ctx.stop.is_stopped() {
+            return;
+        }
+        if let Some(max) = ctx.options.max_units {
+            if ctx.claimed.get() >= max {
+                return;
+            }
+        }
+        ctx.claimed.set(ctx.claimed.get() + 1);
+        let outcome = one_unit(ctx).await;
+        match outcome {
+            Ok(Some(receipt)) => {
+                failures = 0;
+                let mut totals = ctx.totals.borrow_mut();
+                totals.units += 1;
+                totals.flop += receipt.flop;
+                totals.credited += receipt.credited;
+                totals.balance = receipt.balance;
+                (ctx.on_event)(Event::Verified {
+                    receipt: &receipt,
+                    totals: &totals,
+                });
+            }
+            Ok(None) => {
+                ctx.claimed.set(ctx.claimed.get() - 1);
+                (ctx.on_event)(Event::Idle);
+                ctx.stop.sleep(ctx.options.idle_wait).await;
+            }
+            Err(e) => {
+                ctx.claimed.set(ctx.claimed.get() - 1);
+                failures += 1;
+                ctx.totals.borrow_mut().errors += 1;
+                let retry_in =
+                    (Duration::from_secs(1) * 2u32.pow(failures.min(6) - 1)).min(MAX_BACKOFF);
+                (ctx.on_event)(Event::Error {
+                    message: e.to_string(),
+                    retry_in,
+                });
+                ctx.stop.sleep(retry_in).await;
+            }
+        }
+    }
+}
+
+/// One unit end to end; `None` when the relay has no work.
+async fn one_unit(ctx: &Context<'_>) -> Result<Option<ResultReceipt>, UnitError> {
+    let Some(lease) = protocol::lease(ctx.client, ctx.key).await? else {
+        return Ok(None);
+    };
+    let computed = compute(ctx, &lease).await;
+    let output = match computed {
+        Ok(output) => output,
+        Err(e) => {
+            // Give the unit back at once rather than let it wait for its deadline.
+            let _ = protocol::release(ctx.client, ctx.key, &lease).await;
+            return Err(e);
+        }
+    };
+    let submission = protocol::submission(ctx.key, &lease, &output);
+    Ok(Some(protocol::submit(ctx.client, &submission).await?))
+}
+
+async fn compute(ctx: &Context<'_>, lease: &Lease) -> Result<Vec<f32>, UnitError> {
+    let kernel = kernel(ctx, lease).await?;
+    let a = input(ctx, lease, "a").await?;
+    let b = input(ctx, lease, "b").await?;
+    Ok(ctx.gpu.run_matmul(kernel, a, b, lease.shape).await?)
+}
+
+async fn kernel(ctx: &Context<'_>, lease: &Lease) -> Result<Arc<KernelSource>, UnitError> {
+    let cached = ctx.kernels.borrow().get(&lease.kernel.hash).cloned();
+    if let Some(k) = cached {
+        return Ok(k);
+    }
+    let k = Arc::new(protocol::fetch_kernel(ctx.client, &lease.kernel).await?);
+    ctx.kernels.borrow_mut().insert(k.hash, k.clone());
+    Ok(k)
+}
+
+async fn input(ctx: &Context<'_>, lease: &Lease, name: &str) -> Result<Arc<Vec<f32>>, UnitError> {
+    let blob = protocol::input::<ClientError>(lease, name)?;
+    let cached = ctx.blobs.borrow().get(&blob.hash);
+    if let Some(v) = cached {
+        return Ok(v);
+    }
+    let (values, bytes) = protocol::fetch_f32_blob(ctx.client, blob).await?;
+    ctx.totals.borrow_mut().bytes_downloaded += bytes as u64;
+    let values = Arc::new(values);
+    ctx.blobs
+        .borrow_mut()
+        .insert(blob.hash, values.clone(), bytes);
+    Ok(values)
+}
