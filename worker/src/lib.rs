@@ -11,4 +11,5 @@
 pub mod client;
 pub mod gpu_thread;
 pub mod key_file;
+pub mod link;
 pub mod runner;

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use glowworm_worker::client::RelayClient;
 use glowworm_worker::gpu_thread::GpuThread;
 use glowworm_worker::key_file;
+use glowworm_worker::link;
 use glowworm_worker::runner::{self, Event, RunOptions, StopSignal};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -39,6 +40,22 @@ enum Command {
     Run(RunArgs),
     /// Print this worker's public key (its contributor id).
     Key,
+    /// Credit this worker's results to an Ethereum address: prints a Sign-In with Ethereum message
+    /// to sign with any wallet, then reads the signature (0x...) from standard input.
+    Link {
+        /// The address to credit.
+        #[arg(long)]
+        address: String,
+        /// The chain id to name in the message.
+        #[arg(long, default_value_t = 1)]
+        chain_id: u64,
+        /// The wallet's signature, if already made for a message printed earlier.
+        #[arg(long, requires = "message")]
+        signature: Option<String>,
+        /// A message printed by an earlier `link`, to finish with --signature.
+        #[arg(long)]
+        message: Option<String>,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -70,8 +87,48 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some(Command::Run(args)) => work(&cli.relay, key, args),
+        Some(Command::Link {
+            address,
+            chain_id,
+            signature,
+            message,
+        }) => link(&cli.relay, &key, &address, chain_id, message.zip(signature)),
         None => work(&cli.relay, key, cli.run),
     }
+}
+
+fn link(
+    relay: &str,
+    key: &glowworm::signing::ContributorKey,
+    address: &str,
+    chain_id: u64,
+    signed: Option<(String, String)>,
+) -> Result<()> {
+    let client = RelayClient::new(relay)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (message, signature) = match signed {
+            Some(pair) => pair,
+            None => {
+                let message = link::prepare(&client, key, address, chain_id).await?;
+                eprintln!("Sign this message with the wallet of {address} (personal_sign / \"sign message\"),");
+                eprintln!("then paste the signature (0x...) here and press Enter. It is valid for 10 minutes.\n");
+                println!("{message}");
+                eprintln!();
+                let mut signature = String::new();
+                std::io::stdin().read_line(&mut signature).context("could not read the signature")?;
+                (message, signature)
+            }
+        };
+        let reply = link::finish(&client, key, &message, &signature).await?;
+        println!(
+            "Linked {} to {}: {} credits moved, balance {}",
+            reply.public_key, reply.address, reply.credits_moved, reply.balance
+        );
+        Ok(())
+    })
 }
 
 fn work(relay: &str, key: glowworm::signing::ContributorKey, args: RunArgs) -> Result<()> {
