@@ -4,9 +4,12 @@
 //!   SQLite database and the page (the README's first command).
 //! - `cargo xtask test`: installs what the tests need, builds, and runs every test: Rust unit and
 //!   integration tests (kernels on lavapipe) and the headless-Chromium end-to-end tests.
+//! - `cargo xtask bench [relay|kernels|freivalds|browser]`: benchmarks, each printing a table
+//!   and writing it to `target/bench/<name>.md`.
 //! - `cargo xtask lint`: rustfmt and clippy, natively and for wasm32 (CI runs it too).
 //! - `cargo xtask build`: only builds the module into `www/pkg/` and prints its size.
 
+mod bench;
 mod deps;
 mod process;
 mod wasm;
@@ -33,6 +36,12 @@ enum Command {
     },
     /// rustfmt and clippy (-D warnings) over the workspace, natively and for wasm32.
     Lint,
+    /// Run the benchmarks; each prints a table and writes it to target/bench/<name>.md.
+    Bench {
+        /// Which to run (default: all): relay, kernels, freivalds, browser.
+        #[arg(value_enum)]
+        which: Vec<bench::Which>,
+    },
     /// Install test dependencies, build, and run every test.
     Test {
         /// Skip the headless-Chromium end-to-end tests.
@@ -52,6 +61,7 @@ fn main() -> Result<()> {
         Command::Run { relay_args } => run(&root, relay_args)?,
         Command::Test { no_browser } => test(&root, no_browser)?,
         Command::Lint => lint()?,
+        Command::Bench { which } => bench::run(&root, &which)?,
     }
     Ok(())
 }

@@ -1,0 +1,78 @@
+//! `cargo xtask bench`: the benchmarks that hold Glowworm to its speed targets. Each one prints a
+//! table and writes it to `target/bench/<name>.md`; figures are ratios taken side by side in one
+//! run, since these machines are shared and noisy.
+//!
+//! - relay: `relay/benches/throughput.rs`, verified results per second and lease-to-credit latency
+//!   with many simulated contributors on loopback.
+//! - kernels: `crate/benches/kernels.rs`, tiled against naive WGSL matmul on the native adapter.
+//! - freivalds: `crate/benches/freivalds.rs`, the check against recomputing the product.
+//! - browser: `tests/bench/browser.mjs`, wasm size, kernels in headless Chromium, and the time
+//!   from click to first verified result.
+
+use crate::{deps, process, wasm};
+use anyhow::Result;
+use std::path::Path;
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Which {
+    Relay,
+    Kernels,
+    Freivalds,
+    Browser,
+}
+
+pub fn run(root: &Path, which: &[Which]) -> Result<()> {
+    let all = [
+        Which::Relay,
+        Which::Kernels,
+        Which::Freivalds,
+        Which::Browser,
+    ];
+    let chosen = if which.is_empty() { &all[..] } else { which };
+    std::fs::create_dir_all(root.join("target/bench"))?;
+    let runtime_dir = deps::runtime_dir()?;
+    let xdg = [("XDG_RUNTIME_DIR", runtime_dir.as_os_str())];
+    for w in chosen {
+        match w {
+            Which::Relay => {
+                process::step("Benchmark: relay throughput and latency");
+                process::cargo_with_env(
+                    &["bench", "-p", "glowworm-relay", "--bench", "throughput"],
+                    &xdg,
+                )?;
+            }
+            Which::Kernels => {
+                deps::require_vulkan_driver()?;
+                process::step("Benchmark: tiled vs naive matmul on the native adapter");
+                process::cargo_with_env(&["bench", "-p", "glowworm", "--bench", "kernels"], &xdg)?;
+            }
+            Which::Freivalds => {
+                process::step("Benchmark: Freivalds' check vs recomputing the product");
+                process::cargo_with_env(
+                    &["bench", "-p", "glowworm", "--bench", "freivalds"],
+                    &xdg,
+                )?;
+            }
+            Which::Browser => {
+                deps::require_chromium()?;
+                deps::require_node_packages(&root.join("tests/e2e"))?;
+                wasm::build(root)?;
+                process::cargo(&["build", "--release", "-p", "glowworm-relay"])?;
+                process::step("Benchmark: the module in headless Chromium");
+                process::run_checked(
+                    Path::new("node"),
+                    &["tests/bench/browser.mjs"],
+                    &[
+                        (
+                            "GLOWWORM_RELAY_BIN",
+                            root.join("target/release/glowworm-relay").as_os_str(),
+                        ),
+                        ("GLOWWORM_WWW", root.join("www").as_os_str()),
+                    ],
+                )?;
+            }
+        }
+    }
+    println!("\nTables written to target/bench/.");
+    Ok(())
+}
