@@ -116,6 +116,17 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+impl ErrorBody {
+    /// The `(code, message)` of an error reply's body. A body that is not an `ErrorBody` (a proxy's
+    /// HTML page, say) becomes `("http_error", its first 200 characters)`.
+    pub fn code_and_message(body: &str) -> (String, String) {
+        match serde_json::from_str::<ErrorBody>(body) {
+            Ok(parsed) => (parsed.error.code, parsed.error.message),
+            Err(_) => ("http_error".to_string(), body.chars().take(200).collect()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     /// Stable machine-readable code, such as "bad_signature" or "lease_expired".

@@ -66,10 +66,7 @@ impl RelayClient {
         }
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
-        let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => (body.error.code, body.error.message),
-            Err(_) => ("http_error".to_string(), text.chars().take(200).collect()),
-        };
+        let (code, message) = ErrorBody::code_and_message(&text);
         Err(ClientError::Refused {
             path: path.to_string(),
             status,

@@ -81,10 +81,7 @@ impl Relay {
                 .unwrap_or_default(),
             Err(_) => String::new(),
         };
-        let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => (body.error.code, body.error.message),
-            Err(_) => ("http_error".to_string(), text.chars().take(200).collect()),
-        };
+        let (code, message) = ErrorBody::code_and_message(&text);
         Err(HttpError::Refused {
             path: path.to_string(),
             status,
