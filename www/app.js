@@ -1,8 +1,14 @@
 // The page's main thread: UI only. It detects WebGPU, creates the Web Worker (worker.js) when the
 // person clicks Contribute, and draws the progress messages the worker posts. All GPU work, key
 // handling and relay traffic for units happen in the worker.
+//
+// Connect wallet links the contributor's key to an Ethereum address with one wallet signature
+// (Sign-In with Ethereum): the page finds the browser's wallets (EIP-6963, else window.ethereum),
+// opens the worker without starting it (it builds the message and signs it with the key), asks
+// the wallet to sign the same message, and hands both signatures to the relay. From then on the
+// relay credits the address; no result ever needs a wallet signature.
 
-import { loadIdentity } from './keystore.js';
+import { forgetIdentity, forgetWallet, loadIdentity, loadWallet, saveWallet } from './keystore.js';
 
 /** The relay's base URL without a trailing slash; '' = this page's own origin. */
 const RELAY = String(globalThis.GLOWWORM_CONFIG?.relay ?? '').replace(/\/+$/, '');
@@ -11,6 +17,14 @@ const STOP_GRACE_MS = 5000;
 const NETWORK_REFRESH_MS = 15_000;
 /** While contributing, the network panel refreshes at most this often. */
 const NETWORK_REFRESH_RUNNING_MS = 5000;
+/** How long Connect waits for wallets to answer an EIP-6963 request when none has announced yet. */
+const WALLET_DISCOVERY_MS = 500;
+/** How long a Sign-In with Ethereum message stays valid. */
+const LINK_MESSAGE_VALID_MS = 10 * 60_000;
+/** EIP-1193: the person rejected the request in their wallet. */
+const USER_REJECTED = 4001;
+/** EIP-1193 / JSON-RPC: the wallet already has a request of this kind waiting for the person. */
+const REQUEST_PENDING = -32002;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -27,15 +41,33 @@ const ui = {
   error: $('error'),
   relay: $('relay'),
   network: $('network'),
+  connect: $('connect'),
+  disconnect: $('disconnect'),
+  walletConnected: $('wallet-connected'),
+  walletAddress: $('wallet-address'),
+  walletBalance: $('wallet-balance'),
+  walletDevices: $('wallet-devices'),
+  walletChooser: $('wallet-chooser'),
+  walletList: $('wallet-list'),
+  walletCancel: $('wallet-cancel'),
+  walletMessage: $('wallet-message'),
 };
 
 const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
 const gflop = new Intl.NumberFormat(undefined, { minimumFractionDigits: 3, maximumFractionDigits: 3 });
 
 let webgpuReady = false;
-let worker = null; // the running worker, if any
+let worker = null; // the worker, if any: contributing, or opened only to sign a wallet link
+let workerStarted = false; // whether `worker` was told to start (a contributing session)
 let stopTimer = null; // terminates a worker that does not stop in time
 let networkRefreshedAt = 0;
+let nextRequestId = 1;
+const pending = new Map(); // worker request id -> {resolve, reject}
+
+let linkedWallet = null; // {address (EIP-55), publicKey, chainId?, walletName?} once linked
+let linking = false; // a Connect is in progress
+let walletEpoch = 0; // bumped by every change of linkedWallet, so stale answers are dropped
+let walletRefreshSeq = 0; // only the newest balance request may draw
 
 /** Sets the status line and the page state (drives the pulsing indicator in style.css). */
 function setStatus(text, state) {
@@ -80,22 +112,43 @@ async function detectWebGPU() {
 
 async function showSavedIdentity() {
   let identity;
+  let wallet;
   try {
     identity = await loadIdentity();
+    wallet = await loadWallet();
   } catch {
     return; // no IndexedDB (e.g. some private modes): the worker will say so if it matters
   }
-  if (!identity || worker) return;
+  if (!identity || worker || linking) return;
   ui.publicKey.textContent = identity.publicKey;
   ui.keyNote.textContent = '(saved in this browser)';
+  const epoch = walletEpoch;
+  if (wallet && wallet.publicKey === identity.publicKey && !linkedWallet) {
+    setLinkedWallet(wallet); // shown at once; the relay confirms below
+  }
   try {
     const response = await fetch(`${RELAY}/v1/contributors/${identity.publicKey}`);
     if (response.ok) {
       const me = await response.json();
       ui.credits.textContent = formatCredits(me.credits);
+      adoptRelayLink(epoch, identity.publicKey, me.linked_address ?? null);
+    } else if (response.status === 404) {
+      adoptRelayLink(epoch, identity.publicKey, null); // this relay has never seen the key
     }
   } catch {
     // The network panel reports an unreachable relay.
+  }
+}
+
+/** The relay knows where this key's credits go: show that (and remember it) over the local record. */
+function adoptRelayLink(epoch, publicKey, address) {
+  if (epoch !== walletEpoch || linking) return; // the wallet changed meanwhile
+  if (address && linkedWallet?.address !== address) {
+    setLinkedWallet({ address, publicKey });
+    saveWallet({ address, publicKey }).catch(() => {});
+  } else if (!address && linkedWallet) {
+    setLinkedWallet(null);
+    forgetWallet().catch(() => {});
   }
 }
 
@@ -148,6 +201,8 @@ function onWorkerMessage(message) {
       ui.gflop.textContent = gflop.format(message.flop / 1e9);
       ui.credits.textContent = formatCredits(message.balance);
       ui.kernel.textContent = message.kernel;
+      // Once linked, the balance the relay reports is the address's, across all its devices.
+      if (linkedWallet) showWalletBalance(message.balance);
       showError('');
       maybeRefreshNetwork();
       break;
@@ -159,19 +214,21 @@ function onWorkerMessage(message) {
     case 'stopped':
       finish('Stopped. Nothing runs until you click Contribute again.');
       break;
+    case 'link': {
+      const request = pending.get(message.id);
+      if (!request) break;
+      pending.delete(message.id);
+      if (message.error) request.reject(new Error(message.error));
+      else request.resolve(message);
+      break;
+    }
     default:
       console.warn('Glowworm: unknown message from the worker', message);
   }
 }
 
-function start() {
-  if (!webgpuReady || worker) return;
-  showError('');
-  ui.contribute.disabled = true;
-  ui.stop.disabled = false;
-  setStatus(STATE_TEXT.starting, 'running');
-
-  // The worker is created only now, after the person asked: nothing leases or computes before.
+/** Creates the worker (it does nothing until told 'open' or 'start'). */
+function createWorker() {
   const w = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
   worker = w;
   // Ignore anything a worker says after its session ended.
@@ -181,15 +238,58 @@ function start() {
   w.onerror = (event) => {
     event.preventDefault();
     if (w !== worker) return;
-    showError(`the worker failed: ${event.message || 'could not load worker.js'}`);
-    finish('Stopped after an error.');
+    const why = `the worker failed: ${event.message || 'could not load worker.js'}`;
+    if (workerStarted) {
+      showError(why);
+      finish('Stopped after an error.');
+    } else {
+      closeWorker(new Error(why));
+    }
   };
+  return w;
+}
+
+/** Terminates the worker, if any, and fails the requests it has not answered. */
+function closeWorker(reason = new Error('the worker stopped')) {
+  if (worker) worker.terminate();
+  worker = null;
+  workerStarted = false;
+  for (const request of pending.values()) request.reject(reason);
+  pending.clear();
+}
+
+/** Sends `message` to the worker with a fresh id; resolves with its answer of the same id. */
+function askWorker(message) {
+  const w = worker;
+  return new Promise((resolve, reject) => {
+    if (!w) {
+      reject(new Error('the worker is not running'));
+      return;
+    }
+    const id = nextRequestId++;
+    pending.set(id, { resolve, reject });
+    w.postMessage({ ...message, id });
+  });
+}
+
+function start() {
+  if (!webgpuReady || workerStarted) return;
+  showError('');
+  ui.contribute.disabled = true;
+  ui.stop.disabled = false;
+  setStatus(STATE_TEXT.starting, 'running');
+
+  // The worker is created only now, after the person asked: nothing leases or computes before.
+  // (One opened a moment ago to sign a wallet link is reused: it has loaded the key, no more.)
+  const w = worker ?? createWorker();
+  workerStarted = true;
   w.postMessage({ type: 'start', relay: RELAY });
+  renderWallet();
   refreshNetwork();
 }
 
 function stop() {
-  if (!worker || stopTimer) return;
+  if (!workerStarted || stopTimer) return;
   ui.stop.disabled = true;
   setStatus(STATE_TEXT.stopping, 'stopping');
   worker.postMessage({ type: 'stop' });
@@ -202,12 +302,302 @@ function stop() {
 function finish(text) {
   clearTimeout(stopTimer);
   stopTimer = null;
-  if (worker) worker.terminate();
-  worker = null;
+  closeWorker();
   ui.stop.disabled = true;
   ui.contribute.disabled = !webgpuReady;
   setStatus(text, 'stopped');
   refreshNetwork();
+  renderWallet();
+  refreshWallet();
+}
+
+// --- The wallet: linking this contributor's key to an Ethereum address ------------------------
+
+/** 0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed -> 0x5aAe…eAed */
+function shortAddress(address) {
+  return `${address.slice(0, 6)}…${address.slice(-4)}`;
+}
+
+function setWalletMessage(text, kind = 'info') {
+  ui.walletMessage.textContent = text;
+  ui.walletMessage.dataset.kind = kind;
+  ui.walletMessage.hidden = !text;
+}
+
+function setLinkedWallet(wallet) {
+  linkedWallet = wallet;
+  walletEpoch += 1;
+  walletRefreshSeq += 1; // a balance on its way is for the wallet before
+  ui.walletBalance.textContent = '…';
+  ui.walletDevices.textContent = '';
+  renderWallet();
+}
+
+/** Draws the wallet card from linkedWallet, linking and the worker's state. */
+function renderWallet() {
+  const connected = Boolean(linkedWallet);
+  ui.walletConnected.hidden = !connected;
+  if (connected) {
+    ui.walletAddress.textContent = shortAddress(linkedWallet.address);
+    ui.walletAddress.title = linkedWallet.address;
+  }
+  ui.connect.hidden = connected;
+  ui.connect.disabled = !webgpuReady || linking;
+  ui.connect.textContent = linking ? 'Connecting…' : 'Connect wallet';
+  ui.disconnect.hidden = !connected;
+  // The link of a key is permanent, so Disconnect replaces the key: never under a running session.
+  ui.disconnect.disabled = workerStarted || linking;
+  ui.disconnect.title = workerStarted ? 'Stop contributing first' : '';
+}
+
+function showWalletBalance(credits, devices) {
+  walletRefreshSeq += 1; // newer than any balance still on its way
+  ui.walletBalance.textContent = formatCredits(credits);
+  if (devices !== undefined) {
+    ui.walletDevices.textContent = `${integer.format(devices)} linked ${devices === 1 ? 'device' : 'devices'}`;
+  }
+}
+
+/** Fetches the linked address's balance across every device linked to it. */
+async function refreshWallet() {
+  const wallet = linkedWallet;
+  if (!wallet) return;
+  const seq = ++walletRefreshSeq;
+  try {
+    const account = await relayJson(`/v1/accounts/${wallet.address}`);
+    if (seq !== walletRefreshSeq || wallet !== linkedWallet) return;
+    showWalletBalance(account.credits, account.linked_sessions?.length ?? 0);
+  } catch (err) {
+    if (seq === walletRefreshSeq && wallet === linkedWallet) {
+      ui.walletBalance.textContent = 'unknown';
+      console.warn(`Glowworm: could not read the balance of ${wallet.address}: ${err.message ?? err}`);
+    }
+  }
+}
+
+/** Calls the relay's API; a refusal becomes an Error carrying the relay's own message. */
+async function relayJson(path, body) {
+  const init = body === undefined
+    ? {}
+    : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
+  const response = await fetch(`${RELAY}${path}`, init);
+  let data = null;
+  try {
+    data = await response.json();
+  } catch {
+    // not JSON: described by the status below
+  }
+  if (!response.ok) {
+    const err = new Error(data?.error?.message ?? `HTTP ${response.status}`);
+    err.relay = true;
+    throw err;
+  }
+  return data;
+}
+
+// Wallets announce themselves (EIP-6963) in answer to 'eip6963:requestProvider'; keep every
+// announcement, one per uuid, from the start.
+const announcedWallets = new Map();
+window.addEventListener('eip6963:announceProvider', (event) => {
+  const { info, provider } = event.detail ?? {};
+  if (!info || typeof info.uuid !== 'string' || typeof provider?.request !== 'function') return;
+  announcedWallets.set(info.uuid, { info, provider });
+});
+
+function requestWallets() {
+  window.dispatchEvent(new Event('eip6963:requestProvider'));
+}
+
+/** The wallets in this browser: EIP-6963 ones, else the legacy window.ethereum (EIP-1193). */
+async function discoverWallets() {
+  requestWallets();
+  if (announcedWallets.size === 0) await new Promise((resolve) => setTimeout(resolve, WALLET_DISCOVERY_MS));
+  const wallets = [...announcedWallets.values()].map(({ info, provider }) => ({
+    name: String(info.name ?? '').trim().slice(0, 60) || 'Unnamed wallet',
+    // Only inline images: an icon must not make the page fetch anything (and the CSP allows data:).
+    icon: typeof info.icon === 'string' && /^data:image\//i.test(info.icon) ? info.icon : '',
+    provider,
+  }));
+  const legacy = window.ethereum;
+  if (wallets.length === 0 && typeof legacy?.request === 'function') {
+    const name = legacy.isMetaMask ? 'MetaMask' : legacy.isCoinbaseWallet ? 'Coinbase Wallet' : 'Browser wallet';
+    wallets.push({ name, icon: '', provider: legacy });
+  }
+  return wallets;
+}
+
+/** Lets the person pick one of several wallets by name and icon; resolves null on Cancel. */
+function chooseWallet(wallets) {
+  if (wallets.length === 1) return Promise.resolve(wallets[0]);
+  return new Promise((resolve) => {
+    const done = (wallet) => {
+      ui.walletChooser.hidden = true;
+      ui.walletList.replaceChildren();
+      ui.walletCancel.onclick = null;
+      resolve(wallet);
+    };
+    ui.walletList.replaceChildren(...wallets.map((wallet) => {
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'wallet-option';
+      if (wallet.icon) {
+        const icon = document.createElement('img');
+        icon.src = wallet.icon;
+        icon.alt = '';
+        button.append(icon);
+      }
+      const name = document.createElement('span');
+      name.textContent = wallet.name;
+      button.append(name);
+      button.addEventListener('click', () => done(wallet));
+      const item = document.createElement('li');
+      item.append(button);
+      return item;
+    }));
+    ui.walletCancel.onclick = () => done(null);
+    ui.walletChooser.hidden = false;
+    ui.walletList.querySelector('button')?.focus();
+  });
+}
+
+/** '0x' and the hex of the UTF-8 bytes: how personal_sign takes a text message. */
+function hexUtf8(text) {
+  return `0x${Array.from(new TextEncoder().encode(text), (b) => b.toString(16).padStart(2, '0')).join('')}`;
+}
+
+const ANONYMOUS_STILL = 'Nothing was linked: you keep contributing anonymously under your contributor id, and can connect again at any time.';
+
+async function connect() {
+  if (linking || linkedWallet || !webgpuReady) return;
+  linking = true;
+  walletEpoch += 1; // the relay's answer to the page's first look is stale from here
+  renderWallet();
+  setWalletMessage('Looking for a wallet in this browser…');
+  let name = 'your wallet';
+  try {
+    const wallets = await discoverWallets();
+    if (wallets.length === 0) {
+      setWalletMessage('No browser wallet found. Install one (for example MetaMask, Rabby or Coinbase Wallet) and reload this page.', 'error');
+      return;
+    }
+    if (wallets.length > 1) setWalletMessage('Choose the wallet to connect.');
+    const wallet = await chooseWallet(wallets);
+    if (!wallet) {
+      setWalletMessage('');
+      return;
+    }
+    name = wallet.name;
+    const { provider } = wallet;
+
+    setWalletMessage(`Asking ${name} for your address…`);
+    let accounts;
+    try {
+      accounts = await provider.request({ method: 'eth_requestAccounts' });
+    } catch (err) {
+      if (err?.code === USER_REJECTED) {
+        setWalletMessage(`You declined to share an address with this page in ${name}. ${ANONYMOUS_STILL}`, 'warn');
+        return;
+      }
+      throw err;
+    }
+    const address = Array.isArray(accounts) ? accounts[0] : undefined;
+    if (typeof address !== 'string') throw new Error(`${name} shared no address`);
+    const chainId = Number(BigInt(await provider.request({ method: 'eth_chainId' })));
+
+    // The worker loads the key (and the module) to build the message and sign it; it computes
+    // nothing. The relay's domain and URI are the relay as this browser addresses it.
+    setWalletMessage('Preparing the message to sign…');
+    if (!worker) createWorker().postMessage({ type: 'open', relay: RELAY });
+    const relayUrl = new URL(RELAY || window.location.origin);
+    const { nonce } = await relayJson('/v1/auth/nonce', {});
+    const issuedAt = new Date();
+    const signed = await askWorker({
+      type: 'link',
+      fields: {
+        domain: relayUrl.host,
+        address,
+        uri: relayUrl.origin,
+        chainId,
+        nonce,
+        issuedAt: issuedAt.toISOString(),
+        expirationTime: new Date(issuedAt.getTime() + LINK_MESSAGE_VALID_MS).toISOString(),
+      },
+    });
+    releaseIdleWorker();
+    const checksummed = signed.message.split('\n')[1]; // the message names it EIP-55 checksummed
+
+    setWalletMessage(
+      `Sign the message in ${name}: one signature sends the credits of this browser's contributor id ` +
+      `to ${shortAddress(checksummed)}. It is not a transaction and costs nothing.`);
+    let signature;
+    try {
+      signature = await provider.request({ method: 'personal_sign', params: [hexUtf8(signed.message), address] });
+    } catch (err) {
+      if (err?.code === USER_REJECTED) {
+        setWalletMessage(`You rejected the signature request in ${name}. ${ANONYMOUS_STILL}`, 'warn');
+        return;
+      }
+      throw err;
+    }
+
+    setWalletMessage('Checking the signatures at the relay…');
+    const reply = await relayJson('/v1/auth/link', {
+      message: signed.message,
+      signature,
+      public_key: signed.publicKey,
+      session_signature: signed.sessionSignature,
+    });
+    const linked = { address: reply.address, publicKey: reply.public_key, chainId, walletName: name };
+    setLinkedWallet(linked);
+    showWalletBalance(reply.balance);
+    ui.credits.textContent = formatCredits(reply.balance);
+    try {
+      await saveWallet(linked);
+    } catch (err) {
+      console.warn(`Glowworm: could not remember the wallet in this browser: ${err.message ?? err}`);
+    }
+    const moved = Number(reply.credits_moved) > 0
+      ? ` The ${formatCredits(reply.credits_moved)} credits you had earned anonymously moved there.`
+      : '';
+    setWalletMessage(`Connected: your credits go to ${reply.address}, now and from every later result.${moved}`);
+    refreshWallet();
+  } catch (err) {
+    const why = String(err?.message ?? err).replace(/\.+$/, '');
+    if (err?.relay) setWalletMessage(`The relay refused the link: ${why}. ${ANONYMOUS_STILL}`, 'error');
+    else if (err?.code === REQUEST_PENDING) setWalletMessage(`${name} already has a request waiting: open it to answer.`, 'error');
+    else setWalletMessage(`Could not connect ${name}: ${why}. ${ANONYMOUS_STILL}`, 'error');
+  } finally {
+    linking = false;
+    releaseIdleWorker();
+    renderWallet();
+  }
+}
+
+/** A worker opened only to sign a link goes away once it has; a contributing one stays. */
+function releaseIdleWorker() {
+  if (worker && !workerStarted) closeWorker();
+}
+
+/**
+ * Forgets the address and the contributor's key in this browser: the relay's link of a key is
+ * permanent, so the next session starts with a fresh key, a new anonymous contributor.
+ */
+async function disconnect() {
+  if (!linkedWallet || linking || workerStarted) return;
+  const { address } = linkedWallet;
+  try {
+    await forgetIdentity();
+  } catch (err) {
+    setWalletMessage(`Could not forget the key in this browser: ${err.message ?? err}`, 'error');
+    return;
+  }
+  setLinkedWallet(null);
+  ui.publicKey.textContent = 'not created yet';
+  ui.keyNote.textContent = '(a fresh one is made when you next contribute or connect)';
+  ui.credits.textContent = '0';
+  setWalletMessage(
+    `Disconnected. This browser forgot ${shortAddress(address)} and replaced its contributor id: ` +
+    `you are now a new anonymous contributor. Credits already earned stay with ${address}.`);
 }
 
 // --- Startup ----------------------------------------------------------------------------------
@@ -216,6 +606,9 @@ async function main() {
   ui.relay.textContent = RELAY || window.location.origin;
   ui.contribute.addEventListener('click', start);
   ui.stop.addEventListener('click', stop);
+  ui.connect.addEventListener('click', connect);
+  ui.disconnect.addEventListener('click', disconnect);
+  requestWallets(); // wallets announce themselves now, so Connect can list them at once
 
   refreshNetwork();
   setInterval(refreshNetwork, NETWORK_REFRESH_MS);
@@ -225,11 +618,13 @@ async function main() {
   if (!gpu.ok) {
     ui.adapter.textContent = 'not available';
     setStatus(gpu.why, 'unsupported');
+    ui.connect.title = 'Linking a wallet needs the module, which needs WebGPU';
     return;
   }
   ui.adapter.textContent = gpu.name;
   webgpuReady = true;
   ui.contribute.disabled = false;
+  renderWallet();
   setStatus('Ready. Nothing runs until you click Contribute.', 'ready');
 }
 

@@ -1,15 +1,20 @@
 // The contributor's identity, kept in this browser's IndexedDB so that a reload (or a later visit)
 // is the same contributor and keeps earning into the same balance.
 //
-// Database 'glowworm', object store 'keys', record 'contributor':
-//   { secretKey: Uint8Array(32), publicKey: '64 hex chars', savedUnixMs: number }
+// Database 'glowworm', object store 'keys', records:
+//   'contributor': { secretKey: Uint8Array(32), publicKey: '64 hex chars', savedUnixMs: number }
+//   'wallet':      { address: '0x… (EIP-55)', publicKey, chainId, walletName, linkedUnixMs }
+//                  the address that contributor's key is linked to (a cache of what the relay
+//                  knows, so the page can show it at once; the link itself lives at the relay).
 //
 // The Web Worker (worker.js) reads the secret key and writes it after the module generated one.
-// The page (app.js) only reads the public key, to show "your contributor id" before anything runs.
+// The page (app.js) reads the public key, to show "your contributor id" before anything runs,
+// keeps the wallet record, and forgets both on Disconnect (the next session makes a fresh key).
 
 const DB_NAME = 'glowworm';
 const STORE = 'keys';
 const RECORD = 'contributor';
+const WALLET = 'wallet';
 
 /** Opens (and on first use creates) the database. */
 function openDb() {
@@ -56,4 +61,36 @@ export async function loadIdentity() {
 export async function saveIdentity(secretKey, publicKey) {
   const record = { secretKey: new Uint8Array(secretKey), publicKey, savedUnixMs: Date.now() };
   await withStore('readwrite', (store) => store.put(record, RECORD));
+}
+
+/** The wallet the saved contributor is linked to, or undefined. */
+export async function loadWallet() {
+  const record = await withStore('readonly', (store) => store.get(WALLET));
+  if (!record || typeof record.address !== 'string' || typeof record.publicKey !== 'string') {
+    return undefined;
+  }
+  return record;
+}
+
+/** Remembers that the contributor `publicKey` is linked to `address`. */
+export async function saveWallet({ address, publicKey, chainId, walletName }) {
+  const record = { address, publicKey, chainId, walletName, linkedUnixMs: Date.now() };
+  await withStore('readwrite', (store) => store.put(record, WALLET));
+}
+
+/** Forgets the wallet record only (the relay says this key is linked to nothing). */
+export async function forgetWallet() {
+  await withStore('readwrite', (store) => store.delete(WALLET));
+}
+
+/**
+ * Forgets the contributor's key and its wallet in one transaction: the next session generates a
+ * fresh key, a new anonymous contributor. (A key's link at the relay is permanent, so forgetting
+ * the address alone would not stop its credits from going there.)
+ */
+export async function forgetIdentity() {
+  await withStore('readwrite', (store) => {
+    store.delete(WALLET);
+    return store.delete(RECORD);
+  });
 }

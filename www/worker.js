@@ -1,11 +1,19 @@
 // The dedicated module Web Worker that does all the heavy work, so the page's main thread only draws.
 //
 // It loads the WebAssembly module, restores the contributor's key from IndexedDB (or saves the one
-// the module generates), and then runs units one after another until the page says stop.
+// the module generates), and then runs units one after another until the page says stop. It can
+// also be opened without running anything, to sign a wallet link with the contributor's key.
 //
 // Messages from the page:
+//   {type: 'open', relay}    load the module and the key (opens the GPU device) and answer 'ready';
+//                            nothing is leased or computed. Optional: 'start' opens too. Errors
+//                            surface in the answers to later requests.
 //   {type: 'start', relay}   relay: the relay's base URL ('' = the page's own origin). Sent once.
 //   {type: 'stop'}           finish the step in flight (if any), release a prefetched lease, stop.
+//   {type: 'link', id, fields}   after 'open' or 'start': build the Sign-In with Ethereum message
+//                            that links this contributor's key to a wallet, and sign it with the
+//                            key. fields: {domain, address, uri, chainId, nonce, issuedAt,
+//                            expirationTime}. Computes nothing; works while running too.
 // Messages to the page:
 //   {type: 'state', state, retryInMs?}   state: 'starting' | 'running' | 'idle' | 'retrying' | 'stopping'
 //   {type: 'ready', publicKey, adapter, keySaved}
@@ -13,6 +21,7 @@
 //                      bytesDownloaded, cacheHits}       (units and flop count this session)
 //   {type: 'error', message, fatal, retryInMs?}          fatal: the worker has given up
 //   {type: 'stopped', units, flop}                       the last message; the page may terminate us
+//   {type: 'link', id, message, sessionSignature, publicKey}   or {type: 'link', id, error}
 
 import init, { Contributor } from './pkg/glowworm.js';
 import { loadIdentity, saveIdentity } from './keystore.js';
@@ -22,10 +31,16 @@ const MAX_BACKOFF_MS = 30_000;
 let running = false; // false once the page said stop
 let started = false; // a worker runs one session; the page makes a new worker for the next
 let wake = null; // ends the current sleep early (set while sleeping)
+let opening = null; // the promise of open(), once 'open' or 'start' arrived
+let contributor = null; // the open Contributor (replaced when the GPU is reopened); null once freed
 
 self.onmessage = (event) => {
   const message = event.data ?? {};
-  if (message.type === 'start') {
+  if (message.type === 'open') {
+    open(String(message.relay ?? '')).catch(() => {}); // reported to whoever needs it
+  } else if (message.type === 'link') {
+    signLink(message.id, message.fields);
+  } else if (message.type === 'start') {
     if (started) {
       post({ type: 'error', message: 'this worker has already been started', fatal: false });
       return;
@@ -92,15 +107,12 @@ async function openContributor(relay) {
   return { contributor, keySaved };
 }
 
-/** Errors that suggest the GPU device is gone (e.g. lost to a driver reset): reopen it. */
-function looksLikeGpuTrouble(message) {
-  return /GPU|device|reading the output back/i.test(message) && !/relay/i.test(message);
-}
-
-async function run(relay) {
-  post({ type: 'state', state: 'starting' });
-  let contributor;
-  try {
+/**
+ * Loads the module and opens the contributor once (GPU device and key; nothing is leased) and
+ * tells the page who it is. Every later call returns the same promise.
+ */
+function open(relay) {
+  opening ??= (async () => {
     await init(); // fetches pkg/glowworm_bg.wasm
     const opened = await openContributor(relay);
     contributor = opened.contributor;
@@ -110,6 +122,33 @@ async function run(relay) {
       adapter: contributor.adapter(),
       keySaved: opened.keySaved,
     });
+  })();
+  return opening;
+}
+
+/** Answers a 'link' request: the SIWE message naming this key, and the key's signature of it. */
+async function signLink(id, fields) {
+  try {
+    if (!opening) throw new Error("the worker was asked to sign a link before 'open'");
+    await opening;
+    if (!contributor) throw new Error('the contributor has stopped');
+    const message = contributor.siweMessage(fields);
+    const sessionSignature = contributor.signLink(message);
+    post({ type: 'link', id, message, sessionSignature, publicKey: contributor.publicKey() });
+  } catch (err) {
+    post({ type: 'link', id, error: describe(err) });
+  }
+}
+
+/** Errors that suggest the GPU device is gone (e.g. lost to a driver reset): reopen it. */
+function looksLikeGpuTrouble(message) {
+  return /GPU|device|reading the output back/i.test(message) && !/relay/i.test(message);
+}
+
+async function run(relay) {
+  post({ type: 'state', state: 'starting' });
+  try {
+    await open(relay); // at once if the page opened us already (to link a wallet)
   } catch (err) {
     post({ type: 'error', message: `could not start: ${describe(err)}`, fatal: true });
     post({ type: 'stopped', units: 0, flop: 0 });
@@ -178,5 +217,6 @@ async function run(relay) {
     post({ type: 'error', message: `could not release the prefetched unit: ${describe(err)}`, fatal: false });
   }
   contributor.free();
+  contributor = null;
   post({ type: 'stopped', units, flop });
 }

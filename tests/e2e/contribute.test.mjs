@@ -4,190 +4,28 @@
 //
 // Run from the repository root after `cargo xtask build` and `cargo build -p glowworm-relay`:
 //   node --test tests/e2e/
-// Environment: GLOWWORM_RELAY_BIN (default target/debug/glowworm-relay),
-//              GLOWWORM_WWW (default www), CHROMIUM (default /usr/bin/chromium).
+// Environment and helpers: see harness.mjs.
 // On failure, a screenshot, the browser console and the relay's log go to tests/e2e/artifacts/.
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, '..', '..');
-const RELAY_BIN = process.env.GLOWWORM_RELAY_BIN
-  ? path.resolve(process.env.GLOWWORM_RELAY_BIN)
-  : path.join(ROOT, 'target/debug/glowworm-relay');
-const WWW = process.env.GLOWWORM_WWW ? path.resolve(process.env.GLOWWORM_WWW) : path.join(ROOT, 'www');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const ARTIFACTS = path.join(HERE, 'artifacts');
+import {
+  CHROMIUM, CHROMIUM_ARGS, ConsoleLog, clickStopAndWait, getJson, integerIn, netlifyCsp,
+  openPage as openPageLogged, saveArtifacts, serveWithCsp, sleep, startRelay, stopRelay, waitFor,
+} from './harness.mjs';
 
 // SwiftShader is slow (about 0.3 GFLOP/s, 1-2 s per compute pipeline): be generous.
 const VERIFIED_TIMEOUT_MS = 120_000;
 const TEST_TIMEOUT_MS = 240_000;
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Polls `probe` until it returns a truthy value; returns that value. */
-async function waitFor(what, probe, { timeoutMs = 30_000, intervalMs = 200 } = {}) {
-  const deadline = Date.now() + timeoutMs;
-  let lastError;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value) return value;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${lastError.message}` : ''}`);
-    }
-    await sleep(intervalMs);
-  }
-}
-
-/** The Content-Security-Policy that netlify.toml sets, so the test holds the page to it. */
-async function netlifyCsp() {
-  const toml = await readFile(path.join(ROOT, 'netlify.toml'), 'utf8');
-  const match = toml.match(/^\s*Content-Security-Policy\s*=\s*"([^"]+)"/m);
-  assert.ok(match, 'netlify.toml sets a Content-Security-Policy');
-  return match[1];
-}
-
-// --- The relay --------------------------------------------------------------------------------
-
-/** Starts the relay on a free port with a fresh database; resolves once it prints its URL. */
-async function startRelay(workDir) {
-  const args = [
-    'serve',
-    '--listen', '127.0.0.1:0',
-    '--database', path.join(workDir, 'db.sqlite'),
-    '--www-dir', WWW,
-  ];
-  const child = spawn(RELAY_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const log = [];
-  const relay = { child, log, url: null };
-
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (chunk) => log.push(chunk));
-
-  relay.url = await new Promise((resolve, reject) => {
-    let buffered = '';
-    const timer = setTimeout(() => reject(new Error(`the relay printed no URL within 30 s:\n${log.join('')}`)), 30_000);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(new Error(`could not start ${RELAY_BIN}: ${err.message} (build it: cargo build -p glowworm-relay)`));
-    });
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`the relay exited (${code ?? signal}) before listening:\n${log.join('')}`));
-    });
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (chunk) => {
-      buffered += chunk;
-      log.push(chunk);
-      const match = buffered.match(/^Glowworm relay listening on (http:\/\/127\.0\.0\.1:\d+)\s*$/m);
-      if (match) {
-        clearTimeout(timer);
-        resolve(match[1]);
-      }
-    });
-  });
-  return relay;
-}
-
-async function stopRelay(relay) {
-  if (!relay || relay.child.exitCode !== null || relay.child.signalCode !== null) return;
-  const exited = new Promise((resolve) => relay.child.once('exit', resolve));
-  relay.child.kill('SIGTERM');
-  const timer = setTimeout(() => relay.child.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
-}
-
-async function getJson(url) {
-  const response = await fetch(url);
-  if (response.status === 404) return null;
-  if (!response.ok) throw new Error(`GET ${url}: HTTP ${response.status} ${await response.text()}`);
-  return response.json();
-}
-
-// --- The browser ------------------------------------------------------------------------------
-
 /** Console lines of every page, for the test output and the failure artifacts. */
-const consoleLog = [];
-const consoleErrors = [];
-
-function watchPage(page, label) {
-  page.on('console', (msg) => {
-    const line = `[${label}] console.${msg.type()}: ${msg.text()}`;
-    consoleLog.push(line);
-    if (msg.type() === 'error') {
-      consoleErrors.push(line);
-      console.error(line); // forward browser errors to the test output
-    }
-  });
-  page.on('pageerror', (err) => {
-    const line = `[${label}] uncaught: ${err.stack ?? err.message}`;
-    consoleLog.push(line);
-    consoleErrors.push(line);
-    console.error(line);
-  });
-  page.on('worker', (worker) => consoleLog.push(`[${label}] worker started: ${worker.url()}`));
-  page.on('crash', () => {
-    consoleLog.push(`[${label}] page crashed`);
-    console.error(`[${label}] page crashed`);
-  });
-}
-
-/** Saves a screenshot of every open page, the console log and the relay log. */
-async function saveArtifacts(name, context, relay) {
-  try {
-    await mkdir(ARTIFACTS, { recursive: true });
-    const safe = name.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
-    const pages = context ? context.pages() : [];
-    for (const [i, page] of pages.entries()) {
-      await page.screenshot({ path: path.join(ARTIFACTS, `${safe}-page${i}.png`), fullPage: true }).catch(() => {});
-    }
-    await writeFile(path.join(ARTIFACTS, `${safe}-console.log`), consoleLog.join('\n') + '\n');
-    if (relay) await writeFile(path.join(ARTIFACTS, `${safe}-relay.log`), relay.log.join(''));
-    console.error(`artifacts saved in ${ARTIFACTS} (${safe}-*)`);
-  } catch (err) {
-    console.error(`could not save artifacts: ${err.message}`);
-  }
-}
-
-/** The digits of an element's text as a BigInt (credits are shown with thousands separators). */
-async function integerIn(page, selector) {
-  const text = await page.locator(selector).textContent();
-  const digits = (text ?? '').replace(/\D/g, '');
-  return digits ? BigInt(digits) : null;
-}
-
-/** Opens the page and waits until WebGPU detection has finished (Contribute enabled). */
-async function openPage(context, url, label) {
-  const page = await context.newPage();
-  watchPage(page, label);
-  const response = await page.goto(url);
-  page.documentCsp = response.headers()['content-security-policy'];
-  await page.waitForFunction(() => !document.getElementById('contribute').disabled, null, { timeout: 30_000 });
-  return page;
-}
-
-async function clickStopAndWait(page) {
-  const clicked = Date.now();
-  await page.click('#stop');
-  await page.waitForFunction(
-    () => /stopped/i.test(document.getElementById('status').textContent),
-    null,
-    { timeout: 10_000 },
-  );
-  return Date.now() - clicked;
-}
+const consoleLog = new ConsoleLog();
+const consoleErrors = consoleLog.errors;
+const openPage = (context, url, label) => openPageLogged(context, url, label, consoleLog);
 
 // --- The tests --------------------------------------------------------------------------------
 
@@ -196,7 +34,7 @@ describe('contributing from the page', { timeout: 2 * TEST_TIMEOUT_MS + 60_000 }
   let relay;
   let context;
   let csp; // the production Content-Security-Policy, from netlify.toml
-  const servedWithCsp = new Set(); // static paths the test served under the production CSP
+  let servedWithCsp; // static paths the test served under the production CSP
 
   before(async () => {
     workDir = await mkdtemp(path.join(tmpdir(), 'glowworm-e2e-'));
@@ -207,25 +45,11 @@ describe('contributing from the page', { timeout: 2 * TEST_TIMEOUT_MS + 60_000 }
     context = await chromium.launchPersistentContext(path.join(workDir, 'profile'), {
       executablePath: CHROMIUM,
       headless: true,
-      args: [
-        '--enable-unsafe-webgpu',
-        '--no-sandbox',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
+      args: CHROMIUM_ARGS,
     });
     // Serve the static files with the CSP that production (netlify.toml) uses, so a CSP
     // violation (an inline script, a missing 'wasm-unsafe-eval', ...) fails this test too.
-    await context.route(`${relay.url}/**`, async (route) => {
-      const pathname = new URL(route.request().url()).pathname;
-      if (pathname.startsWith('/v1/')) return route.continue();
-      servedWithCsp.add(pathname);
-      const response = await route.fetch();
-      await route.fulfill({ response, headers: { ...response.headers(), 'content-security-policy': csp } });
-    });
+    servedWithCsp = await serveWithCsp(context, relay.url, csp);
   });
 
   after(async () => {
@@ -239,7 +63,7 @@ describe('contributing from the page', { timeout: 2 * TEST_TIMEOUT_MS + 60_000 }
     try {
       await body();
     } catch (err) {
-      await saveArtifacts(name, context, relay);
+      await saveArtifacts(name, [context], consoleLog, relay);
       throw err;
     }
   };
