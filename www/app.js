@@ -125,6 +125,7 @@ async function showSavedIdentity() {
   const epoch = walletEpoch;
   if (wallet && wallet.publicKey === identity.publicKey && !linkedWallet) {
     setLinkedWallet(wallet); // shown at once; the relay confirms below
+    refreshWallet();
   }
   try {
     const response = await fetch(`${RELAY}/v1/contributors/${identity.publicKey}`);
@@ -146,6 +147,7 @@ function adoptRelayLink(epoch, publicKey, address) {
   if (address && linkedWallet?.address !== address) {
     setLinkedWallet({ address, publicKey });
     saveWallet({ address, publicKey }).catch(() => {});
+    refreshWallet();
   } else if (!address && linkedWallet) {
     setLinkedWallet(null);
     forgetWallet().catch(() => {});
@@ -354,7 +356,7 @@ function showWalletBalance(credits, devices) {
   walletRefreshSeq += 1; // newer than any balance still on its way
   ui.walletBalance.textContent = formatCredits(credits);
   if (devices !== undefined) {
-    ui.walletDevices.textContent = `${integer.format(devices)} linked ${devices === 1 ? 'device' : 'devices'}`;
+    ui.walletDevices.textContent = `(across ${integer.format(devices)} linked ${devices === 1 ? 'device' : 'devices'})`;
   }
 }
 

@@ -301,6 +301,14 @@ describe('connecting a browser wallet', { timeout: 5 * TEST_TIMEOUT_MS + 60_000 
       assert.ok(await page.locator('#disconnect').isEnabled(), 'Disconnect is possible after Stop');
       assert.equal((await walletCalls(page, { method: 'personal_sign' })).length, 1,
         'still one wallet signature: results need none');
+
+      // A reload shows the address and its balance again, from this browser and the relay alone.
+      await page.reload();
+      await page.waitForFunction(() => !document.getElementById('contribute').disabled, null, { timeout: 30_000 });
+      await waitFor('the address and balance after the reload', async () =>
+        (await textOf(page, '#wallet-address')) === short(address) &&
+        (await integerIn(page, '#wallet-balance')) === BigInt(after.credits));
+      assert.deepEqual(await walletCalls(page), [], 'no wallet request after the reload');
     }));
 
   test('rejecting the signature leaves the page working anonymously',
@@ -386,6 +394,7 @@ describe('connecting a browser wallet', { timeout: 5 * TEST_TIMEOUT_MS + 60_000 
       await waitFor('the address after the reload', async () =>
         (await textOf(page, '#wallet-address')) === short(address) && (await page.locator('#wallet-connected').isVisible()));
       assert.equal(await textOf(page, '#public-key'), oldKey);
+      await waitFor('the balance after the reload', async () => (await integerIn(page, '#wallet-balance')) === 0n);
       assert.deepEqual(await walletCalls(page), [], 'no wallet request after the reload');
 
       await page.click('#disconnect');
