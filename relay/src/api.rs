@@ -9,6 +9,7 @@ use crate::contributors::{self, canonical_key};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::leasing;
+use crate::metrics::{self, Stage};
 use crate::state::AppState;
 use crate::{blobs, jobs, links, nonces, results, stats};
 use axum::extract::{DefaultBodyLimit, State};
@@ -211,7 +212,10 @@ async fn get_blob(
     let hash = parse_hash(&hash)?;
     let bytes = state
         .db
-        .call(move |conn| blobs::get(conn, &hash))
+        .call(move |conn| {
+            let _span = metrics::span(Stage::BlobGet);
+            blobs::get(conn, &hash)
+        })
         .await?
         .ok_or_else(|| ApiError::not_found("unknown_blob", format!("no blob with hash {hash}")))?;
     let headers = [

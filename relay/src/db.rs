@@ -5,6 +5,7 @@
 //! runtime. Multi-step changes open a transaction inside the closure.
 
 use crate::error::{ApiError, OpenError};
+use crate::metrics::{self, Stage};
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -82,10 +83,12 @@ impl Db {
         F: FnOnce(&mut Connection) -> Result<T, ApiError> + Send + 'static,
     {
         let conn = self.conn.clone();
+        let asked = metrics::wall_start();
         tokio::task::spawn_blocking(move || {
             // A closure that panicked has already rolled its transaction back (Transaction
             // rolls back on drop), so the connection is safe to use again.
             let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            metrics::add_wall(Stage::DbQueue, asked);
             work(&mut guard)
         })
         .await

@@ -8,6 +8,7 @@
 use crate::config::Config;
 use crate::contributors;
 use crate::error::ApiError;
+use crate::metrics::{self, Stage};
 use crate::random;
 use crate::units::{self, Unit};
 use axum::http::StatusCode;
@@ -118,6 +119,7 @@ pub fn lease_next(
     public_key: &str,
     now_ms: i64,
 ) -> Result<Option<Lease>, ApiError> {
+    let _span = metrics::span(Stage::LeaseTx);
     let lease_id = hex::encode(random::bytes::<16>()?);
     let tx = conn.transaction()?;
     contributors::touch(&tx, public_key, now_ms)?;
@@ -137,6 +139,7 @@ pub fn lease_next(
         params![lease_id, unit.id, public_key, now_ms, deadline_ms],
     )?;
     let lease = wire_lease(&unit, lease_id, deadline_ms)?;
+    let _commit = metrics::span(Stage::Commit);
     tx.commit()?;
     Ok(Some(lease))
 }

@@ -47,6 +47,7 @@ pub mod jobs;
 pub mod leasing;
 pub mod ledger;
 pub mod links;
+pub mod metrics;
 pub mod nonces;
 pub mod random;
 pub mod results;

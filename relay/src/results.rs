@@ -14,6 +14,7 @@ use crate::jobs;
 use crate::leasing::{self, LeaseRow};
 use crate::ledger;
 use crate::links;
+use crate::metrics::{self, Stage};
 use crate::random;
 use crate::state::AppState;
 use crate::units::{self, Unit};
@@ -37,6 +38,7 @@ pub async fn submit(
     let (lease, unit) = state
         .db
         .call(move |conn| {
+            let _span = metrics::span(Stage::SubmitLookup);
             let lease =
                 leasing::get(conn, &lease_id)?.ok_or_else(|| leasing::unknown_lease(&lease_id))?;
             let unit = units::get(conn, lease.unit_id)?
@@ -111,6 +113,7 @@ fn check_signature(
     unit: &Unit,
     output: &[u8],
 ) -> Result<(), ApiError> {
+    let _span = metrics::span(Stage::Signature);
     verify_result(
         public_key,
         &submission.signature,
@@ -139,6 +142,7 @@ async fn verify(
     let (a, b) = state
         .db
         .call(move |conn| {
+            let _span = metrics::span(Stage::InputRead);
             Ok((
                 blobs::get_required(conn, &a_hash)?,
                 blobs::get_required(conn, &b_hash)?,
@@ -149,6 +153,7 @@ async fn verify(
     let shape = unit.shape;
     let c = output.to_vec();
     tokio::task::spawn_blocking(move || {
+        let _span = metrics::span(Stage::Freivalds);
         let decode = |bytes: &[u8]| {
             bytes_to_f32s(bytes).map_err(|e| ApiError::Internal(format!("stored input: {e}")))
         };
@@ -200,6 +205,7 @@ fn record_rejected(
     output_hash: &str,
     now_ms: i64,
 ) -> Result<(), ApiError> {
+    let _span = metrics::span(Stage::RecordTx);
     let tx = conn.transaction()?;
     reread_open_lease(&tx, &lease.lease_id, now_ms)?;
     insert_result(&tx, lease, public_key, output_hash, false, now_ms)?;
@@ -209,6 +215,7 @@ fn record_rejected(
     )?;
     units::requeue_or_fail(&tx, lease.unit_id)?;
     contributors::touch(&tx, public_key, now_ms)?;
+    let _commit = metrics::span(Stage::Commit);
     tx.commit()?;
     Ok(())
 }
@@ -226,6 +233,7 @@ fn record_verified(
     let credited = i64::try_from(flop)
         .map_err(|_| ApiError::Internal(format!("unit {} is too large to credit", unit.id)))?;
 
+    let _span = metrics::span(Stage::RecordTx);
     let tx = conn.transaction()?;
     reread_open_lease(&tx, &lease.lease_id, now_ms)?;
     let output_hash = blobs::store(&tx, output)?;
@@ -250,6 +258,7 @@ fn record_verified(
     contributors::touch(&tx, public_key, now_ms)?;
     jobs::complete_if_done(&tx, unit.job_id)?;
     let balance = ledger::balance(&tx, &account)?;
+    let _commit = metrics::span(Stage::Commit);
     tx.commit()?;
 
     Ok(ResultReceipt {
