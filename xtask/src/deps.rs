@@ -54,7 +54,7 @@ pub fn require_node_packages(dir: &Path) -> Result<()> {
     if !process::available("node") || !process::available("npm") {
         bail!("Node.js and npm are needed for the browser tests: apt-get install nodejs npm");
     }
-    if dir.join("node_modules/playwright-core").exists() {
+    if node_modules_current(dir) {
         return Ok(());
     }
     process::step("Installing the end-to-end test packages (npm ci)");
@@ -67,6 +67,19 @@ pub fn require_node_packages(dir: &Path) -> Result<()> {
         bail!("`npm ci` failed in {}", dir.display());
     }
     Ok(())
+}
+
+/// True when `node_modules` was installed from the current `package-lock.json` (npm writes its
+/// own copy, `node_modules/.package-lock.json`, at install time).
+fn node_modules_current(dir: &Path) -> bool {
+    let modified = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (
+        modified(dir.join("package-lock.json")),
+        modified(dir.join("node_modules/.package-lock.json")),
+    ) {
+        (Some(lock), Some(installed)) => installed >= lock,
+        _ => false,
+    }
 }
 
 /// wgpu's Vulkan loader warns without XDG_RUNTIME_DIR; give the tests a private one.
