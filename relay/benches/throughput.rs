@@ -182,6 +182,8 @@ struct RunReport {
     /// Every receipt the contributors got over the whole run, and the ledger's credit rows.
     receipts_total: u64,
     ledger_rows: i64,
+    /// Size of the WAL file at the end of the run.
+    wal_bytes: u64,
 }
 
 /// Counters the contributors share: the leases granted (so the feeder knows how much work is
@@ -272,6 +274,7 @@ fn run(
             |row| row.get(0),
         )?)
     }))?;
+    let wal_bytes = std::fs::metadata(dir.path().join("relay.sqlite-wal")).map_or(0, |m| m.len());
     drop(state);
 
     tally.latencies_us.sort_unstable();
@@ -296,6 +299,7 @@ fn run(
         stages,
         receipts_total: tally.receipts_total,
         ledger_rows,
+        wal_bytes,
     };
     eprintln!(
         "relay bench: {label}: {:.0} results/s, p99 {:.2} ms",
@@ -860,6 +864,21 @@ fn render(settings: &Settings, runs: &[RunReport]) -> String {
     for run in runs {
         let requests: u64 = run.requests.values().sum();
         let _ = write!(out, " {:.2} |", requests as f64 / run.results.max(1) as f64);
+    }
+    out.push('\n');
+    let _ = write!(out, "| commits per result |");
+    for run in runs {
+        let commits = run
+            .stages
+            .iter()
+            .find(|total| total.stage == Stage::Commit)
+            .map_or(0, |total| total.count);
+        let _ = write!(out, " {:.3} |", commits as f64 / run.results.max(1) as f64);
+    }
+    out.push('\n');
+    let _ = write!(out, "| WAL file at the end, MB |");
+    for run in runs {
+        let _ = write!(out, " {:.1} |", run.wal_bytes as f64 / 1e6);
     }
     out.push('\n');
     let _ = write!(out, "| ledger rows = receipts |");

@@ -93,7 +93,8 @@ pub fn info(conn: &Connection, address: &str, page: Page) -> Result<AccountInfo,
         "SELECT ledger.id, ledger.amount, ledger.kind, ledger.unit_id,
                 COALESCE(ledger.link_key, results.public_key), ledger.created_at_ms
          FROM ledger LEFT JOIN results ON results.id = ledger.result_id
-         WHERE ledger.account = ?1 AND ledger.id < ?2
+         WHERE ledger.account = ?1 AND substr(ledger.account, 1, 2) = '0x'
+           AND ledger.id < ?2
          ORDER BY ledger.id DESC
          LIMIT ?3",
     )?;

@@ -9,9 +9,8 @@ use crate::contributors::{self, canonical_key};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::leasing;
-use crate::metrics::{self, Stage};
 use crate::state::AppState;
-use crate::{blobs, jobs, links, nonces, results, stats};
+use crate::{jobs, links, nonces, results, stats};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -130,7 +129,7 @@ async fn health() -> Json<Health> {
 
 async fn get_stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let now = state.now_ms();
-    let stats = state.db.call(move |conn| stats::stats(conn, now)).await?;
+    let stats = state.db.read(move |conn| stats::stats(conn, now)).await?;
     Ok(Json(stats))
 }
 
@@ -141,7 +140,7 @@ async fn get_contributor(
     let key = canonical_key(&public_key)?;
     let info = state
         .db
-        .call(move |conn| contributors::info(conn, &key))
+        .read(move |conn| contributors::info(conn, &key))
         .await?
         .ok_or_else(|| {
             ApiError::not_found(
@@ -162,7 +161,7 @@ async fn create_lease(
     let config = state.config.clone();
     let lease = state
         .db
-        .call(move |conn| leasing::lease_next(conn, &config, &key, now))
+        .batch(move |conn| leasing::lease_next(conn, &config, &key, now))
         .await?;
     Ok(match lease {
         Some(lease) => Json(lease).into_response(),
@@ -179,7 +178,7 @@ async fn release_lease(
     let now = state.now_ms();
     state
         .db
-        .call(move |conn| leasing::release(conn, &lease_id, &key, now))
+        .batch(move |conn| leasing::release(conn, &lease_id, &key, now))
         .await?;
     Ok(Json(ReleaseReceipt { released: true }))
 }
@@ -210,14 +209,10 @@ async fn get_blob(
     ApiPath(hash): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let hash = parse_hash(&hash)?;
-    let bytes = state
-        .db
-        .call(move |conn| {
-            let _span = metrics::span(Stage::BlobGet);
-            blobs::get(conn, &hash)
-        })
-        .await?
-        .ok_or_else(|| ApiError::not_found("unknown_blob", format!("no blob with hash {hash}")))?;
+    let bytes =
+        state.db.blob(hash).await?.ok_or_else(|| {
+            ApiError::not_found("unknown_blob", format!("no blob with hash {hash}"))
+        })?;
     let headers = [
         (header::CONTENT_TYPE, "application/octet-stream".to_string()),
         (header::CACHE_CONTROL, IMMUTABLE.to_string()),
@@ -232,7 +227,7 @@ async fn get_job(
 ) -> Result<Json<JobStatus>, ApiError> {
     let status = state
         .db
-        .call(move |conn| jobs::status(conn, id))
+        .read(move |conn| jobs::status(conn, id))
         .await?
         .ok_or_else(|| ApiError::not_found("unknown_job", format!("no job with id {id}")))?;
     Ok(Json(status))
@@ -284,7 +279,7 @@ async fn get_account(
     let page = Page::new(query.limit, query.before)?;
     let info = state
         .db
-        .call(move |conn| accounts::info(conn, &address, page))
+        .read(move |conn| accounts::info(conn, &address, page))
         .await?;
     Ok(Json(info))
 }

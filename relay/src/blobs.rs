@@ -8,21 +8,16 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// Stores `bytes` (once) and returns their hash.
 pub fn store(conn: &Connection, bytes: &[u8]) -> Result<ContentHash, ApiError> {
     let hash = ContentHash::of(bytes);
-    conn.execute(
-        "INSERT OR IGNORE INTO blobs (hash, bytes) VALUES (?1, ?2)",
-        params![hash.to_string(), bytes],
-    )?;
+    conn.prepare_cached("INSERT OR IGNORE INTO blobs (hash, bytes) VALUES (?1, ?2)")?
+        .execute(params![hash.to_string(), bytes])?;
     Ok(hash)
 }
 
 /// The bytes stored under `hash`, if any.
 pub fn get(conn: &Connection, hash: &ContentHash) -> Result<Option<Vec<u8>>, ApiError> {
     let bytes = conn
-        .query_row(
-            "SELECT bytes FROM blobs WHERE hash = ?1",
-            [hash.to_string()],
-            |row| row.get(0),
-        )
+        .prepare_cached("SELECT bytes FROM blobs WHERE hash = ?1")?
+        .query_row([hash.to_string()], |row| row.get(0))
         .optional()?;
     Ok(bytes)
 }

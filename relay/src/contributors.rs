@@ -26,11 +26,11 @@ pub fn canonical_key(public_hex: &str) -> Result<String, ApiError> {
 
 /// Records that a contributor was seen now.
 pub fn touch(conn: &Connection, public_key: &str, now_ms: i64) -> Result<(), ApiError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO contributors (public_key, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?2)
          ON CONFLICT (public_key) DO UPDATE SET last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms)",
-        params![public_key, now_ms],
-    )?;
+    )?
+    .execute(params![public_key, now_ms])?;
     Ok(())
 }
 

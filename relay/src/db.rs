@@ -1,27 +1,122 @@
-//! The SQLite database: one connection behind a mutex, used from blocking threads.
+//! The SQLite database: one writer thread that commits in groups, and a few read connections.
 //!
-//! Handlers never touch the connection directly: they pass a closure to [`Db::call`], which runs
-//! it on tokio's blocking pool while holding the lock, so a slow query never stalls the async
-//! runtime. Multi-step changes open a transaction inside the closure.
+//! Handlers never touch a connection directly; they pass a closure to one of three methods:
+//!
+//! - [`Db::batch`]: the hot path (leasing, recording results). The closure runs on the writer
+//!   thread inside a savepoint of a transaction shared with the other batched closures queued at
+//!   the same time (group commit). A closure that fails or panics rolls back its own savepoint
+//!   only. Every closure's reply is held back until the shared transaction has committed, so a
+//!   caller never hears of a change that is not durable in the WAL, and a failed commit fails
+//!   every closure of the group. One commit for many requests is what makes the relay fast: a
+//!   commit writes every page the transaction touched to the WAL once.
+//! - [`Db::call`]: the closure gets the writer connection to itself, outside any transaction
+//!   (the group before it is committed first), and may open its own ([`Connection::transaction`]).
+//! - [`Db::read`]: read-only queries on a read connection (WAL readers never wait for the
+//!   writer), a few at a time on tokio's blocking pool. They see every committed change.
+//!
+//! Input blobs are also kept in a bounded in-memory cache ([`Db::blob`]): they are immutable and
+//! named by their hash, so a cached copy can never be stale.
+//!
+//! The WAL is checkpointed by a background thread with its own connection, so requests seldom
+//! wait for a checkpoint. Under steady writes that thread can never finish one (new frames keep
+//! arriving), and the WAL would grow without end; so once it holds [`WAL_LIMIT_FRAMES`] the writer
+//! thread itself checkpoints between two groups, copying only what the background thread has not,
+//! and the WAL starts over.
 
+use crate::blobs;
 use crate::error::{ApiError, OpenError};
 use crate::metrics::{self, Stage};
-use rusqlite::Connection;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use axum::body::Bytes;
+use glowworm::cache::BlobCache;
+use glowworm::hash::ContentHash;
+use rusqlite::{Connection, OpenFlags};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, oneshot};
 
 const SCHEMA: &str = include_str!("schema.sql");
+
+/// Most batched closures that share one commit.
+const MAX_GROUP: usize = 256;
+/// Read connections in use at once.
+const READERS: usize = 4;
+/// Bytes of input blobs kept in memory.
+const BLOB_CACHE_BYTES: usize = 64 << 20;
+/// How often the background thread checkpoints the WAL, at most.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// WAL frames (pages) after which the writer checkpoints so that the WAL can start over: 64 MiB
+/// of 4 KiB pages.
+pub const WAL_LIMIT_FRAMES: i64 = 16 << 10;
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
 
 /// A shared handle to the relay's database.
 #[derive(Clone)]
 pub struct Db {
-    conn: Arc<Mutex<Connection>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Sender<Job>,
+    readers: Mutex<Vec<Connection>>,
+    reader_permits: Semaphore,
+    blobs: Mutex<BlobCache<Bytes>>,
+    /// Frames in the WAL when the checkpoint thread last looked.
+    wal_frames: Arc<AtomicI64>,
+    /// Dropped with the last handle, which stops the checkpoint thread.
+    _checkpoints: SyncSender<()>,
+}
+
+/// What the writer thread is asked to do.
+enum Job {
+    /// Runs with the connection to itself; replies on its own.
+    Alone(Box<dyn FnOnce(&mut Connection) + Send>),
+    /// Runs inside the group's transaction, or is told why there is none; returns how to reply
+    /// once the group has committed (`None`) or failed to (`Some(why)`), and whether the
+    /// transaction is still usable (false when its savepoint could not be rolled back).
+    Grouped(GroupedWork),
+}
+
+type GroupedWork = Box<dyn FnOnce(Result<&Connection, &Failure>) -> (Reply, bool) + Send>;
+
+type Reply = Box<dyn FnOnce(Option<&Failure>) + Send>;
+
+/// Why a group's transaction could not begin or commit, for each of its closures' callers.
+#[derive(Debug, Clone)]
+enum Failure {
+    Sqlite(rusqlite::ffi::Error, Option<String>),
+    Other(String),
+}
+
+impl Failure {
+    fn of(error: &rusqlite::Error) -> Failure {
+        match error {
+            rusqlite::Error::SqliteFailure(code, message) => {
+                Failure::Sqlite(*code, message.clone())
+            }
+            other => Failure::Other(other.to_string()),
+        }
+    }
+
+    /// The error the caller gets: a busy database stays a database error (503, try again).
+    fn to_api_error(&self) -> ApiError {
+        match self {
+            Failure::Sqlite(code, message) => {
+                ApiError::Database(rusqlite::Error::SqliteFailure(*code, message.clone()))
+            }
+            Failure::Other(why) => ApiError::Internal(format!("database transaction: {why}")),
+        }
+    }
 }
 
 impl Db {
     /// Opens (or creates) the database file in WAL mode, creating its parent directories and
-    /// the schema.
+    /// the schema, and starts the writer and checkpoint threads.
     pub fn open(path: &Path) -> Result<Db, OpenError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| OpenError::CreateDir {
@@ -33,35 +128,75 @@ impl Db {
             path: path.to_path_buf(),
             source,
         };
-        let conn = Connection::open(path).map_err(database_error)?;
-        Self::prepare(&conn).map_err(database_error)?;
+        let mut conn = Connection::open(path).map_err(database_error)?;
+        Self::prepare(&mut conn).map_err(database_error)?;
+        let checkpointer = Connection::open(path).map_err(database_error)?;
+        checkpointer
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(database_error)?;
+
+        let wal_frames = Arc::new(AtomicI64::new(0));
+        let (writer, jobs) = std::sync::mpsc::channel();
+        let frames = wal_frames.clone();
+        std::thread::Builder::new()
+            .name("relay-db-writer".into())
+            .spawn(move || write_loop(conn, jobs, &frames))
+            .map_err(|e| OpenError::Thread(e.to_string()))?;
+        let (checkpoints, stop) = std::sync::mpsc::sync_channel(1);
+        let frames = wal_frames.clone();
+        std::thread::Builder::new()
+            .name("relay-db-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, stop, &frames))
+            .map_err(|e| OpenError::Thread(e.to_string()))?;
+
         Ok(Db {
-            conn: Arc::new(Mutex::new(conn)),
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer,
+                readers: Mutex::new(Vec::new()),
+                reader_permits: Semaphore::new(READERS),
+                blobs: Mutex::new(BlobCache::new(BLOB_CACHE_BYTES)),
+                wal_frames,
+                _checkpoints: checkpoints,
+            }),
         })
     }
 
-    fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+    fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
         conn.busy_timeout(Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!("SQLite journal mode is {mode}, not WAL");
         }
+        // synchronous = NORMAL: a commit is durable once it is in the WAL (the WAL is synced at
+        // checkpoints). The checkpoint thread checkpoints, not the connection that commits.
         conn.execute_batch(
             "PRAGMA synchronous = NORMAL;
-             PRAGMA foreign_keys = ON;",
+             PRAGMA foreign_keys = ON;
+             PRAGMA cache_size = -65536;
+             PRAGMA temp_store = MEMORY;
+             PRAGMA wal_autocheckpoint = 0;
+             PRAGMA journal_size_limit = 67108864;",
         )?;
-        Self::upgrade(conn)?;
-        conn.execute_batch(SCHEMA)
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        Self::upgrade(&tx)?;
+        tx.commit()
     }
 
-    /// Adds the columns that later versions gave existing tables, so the schema (whose
-    /// `CREATE ... IF NOT EXISTS` leaves an existing table as it is) can then run unchanged.
+    /// Creates the schema and adds what later versions gave existing tables, in one
+    /// transaction: the schema (whose `CREATE ... IF NOT EXISTS` leaves an existing table as it
+    /// is) then runs unchanged, and a table derived from others is filled in the same step.
     fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
-        let has_ledger: bool = conn.query_row(
-            "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'ledger'",
-            [],
-            |row| row.get(0),
-        )?;
+        let has_table = |name: &str| -> rusqlite::Result<bool> {
+            conn.query_row(
+                "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [name],
+                |row| row.get(0),
+            )
+        };
+        let has_ledger = has_table("ledger")?;
+        let has_balances = has_table("balances")?;
         let has_link_key: bool = conn.query_row(
             "SELECT COUNT(*) > 0 FROM pragma_table_info('ledger') WHERE name = 'link_key'",
             [],
@@ -73,26 +208,286 @@ impl Db {
                 [],
             )?;
         }
+        conn.execute_batch(SCHEMA)?;
+        if has_ledger && !has_balances {
+            conn.execute(
+                "INSERT INTO balances (account, amount)
+                 SELECT account, SUM(amount) FROM ledger GROUP BY account",
+                [],
+            )?;
+        }
         Ok(())
     }
 
-    /// Runs `work` with the connection on a blocking thread and returns what it returns.
+    /// Runs `work` on the writer thread with the connection to itself, outside any transaction
+    /// (it may open one), and returns what it returns. A panic is an internal error.
     pub async fn call<T, F>(&self, work: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, ApiError> + Send + 'static,
     {
-        let conn = self.conn.clone();
+        let (reply, answer) = oneshot::channel();
         let asked = metrics::wall_start();
-        tokio::task::spawn_blocking(move || {
+        self.send(Job::Alone(Box::new(move |conn| {
+            metrics::add_wall(Stage::DbQueue, asked);
             // A closure that panicked has already rolled its transaction back (Transaction
             // rolls back on drop), so the connection is safe to use again.
-            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let result = catch_unwind(AssertUnwindSafe(|| work(conn)))
+                .unwrap_or_else(|_| Err(ApiError::Internal("a database task panicked".into())));
+            let _ = reply.send(result);
+        })))?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// Runs `work` on the writer thread inside a transaction it shares with the other batched
+    /// closures waiting at the time, and returns what it returned once that transaction has
+    /// committed. Its changes are rolled back when it returns an error or panics.
+    pub async fn batch<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, ApiError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let asked = metrics::wall_start();
+        self.send(Job::Grouped(Box::new(move |conn| {
             metrics::add_wall(Stage::DbQueue, asked);
-            work(&mut guard)
+            let (result, usable) = match conn {
+                Ok(conn) => match in_savepoint(conn, work) {
+                    Ok(result) => (result, true),
+                    Err(e) => (Err(ApiError::Database(e)), false),
+                },
+                Err(failure) => (Err(failure.to_api_error()), true),
+            };
+            let reply: Reply = Box::new(move |failed_commit: Option<&Failure>| {
+                let result = match failed_commit {
+                    None => result,
+                    Some(failure) => Err(failure.to_api_error()),
+                };
+                let _ = reply.send(result);
+            });
+            (reply, usable)
+        })))?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// Runs read-only `work` on a read connection on the blocking pool.
+    pub async fn read<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, ApiError> + Send + 'static,
+    {
+        let _permit = self
+            .inner
+            .reader_permits
+            .acquire()
+            .await
+            .map_err(|_| gone())?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => open_reader(&inner.path)?,
+            };
+            let result = catch_unwind(AssertUnwindSafe(|| work(&conn)))
+                .unwrap_or_else(|_| Err(ApiError::Internal("a database task panicked".into())));
+            inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(conn);
+            result
         })
         .await
         .map_err(|e| ApiError::Internal(format!("database task failed: {e}")))?
+    }
+
+    /// The blob stored under `hash`, from memory when it was read lately.
+    pub async fn blob(&self, hash: ContentHash) -> Result<Option<Bytes>, ApiError> {
+        if let Some(bytes) = self.cached_blob(&hash) {
+            return Ok(Some(bytes));
+        }
+        let bytes = self
+            .read(move |conn| {
+                let _span = metrics::span(Stage::BlobRead);
+                blobs::get(conn, &hash)
+            })
+            .await?;
+        Ok(bytes.map(|bytes| {
+            let bytes = Bytes::from(bytes);
+            self.inner
+                .blobs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(hash, bytes.clone(), bytes.len());
+            bytes
+        }))
+    }
+
+    fn cached_blob(&self, hash: &ContentHash) -> Option<Bytes> {
+        self.inner
+            .blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(hash)
+    }
+
+    fn send(&self, job: Job) -> Result<(), ApiError> {
+        self.inner.writer.send(job).map_err(|_| gone())
+    }
+}
+
+fn gone() -> ApiError {
+    ApiError::Internal("the database writer has stopped".into())
+}
+
+fn open_reader(path: &Path) -> Result<Connection, ApiError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.execute_batch("PRAGMA cache_size = -16384;")?;
+    Ok(conn)
+}
+
+/// Runs `work` in a savepoint: released when it succeeds, rolled back when it fails or panics.
+/// The outer error means the savepoint itself failed, and with it the enclosing transaction.
+fn in_savepoint<T>(
+    conn: &Connection,
+    work: impl FnOnce(&Connection) -> Result<T, ApiError>,
+) -> rusqlite::Result<Result<T, ApiError>> {
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    let result = catch_unwind(AssertUnwindSafe(|| work(conn)))
+        .unwrap_or_else(|_| Err(ApiError::Internal("a database task panicked".into())));
+    if result.is_err() {
+        conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+    }
+    conn.prepare_cached("RELEASE job")?.execute([])?;
+    Ok(result)
+}
+
+/// The writer thread: takes what is queued, runs it, commits grouped closures together.
+fn write_loop(mut conn: Connection, jobs: Receiver<Job>, wal_frames: &AtomicI64) {
+    let mut queued = Vec::with_capacity(MAX_GROUP);
+    while let Ok(first) = jobs.recv() {
+        queued.push(first);
+        while queued.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => queued.push(job),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        let mut group = Group::default();
+        for job in queued.drain(..) {
+            match job {
+                Job::Alone(work) => {
+                    group.commit(&conn);
+                    work(&mut conn);
+                }
+                Job::Grouped(work) => match group.begin(&conn) {
+                    Ok(()) => {
+                        let (reply, usable) = work(Ok(&conn));
+                        group.replies.push(reply);
+                        if !usable {
+                            let failure = Failure::Other("a savepoint failed".into());
+                            group.roll_back(&conn, &failure);
+                        }
+                    }
+                    Err(why) => {
+                        let (reply, _) = work(Err(&why));
+                        reply(None);
+                    }
+                },
+            }
+        }
+        group.commit(&conn);
+        if wal_frames.load(Ordering::Relaxed) >= WAL_LIMIT_FRAMES {
+            let _span = metrics::span(Stage::Checkpoint);
+            match checkpoint(&conn) {
+                Ok(_) => wal_frames.store(0, Ordering::Relaxed),
+                Err(e) => tracing::warn!("WAL checkpoint by the writer: {e}"),
+            }
+        }
+    }
+}
+
+/// A PASSIVE checkpoint (it never waits for a reader or the writer); returns the frames in the
+/// WAL and how many of them are now in the database file.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok((row.get(1)?, row.get(2)?))
+    })
+}
+
+/// The grouped closures run since the last commit, waiting for their replies.
+#[derive(Default)]
+struct Group {
+    open: bool,
+    replies: Vec<Reply>,
+}
+
+impl Group {
+    fn begin(&mut self, conn: &Connection) -> Result<(), Failure> {
+        if !self.open {
+            conn.prepare_cached("BEGIN IMMEDIATE")
+                .and_then(|mut begin| begin.execute([]))
+                .map_err(|e| Failure::of(&e))?;
+            self.open = true;
+        }
+        Ok(())
+    }
+
+    /// Commits the group (if one is open) and replies to each of its closures.
+    fn commit(&mut self, conn: &Connection) {
+        if !self.open {
+            return;
+        }
+        self.open = false;
+        let committed = {
+            let _span = metrics::span(Stage::Commit);
+            conn.prepare_cached("COMMIT")
+                .and_then(|mut commit| commit.execute([]))
+        };
+        match committed {
+            Ok(_) => self.reply(None),
+            Err(e) => self.roll_back(conn, &Failure::of(&e)),
+        }
+    }
+
+    /// Rolls the group back and tells each of its closures that it failed.
+    fn roll_back(&mut self, conn: &Connection, failure: &Failure) {
+        tracing::error!("group transaction rolled back: {failure:?}");
+        let _ = conn.execute_batch("ROLLBACK");
+        self.open = false;
+        self.reply(Some(failure));
+    }
+
+    fn reply(&mut self, failure: Option<&Failure>) {
+        for reply in self.replies.drain(..) {
+            reply(failure);
+        }
+    }
+}
+
+/// The checkpoint thread: copies the WAL into the database file now and then (PASSIVE: it never
+/// makes a writer or reader wait) and notes how big the WAL is, until the last [`Db`] handle is
+/// dropped.
+fn checkpoint_loop(conn: Connection, stop: Receiver<()>, wal_frames: &AtomicI64) {
+    let mut last = Instant::now();
+    while let Err(RecvTimeoutError::Timeout) =
+        stop.recv_timeout(CHECKPOINT_EVERY.saturating_sub(last.elapsed()))
+    {
+        last = Instant::now();
+        match checkpoint(&conn) {
+            Ok((frames, _)) => wal_frames.store(frames, Ordering::Relaxed),
+            Err(e) => tracing::warn!("WAL checkpoint: {e}"),
+        }
     }
 }
 
@@ -124,6 +519,80 @@ mod tests {
         assert_eq!(mode, "wal");
     }
 
+    #[tokio::test]
+    async fn grouped_closures_commit_together_and_fail_alone() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = Db::open(&dir.path().join("relay.sqlite")).unwrap();
+        let insert = |key: String, outcome: u8| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.batch(move |conn| {
+                    conn.execute("INSERT INTO contributors VALUES (?1, 1, 1)", [&key])?;
+                    match outcome {
+                        0 => Ok(key),
+                        1 => Err(ApiError::bad_request("refused", "this one is refused")),
+                        _ => panic!("a bug in a handler"),
+                    }
+                })
+                .await
+            })
+        };
+        let calls: Vec<_> = (0..300)
+            .map(|i| insert(format!("k{i}"), (i % 3) as u8))
+            .collect();
+        let mut kept = Vec::new();
+        for (i, call) in calls.into_iter().enumerate() {
+            match (i % 3, call.await.unwrap()) {
+                (0, Ok(key)) => kept.push(key),
+                (1, Err(ApiError::Refused { code, .. })) => assert_eq!(code, "refused"),
+                (2, Err(ApiError::Internal(_))) => {}
+                (_, other) => panic!("call {i}: {other:?}"),
+            }
+        }
+        assert_eq!(kept.len(), 100);
+        // What the callers were told is what is stored, seen from a fresh connection.
+        let stored: i64 = db
+            .read(|conn| {
+                Ok(conn.query_row(
+                    "SELECT COUNT(*) FROM contributors WHERE CAST(substr(public_key, 2) AS INTEGER) % 3 = 0",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        let all: i64 = db
+            .call(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM contributors", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!((stored, all), (100, 100));
+    }
+
+    #[tokio::test]
+    async fn balances_follow_the_ledger() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = Db::open(&dir.path().join("relay.sqlite")).unwrap();
+        let (balance, sum) = db
+            .call(|conn| {
+                for (account, amount) in [("a", 5), ("b", 7), ("a", -2), ("a", 10)] {
+                    conn.execute(
+                        "INSERT INTO ledger (account, amount, kind, created_at_ms)
+                         VALUES (?1, ?2, 'test', 1)",
+                        rusqlite::params![account, amount],
+                    )?;
+                }
+                let sum: i64 = conn.query_row(
+                    "SELECT SUM(amount) FROM ledger WHERE account = 'a'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok((crate::ledger::balance(conn, "a")?, sum))
+            })
+            .await
+            .unwrap();
+        assert_eq!((balance, sum), (13, 13));
+    }
+
     #[test]
     fn a_database_from_before_wallet_links_is_upgraded_and_keeps_its_ledger() {
         let dir = tempfile::TempDir::new().unwrap();
@@ -145,14 +614,19 @@ mod tests {
         .unwrap();
         drop(old);
         for _ in 0..2 {
-            let db = Db::open(&path).unwrap();
-            let conn = db.conn.lock().unwrap();
+            drop(Db::open(&path).unwrap());
+            let conn = Connection::open(&path).unwrap();
             let (amount, link_key): (i64, Option<String>) = conn
                 .query_row("SELECT amount, link_key FROM ledger", [], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })
                 .unwrap();
             assert_eq!((amount, link_key), (5, None));
+            let balance = crate::ledger::balance(&conn, "k").unwrap();
+            assert_eq!(
+                balance, 5,
+                "the balances table is filled from the ledger, once"
+            );
             let links: i64 = conn
                 .query_row("SELECT COUNT(*) FROM links", [], |r| r.get(0))
                 .unwrap();

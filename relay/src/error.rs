@@ -110,6 +110,8 @@ pub enum OpenError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("cannot start a database thread: {0}")]
+    Thread(String),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
 }

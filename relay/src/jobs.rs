@@ -57,23 +57,23 @@ pub fn create_matmul(
                 .copied()
                 .collect();
             let b_hash = blobs::store(conn, &f32s_to_bytes(&b_panel))?;
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO units (job_id, row0, col0, m, n, k, kernel_hash, a_hash, b_hash,
                                     state, attempts, max_attempts)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', 0, ?10)",
-                params![
-                    job_id,
-                    row0 as u32,
-                    col0 as u32,
-                    rows as u32,
-                    cols as u32,
-                    shape.k,
-                    kernel_hash,
-                    a_hash.to_string(),
-                    b_hash.to_string(),
-                    split.max_attempts,
-                ],
-            )?;
+            )?
+            .execute(params![
+                job_id,
+                row0 as u32,
+                col0 as u32,
+                rows as u32,
+                cols as u32,
+                shape.k,
+                kernel_hash,
+                a_hash.to_string(),
+                b_hash.to_string(),
+                split.max_attempts,
+            ])?;
         }
     }
     Ok(job_id)
@@ -92,14 +92,20 @@ pub fn fail(conn: &Connection, job_id: i64) -> Result<(), ApiError> {
 /// and marks the job done. Returns whether it did. Run it inside the transaction that verified
 /// the last unit.
 pub fn complete_if_done(conn: &Connection, job_id: i64) -> Result<bool, ApiError> {
-    let (state, m, n, unfinished): (String, usize, usize, i64) = conn.query_row(
-        "SELECT state, m, n,
-                (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state != 'verified')
-         FROM jobs WHERE id = ?1",
-        [job_id],
-        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
-    )?;
-    if state != "queued" || unfinished > 0 {
+    let (state, m, n): (String, usize, usize) = conn
+        .prepare_cached("SELECT state, m, n FROM jobs WHERE id = ?1")?
+        .query_row([job_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    if state != "queued" {
+        return Ok(false);
+    }
+    // Units are pending, leased, verified or failed: three probes of units_by_job_state.
+    let unfinished: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM units
+                            WHERE job_id = ?1 AND state IN ('pending', 'leased', 'failed'))",
+        )?
+        .query_row([job_id], |row| row.get(0))?;
+    if unfinished {
         return Ok(false);
     }
 

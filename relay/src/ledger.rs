@@ -1,4 +1,5 @@
-//! The credit ledger: append-only rows of integer amounts; a balance is their sum.
+//! The credit ledger: append-only rows of integer amounts; a balance is their sum, kept in the
+//! `balances` table by a trigger on every append.
 //!
 //! An account is a contributor's public key (64 lowercase hex characters) or, once it has linked
 //! a wallet, an Ethereum address (0x and 40 hex characters, EIP-55). SQLite triggers refuse every
@@ -7,7 +8,7 @@
 //! happens above.
 
 use crate::error::ApiError;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 /// The ledger kind of a credit for a verified unit.
 pub const UNIT_VERIFIED: &str = "unit_verified";
@@ -25,11 +26,18 @@ pub fn credit_verified_unit(
     result_id: i64,
     now_ms: i64,
 ) -> Result<(), ApiError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO ledger (account, amount, kind, unit_id, result_id, created_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![account, amount, UNIT_VERIFIED, unit_id, result_id, now_ms],
-    )?;
+    )?
+    .execute(params![
+        account,
+        amount,
+        UNIT_VERIFIED,
+        unit_id,
+        result_id,
+        now_ms
+    ])?;
     Ok(())
 }
 
@@ -55,12 +63,12 @@ pub fn move_for_link(
     Ok(amount)
 }
 
-/// The sum of an account's ledger rows.
+/// The sum of an account's ledger rows (0 for an account with none), as the `balances` table
+/// keeps it.
 pub fn balance(conn: &Connection, account: &str) -> Result<i64, ApiError> {
-    let balance = conn.query_row(
-        "SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE account = ?1",
-        [account],
-        |row| row.get(0),
-    )?;
-    Ok(balance)
+    let balance = conn
+        .prepare_cached("SELECT amount FROM balances WHERE account = ?1")?
+        .query_row([account], |row| row.get(0))
+        .optional()?;
+    Ok(balance.unwrap_or(0))
 }

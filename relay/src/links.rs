@@ -22,11 +22,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// The address `public_key` is linked to, if any.
 pub fn address_of(conn: &Connection, public_key: &str) -> Result<Option<String>, ApiError> {
     let address = conn
-        .query_row(
-            "SELECT address FROM links WHERE public_key = ?1",
-            [public_key],
-            |row| row.get(0),
-        )
+        .prepare_cached("SELECT address FROM links WHERE public_key = ?1")?
+        .query_row([public_key], |row| row.get(0))
         .optional()?;
     Ok(address)
 }

@@ -20,18 +20,19 @@ pub enum Stage {
     LeaseTx,
     /// `POST /v1/results`: looking up the lease and its unit.
     SubmitLookup,
-    /// Reading the unit's input blobs for verification.
-    InputRead,
     /// The ed25519 check of the result signature (with the SHA-256 of the output it signs).
     Signature,
     /// Freivalds' check, decoding included.
     Freivalds,
-    /// The transaction that records a result (verified or rejected), commit included.
+    /// Recording a result (verified or rejected) and crediting it.
     RecordTx,
-    /// `COMMIT` alone, within [`Stage::LeaseTx`] and [`Stage::RecordTx`].
+    /// The commits of the writer's groups of leases and results.
     Commit,
-    /// `GET /v1/blobs/{hash}`: reading the blob.
-    BlobGet,
+    /// Checkpoints by the writer thread, when the WAL has grown too big.
+    Checkpoint,
+    /// Reading a blob from SQLite, for `GET /v1/blobs/{hash}` or for verification, when it is
+    /// not in the memory cache.
+    BlobRead,
     /// Wall time from asking for the database connection to holding it (queueing, not CPU).
     DbQueue,
 }
@@ -40,25 +41,25 @@ impl Stage {
     pub const ALL: [Stage; 9] = [
         Stage::LeaseTx,
         Stage::SubmitLookup,
-        Stage::InputRead,
         Stage::Signature,
         Stage::Freivalds,
         Stage::RecordTx,
         Stage::Commit,
-        Stage::BlobGet,
+        Stage::Checkpoint,
+        Stage::BlobRead,
         Stage::DbQueue,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
-            Stage::LeaseTx => "lease transaction",
+            Stage::LeaseTx => "lease: SQL",
             Stage::SubmitLookup => "result: lease and unit lookup",
-            Stage::InputRead => "result: input blobs read",
             Stage::Signature => "result: ed25519 signature check",
             Stage::Freivalds => "result: Freivalds' check",
-            Stage::RecordTx => "result: record-and-credit transaction",
-            Stage::Commit => "COMMIT (within the transactions above)",
-            Stage::BlobGet => "GET /v1/blobs read",
+            Stage::RecordTx => "result: record-and-credit SQL",
+            Stage::Commit => "COMMIT (group commits)",
+            Stage::Checkpoint => "WAL checkpoints by the writer",
+            Stage::BlobRead => "blob reads from SQLite (cache misses)",
             Stage::DbQueue => "waiting for the database (wall time)",
         }
     }

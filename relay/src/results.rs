@@ -23,7 +23,7 @@ use glowworm::encoding::{bytes_to_f32s, from_base64};
 use glowworm::freivalds;
 use glowworm::hash::ContentHash;
 use glowworm::signing::{SignatureError, verify_result};
-use glowworm::wire::{ResultReceipt, ResultSubmission};
+use glowworm::wire::{MatmulShape, ResultReceipt, ResultSubmission};
 use rusqlite::{Connection, params};
 
 /// Checks, verifies and credits one result.
@@ -37,7 +37,7 @@ pub async fn submit(
     let lease_id = submission.lease_id.clone();
     let (lease, unit) = state
         .db
-        .call(move |conn| {
+        .read(move |conn| {
             let _span = metrics::span(Stage::SubmitLookup);
             let lease =
                 leasing::get(conn, &lease_id)?.ok_or_else(|| leasing::unknown_lease(&lease_id))?;
@@ -65,7 +65,7 @@ pub async fn submit(
         Ok(()) => {
             state
                 .db
-                .call(move |conn| record_verified(conn, &lease, &unit, &public_key, &output, now))
+                .batch(move |conn| record_verified(conn, &lease, &unit, &public_key, &output, now))
                 .await
         }
         Err(failure) => {
@@ -76,7 +76,7 @@ pub async fn submit(
             let output_hash = ContentHash::of(&output).to_string();
             state
                 .db
-                .call(move |conn| record_rejected(conn, &lease, &public_key, &output_hash, now))
+                .batch(move |conn| record_rejected(conn, &lease, &public_key, &output_hash, now))
                 .await?;
             Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -130,39 +130,52 @@ fn check_signature(
     })
 }
 
-/// Freivalds' check of the output against the unit's inputs, with a fresh secret seed, on a
-/// blocking thread and outside the database lock. The outer error is the relay's own failure;
-/// the inner one is the output's.
+/// Units up to this much Freivalds work (k(m + n) + mn multiply-adds, some tens of
+/// microseconds) are checked on the request's own thread; larger ones on a blocking thread.
+const INLINE_CHECK_WORK: u64 = 1 << 16;
+
+/// Freivalds' check of the output against the unit's inputs (from the blob cache, else the
+/// database), with a fresh secret seed, outside the database writer. The outer error is the
+/// relay's own failure; the inner one is the output's.
 async fn verify(
     state: &AppState,
     unit: &Unit,
     output: &[u8],
 ) -> Result<Result<(), freivalds::FreivaldsError>, ApiError> {
-    let (a_hash, b_hash) = (unit.a_hash, unit.b_hash);
-    let (a, b) = state
-        .db
-        .call(move |conn| {
-            let _span = metrics::span(Stage::InputRead);
-            Ok((
-                blobs::get_required(conn, &a_hash)?,
-                blobs::get_required(conn, &b_hash)?,
-            ))
-        })
-        .await?;
+    let input = |hash: ContentHash| async move {
+        state
+            .db
+            .blob(hash)
+            .await?
+            .ok_or_else(|| ApiError::Internal(format!("blob {hash} is missing")))
+    };
+    let (a, b) = (input(unit.a_hash).await?, input(unit.b_hash).await?);
     let seed = random::bytes::<32>()?;
     let shape = unit.shape;
+    let (m, n, k) = (shape.m as u64, shape.n as u64, shape.k as u64);
+    if k * (m + n) + m * n <= INLINE_CHECK_WORK {
+        return freivalds_check(&a, &b, output, shape, seed);
+    }
     let c = output.to_vec();
-    tokio::task::spawn_blocking(move || {
-        let _span = metrics::span(Stage::Freivalds);
-        let decode = |bytes: &[u8]| {
-            bytes_to_f32s(bytes).map_err(|e| ApiError::Internal(format!("stored input: {e}")))
-        };
-        let (a, b) = (decode(&a)?, decode(&b)?);
-        let c = bytes_to_f32s(&c).map_err(|e| ApiError::Internal(e.to_string()))?;
-        Ok(freivalds::check(&a, &b, &c, shape, seed))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("verification task failed: {e}")))?
+    tokio::task::spawn_blocking(move || freivalds_check(&a, &b, &c, shape, seed))
+        .await
+        .map_err(|e| ApiError::Internal(format!("verification task failed: {e}")))?
+}
+
+fn freivalds_check(
+    a: &[u8],
+    b: &[u8],
+    c: &[u8],
+    shape: MatmulShape,
+    seed: [u8; 32],
+) -> Result<Result<(), freivalds::FreivaldsError>, ApiError> {
+    let _span = metrics::span(Stage::Freivalds);
+    let decode = |bytes: &[u8]| {
+        bytes_to_f32s(bytes).map_err(|e| ApiError::Internal(format!("stored input: {e}")))
+    };
+    let (a, b) = (decode(a)?, decode(b)?);
+    let c = bytes_to_f32s(c).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(freivalds::check(&a, &b, &c, shape, seed))
 }
 
 /// Re-reads the lease inside the final transaction: another copy of the same result may have
@@ -181,48 +194,46 @@ fn insert_result(
     verified: bool,
     now_ms: i64,
 ) -> Result<i64, ApiError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO results (unit_id, lease_id, public_key, output_hash, verified, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            lease.unit_id,
-            lease.lease_id,
-            public_key,
-            output_hash,
-            verified,
-            now_ms
-        ],
-    )?;
+    )?
+    .execute(params![
+        lease.unit_id,
+        lease.lease_id,
+        public_key,
+        output_hash,
+        verified,
+        now_ms
+    ])?;
     Ok(conn.last_insert_rowid())
 }
 
-/// The one transaction that turns down a result that failed verification: the lease is
-/// rejected and the unit goes back to the queue (or fails), nothing is credited.
+/// Turns down a result that failed verification: the lease is rejected and the unit goes back
+/// to the queue (or fails), nothing is credited. Run it inside a transaction
+/// ([`crate::db::Db::batch`] does).
 fn record_rejected(
-    conn: &mut Connection,
+    conn: &Connection,
     lease: &LeaseRow,
     public_key: &str,
     output_hash: &str,
     now_ms: i64,
 ) -> Result<(), ApiError> {
     let _span = metrics::span(Stage::RecordTx);
-    let tx = conn.transaction()?;
-    reread_open_lease(&tx, &lease.lease_id, now_ms)?;
-    insert_result(&tx, lease, public_key, output_hash, false, now_ms)?;
-    tx.execute(
-        "UPDATE leases SET state = 'rejected' WHERE lease_id = ?1",
-        [&lease.lease_id],
-    )?;
-    units::requeue_or_fail(&tx, lease.unit_id)?;
-    contributors::touch(&tx, public_key, now_ms)?;
-    let _commit = metrics::span(Stage::Commit);
-    tx.commit()?;
+    reread_open_lease(conn, &lease.lease_id, now_ms)?;
+    insert_result(conn, lease, public_key, output_hash, false, now_ms)?;
+    conn.prepare_cached("UPDATE leases SET state = 'rejected' WHERE lease_id = ?1")?
+        .execute([&lease.lease_id])?;
+    units::requeue_or_fail(conn, lease.unit_id)?;
+    contributors::touch(conn, public_key, now_ms)?;
     Ok(())
 }
 
-/// The one transaction that accepts a verified result.
+/// Accepts a verified result: stores it, closes the lease, marks the unit verified and credits
+/// the ledger. Run it inside a transaction ([`crate::db::Db::batch`] does), so that all of it
+/// happens or none.
 fn record_verified(
-    conn: &mut Connection,
+    conn: &Connection,
     lease: &LeaseRow,
     unit: &Unit,
     public_key: &str,
@@ -234,32 +245,18 @@ fn record_verified(
         .map_err(|_| ApiError::Internal(format!("unit {} is too large to credit", unit.id)))?;
 
     let _span = metrics::span(Stage::RecordTx);
-    let tx = conn.transaction()?;
-    reread_open_lease(&tx, &lease.lease_id, now_ms)?;
-    let output_hash = blobs::store(&tx, output)?;
-    let result_id = insert_result(
-        &tx,
-        lease,
-        public_key,
-        &output_hash.to_string(),
-        true,
-        now_ms,
-    )?;
-    tx.execute(
-        "UPDATE leases SET state = 'submitted' WHERE lease_id = ?1",
-        [&lease.lease_id],
-    )?;
-    tx.execute(
-        "UPDATE units SET state = 'verified', result_hash = ?2 WHERE id = ?1",
-        params![unit.id, output_hash.to_string()],
-    )?;
-    let account = links::account_of(&tx, public_key)?;
-    ledger::credit_verified_unit(&tx, &account, credited, unit.id, result_id, now_ms)?;
-    contributors::touch(&tx, public_key, now_ms)?;
-    jobs::complete_if_done(&tx, unit.job_id)?;
-    let balance = ledger::balance(&tx, &account)?;
-    let _commit = metrics::span(Stage::Commit);
-    tx.commit()?;
+    reread_open_lease(conn, &lease.lease_id, now_ms)?;
+    let output_hash = blobs::store(conn, output)?.to_string();
+    let result_id = insert_result(conn, lease, public_key, &output_hash, true, now_ms)?;
+    conn.prepare_cached("UPDATE leases SET state = 'submitted' WHERE lease_id = ?1")?
+        .execute([&lease.lease_id])?;
+    conn.prepare_cached("UPDATE units SET state = 'verified', result_hash = ?2 WHERE id = ?1")?
+        .execute(params![unit.id, output_hash])?;
+    let account = links::account_of(conn, public_key)?;
+    ledger::credit_verified_unit(conn, &account, credited, unit.id, result_id, now_ms)?;
+    contributors::touch(conn, public_key, now_ms)?;
+    jobs::complete_if_done(conn, unit.job_id)?;
+    let balance = ledger::balance(conn, &account)?;
 
     Ok(ResultReceipt {
         unit_id: unit.id,

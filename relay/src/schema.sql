@@ -38,11 +38,13 @@ CREATE TABLE IF NOT EXISTS units (
     result_hash  TEXT REFERENCES blobs(hash)
 );
 CREATE INDEX IF NOT EXISTS units_by_state ON units(state, id);
-CREATE INDEX IF NOT EXISTS units_by_job ON units(job_id);
+-- A job's units by state: whether any is left is a few index probes, however big the job.
+CREATE INDEX IF NOT EXISTS units_by_job_state ON units(job_id, state);
+DROP INDEX IF EXISTS units_by_job;
 
 -- A unit handed to one contributor until deadline_ms.
 CREATE TABLE IF NOT EXISTS leases (
-    lease_id     TEXT PRIMARY KEY,    -- 128 random bits, hex
+    lease_id     TEXT PRIMARY KEY,    -- issue time (48-bit ms) and 80 random bits, hex
     unit_id      INTEGER NOT NULL REFERENCES units(id),
     public_key   TEXT NOT NULL,
     issued_at_ms INTEGER NOT NULL,
@@ -82,9 +84,28 @@ CREATE TABLE IF NOT EXISTS ledger (
     link_key      TEXT REFERENCES links(public_key),  -- the link that moved these credits
     UNIQUE (result_id, kind)
 );
-CREATE INDEX IF NOT EXISTS ledger_by_account ON ledger(account);
+-- The entries of Ethereum-address accounts, for GET /v1/accounts/{address}; queries must repeat
+-- the condition to use it. A session key's balance is in `balances`, so the rows credited to
+-- keys (nearly all of them) need no index.
+CREATE INDEX IF NOT EXISTS ledger_by_address ON ledger(account) WHERE substr(account, 1, 2) = '0x';
+DROP INDEX IF EXISTS ledger_by_account;
 -- A link moves credits once: one link_out and one link_in row at most.
 CREATE UNIQUE INDEX IF NOT EXISTS ledger_link_once ON ledger(link_key, kind);
+
+-- Each account's balance, the sum of its ledger rows, kept by the trigger below in the same
+-- statement that appends the row, so it can never disagree with the ledger. The ledger stays the
+-- record; this only saves summing it.
+CREATE TABLE IF NOT EXISTS balances (
+    account TEXT PRIMARY KEY,
+    amount  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TRIGGER IF NOT EXISTS ledger_keeps_balances
+AFTER INSERT ON ledger
+BEGIN
+    INSERT INTO balances (account, amount) VALUES (new.account, new.amount)
+    ON CONFLICT (account) DO UPDATE SET amount = amount + excluded.amount;
+END;
 
 CREATE TRIGGER IF NOT EXISTS ledger_is_append_only_update
 BEFORE UPDATE ON ledger

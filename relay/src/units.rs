@@ -29,10 +29,17 @@ pub struct Unit {
     pub max_attempts: u32,
 }
 
-/// The columns [`from_row`] reads, in order; prefix with a table alias where needed.
-pub const COLUMNS: &str = "units.id, units.job_id, units.row0, units.col0, units.m, units.n, \
-     units.k, units.kernel_hash, units.a_hash, units.b_hash, units.state, units.attempts, \
-     units.max_attempts";
+/// The columns [`from_row`] reads, in order.
+macro_rules! unit_columns {
+    () => {
+        "units.id, units.job_id, units.row0, units.col0, units.m, units.n, units.k, \
+         units.kernel_hash, units.a_hash, units.b_hash, units.state, units.attempts, \
+         units.max_attempts"
+    };
+}
+
+/// The columns [`from_row`] reads, in order.
+pub const COLUMNS: &str = unit_columns!();
 
 pub fn from_row(row: &rusqlite::Row) -> rusqlite::Result<Unit> {
     Ok(Unit {
@@ -55,50 +62,56 @@ pub fn from_row(row: &rusqlite::Row) -> rusqlite::Result<Unit> {
 }
 
 pub fn get(conn: &Connection, unit_id: i64) -> Result<Option<Unit>, ApiError> {
-    let sql = format!("SELECT {COLUMNS} FROM units WHERE id = ?1");
-    Ok(conn.query_row(&sql, [unit_id], from_row).optional()?)
+    let sql = concat!("SELECT ", unit_columns!(), " FROM units WHERE id = ?1");
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row([unit_id], from_row)
+        .optional()?)
 }
 
 /// The oldest pending unit of a queued job, if any.
 pub fn oldest_pending(conn: &Connection) -> Result<Option<Unit>, ApiError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM units JOIN jobs ON jobs.id = units.job_id
+    let sql = concat!(
+        "SELECT ",
+        unit_columns!(),
+        " FROM units JOIN jobs ON jobs.id = units.job_id
          WHERE units.state = 'pending' AND jobs.state = 'queued'
          ORDER BY units.id LIMIT 1"
     );
-    Ok(conn.query_row(&sql, [], from_row).optional()?)
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row([], from_row)
+        .optional()?)
 }
 
 /// After a lease ended without a verified result (expired or rejected): the unit goes back to
 /// `pending`, or to `failed` (failing its job) when it has used all its attempts.
 pub fn requeue_or_fail(conn: &Connection, unit_id: i64) -> Result<(), ApiError> {
-    let (attempts, max_attempts, job_id): (u32, u32, i64) = conn.query_row(
-        "SELECT attempts, max_attempts, job_id FROM units WHERE id = ?1",
-        [unit_id],
-        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-    )?;
+    let (attempts, max_attempts, job_id): (u32, u32, i64) = conn
+        .prepare_cached("SELECT attempts, max_attempts, job_id FROM units WHERE id = ?1")?
+        .query_row([unit_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
     if attempts >= max_attempts {
-        conn.execute(
+        conn.prepare_cached(
             "UPDATE units SET state = 'failed' WHERE id = ?1 AND state = 'leased'",
-            [unit_id],
-        )?;
+        )?
+        .execute([unit_id])?;
         tracing::warn!("unit {unit_id} failed after {attempts} attempts; job {job_id} fails");
         jobs::fail(conn, job_id)?;
     } else {
-        conn.execute(
+        conn.prepare_cached(
             "UPDATE units SET state = 'pending' WHERE id = ?1 AND state = 'leased'",
-            [unit_id],
-        )?;
+        )?
+        .execute([unit_id])?;
     }
     Ok(())
 }
 
 /// After a lease was given back unworked: the unit is pending again and the attempt is returned.
 pub fn requeue_released(conn: &Connection, unit_id: i64) -> Result<(), ApiError> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE units SET state = 'pending', attempts = attempts - 1
          WHERE id = ?1 AND state = 'leased'",
-        [unit_id],
-    )?;
+    )?
+    .execute([unit_id])?;
     Ok(())
 }
