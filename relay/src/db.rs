@@ -66,8 +66,6 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     reader_permits: Semaphore,
     blobs: Mutex<BlobCache<Bytes>>,
-    /// Frames in the WAL when the checkpoint thread last looked.
-    wal_frames: Arc<AtomicI64>,
     /// Dropped with the last handle, which stops the checkpoint thread.
     _checkpoints: SyncSender<()>,
 }
@@ -143,10 +141,9 @@ impl Db {
             .spawn(move || write_loop(conn, jobs, &frames))
             .map_err(|e| OpenError::Thread(e.to_string()))?;
         let (checkpoints, stop) = std::sync::mpsc::sync_channel(1);
-        let frames = wal_frames.clone();
         std::thread::Builder::new()
             .name("relay-db-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, stop, &frames))
+            .spawn(move || checkpoint_loop(checkpointer, stop, &wal_frames))
             .map_err(|e| OpenError::Thread(e.to_string()))?;
 
         Ok(Db {
@@ -156,7 +153,6 @@ impl Db {
                 readers: Mutex::new(Vec::new()),
                 reader_permits: Semaphore::new(READERS),
                 blobs: Mutex::new(BlobCache::new(BLOB_CACHE_BYTES)),
-                wal_frames,
                 _checkpoints: checkpoints,
             }),
         })
