@@ -159,12 +159,15 @@ async fn create_lease(
     let key = canonical_key(&request.public_key)?;
     let now = state.now_ms();
     let config = state.config.clone();
-    let lease = state
+    let issued = state
         .db
-        .batch(move |conn| leasing::lease_next(conn, &config, &key, now))
+        .batch_refusing_first(move |conn| leasing::lease_next(conn, &config, &key, now))
         .await?;
-    Ok(match lease {
-        Some(lease) => Json(lease).into_response(),
+    Ok(match issued {
+        Some(issued) => {
+            state.leases.remember(issued.row, issued.unit, now);
+            Json(issued.lease).into_response()
+        }
         None => (StatusCode::NO_CONTENT, [(header::RETRY_AFTER, "1")]).into_response(),
     })
 }
@@ -176,6 +179,7 @@ async fn release_lease(
 ) -> Result<Json<ReleaseReceipt>, ApiError> {
     let key = canonical_key(&request.public_key)?;
     let now = state.now_ms();
+    state.leases.forget(&lease_id);
     state
         .db
         .batch(move |conn| leasing::release(conn, &lease_id, &key, now))

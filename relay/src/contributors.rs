@@ -4,13 +4,46 @@
 use crate::error::ApiError;
 use crate::ledger;
 use crate::links;
+use ed25519_dalek::VerifyingKey;
 use glowworm::signing::{SignatureError, parse_public_key};
 use glowworm::wire::ContributorInfo;
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// Checks a public key and returns it in its one canonical form (lowercase hex), so the same key
 /// written in upper case is the same contributor.
 pub fn canonical_key(public_hex: &str) -> Result<String, ApiError> {
+    let canonical = public_hex.to_ascii_lowercase();
+    verifying_key(&canonical)?;
+    Ok(canonical)
+}
+
+/// Most decoded keys [`verifying_key`] keeps.
+const MAX_KEYS: usize = 1 << 16;
+
+/// The ed25519 key of a canonical public key, decoded (a square root on the curve, some
+/// microseconds) once and then remembered: contributors send the same key with every request.
+pub fn verifying_key(canonical_hex: &str) -> Result<VerifyingKey, ApiError> {
+    static KEYS: OnceLock<Mutex<HashMap<String, VerifyingKey>>> = OnceLock::new();
+    let keys = KEYS.get_or_init(Default::default);
+    if let Some(key) = keys
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(canonical_hex)
+    {
+        return Ok(*key);
+    }
+    let key = parse_key(canonical_hex)?;
+    let mut keys = keys.lock().unwrap_or_else(PoisonError::into_inner);
+    if keys.len() >= MAX_KEYS {
+        keys.clear();
+    }
+    keys.insert(canonical_hex.to_string(), key);
+    Ok(key)
+}
+
+fn parse_key(public_hex: &str) -> Result<VerifyingKey, ApiError> {
     parse_public_key(public_hex).map_err(|e| match e {
         SignatureError::InvalidPublicKey => ApiError::bad_request(
             "bad_public_key",
@@ -20,8 +53,7 @@ pub fn canonical_key(public_hex: &str) -> Result<String, ApiError> {
             "bad_public_key",
             "public_key must be 64 hex characters (an ed25519 public key)",
         ),
-    })?;
-    Ok(public_hex.to_ascii_lowercase())
+    })
 }
 
 /// Records that a contributor was seen now.

@@ -76,7 +76,8 @@ enum Job {
     Alone(Box<dyn FnOnce(&mut Connection) + Send>),
     /// Runs inside the group's transaction, or is told why there is none; returns how to reply
     /// once the group has committed (`None`) or failed to (`Some(why)`), and whether the
-    /// transaction is still usable (false when its savepoint could not be rolled back).
+    /// transaction is still usable (false when the closure failed but its writes could not be
+    /// undone on their own).
     Grouped(GroupedWork),
 }
 
@@ -254,14 +255,41 @@ impl Db {
                 },
                 Err(failure) => (Err(failure.to_api_error()), true),
             };
-            let reply: Reply = Box::new(move |failed_commit: Option<&Failure>| {
-                let result = match failed_commit {
-                    None => result,
-                    Some(failure) => Err(failure.to_api_error()),
-                };
-                let _ = reply.send(result);
-            });
-            (reply, usable)
+            (reply_with(reply, result), usable)
+        })))?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// Like [`Db::batch`], for work that makes every refusal before its first write. It runs
+    /// without a savepoint of its own, which saves copying each page it changes. Should it fail
+    /// after all once it has written (a database error, or a bug), the whole group's transaction
+    /// is rolled back and every closure in the group fails, so nothing half done is committed.
+    pub async fn batch_refusing_first<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, ApiError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let asked = metrics::wall_start();
+        self.send(Job::Grouped(Box::new(move |conn| {
+            metrics::add_wall(Stage::DbQueue, asked);
+            let (result, usable) = match conn {
+                Ok(conn) => {
+                    let before = conn.total_changes();
+                    let result =
+                        catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
+                            Err(ApiError::Internal("a database task panicked".into()))
+                        });
+                    let wrote = conn.total_changes() != before;
+                    if let (Err(e), true) = (&result, wrote) {
+                        tracing::error!("a batched closure failed after writing: {e}");
+                    }
+                    let usable = result.is_ok() || !wrote;
+                    (result, usable)
+                }
+                Err(failure) => (Err(failure.to_api_error()), true),
+            };
+            (reply_with(reply, result), usable)
         })))?;
         answer.await.map_err(|_| gone())?
     }
@@ -337,6 +365,20 @@ impl Db {
     }
 }
 
+/// How a grouped closure's caller is answered once its group has committed (`None`) or failed.
+fn reply_with<T: Send + 'static>(
+    reply: oneshot::Sender<Result<T, ApiError>>,
+    result: Result<T, ApiError>,
+) -> Reply {
+    Box::new(move |failed_commit: Option<&Failure>| {
+        let result = match failed_commit {
+            None => result,
+            Some(failure) => Err(failure.to_api_error()),
+        };
+        let _ = reply.send(result);
+    })
+}
+
 fn gone() -> ApiError {
     ApiError::Internal("the database writer has stopped".into())
 }
@@ -348,7 +390,9 @@ fn open_reader(path: &Path) -> Result<Connection, ApiError> {
     )?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    conn.execute_batch("PRAGMA cache_size = -16384;")?;
+    // A reader's page cache is dropped whenever another connection has committed, which under
+    // load is before nearly every read; a big one would only cost time to drop.
+    conn.execute_batch("PRAGMA cache_size = -1024;")?;
     Ok(conn)
 }
 
@@ -391,7 +435,8 @@ fn write_loop(mut conn: Connection, jobs: Receiver<Job>, wal_frames: &AtomicI64)
                         let (reply, usable) = work(Ok(&conn));
                         group.replies.push(reply);
                         if !usable {
-                            let failure = Failure::Other("a savepoint failed".into());
+                            let failure =
+                                Failure::Other("a closure failed after it had written".into());
                             group.roll_back(&conn, &failure);
                         }
                     }
@@ -562,6 +607,76 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((stored, all), (100, 100));
+    }
+
+    #[tokio::test]
+    async fn a_closure_that_fails_after_writing_fails_its_whole_group() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = Db::open(&dir.path().join("relay.sqlite")).unwrap();
+        // Hold the writer so that what follows queues up and runs as one group.
+        let writer = db.clone();
+        let held = tokio::spawn(async move {
+            writer
+                .call(|_| {
+                    std::thread::sleep(Duration::from_millis(200));
+                    Ok(())
+                })
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let insert = |key: &'static str, fail: bool| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.batch_refusing_first(move |conn| {
+                    conn.execute("INSERT INTO contributors VALUES (?1, 1, 1)", [key])?;
+                    if fail {
+                        return Err(ApiError::bad_request("late", "refused after writing"));
+                    }
+                    Ok(())
+                })
+                .await
+            })
+        };
+        let refuse_first = {
+            let db = db.clone();
+            move || {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.batch_refusing_first(|_| -> Result<(), ApiError> {
+                        Err(ApiError::bad_request("early", "refused before writing"))
+                    })
+                    .await
+                })
+            }
+        };
+        let mut calls = Vec::new();
+        for (key, fail) in [("a", false), ("b", true)] {
+            calls.push(insert(key, fail));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        calls.push(refuse_first());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        calls.push(insert("c", false));
+        held.await.unwrap().unwrap();
+        let mut outcomes = Vec::new();
+        for call in calls {
+            outcomes.push(match call.await.unwrap() {
+                Ok(()) => "ok",
+                Err(ApiError::Refused { code, .. }) => code,
+                Err(_) => "failed",
+            });
+        }
+        // "a" was in the group that "b" spoiled; the early refusal spoils nothing.
+        assert_eq!(outcomes, ["failed", "failed", "early", "ok"]);
+        let keys: Vec<String> = db
+            .read(|conn| {
+                let mut rows = conn.prepare("SELECT public_key FROM contributors ORDER BY 1")?;
+                let keys = rows.query_map([], |r| r.get(0))?;
+                Ok(keys.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(keys, ["c"]);
     }
 
     #[tokio::test]

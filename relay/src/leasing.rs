@@ -15,6 +15,8 @@ use axum::http::StatusCode;
 use glowworm::kernels;
 use glowworm::wire::{BlobRef, Lease};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// A row of the `leases` table.
 #[derive(Debug, Clone)]
@@ -108,14 +110,22 @@ pub fn expire_overdue(conn: &Connection, now_ms: i64) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A lease as issued: what the contributor receives, the row stored, and its unit.
+pub struct Issued {
+    pub lease: Lease,
+    pub row: LeaseRow,
+    pub unit: Unit,
+}
+
 /// Leases the oldest pending unit to `public_key` (a canonical key), or returns `None` when
-/// there is no work. Run it inside a transaction ([`crate::db::Db::batch`] does).
+/// there is no work. Run it inside a transaction ([`crate::db::Db::batch_refusing_first`] does:
+/// after its first write, only a database error can make it fail).
 pub fn lease_next(
     conn: &Connection,
     config: &Config,
     public_key: &str,
     now_ms: i64,
-) -> Result<Option<Lease>, ApiError> {
+) -> Result<Option<Issued>, ApiError> {
     let _span = metrics::span(Stage::LeaseTx);
     let lease_id = new_lease_id(now_ms)?;
     contributors::touch(conn, public_key, now_ms)?;
@@ -124,6 +134,7 @@ pub fn lease_next(
         return Ok(None);
     };
     let deadline_ms = now_ms + config.lease_ms();
+    let lease = wire_lease(&unit, lease_id.clone(), deadline_ms)?;
     conn.prepare_cached(
         "UPDATE units SET state = 'leased', attempts = attempts + 1 WHERE id = ?1",
     )?
@@ -133,7 +144,51 @@ pub fn lease_next(
          VALUES (?1, ?2, ?3, ?4, ?5, 'active')",
     )?
     .execute(params![lease_id, unit.id, public_key, now_ms, deadline_ms])?;
-    Ok(Some(wire_lease(&unit, lease_id, deadline_ms)?))
+    let row = LeaseRow {
+        lease_id,
+        unit_id: unit.id,
+        public_key: public_key.to_string(),
+        deadline_ms,
+        state: "active".into(),
+    };
+    Ok(Some(Issued { lease, row, unit }))
+}
+
+/// Most leases [`RecentLeases`] remembers.
+const MAX_RECENT: usize = 1 << 16;
+
+/// Leases this relay issued lately, with their units, so that the first checks of a result need
+/// no database read. What is remembered never changes for a lease (its holder, its unit, its
+/// deadline), except whether it is still open, which the transaction recording the result checks
+/// again ([`crate::results`]); a lease remembered as open that has since closed only costs its
+/// result a verification before the same refusal.
+#[derive(Default)]
+pub struct RecentLeases {
+    leases: Mutex<HashMap<String, Arc<(LeaseRow, Unit)>>>,
+}
+
+impl RecentLeases {
+    pub fn remember(&self, row: LeaseRow, unit: Unit, now_ms: i64) {
+        let mut leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
+        if leases.len() >= MAX_RECENT {
+            leases.retain(|_, lease| lease.0.deadline_ms >= now_ms);
+            if leases.len() >= MAX_RECENT {
+                leases.clear();
+            }
+        }
+        leases.insert(row.lease_id.clone(), Arc::new((row, unit)));
+    }
+
+    pub fn get(&self, lease_id: &str) -> Option<Arc<(LeaseRow, Unit)>> {
+        let leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
+        leases.get(lease_id).cloned()
+    }
+
+    /// Forgets a lease that has (or may have) closed.
+    pub fn forget(&self, lease_id: &str) {
+        let mut leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
+        leases.remove(lease_id);
+    }
 }
 
 /// A new lease id: the issue time (48-bit Unix milliseconds, big-endian) then 80 random bits,

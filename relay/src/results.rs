@@ -19,12 +19,14 @@ use crate::random;
 use crate::state::AppState;
 use crate::units::{self, Unit};
 use axum::http::StatusCode;
+use ed25519_dalek::Signature;
 use glowworm::encoding::{bytes_to_f32s, from_base64};
 use glowworm::freivalds;
 use glowworm::hash::ContentHash;
-use glowworm::signing::{SignatureError, verify_result};
+use glowworm::signing::{SignatureError, result_message};
 use glowworm::wire::{MatmulShape, ResultReceipt, ResultSubmission};
 use rusqlite::{Connection, params};
+use std::sync::Arc;
 
 /// Checks, verifies and credits one result.
 pub async fn submit(
@@ -34,18 +36,25 @@ pub async fn submit(
     let public_key = canonical_key(&submission.public_key)?;
     let now = state.now_ms();
 
-    let lease_id = submission.lease_id.clone();
-    let (lease, unit) = state
-        .db
-        .read(move |conn| {
-            let _span = metrics::span(Stage::SubmitLookup);
-            let lease =
-                leasing::get(conn, &lease_id)?.ok_or_else(|| leasing::unknown_lease(&lease_id))?;
-            let unit = units::get(conn, lease.unit_id)?
-                .ok_or_else(|| ApiError::Internal(format!("lease {lease_id} has no unit")))?;
-            Ok((lease, unit))
-        })
-        .await?;
+    let issued = match state.leases.get(&submission.lease_id) {
+        Some(issued) => issued,
+        None => {
+            let lease_id = submission.lease_id.clone();
+            state
+                .db
+                .read(move |conn| {
+                    let _span = metrics::span(Stage::SubmitLookup);
+                    let lease = leasing::get(conn, &lease_id)?
+                        .ok_or_else(|| leasing::unknown_lease(&lease_id))?;
+                    let unit = units::get(conn, lease.unit_id)?.ok_or_else(|| {
+                        ApiError::Internal(format!("lease {lease_id} has no unit"))
+                    })?;
+                    Ok(Arc::new((lease, unit)))
+                })
+                .await?
+        }
+    };
+    let (lease, unit) = (&issued.0, &issued.1);
 
     if submission.unit_id != unit.id {
         return Err(ApiError::bad_request(
@@ -61,11 +70,18 @@ pub async fn submit(
     check_signature(&submission, &public_key, &unit, &output)?;
     lease.require_open(now)?;
 
-    match verify(state, &unit, &output).await? {
+    let verified = verify(state, unit, &output).await?;
+    // Whatever happens next, the lease is closed or (on a failure of the relay's own) will be
+    // read from the database again.
+    state.leases.forget(&lease.lease_id);
+    match verified {
         Ok(()) => {
             state
                 .db
-                .batch(move |conn| record_verified(conn, &lease, &unit, &public_key, &output, now))
+                .batch_refusing_first(move |conn| {
+                    let (lease, unit) = (&issued.0, &issued.1);
+                    record_verified(conn, lease, unit, &public_key, &output, now)
+                })
                 .await
         }
         Err(failure) => {
@@ -76,7 +92,7 @@ pub async fn submit(
             let output_hash = ContentHash::of(&output).to_string();
             state
                 .db
-                .batch(move |conn| record_rejected(conn, &lease, &public_key, &output_hash, now))
+                .batch(move |conn| record_rejected(conn, &issued.0, &public_key, &output_hash, now))
                 .await?;
             Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -107,6 +123,9 @@ fn decode_output(text: &str, unit: &Unit) -> Result<Vec<u8>, ApiError> {
     Ok(output)
 }
 
+/// The check of [`glowworm::signing::verify_result`] (strict ed25519 over
+/// [`result_message`]), with the public key decoded once per contributor
+/// ([`contributors::verifying_key`]) rather than once per result.
 fn check_signature(
     submission: &ResultSubmission,
     public_key: &str,
@@ -114,20 +133,25 @@ fn check_signature(
     output: &[u8],
 ) -> Result<(), ApiError> {
     let _span = metrics::span(Stage::Signature);
-    verify_result(
-        public_key,
-        &submission.signature,
+    let key = contributors::verifying_key(public_key)?;
+    let mut signature = [0u8; 64];
+    if submission.signature.len() != 128
+        || hex::decode_to_slice(&submission.signature, &mut signature).is_err()
+    {
+        let e = SignatureError::MalformedSignature;
+        return Err(ApiError::bad_request("bad_signature_format", e.to_string()));
+    }
+    let message = result_message(
         submission.unit_id,
         &submission.lease_id,
         &unit.kernel_hash,
-        output,
-    )
-    .map_err(|e| match e {
-        SignatureError::MalformedSignature => {
-            ApiError::bad_request("bad_signature_format", e.to_string())
-        }
-        _ => ApiError::new(StatusCode::FORBIDDEN, "bad_signature", e.to_string()),
-    })
+        &ContentHash::of(output),
+    );
+    key.verify_strict(&message, &Signature::from_bytes(&signature))
+        .map_err(|_| {
+            let e = SignatureError::Mismatch;
+            ApiError::new(StatusCode::FORBIDDEN, "bad_signature", e.to_string())
+        })
 }
 
 /// Units up to this much Freivalds work (k(m + n) + mn multiply-adds, some tens of
@@ -230,8 +254,8 @@ fn record_rejected(
 }
 
 /// Accepts a verified result: stores it, closes the lease, marks the unit verified and credits
-/// the ledger. Run it inside a transaction ([`crate::db::Db::batch`] does), so that all of it
-/// happens or none.
+/// the ledger. Run it inside a transaction, so that all of it happens or none
+/// ([`crate::db::Db::batch_refusing_first`] does: its refusals come before any write).
 fn record_verified(
     conn: &Connection,
     lease: &LeaseRow,

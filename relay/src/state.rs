@@ -1,9 +1,10 @@
-//! The state every request handler shares: settings, database and clock.
+//! The state every request handler shares: settings, database, clock and recent leases.
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::OpenError;
+use crate::leasing::RecentLeases;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -11,6 +12,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub clock: Arc<dyn Clock>,
+    /// Leases issued lately, so a result's first checks need no database read.
+    pub leases: Arc<RecentLeases>,
 }
 
 impl AppState {
@@ -27,6 +30,7 @@ impl AppState {
             config: Arc::new(config),
             db,
             clock,
+            leases: Arc::new(RecentLeases::default()),
         })
     }
 
