@@ -66,8 +66,8 @@ pub async fn submit(
         ));
     }
     lease.require_holder(&public_key)?;
-    let output = decode_output(&submission.output, &unit)?;
-    check_signature(&submission, &public_key, &unit, &output)?;
+    let output = decode_output(&submission.output, unit)?;
+    check_signature(&submission, &public_key, unit, &output)?;
     lease.require_open(now)?;
 
     let verified = verify(state, unit, &output).await?;
