@@ -27,7 +27,11 @@
 //! ([`accounts`]) shows an address's credits and ledger.
 //!
 //! Everything shared with contributors (wire types, kernels, signing, verification) comes from
-//! the `glowworm` crate. State lives in one SQLite database ([`db`]); time comes from a
+//! the `glowworm` crate. State lives in one SQLite database ([`db`]): one writer thread runs the
+//! leases and results waiting at the same moment in one transaction and commits them together,
+//! answering each only once that commit is in the WAL; reads use connections of their own. The
+//! throughput benchmark (`relay/benches/throughput.rs`, `cargo xtask bench relay`) measures it,
+//! with the stage counters of [`metrics`]. Time comes from a
 //! [`Clock`], so tests can move past lease deadlines without sleeping. [`app`] builds the whole
 //! HTTP service from an [`AppState`]; the `glowworm-relay` binary adds the listener, the demo
 //! generator and graceful shutdown.
