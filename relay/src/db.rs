@@ -9,6 +9,9 @@
 //!   caller never hears of a change that is not durable in the WAL, and a failed commit fails
 //!   every closure of the group. One commit for many requests is what makes the relay fast: a
 //!   commit writes every page the transaction touched to the WAL once.
+//! - [`Db::batch_refusing_first`]: the same without the savepoint, for work that makes all its
+//!   refusals before it writes anything; should it fail after writing after all, its whole group
+//!   is rolled back and fails.
 //! - [`Db::call`]: the closure gets the writer connection to itself, outside any transaction
 //!   (the group before it is committed first), and may open its own ([`Connection::transaction`]).
 //! - [`Db::read`]: read-only queries on a read connection (WAL readers never wait for the
@@ -429,6 +432,12 @@ fn write_loop(mut conn: Connection, jobs: Receiver<Job>, wal_frames: &AtomicI64)
                 Job::Alone(work) => {
                     group.commit(&conn);
                     work(&mut conn);
+                    // A closure that began a transaction and neither committed nor rolled it
+                    // back would make every later group fail to begin.
+                    if !conn.is_autocommit() {
+                        tracing::error!("a database call left its transaction open; rolled back");
+                        let _ = conn.execute_batch("ROLLBACK");
+                    }
                 }
                 Job::Grouped(work) => match group.begin(&conn) {
                     Ok(()) => {
@@ -677,6 +686,29 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(keys, ["c"]);
+    }
+
+    #[tokio::test]
+    async fn a_call_that_leaves_a_transaction_open_does_not_block_the_writer() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = Db::open(&dir.path().join("relay.sqlite")).unwrap();
+        db.call(|conn| {
+            conn.execute_batch("BEGIN; INSERT INTO contributors VALUES ('left', 1, 1);")?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        db.batch(|conn| Ok(conn.execute("INSERT INTO contributors VALUES ('k', 1, 1)", [])?))
+            .await
+            .expect("the writer goes on");
+        let keys: i64 = db
+            .read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM contributors", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(
+            keys, 1,
+            "the open transaction was rolled back, the batch committed"
+        );
     }
 
     #[tokio::test]
