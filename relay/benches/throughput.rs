@@ -92,9 +92,12 @@ impl Settings {
             .filter(|&r: &f64| r > 0.0)
             .collect();
         let sustained = var("GLOWWORM_BENCH_SUSTAINED").is_none_or(|v| v != "0");
+        let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the relay is a workspace member");
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+            .unwrap_or_else(|| workspace.join("target"));
         let out = var("GLOWWORM_BENCH_OUT")
             .map(PathBuf::from)
             .unwrap_or_else(|| target.join("bench/relay.md"));
