@@ -99,7 +99,15 @@ fn test(root: &Path, no_browser: bool) -> Result<()> {
     process::step("Rust tests (crate, relay, kernels on the native GPU backend)");
     process::cargo_with_env(
         // Unit and integration tests; not doc-tests (there are none) nor the benchmarks.
-        &["test", "--workspace", "--exclude", "xtask", "--lib", "--bins", "--tests"],
+        &[
+            "test",
+            "--workspace",
+            "--exclude",
+            "xtask",
+            "--lib",
+            "--bins",
+            "--tests",
+        ],
         &[("XDG_RUNTIME_DIR", runtime_dir.as_os_str())],
     )?;
 
