@@ -141,6 +141,19 @@ pub fn verify_result(
     verify_message(public_hex, signature_hex, &msg)
 }
 
+/// [`verify_result`] with a public key already parsed (the relay keeps parsed keys in memory).
+pub fn verify_result_with_key(
+    key: &VerifyingKey,
+    signature_hex: &str,
+    unit_id: i64,
+    lease_id: &str,
+    kernel_hash: &ContentHash,
+    output: &[u8],
+) -> Result<(), SignatureError> {
+    let msg = result_message(unit_id, lease_id, kernel_hash, &ContentHash::of(output));
+    verify_message_with_key(key, signature_hex, &msg)
+}
+
 /// Checks a session key's link signature over `siwe_message` (strict ed25519).
 pub fn verify_link(
     public_hex: &str,
@@ -151,7 +164,14 @@ pub fn verify_link(
 }
 
 fn verify_message(public_hex: &str, signature_hex: &str, msg: &[u8]) -> Result<(), SignatureError> {
-    let key = parse_public_key(public_hex)?;
+    verify_message_with_key(&parse_public_key(public_hex)?, signature_hex, msg)
+}
+
+fn verify_message_with_key(
+    key: &VerifyingKey,
+    signature_hex: &str,
+    msg: &[u8],
+) -> Result<(), SignatureError> {
     let mut sig = [0u8; 64];
     if signature_hex.len() != 128 {
         return Err(SignatureError::MalformedSignature);

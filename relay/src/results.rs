@@ -19,11 +19,10 @@ use crate::random;
 use crate::state::AppState;
 use crate::units::{self, Unit};
 use axum::http::StatusCode;
-use ed25519_dalek::Signature;
 use glowworm::encoding::{bytes_to_f32s, from_base64};
 use glowworm::freivalds;
 use glowworm::hash::ContentHash;
-use glowworm::signing::{SignatureError, result_message};
+use glowworm::signing::{SignatureError, verify_result_with_key};
 use glowworm::wire::{MatmulShape, ResultReceipt, ResultSubmission};
 use rusqlite::{Connection, params};
 use std::sync::Arc;
@@ -134,24 +133,20 @@ fn check_signature(
 ) -> Result<(), ApiError> {
     let _span = metrics::span(Stage::Signature);
     let key = contributors::verifying_key(public_key)?;
-    let mut signature = [0u8; 64];
-    if submission.signature.len() != 128
-        || hex::decode_to_slice(&submission.signature, &mut signature).is_err()
-    {
-        let e = SignatureError::MalformedSignature;
-        return Err(ApiError::bad_request("bad_signature_format", e.to_string()));
-    }
-    let message = result_message(
+    verify_result_with_key(
+        &key,
+        &submission.signature,
         submission.unit_id,
         &submission.lease_id,
         &unit.kernel_hash,
-        &ContentHash::of(output),
-    );
-    key.verify_strict(&message, &Signature::from_bytes(&signature))
-        .map_err(|_| {
-            let e = SignatureError::Mismatch;
-            ApiError::new(StatusCode::FORBIDDEN, "bad_signature", e.to_string())
-        })
+        output,
+    )
+    .map_err(|e| match e {
+        SignatureError::MalformedSignature => {
+            ApiError::bad_request("bad_signature_format", e.to_string())
+        }
+        _ => ApiError::new(StatusCode::FORBIDDEN, "bad_signature", e.to_string()),
+    })
 }
 
 /// Units up to this much Freivalds work (k(m + n) + mn multiply-adds, some tens of
