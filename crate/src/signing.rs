@@ -137,8 +137,8 @@ pub fn verify_result(
     kernel_hash: &ContentHash,
     output: &[u8],
 ) -> Result<(), SignatureError> {
-    let msg = result_message(unit_id, lease_id, kernel_hash, &ContentHash::of(output));
-    verify_message(public_hex, signature_hex, &msg)
+    let key = parse_public_key(public_hex)?;
+    verify_result_with_key(&key, signature_hex, unit_id, lease_id, kernel_hash, output)
 }
 
 /// [`verify_result`] with a public key already parsed (the relay keeps parsed keys in memory).
