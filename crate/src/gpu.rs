@@ -139,6 +139,39 @@ impl Gpu {
         b: &[f32],
         shape: MatmulShape,
     ) -> Result<Vec<f32>, GpuError> {
+        Ok(self.matmul(kernel, a, b, shape, 0, 0.0).await?.output)
+    }
+
+    /// Times a matmul kernel's dispatches alone, for benchmarks: the inputs are uploaded once, a
+    /// first run (compiling the pipeline and warming caches) is read back and returned so the
+    /// caller can check it, and then `samples` batches of dispatches are timed, each batch waited
+    /// for in full. A batch holds as many dispatches as make it last about `min_sample_ms`
+    /// (judged from one untimed dispatch, at most 256), so short dispatches are not drowned by
+    /// the cost of submitting and waiting. Transfers are not timed.
+    pub async fn time_matmul(
+        &self,
+        kernel: &KernelSource,
+        a: &[f32],
+        b: &[f32],
+        shape: MatmulShape,
+        samples: u32,
+        min_sample_ms: f64,
+    ) -> Result<MatmulTiming, GpuError> {
+        self.matmul(kernel, a, b, shape, samples, min_sample_ms)
+            .await
+    }
+
+    /// [`Gpu::run_matmul`] when `samples` is 0, else [`Gpu::time_matmul`]: one code path, so
+    /// the benchmark measures what contributors run and the module carries it once.
+    async fn matmul(
+        &self,
+        kernel: &KernelSource,
+        a: &[f32],
+        b: &[f32],
+        shape: MatmulShape,
+        samples: u32,
+        min_sample_ms: f64,
+    ) -> Result<MatmulTiming, GpuError> {
         let (m, n, k) = (shape.m as usize, shape.n as usize, shape.k as usize);
         if m == 0 || n == 0 || k == 0 || a.len() != m * k || b.len() != k * n {
             return Err(GpuError::Shape(format!(
@@ -198,33 +231,75 @@ impl Gpu {
                 entry(3, &params_buf),
             ],
         });
+        // `count` dispatches, then a copy of the first `copy_bytes` of C to the readback buffer.
+        let submit = |count: u32, copy_bytes: u64| {
+            let mut encoder = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("matmul"),
+                });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("matmul"),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(&pipeline);
+                pass.set_bind_group(0, &bind_group, &[]);
+                for _ in 0..count {
+                    pass.dispatch_workgroups(
+                        shape.n.div_ceil(kernel.tile[0]),
+                        shape.m.div_ceil(kernel.tile[1]),
+                        1,
+                    );
+                }
+            }
+            encoder.copy_buffer_to_buffer(&c_buf, 0, &readback, 0, copy_bytes);
+            self.queue.submit([encoder.finish()]);
+        };
 
-        let mut encoder = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("matmul"),
-            });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("matmul"),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(
-                shape.n.div_ceil(kernel.tile[0]),
-                shape.m.div_ceil(kernel.tile[1]),
-                1,
-            );
-        }
-        encoder.copy_buffer_to_buffer(&c_buf, 0, &readback, 0, out_bytes);
-        self.queue.submit([encoder.finish()]);
+        submit(1, out_bytes);
         if let Some(err) = scope.pop().await {
             return Err(GpuError::Validation(err.to_string()));
         }
+        self.map(&readback, out_bytes).await?;
+        let output = {
+            let view = readback
+                .get_mapped_range(..out_bytes)
+                .map_err(|e| GpuError::Readback(e.to_string()))?;
+            crate::encoding::bytes_to_f32s(&view).map_err(|e| GpuError::Readback(e.to_string()))?
+        };
+        readback.unmap();
 
+        // Timing: each batch ends by copying one value of C out and mapping it, which completes
+        // only once the device has finished the batch. The first, single dispatch sizes the
+        // batches.
+        let mut dispatch_ms = Vec::with_capacity(samples as usize);
+        let mut batch = 1;
+        let sizing = if samples > 0 { 1 } else { 0 };
+        for sample in 0..sizing + samples {
+            let started = now_ms();
+            submit(batch, FENCE_BYTES);
+            self.map(&readback, FENCE_BYTES).await?;
+            readback.unmap();
+            let elapsed = now_ms() - started;
+            if sample == 0 {
+                batch = ((min_sample_ms / elapsed.max(0.001)).ceil() as u32).clamp(1, 256);
+            } else {
+                dispatch_ms.push(elapsed / batch as f64);
+            }
+        }
+        Ok(MatmulTiming {
+            output,
+            dispatch_ms,
+            batch,
+        })
+    }
+
+    /// Maps the first `bytes` of `buffer` for reading, which also waits until the device has
+    /// finished the copy into it and everything submitted before.
+    async fn map(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<(), GpuError> {
         let (tx, rx) = futures_channel::oneshot::channel();
-        readback.map_async(wgpu::MapMode::Read, .., move |result| {
+        buffer.map_async(wgpu::MapMode::Read, ..bytes, move |result| {
             let _ = tx.send(result);
         });
         // Natively this drives the callback; on the web it does nothing and the browser does.
@@ -233,16 +308,44 @@ impl Gpu {
             .map_err(|e| GpuError::Readback(e.to_string()))?;
         rx.await
             .map_err(|_| GpuError::Readback("the device dropped the map request".into()))?
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        let out = {
-            let view = readback
-                .get_mapped_range(..)
-                .map_err(|e| GpuError::Readback(e.to_string()))?;
-            crate::encoding::bytes_to_f32s(&view).map_err(|e| GpuError::Readback(e.to_string()))?
-        };
-        readback.unmap();
-        Ok(out)
+            .map_err(|e| GpuError::Readback(e.to_string()))
     }
+}
+
+/// What [`Gpu::time_matmul`] copies out after each timed batch, to learn that it has finished.
+const FENCE_BYTES: u64 = 4;
+
+/// What [`Gpu::time_matmul`] measured.
+#[derive(Debug, Clone)]
+pub struct MatmulTiming {
+    /// C from the untimed first run, for checking against a reference.
+    pub output: Vec<f32>,
+    /// Wall-clock milliseconds per dispatch, one entry per timed batch.
+    pub dispatch_ms: Vec<f64>,
+    /// Dispatches per timed batch.
+    pub batch: u32,
+}
+
+/// Milliseconds on a monotonic clock.
+#[cfg(not(target_arch = "wasm32"))]
+fn now_ms() -> f64 {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_secs_f64() * 1e3
+}
+
+#[cfg(target_arch = "wasm32")]
+fn now_ms() -> f64 {
+    performance_now()
+}
+
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// `performance.now()`, in a window and in a worker alike.
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
 }
 
 fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {

@@ -5,6 +5,7 @@
 //! while the next unit is leased and fetched, sign the output and submit it. Errors cross the
 //! boundary as `JsError`s whose message says what failed.
 
+mod bench;
 mod http;
 
 use crate::cache::BlobCache;
