@@ -6,30 +6,33 @@ use crate::wire::MatmulShape;
 
 /// Tiled matmul, the kernel the relay hands out (`matmul_tiled.wgsl`).
 ///
-/// Each workgroup of 16 x 8 invocations computes a 64 x 64 block of C, and each invocation an
-/// 8 x 4 block of that in registers (eight vec4 accumulators: rows `8 ly .. 8 ly + 7`, columns
-/// `4 lx .. 4 lx + 3`). The workgroup walks along k in steps of 16, staging a 64 x 16 panel of A
-/// (transposed, four rows per vec4) and a 16 x 64 panel of B in workgroup memory, 8 KB in all.
-/// An inner step reads two vec4s of A and one of B from workgroup memory and does 32
-/// multiply-adds; each value read from global memory serves 64 multiply-adds (16 in the 16 x 16
-/// kernel this replaced, which did one multiply-add per two workgroup-memory reads). Panels that
-/// lie wholly inside the matrices are loaded without bounds checks (a branch uniform across the
-/// workgroup); at the edges out-of-range reads become zeros and out-of-range writes are skipped,
-/// so any m, n, k works.
+/// Each workgroup of 8 x 8 invocations computes a 64 x 32 block of C (64 rows, 32 columns), and
+/// each invocation an 8 x 4 block of that in registers (eight vec4 accumulators: rows
+/// `8 ly .. 8 ly + 7`, columns `4 lx .. 4 lx + 3`). The workgroup walks along k in steps of 16,
+/// staging a 64 x 16 panel of A (transposed, four rows per vec4) and a 16 x 32 panel of B in
+/// workgroup memory, 6 KB in all. An inner step reads two vec4s of A and one of B from
+/// workgroup memory for 32 multiply-adds (the 16 x 16 kernel this replaced read two scalars for
+/// one), and each value read from global memory serves 32 (A) or 64 (B) multiply-adds (16
+/// before). Panels that lie wholly inside the matrices are loaded without bounds checks (a
+/// branch uniform across the workgroup); at the edges out-of-range reads become zeros and
+/// out-of-range writes are skipped, so any m, n, k works.
 ///
-/// Within WebGPU's downlevel limits (128 invocations, 8 KB of workgroup memory), and short per
-/// dispatch: the relay's 64 x 64 x 256 unit is one workgroup. Why this shape: the measurements
-/// in `crate/benches/kernels.rs` and `tests/bench/browser.mjs`, on lavapipe and SwiftShader
-/// (an 8 x 8 block per invocation is faster on lavapipe but made SwiftShader's shader compiler
-/// stall for minutes; 4 x 4 with 256 invocations is slower on both).
+/// Within WebGPU's downlevel limits (64 invocations, 6 KB of workgroup memory) and short per
+/// dispatch. Why this shape, from `crate/benches/kernels.rs` and `tests/bench/browser.mjs` on
+/// lavapipe and SwiftShader (CPU implementations, which run workgroups on their threads):
+/// 64 x 32 splits the relay's 64 x 64 x 256 unit into two workgroups, so two cores (or two
+/// GPU compute units) share it, where a 64 x 64 block left it to one and ran it 30-50% slower
+/// on two cores; 4 x 4 outputs per invocation were slower than 8 x 4 on both, and 8 x 8 was
+/// faster on lavapipe but made SwiftShader's shader compiler stall for minutes, as did panels
+/// 32 deep.
 ///
-/// `tile` must match the WGSL's block size: the dispatch is `ceil(n / 64) x ceil(m / 64)`
-/// workgroups.
+/// `tile` must match the WGSL's block size: `[columns, rows]`, and the dispatch is
+/// `ceil(n / 32) x ceil(m / 64)` workgroups.
 pub const TILED: Kernel = Kernel {
-    id: "matmul-f32-tiled64x64-r8x4",
+    id: "matmul-f32-tiled64x32-r8x4",
     entry_point: "main",
     wgsl: include_str!("matmul_tiled.wgsl"),
-    tile: [64, 64],
+    tile: [32, 64],
 };
 
 /// Naive matmul (`matmul_naive.wgsl`): one invocation per element of C, reading its row of A and

@@ -1,4 +1,4 @@
-// C (m x n) = A (m x k) * B (k x n), f32, row-major: 64x64 of C per workgroup, 8x4 per
+// C (m x n) = A (m x k) * B (k x n), f32, row-major: 64x32 of C per workgroup, 8x4 per
 // invocation. Explained beside TILED in crate/src/kernels/matmul.rs.
 
 struct Params {
@@ -17,8 +17,8 @@ const TK: u32 = 16u;
 
 // a_s[kk * 16 + q]: rows 4q .. 4q + 3 of the A panel at its column kk.
 var<workgroup> a_s: array<vec4<f32>, 256>;
-// b_s[kk * 16 + q]: columns 4q .. 4q + 3 of the B panel at its row kk.
-var<workgroup> b_s: array<vec4<f32>, 256>;
+// b_s[kk * 8 + q]: columns 4q .. 4q + 3 of the B panel at its row kk.
+var<workgroup> b_s: array<vec4<f32>, 128>;
 
 fn a_at(row: u32, col: u32) -> f32 {
     if (row < params.m && col < params.k) {
@@ -57,14 +57,15 @@ fn store(row: u32, col: u32, v: vec4<f32>) {
     }
 }
 
-@compute @workgroup_size(16, 8, 1)
+@compute @workgroup_size(8, 8, 1)
 fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
 ) {
     let row0 = wid.y * 64u;
-    let col0 = wid.x * 64u;
-    let inside = row0 + 64u <= params.m && col0 + 64u <= params.n;
+    let col0 = wid.x * 32u;
+    let inside = row0 + 64u <= params.m && col0 + 32u <= params.n;
+    let t = lid.y * 8u + lid.x;
     var c0 = vec4<f32>(0.0);
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);
@@ -74,23 +75,31 @@ fn main(
     var c6 = vec4<f32>(0.0);
     var c7 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < params.k; k0 = k0 + TK) {
-        // 128 invocations fill 256 vec4 slots of each panel. A slot s: column k0 + s % 16,
-        // rows from row0 + 4 (s / 16). B slot s: row k0 + s / 16, columns from col0 + 4 (s % 16).
-        for (var h = 0u; h < 2u; h = h + 1u) {
-            let s = h * 128u + lid.y * 16u + lid.x;
+        // 64 invocations fill the 256 vec4 slots of the A panel, four each: slot s holds column
+        // k0 + s % 16, rows from row0 + 4 (s / 16).
+        for (var h = 0u; h < 4u; h = h + 1u) {
+            let s = h * 64u + t;
             let ar = row0 + 4u * (s / 16u);
             let ac = k0 + s % 16u;
-            let br = k0 + s / 16u;
-            let bc = col0 + 4u * (s % 16u);
             if (inside && k0 + TK <= params.k) {
                 let ai = ar * params.k + ac;
                 a_s[(s % 16u) * 16u + s / 16u] =
                     vec4<f32>(a[ai], a[ai + params.k], a[ai + 2u * params.k], a[ai + 3u * params.k]);
-                let bi = br * params.n + bc;
-                b_s[s] = vec4<f32>(b[bi], b[bi + 1u], b[bi + 2u], b[bi + 3u]);
             } else {
                 a_s[(s % 16u) * 16u + s / 16u] =
                     vec4<f32>(a_at(ar, ac), a_at(ar + 1u, ac), a_at(ar + 2u, ac), a_at(ar + 3u, ac));
+            }
+        }
+        // And the 128 of the B panel, two each: slot s holds row k0 + s / 8, columns from
+        // col0 + 4 (s % 8).
+        for (var h = 0u; h < 2u; h = h + 1u) {
+            let s = h * 64u + t;
+            let br = k0 + s / 8u;
+            let bc = col0 + 4u * (s % 8u);
+            if (inside && k0 + TK <= params.k) {
+                let bi = br * params.n + bc;
+                b_s[s] = vec4<f32>(b[bi], b[bi + 1u], b[bi + 2u], b[bi + 3u]);
+            } else {
                 b_s[s] = vec4<f32>(b_at(br, bc), b_at(br, bc + 1u), b_at(br, bc + 2u), b_at(br, bc + 3u));
             }
         }
@@ -98,7 +107,7 @@ fn main(
         for (var kk = 0u; kk < TK; kk = kk + 1u) {
             let a0 = a_s[kk * 16u + 2u * lid.y];
             let a1 = a_s[kk * 16u + 2u * lid.y + 1u];
-            let bv = b_s[kk * 16u + lid.x];
+            let bv = b_s[kk * 8u + lid.x];
             c0 = c0 + a0.x * bv;
             c1 = c1 + a0.y * bv;
             c2 = c2 + a0.z * bv;
