@@ -139,13 +139,13 @@ fn table(adapter: &str, rows: &[Row]) -> String {
     let _ = writeln!(out, "Adapter: {adapter}\n");
     let _ = writeln!(
         out,
-        "Tiled: `{}` ({}x{} outputs per workgroup). Naive: `{}` (one invocation per output, \
-         global memory only; not in the catalogue). Both checked against the CPU reference \
-         before timing. Median of {} timed batches per kernel, taken in {} alternating rounds; \
-         dispatches only (inputs resident, warm-up excluded).\n",
+        "Tiled: `{}` ({} rows × {} columns of C per workgroup). Naive: `{}` (one invocation \
+         per output, global memory only; not in the catalogue). Both checked against the CPU \
+         reference before timing. Median of {} timed batches per kernel, taken in {} \
+         alternating rounds; dispatches only (inputs resident, warm-up excluded).\n",
         matmul::TILED.id,
-        matmul::TILED.tile[0],
         matmul::TILED.tile[1],
+        matmul::TILED.tile[0],
         matmul::NAIVE.id,
         SAMPLES * ROUNDS,
         ROUNDS,
