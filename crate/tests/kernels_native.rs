@@ -29,7 +29,7 @@ fn assert_close(got: &[f32], want: &[f32], k: u32) {
 fn tiled_matmul_matches_the_cpu_reference_for_many_shapes() {
     let gpu = gpu();
     let kernel = matmul::TILED.source();
-    // Square, ragged (not multiples of the 16x16 tile), thin and the relay's unit size.
+    // Square, ragged (not multiples of the kernel's block), thin and the relay's unit size.
     for shape in [
         MatmulShape {
             m: 16,
