@@ -12,12 +12,13 @@
 //!
 //! Run: `cargo xtask bench freivalds` (or `cargo bench -p glowworm --bench freivalds`).
 
+mod common;
+
 use glowworm::freivalds;
 use glowworm::kernels::matmul;
 use glowworm::wire::MatmulShape;
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::path::Path;
 use std::time::Instant;
 
 /// At n = 1024 a check may cost at most this share of a recomputation.
@@ -144,7 +145,7 @@ fn main() {
             }
         }
         let triple_ms = if case.triple_loop {
-            (median(&mut triple_ms), true)
+            (common::median(&mut triple_ms), true)
         } else {
             let before: &Row = rows.last().expect("a measured case before");
             let scale = |s: MatmulShape| s.m as f64 * s.n as f64 * s.k as f64;
@@ -156,8 +157,8 @@ fn main() {
         };
         let row = Row {
             label: case.label,
-            check_ms: median(&mut check_ms),
-            recompute_ms: median(&mut recompute_ms),
+            check_ms: common::median(&mut check_ms),
+            recompute_ms: common::median(&mut recompute_ms),
             triple_ms,
             checks: check_ms.len(),
             recomputes: recompute_ms.len(),
@@ -175,16 +176,7 @@ fn main() {
         rows.push(row);
     }
 
-    let table = table(&rows);
-    println!("\n{table}");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the crate lives one level below the workspace root")
-        .join("target/bench");
-    std::fs::create_dir_all(&dir).expect("create target/bench");
-    let path = dir.join("freivalds.md");
-    std::fs::write(&path, table).expect("write the table");
-    println!("Written to {}", path.display());
+    common::publish(&table(&rows), "freivalds.md");
 }
 
 fn table(rows: &[Row]) -> String {
@@ -234,14 +226,4 @@ fn table(rows: &[Row]) -> String {
 
 fn ms_since(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1e3
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    }
 }

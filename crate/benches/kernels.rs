@@ -8,11 +8,12 @@
 //!
 //! Run: `cargo xtask bench kernels` (or `cargo bench -p glowworm --bench kernels`).
 
+mod common;
+
 use glowworm::gpu::Gpu;
 use glowworm::kernels::{Kernel, matmul};
 use glowworm::wire::MatmulShape;
 use std::fmt::Write as _;
-use std::path::Path;
 
 /// Timed batches per kernel and round.
 const SAMPLES: u32 = 3;
@@ -90,7 +91,7 @@ fn main() {
             }
         }
         let flop = 2.0 * shape.m as f64 * shape.n as f64 * shape.k as f64;
-        let [naive_ms, tiled_ms] = ms.map(|mut v| median(&mut v));
+        let [naive_ms, tiled_ms] = ms.map(|mut v| common::median(&mut v));
         let (naive, tiled) = (flop / naive_ms / 1e6, flop / tiled_ms / 1e6);
         let row = Row {
             shape,
@@ -112,16 +113,7 @@ fn main() {
         rows.push(row);
     }
 
-    let table = table(&adapter, &rows);
-    println!("\n{table}");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the crate lives one level below the workspace root")
-        .join("target/bench");
-    std::fs::create_dir_all(&dir).expect("create target/bench");
-    let path = dir.join("kernels-native.md");
-    std::fs::write(&path, table).expect("write the table");
-    println!("Written to {}", path.display());
+    common::publish(&table(&adapter, &rows), "kernels-native.md");
 }
 
 struct Row {
@@ -188,15 +180,5 @@ fn check(kernel: &Kernel, shape: MatmulShape, got: &[f32], want: &[f32]) {
             shape.n,
             shape.k
         );
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
     }
 }
