@@ -232,8 +232,7 @@ impl Db {
             metrics::add_wall(Stage::DbQueue, asked);
             // A closure that panicked has already rolled its transaction back (Transaction
             // rolls back on drop), so the connection is safe to use again.
-            let result = catch_unwind(AssertUnwindSafe(|| work(conn)))
-                .unwrap_or_else(|_| Err(ApiError::Internal("a database task panicked".into())));
+            let result = run_catching(|| work(conn));
             let _ = reply.send(result);
         })))?;
         answer.await.map_err(|_| gone())?
@@ -247,20 +246,11 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, ApiError> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let asked = metrics::wall_start();
-        self.send(Job::Grouped(Box::new(move |conn| {
-            metrics::add_wall(Stage::DbQueue, asked);
-            let (result, usable) = match conn {
-                Ok(conn) => match in_savepoint(conn, work) {
-                    Ok(result) => (result, true),
-                    Err(e) => (Err(ApiError::Database(e)), false),
-                },
-                Err(failure) => (Err(failure.to_api_error()), true),
-            };
-            (reply_with(reply, result), usable)
-        })))?;
-        answer.await.map_err(|_| gone())?
+        self.grouped(move |conn| match in_savepoint(conn, work) {
+            Ok(result) => (result, true),
+            Err(e) => (Err(ApiError::Database(e)), false),
+        })
+        .await
     }
 
     /// Like [`Db::batch`], for work that makes every refusal before its first write. It runs
@@ -272,24 +262,33 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, ApiError> + Send + 'static,
     {
+        self.grouped(move |conn| {
+            let before = conn.total_changes();
+            let result = run_catching(|| work(conn));
+            let wrote = conn.total_changes() != before;
+            if let (Err(e), true) = (&result, wrote) {
+                tracing::error!("a batched closure failed after writing: {e}");
+            }
+            let usable = result.is_ok() || !wrote;
+            (result, usable)
+        })
+        .await
+    }
+
+    /// Queues `run` to go inside the group's transaction and answers once the group has
+    /// committed (or failed to). `run` returns its result and whether the transaction is still
+    /// usable; when there is no transaction, the caller gets the reason instead.
+    async fn grouped<T, F>(&self, run: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> (Result<T, ApiError>, bool) + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let asked = metrics::wall_start();
         self.send(Job::Grouped(Box::new(move |conn| {
             metrics::add_wall(Stage::DbQueue, asked);
             let (result, usable) = match conn {
-                Ok(conn) => {
-                    let before = conn.total_changes();
-                    let result =
-                        catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
-                            Err(ApiError::Internal("a database task panicked".into()))
-                        });
-                    let wrote = conn.total_changes() != before;
-                    if let (Err(e), true) = (&result, wrote) {
-                        tracing::error!("a batched closure failed after writing: {e}");
-                    }
-                    let usable = result.is_ok() || !wrote;
-                    (result, usable)
-                }
+                Ok(conn) => run(conn),
                 Err(failure) => (Err(failure.to_api_error()), true),
             };
             (reply_with(reply, result), usable)
@@ -320,8 +319,7 @@ impl Db {
                 Some(conn) => conn,
                 None => open_reader(&inner.path)?,
             };
-            let result = catch_unwind(AssertUnwindSafe(|| work(&conn)))
-                .unwrap_or_else(|_| Err(ApiError::Internal("a database task panicked".into())));
+            let result = run_catching(|| work(&conn));
             inner
                 .readers
                 .lock()
@@ -382,6 +380,13 @@ fn reply_with<T: Send + 'static>(
     })
 }
 
+/// Runs `work`, turning a panic into an internal error so the writer thread (or a reader's
+/// pooled connection) survives it.
+fn run_catching<T>(work: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
+    catch_unwind(AssertUnwindSafe(work))
+        .unwrap_or_else(|_| Err(ApiError::Internal("a database task panicked".into())))
+}
+
 fn gone() -> ApiError {
     ApiError::Internal("the database writer has stopped".into())
 }
@@ -406,8 +411,7 @@ fn in_savepoint<T>(
     work: impl FnOnce(&Connection) -> Result<T, ApiError>,
 ) -> rusqlite::Result<Result<T, ApiError>> {
     conn.prepare_cached("SAVEPOINT job")?.execute([])?;
-    let result = catch_unwind(AssertUnwindSafe(|| work(conn)))
-        .unwrap_or_else(|_| Err(ApiError::Internal("a database task panicked".into())));
+    let result = run_catching(|| work(conn));
     if result.is_err() {
         conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
     }
