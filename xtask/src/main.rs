@@ -84,7 +84,8 @@ fn run(root: &Path, relay_args: Vec<String>) -> Result<()> {
     ];
     args.extend(relay_args);
     println!("Starting the relay (Ctrl-C stops it)...");
-    process::run_forwarding(&root.join("target/release/glowworm-relay"), &args)
+    // In the foreground: Ctrl-C reaches the relay directly and it shuts down cleanly.
+    process::run_checked(&root.join("target/release/glowworm-relay"), &args, &[])
 }
 
 fn test(root: &Path, no_browser: bool) -> Result<()> {

@@ -43,11 +43,6 @@ pub fn run_checked<S: AsRef<OsStr>>(
     Ok(())
 }
 
-/// Runs a long-lived program in the foreground (the relay); Ctrl-C reaches it directly.
-pub fn run_forwarding(program: &Path, args: &[String]) -> Result<()> {
-    run_checked(program, args, &[])
-}
-
 /// True when `program --version` runs.
 pub fn available(program: &str) -> bool {
     Command::new(program)
