@@ -74,7 +74,6 @@ fn workspace_root() -> PathBuf {
 }
 
 fn run(root: &Path, relay_args: Vec<String>) -> Result<()> {
-    deps::require_wasm_target()?;
     wasm::build(root)?;
     process::cargo(&["build", "--release", "-p", "glowworm-relay"])?;
     let mut args = vec![
@@ -89,9 +88,10 @@ fn run(root: &Path, relay_args: Vec<String>) -> Result<()> {
 }
 
 fn test(root: &Path, no_browser: bool) -> Result<()> {
-    deps::require_wasm_target()?;
     deps::require_vulkan_driver()?;
     if !no_browser {
+        // Everything the browser tests need, checked before the long Rust tests run.
+        deps::require_wasm_target()?;
         deps::require_chromium()?;
         deps::require_node_packages(&root.join("tests/e2e"))?;
     }
