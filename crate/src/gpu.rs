@@ -36,6 +36,16 @@ pub struct AdapterSummary {
     pub backend: String,
 }
 
+impl AdapterSummary {
+    /// What the relay is told about the adapter with each lease request.
+    pub fn class(&self) -> crate::wire::AdapterClass {
+        crate::wire::AdapterClass {
+            vendor: self.vendor.clone(),
+            architecture: self.architecture.clone(),
+        }
+    }
+}
+
 /// One GPU device with its queue and compiled pipelines.
 pub struct Gpu {
     device: wgpu::Device,

@@ -11,12 +11,14 @@
 //! 4. [`signing::ContributorKey`] signs a domain-separated message binding the unit, lease, kernel
 //!    and output digest; the contributor posts a [`wire::ResultSubmission`].
 //! 5. The relay checks the signature with [`signing::verify_result`] and the output with
-//!    [`freivalds::check`] before it credits anything.
+//!    [`freivalds::check`] before it credits anything; outputs that no cheap check covers are
+//!    compared between replicas (and with known answers) by [`compare::agree`].
 //!
 //! Everything except [`web`] compiles natively too; [`web`] is the wasm-bindgen surface used by the
 //! page's Web Worker (see `www/worker.js`).
 
 pub mod cache;
+pub mod compare;
 pub mod encoding;
 pub mod freivalds;
 pub mod gpu;

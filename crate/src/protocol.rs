@@ -5,7 +5,7 @@
 use crate::encoding::{bytes_to_f32s, f32s_to_bytes, to_base64};
 use crate::hash::ContentHash;
 use crate::signing::ContributorKey;
-use crate::wire::{BlobRef, KernelRef, KernelSource, Lease, ResultSubmission};
+use crate::wire::{AdapterClass, BlobRef, KernelRef, KernelSource, Lease, ResultSubmission};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -53,13 +53,15 @@ pub enum ProtocolError<E: std::error::Error + 'static> {
     MissingInput { lease_id: String, name: String },
 }
 
-/// Asks for a unit; `None` when the relay has no work.
+/// Asks for a unit; `None` when the relay has no work. `adapter` says which GPU computes it.
 pub async fn lease<T: Transport>(
     relay: &T,
     key: &ContributorKey,
+    adapter: Option<&AdapterClass>,
 ) -> Result<Option<Lease>, ProtocolError<T::Error>> {
     let request = crate::wire::LeaseRequest {
         public_key: key.public_hex(),
+        adapter: adapter.cloned(),
     };
     relay
         .post_json_optional("/v1/leases", &request)

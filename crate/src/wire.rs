@@ -34,6 +34,20 @@ impl MatmulShape {
 pub struct LeaseRequest {
     /// The contributor's ed25519 public key, 64 hex characters.
     pub public_key: String,
+    /// The GPU's vendor and architecture, for relays that compare replicas only between
+    /// adapters of the same kind (homogeneous redundancy). Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<AdapterClass>,
+}
+
+/// The kind of GPU a result was computed on, as the WebGPU adapter reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterClass {
+    /// Such as "nvidia", "amd", "google" (SwiftShader); may be empty.
+    pub vendor: String,
+    /// Such as "hopper", "rdna-3", "swiftshader"; may be empty.
+    pub architecture: String,
 }
 
 /// Reference to a kernel in the relay's catalogue.
@@ -94,9 +108,14 @@ pub struct ResultSubmission {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResultReceipt {
     pub unit_id: i64,
-    /// "verified": the output passed verification and was credited.
+    /// "verified": the output passed verification and was credited. "pending": the output was
+    /// accepted and waits for other contributors' replicas of the unit (or, for a trusted
+    /// contributor, a later check) before it is credited; nothing is credited yet.
     pub status: String,
     pub credited: i64,
+    /// Credits of this contributor's results that wait for verification (not in `balance`).
+    #[serde(default)]
+    pub pending: i64,
     /// The balance, after this credit, of the account credited: the contributor's own (its
     /// public key) or, once it has linked a wallet, the linked address's.
     pub balance: i64,
@@ -170,6 +189,31 @@ pub struct ContributorInfo {
     pub last_seen_unix_ms: i64,
     /// The Ethereum address (EIP-55) this key is linked to, if any.
     pub linked_address: Option<String>,
+    /// Credits of this key's results that wait for replicas or a later check; not yet in
+    /// `credits`.
+    #[serde(default)]
+    pub pending_credits: i64,
+    /// The key's standing with the relay's verifier.
+    #[serde(default)]
+    pub reputation: Reputation,
+}
+
+/// What the verifier knows of a contributor (a session key, or an address across its keys).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reputation {
+    /// Results that passed verification, and that failed it.
+    pub results_valid: i64,
+    pub results_invalid: i64,
+    /// Valid results since the last invalid one.
+    pub consecutive_valid: i64,
+    /// Trusted contributors' results are replicated only now and then.
+    pub trusted: bool,
+    /// Invalid results not yet outweighed by a run of valid ones; at the relay's limit the
+    /// contributor is quarantined.
+    pub strikes: i64,
+    /// Quarantined: no more leases, pending credits withheld.
+    pub quarantined: bool,
+    pub quarantined_at_unix_ms: Option<i64>,
 }
 
 /// Reply to `POST /v1/leases/{lease_id}/release`.
@@ -242,6 +286,13 @@ pub struct AccountInfo {
     /// Units verified and FLOP earned by every session key linked to the address.
     pub units_verified: i64,
     pub flop_verified: i64,
+    /// Credits of the linked keys' results that wait for verification; not yet in `credits`.
+    #[serde(default)]
+    pub pending_credits: i64,
+    /// The address's standing with the verifier (a quarantined address gets no leases for any
+    /// of its keys).
+    #[serde(default)]
+    pub reputation: Reputation,
     pub linked_sessions: Vec<LinkedSession>,
     /// The address's ledger entries, newest first, one page of them.
     pub entries: Vec<LedgerEntry>,

@@ -350,6 +350,7 @@ async fn feed(
                 let split = jobs::Split {
                     unit_size: UNIT,
                     max_attempts: 5,
+                    replicas: None,
                 };
                 let tx = conn.transaction()?;
                 jobs::create_matmul(&tx, &a, &b, shape, split, true, now)?;

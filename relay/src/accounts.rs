@@ -4,8 +4,11 @@
 //! balances of the session keys that linked it, and `unit_verified` rows for what those keys
 //! earned after. Addresses are stored and shown EIP-55 checksummed ([`canonical_address`]).
 
+use crate::config::Config;
+use crate::contributors;
 use crate::error::ApiError;
 use crate::ledger;
+use crate::reputation;
 use glowworm::wire::{AccountInfo, LedgerEntry, LinkedSession};
 use rusqlite::Connection;
 
@@ -65,7 +68,12 @@ impl Page {
 }
 
 /// The account of `address` (EIP-55); an address nothing was ever credited to has zeros.
-pub fn info(conn: &Connection, address: &str, page: Page) -> Result<AccountInfo, ApiError> {
+pub fn info(
+    conn: &Connection,
+    config: &Config,
+    address: &str,
+    page: Page,
+) -> Result<AccountInfo, ApiError> {
     let (units_verified, flop_verified): (i64, i64) = conn.query_row(
         "SELECT COUNT(*), COALESCE(SUM(2 * units.m * units.n * units.k), 0)
          FROM results JOIN units ON units.id = results.unit_id
@@ -130,6 +138,11 @@ pub fn info(conn: &Connection, address: &str, page: Page) -> Result<AccountInfo,
         credits: ledger::balance(conn, address)?,
         units_verified,
         flop_verified,
+        pending_credits: linked_sessions
+            .iter()
+            .map(|s| contributors::pending_credits(conn, &s.public_key))
+            .sum::<Result<i64, ApiError>>()?,
+        reputation: reputation::get(conn, config, address)?,
         linked_sessions,
         entries,
         next_before,

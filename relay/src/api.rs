@@ -9,6 +9,7 @@ use crate::contributors::{self, canonical_key};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::leasing;
+use crate::network::ClientNetwork;
 use crate::state::AppState;
 use crate::{jobs, links, nonces, results, stats};
 use axum::extract::{DefaultBodyLimit, State};
@@ -19,9 +20,9 @@ use axum::{Json, Router};
 use glowworm::hash::ContentHash;
 use glowworm::kernels;
 use glowworm::wire::{
-    AccountInfo, ContributorInfo, Health, JobStatus, KernelSource, LeaseRequest, LinkReply,
-    LinkRequest, NonceReply, ReleaseReceipt, ReleaseRequest, ResultReceipt, ResultSubmission,
-    Stats,
+    AccountInfo, AdapterClass, ContributorInfo, Health, JobStatus, KernelSource, LeaseRequest,
+    LinkReply, LinkRequest, NonceReply, ReleaseReceipt, ReleaseRequest, ResultReceipt,
+    ResultSubmission, Stats,
 };
 use serde::Deserialize;
 use std::time::Duration;
@@ -138,9 +139,10 @@ async fn get_contributor(
     ApiPath(public_key): ApiPath<String>,
 ) -> Result<Json<ContributorInfo>, ApiError> {
     let key = canonical_key(&public_key)?;
+    let config = state.config.clone();
     let info = state
         .db
-        .read(move |conn| contributors::info(conn, &key))
+        .read(move |conn| contributors::info(conn, &config, &key))
         .await?
         .ok_or_else(|| {
             ApiError::not_found(
@@ -154,14 +156,19 @@ async fn get_contributor(
 /// 200 with a lease, or 204 with `Retry-After: 1` when there is no work.
 async fn create_lease(
     State(state): State<AppState>,
+    ClientNetwork(network): ClientNetwork,
     ApiJson(request): ApiJson<LeaseRequest>,
 ) -> Result<Response, ApiError> {
-    let key = canonical_key(&request.public_key)?;
+    let asker = leasing::Asker {
+        public_key: canonical_key(&request.public_key)?,
+        network,
+        adapter_class: request.adapter.as_ref().map(adapter_class).transpose()?,
+    };
     let now = state.now_ms();
     let config = state.config.clone();
     let issued = state
         .db
-        .batch_refusing_first(move |conn| leasing::lease_next(conn, &config, &key, now))
+        .batch_refusing_first(move |conn| leasing::lease_next(conn, &config, &asker, now))
         .await?;
     Ok(match issued {
         Some(issued) => {
@@ -170,6 +177,23 @@ async fn create_lease(
         }
         None => (StatusCode::NO_CONTENT, [(header::RETRY_AFTER, "1")]).into_response(),
     })
+}
+
+/// "vendor/architecture", lowercase, of an adapter a contributor described.
+fn adapter_class(adapter: &AdapterClass) -> Result<String, ApiError> {
+    let fits = |text: &str| {
+        text.len() <= 64
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || " -_.".contains(c))
+    };
+    if !fits(&adapter.vendor) || !fits(&adapter.architecture) {
+        return Err(ApiError::bad_request(
+            "bad_adapter",
+            "adapter vendor and architecture are at most 64 letters, digits, spaces, '-', '_' or '.'",
+        ));
+    }
+    Ok(format!("{}/{}", adapter.vendor, adapter.architecture).to_ascii_lowercase())
 }
 
 async fn release_lease(
@@ -281,9 +305,10 @@ async fn get_account(
 ) -> Result<Json<AccountInfo>, ApiError> {
     let address = canonical_address(&address)?;
     let page = Page::new(query.limit, query.before)?;
+    let config = state.config.clone();
     let info = state
         .db
-        .read(move |conn| accounts::info(conn, &address, page))
+        .read(move |conn| accounts::info(conn, &config, &address, page))
         .await?;
     Ok(Json(info))
 }

@@ -48,6 +48,32 @@ pub struct Config {
     pub nonce_seconds: u64,
     /// Most unexpired nonces kept at once; more nonce requests are refused until some expire.
     pub max_pending_nonces: u32,
+
+    // Verification of results that no cheap check covers (see relay/src/replication.rs).
+    /// Agreeing results from distinct contributors a replicated unit needs.
+    pub replicas: u32,
+    /// Most results a replicated unit gathers while its replicas disagree, before it fails.
+    pub max_replicas: u32,
+    /// Never send two replicas of a unit to the same /24 (IPv4) or /64 (IPv6) network.
+    pub distinct_networks: bool,
+    /// Take the client address from X-Forwarded-For (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
+    /// Compare replicas only between adapters of the same vendor and architecture.
+    pub homogeneous_redundancy: bool,
+    /// Share of leases, in thousandths, that are known-answer (canary) units, where one can be made.
+    pub canary_permille: u32,
+    /// Consecutive valid results after which a contributor is trusted.
+    pub trust_after: u32,
+    /// Share of a trusted contributor's replicated units, in thousandths, still replicated.
+    pub trusted_replication_permille: u32,
+    /// Invalid results (not outweighed by `trust_after` valid ones in a row) that quarantine a
+    /// contributor.
+    pub quarantine_strikes: u32,
+    /// How long a trusted contributor's unreplicated result may wait for a later check of that
+    /// contributor before the unit is replicated after all.
+    pub settle_seconds: u64,
+    /// Verify demo jobs by replication instead of Freivalds' check (to exercise replication).
+    pub demo_replicate: bool,
 }
 
 impl Default for Config {
@@ -70,6 +96,17 @@ impl Default for Config {
             eth_rpc_url: None,
             nonce_seconds: 600,
             max_pending_nonces: 100_000,
+            replicas: 2,
+            max_replicas: 5,
+            distinct_networks: true,
+            trust_forwarded_for: false,
+            homogeneous_redundancy: false,
+            canary_permille: 20,
+            trust_after: 10,
+            trusted_replication_permille: 50,
+            quarantine_strikes: 3,
+            settle_seconds: 600,
+            demo_replicate: false,
         }
     }
 }
@@ -154,6 +191,40 @@ pub struct ServeArgs {
     /// Most unexpired sign-in nonces kept at once [env: GLOWWORM_MAX_PENDING_NONCES]
     #[arg(long, value_name = "N")]
     pub max_pending_nonces: Option<u32>,
+    /// Agreeing results a replicated unit needs [env: GLOWWORM_REPLICAS]
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<u32>,
+    /// Most results a replicated unit gathers before it fails [env: GLOWWORM_MAX_REPLICAS]
+    #[arg(long, value_name = "N")]
+    pub max_replicas: Option<u32>,
+    /// Whether replicas must come from distinct /24 or /64 networks [env: GLOWWORM_DISTINCT_NETWORKS]
+    #[arg(long, value_name = "BOOL")]
+    pub distinct_networks: Option<bool>,
+    /// Take client addresses from X-Forwarded-For [env: GLOWWORM_TRUST_FORWARDED_FOR]
+    #[arg(long, value_name = "BOOL")]
+    pub trust_forwarded_for: Option<bool>,
+    /// Compare replicas only between adapters of one kind [env: GLOWWORM_HOMOGENEOUS_REDUNDANCY]
+    #[arg(long, value_name = "BOOL")]
+    pub homogeneous_redundancy: Option<bool>,
+    /// Known-answer units per thousand leases [env: GLOWWORM_CANARY_PERMILLE]
+    #[arg(long, value_name = "N")]
+    pub canary_permille: Option<u32>,
+    /// Consecutive valid results that make a contributor trusted [env: GLOWWORM_TRUST_AFTER]
+    #[arg(long, value_name = "N")]
+    pub trust_after: Option<u32>,
+    /// Trusted contributors' units still replicated, per thousand
+    /// [env: GLOWWORM_TRUSTED_REPLICATION_PERMILLE]
+    #[arg(long, value_name = "N")]
+    pub trusted_replication_permille: Option<u32>,
+    /// Invalid results that quarantine a contributor [env: GLOWWORM_QUARANTINE_STRIKES]
+    #[arg(long, value_name = "N")]
+    pub quarantine_strikes: Option<u32>,
+    /// Seconds an unreplicated trusted result waits for a later check [env: GLOWWORM_SETTLE_SECONDS]
+    #[arg(long, value_name = "N")]
+    pub settle_seconds: Option<u64>,
+    /// Verify demo jobs by replication [env: GLOWWORM_DEMO_REPLICATE]
+    #[arg(long, value_name = "BOOL")]
+    pub demo_replicate: Option<bool>,
 }
 
 impl Config {
@@ -237,6 +308,37 @@ impl Config {
             "GLOWWORM_MAX_PENDING_NONCES",
             &mut self.max_pending_nonces,
         )?;
+        set_from_env(env, "GLOWWORM_REPLICAS", &mut self.replicas)?;
+        set_from_env(env, "GLOWWORM_MAX_REPLICAS", &mut self.max_replicas)?;
+        set_from_env(
+            env,
+            "GLOWWORM_DISTINCT_NETWORKS",
+            &mut self.distinct_networks,
+        )?;
+        set_from_env(
+            env,
+            "GLOWWORM_TRUST_FORWARDED_FOR",
+            &mut self.trust_forwarded_for,
+        )?;
+        set_from_env(
+            env,
+            "GLOWWORM_HOMOGENEOUS_REDUNDANCY",
+            &mut self.homogeneous_redundancy,
+        )?;
+        set_from_env(env, "GLOWWORM_CANARY_PERMILLE", &mut self.canary_permille)?;
+        set_from_env(env, "GLOWWORM_TRUST_AFTER", &mut self.trust_after)?;
+        set_from_env(
+            env,
+            "GLOWWORM_TRUSTED_REPLICATION_PERMILLE",
+            &mut self.trusted_replication_permille,
+        )?;
+        set_from_env(
+            env,
+            "GLOWWORM_QUARANTINE_STRIKES",
+            &mut self.quarantine_strikes,
+        )?;
+        set_from_env(env, "GLOWWORM_SETTLE_SECONDS", &mut self.settle_seconds)?;
+        set_from_env(env, "GLOWWORM_DEMO_REPLICATE", &mut self.demo_replicate)?;
         Ok(())
     }
 
@@ -274,6 +376,23 @@ impl Config {
         }
         set(&args.nonce_seconds, &mut self.nonce_seconds);
         set(&args.max_pending_nonces, &mut self.max_pending_nonces);
+        set(&args.replicas, &mut self.replicas);
+        set(&args.max_replicas, &mut self.max_replicas);
+        set(&args.distinct_networks, &mut self.distinct_networks);
+        set(&args.trust_forwarded_for, &mut self.trust_forwarded_for);
+        set(
+            &args.homogeneous_redundancy,
+            &mut self.homogeneous_redundancy,
+        );
+        set(&args.canary_permille, &mut self.canary_permille);
+        set(&args.trust_after, &mut self.trust_after);
+        set(
+            &args.trusted_replication_permille,
+            &mut self.trusted_replication_permille,
+        );
+        set(&args.quarantine_strikes, &mut self.quarantine_strikes);
+        set(&args.settle_seconds, &mut self.settle_seconds);
+        set(&args.demo_replicate, &mut self.demo_replicate);
     }
 
     /// Refuses settings the relay cannot work with.
@@ -320,6 +439,17 @@ impl Config {
                 "siwe chain id {chain} is too large"
             )));
         }
+        if self.replicas < 2 || self.max_replicas < self.replicas {
+            return invalid("replicas must be at least 2 and max_replicas at least replicas");
+        }
+        if self.canary_permille > 1000 || self.trusted_replication_permille > 1000 {
+            return invalid("canary_permille and trusted_replication_permille are at most 1000");
+        }
+        if self.trust_after == 0 || self.quarantine_strikes == 0 || self.settle_seconds == 0 {
+            return invalid(
+                "trust_after, quarantine_strikes and settle_seconds must be at least 1",
+            );
+        }
         if let Some(url) = &self.eth_rpc_url {
             let parsed = reqwest::Url::parse(url);
             if !parsed.is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
@@ -334,6 +464,11 @@ impl Config {
     /// How long a sign-in nonce lasts, in milliseconds.
     pub fn nonce_ms(&self) -> i64 {
         self.nonce_seconds.min(i64::MAX as u64 / 1000) as i64 * 1000
+    }
+
+    /// How long a trusted result waits for a later check, in milliseconds.
+    pub fn settle_ms(&self) -> i64 {
+        self.settle_seconds.min(i64::MAX as u64 / 1000) as i64 * 1000
     }
 
     /// How long a lease lasts, in milliseconds.

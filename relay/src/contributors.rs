@@ -1,9 +1,11 @@
 //! Contributors: known by their ed25519 public key, with when they were first and last seen and
 //! the wallet address they linked, if any.
 
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::ledger;
 use crate::links;
+use crate::reputation;
 use ed25519_dalek::VerifyingKey;
 use glowworm::signing::{SignatureError, parse_public_key};
 use glowworm::wire::ContributorInfo;
@@ -68,7 +70,11 @@ pub fn touch(conn: &Connection, public_key: &str, now_ms: i64) -> Result<(), Api
 
 /// What the relay knows of a contributor, or `None` if it was never seen. Its credits are the
 /// balance of the account its credits go to: its own, or its linked address's.
-pub fn info(conn: &Connection, public_key: &str) -> Result<Option<ContributorInfo>, ApiError> {
+pub fn info(
+    conn: &Connection,
+    config: &Config,
+    public_key: &str,
+) -> Result<Option<ContributorInfo>, ApiError> {
     let seen: Option<(i64, i64)> = conn
         .query_row(
             "SELECT first_seen_ms, last_seen_ms FROM contributors WHERE public_key = ?1",
@@ -96,5 +102,18 @@ pub fn info(conn: &Connection, public_key: &str) -> Result<Option<ContributorInf
         first_seen_unix_ms: first_seen,
         last_seen_unix_ms: last_seen,
         linked_address,
+        pending_credits: pending_credits(conn, public_key)?,
+        reputation: reputation::get(conn, config, public_key)?,
     }))
+}
+
+/// Credits of `public_key`'s results still waiting for verification (replicas or a later check).
+pub fn pending_credits(conn: &Connection, public_key: &str) -> Result<i64, ApiError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(2 * units.m * units.n * units.k), 0)
+             FROM results JOIN units ON units.id = results.unit_id
+             WHERE results.public_key = ?1 AND results.state = 'pending'",
+        )?
+        .query_row([public_key], |row| row.get(0))?)
 }

@@ -197,16 +197,38 @@ impl Db {
         };
         let has_ledger = has_table("ledger")?;
         let has_balances = has_table("balances")?;
-        let has_link_key: bool = conn.query_row(
-            "SELECT COUNT(*) > 0 FROM pragma_table_info('ledger') WHERE name = 'link_key'",
-            [],
-            |row| row.get(0),
-        )?;
-        if has_ledger && !has_link_key {
-            conn.execute(
-                "ALTER TABLE ledger ADD COLUMN link_key TEXT REFERENCES links(public_key)",
-                [],
+        // Columns later versions added to existing tables, with their definitions.
+        const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+            ("ledger", "link_key", "TEXT REFERENCES links(public_key)"),
+            ("units", "verify", "TEXT NOT NULL DEFAULT 'freivalds'"),
+            ("units", "quorum", "INTEGER NOT NULL DEFAULT 1"),
+            ("units", "replicas_needed", "INTEGER NOT NULL DEFAULT 1"),
+            ("units", "on_trust", "INTEGER NOT NULL DEFAULT 0"),
+            ("units", "canary_of", "INTEGER REFERENCES units(id)"),
+            ("units", "adapter_class", "TEXT"),
+            ("leases", "account", "TEXT"),
+            ("leases", "network", "TEXT"),
+            ("leases", "adapter_class", "TEXT"),
+            ("results", "state", "TEXT NOT NULL DEFAULT 'valid'"),
+        ];
+        for (table, column, definition) in ADDED_COLUMNS {
+            let has_column: bool = conn.query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                [table, column],
+                |row| row.get(0),
             )?;
+            if has_table(table)? && !has_column {
+                conn.execute(
+                    &format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"),
+                    [],
+                )?;
+                if (*table, *column) == ("results", "state") {
+                    conn.execute(
+                        "UPDATE results SET state = 'invalid' WHERE verified = 0",
+                        [],
+                    )?;
+                }
+            }
         }
         conn.execute_batch(SCHEMA)?;
         if has_ledger && !has_balances {

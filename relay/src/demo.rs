@@ -38,7 +38,8 @@ pub async fn tick(state: &AppState) -> Result<Option<DemoJob>, ApiError> {
             let tx = conn.transaction()?;
             let open_units: i64 = tx.query_row(
                 "SELECT COUNT(*) FROM units JOIN jobs ON jobs.id = units.job_id
-                 WHERE jobs.state = 'queued' AND units.state IN ('pending', 'leased')",
+                 WHERE jobs.state = 'queued' AND units.state IN ('pending', 'leased')
+                   AND units.canary_of IS NULL",
                 [],
                 |row| row.get(0),
             )?;
@@ -54,6 +55,7 @@ pub async fn tick(state: &AppState) -> Result<Option<DemoJob>, ApiError> {
             let split = Split {
                 unit_size: config.unit_size,
                 max_attempts: config.max_attempts,
+                replicas: config.demo_replicate.then_some(config.replicas),
             };
             let job_id = jobs::create_matmul(&tx, &a, &b, shape, split, true, now)?;
             tx.commit()?;

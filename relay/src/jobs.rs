@@ -9,16 +9,21 @@
 
 use crate::blobs::{self, hash_column};
 use crate::error::ApiError;
+use crate::units::Verify;
 use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
 use glowworm::kernels::matmul;
 use glowworm::wire::{JobStatus, MatmulShape};
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// How a job is cut into units and how often each unit may be tried.
+/// How a job is cut into units, how each unit is verified and how often it may be tried.
 #[derive(Debug, Clone, Copy)]
 pub struct Split {
     pub unit_size: u32,
     pub max_attempts: u32,
+    /// `None`: Freivalds' check of each result. `Some(k)`: replication, until k results of
+    /// distinct contributors agree ([`crate::replication`]); such a unit may be leased
+    /// `max_attempts` times more than its replicas.
+    pub replicas: Option<u32>,
 }
 
 /// Stores a new matmul job and its units; returns the job id. Run it inside a transaction.
@@ -44,6 +49,10 @@ pub fn create_matmul(
     )?;
     let job_id = conn.last_insert_rowid();
     let kernel_hash = matmul::TILED.hash().to_string();
+    let verify = match split.replicas {
+        Some(_) => Verify::Replicate,
+        None => Verify::Freivalds,
+    };
     let tile = split.unit_size as usize;
 
     for row0 in (0..m).step_by(tile) {
@@ -59,8 +68,8 @@ pub fn create_matmul(
             let b_hash = blobs::store(conn, &f32s_to_bytes(&b_panel))?;
             conn.prepare_cached(
                 "INSERT INTO units (job_id, row0, col0, m, n, k, kernel_hash, a_hash, b_hash,
-                                    state, attempts, max_attempts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', 0, ?10)",
+                                    state, attempts, max_attempts, verify, quorum, replicas_needed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', 0, ?10, ?11, ?12, ?12)",
             )?
             .execute(params![
                 job_id,
@@ -72,7 +81,9 @@ pub fn create_matmul(
                 kernel_hash,
                 a_hash.to_string(),
                 b_hash.to_string(),
-                split.max_attempts,
+                split.max_attempts + split.replicas.unwrap_or(0),
+                verify.as_str(),
+                split.replicas.unwrap_or(1),
             ])?;
         }
     }
@@ -102,7 +113,8 @@ pub fn complete_if_done(conn: &Connection, job_id: i64) -> Result<bool, ApiError
     let unfinished: bool = conn
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM units
-                            WHERE job_id = ?1 AND state IN ('pending', 'leased', 'failed'))",
+                            WHERE job_id = ?1 AND state IN ('pending', 'leased', 'failed')
+                              AND canary_of IS NULL)",
         )?
         .query_row([job_id], |row| row.get(0))?;
     if unfinished {
@@ -110,8 +122,10 @@ pub fn complete_if_done(conn: &Connection, job_id: i64) -> Result<bool, ApiError
     }
 
     let mut c = vec![0f32; m * n];
-    let mut stmt = conn
-        .prepare("SELECT row0, col0, m, n, result_hash FROM units WHERE job_id = ?1 ORDER BY id")?;
+    let mut stmt = conn.prepare(
+        "SELECT row0, col0, m, n, result_hash FROM units
+         WHERE job_id = ?1 AND canary_of IS NULL ORDER BY id",
+    )?;
     let tiles = stmt
         .query_map([job_id], |row| {
             Ok((
@@ -152,11 +166,11 @@ pub fn status(conn: &Connection, job_id: i64) -> Result<Option<JobStatus>, ApiEr
     let status = conn
         .query_row(
             "SELECT id, state, output_hash,
-                    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id),
-                    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'verified'),
-                    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'pending'),
-                    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'leased'),
-                    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'failed')
+                    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND canary_of IS NULL),
+                    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'verified' AND canary_of IS NULL),
+                    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'pending' AND canary_of IS NULL),
+                    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'leased' AND canary_of IS NULL),
+                    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'failed' AND canary_of IS NULL)
              FROM jobs WHERE id = ?1",
             [job_id],
             |row| {

@@ -10,7 +10,8 @@ use crate::contributors;
 use crate::error::ApiError;
 use crate::metrics::{self, Stage};
 use crate::random;
-use crate::units::{self, Unit};
+use crate::units::{self, Holder, Unit, Verify};
+use crate::{canaries, jobs, links, replication, reputation};
 use axum::http::StatusCode;
 use glowworm::kernels;
 use glowworm::wire::{BlobRef, Lease};
@@ -117,33 +118,132 @@ pub struct Issued {
     pub unit: Unit,
 }
 
-/// Leases the oldest pending unit to `public_key` (a canonical key), or returns `None` when
-/// there is no work. Run it inside a transaction ([`crate::db::Db::batch_refusing_first`] does:
-/// after its first write, only a database error can make it fail).
+/// Who asks for work, as the lease handler knows them.
+#[derive(Debug, Clone)]
+pub struct Asker {
+    /// Canonical (lowercase hex) public key.
+    pub public_key: String,
+    /// The client's /24 or /64 network ([`crate::network`]), when known.
+    pub network: Option<String>,
+    /// "vendor/architecture" of the adapter, when the contributor said.
+    pub adapter_class: Option<String>,
+}
+
+/// Oldest pending units looked at per lease; a replicated one is picked at random among them,
+/// so that contributors asking one after another (colluders, say) do not get the replicas of
+/// one unit in turn.
+const CANDIDATES: u32 = 8;
+
+/// Leases the oldest pending unit `asker` may take (or, now and then, a known-answer canary), or
+/// returns `None` when there is no work. Run it inside a transaction
+/// ([`crate::db::Db::batch_refusing_first`] does: it refuses a quarantined contributor before
+/// its first write, and after that only a database error can make it fail).
 pub fn lease_next(
     conn: &Connection,
     config: &Config,
-    public_key: &str,
+    asker: &Asker,
     now_ms: i64,
 ) -> Result<Option<Issued>, ApiError> {
     let _span = metrics::span(Stage::LeaseTx);
+    let public_key = asker.public_key.as_str();
+    let account = links::account_of(conn, public_key)?;
+    reputation::refuse_quarantined(conn, public_key, &account)?;
     let lease_id = new_lease_id(now_ms)?;
     contributors::touch(conn, public_key, now_ms)?;
     expire_overdue(conn, now_ms)?;
-    let Some(unit) = units::oldest_pending(conn)? else {
-        return Ok(None);
+    replication::replicate_unsettled(conn, config, now_ms)?;
+
+    let address = (account != public_key).then_some(account.as_str());
+    let adapter_class = asker
+        .adapter_class
+        .as_deref()
+        .filter(|_| config.homogeneous_redundancy);
+    let canary = if random::chance(config.canary_permille)? {
+        canaries::make(conn, public_key)?
+    } else {
+        None
     };
+    let mut unit = match canary {
+        Some(canary) => canary,
+        None => {
+            let holder = Holder {
+                public_key,
+                address,
+                network: asker
+                    .network
+                    .as_deref()
+                    .filter(|_| config.distinct_networks),
+                adapter_class,
+            };
+            let candidates = units::pending_for(conn, &holder, CANDIDATES)?;
+            let Some(unit) = pick(candidates)? else {
+                return Ok(None);
+            };
+            unit
+        }
+    };
+    if kernels::by_hash(&unit.kernel_hash).is_none() {
+        // A unit made by an older relay whose kernel the catalogue no longer has: nobody can
+        // run it. It fails for good (failing its job) instead of blocking the queue.
+        tracing::warn!(
+            "unit {} names a kernel not in the catalogue; it fails",
+            unit.id
+        );
+        conn.prepare_cached("UPDATE units SET state = 'failed' WHERE id = ?1")?
+            .execute([unit.id])?;
+        jobs::fail(conn, unit.job_id)?;
+        return lease_next(conn, config, asker, now_ms);
+    }
+    if unit.verify == Verify::Replicate
+        && unit.canary_of.is_none()
+        && unit.attempts == 0
+        && unit.quorum > 1
+        && reputation::is_trusted(conn, config, public_key, &account)?
+        && !random::chance(config.trusted_replication_permille)?
+    {
+        conn.prepare_cached(
+            "UPDATE units SET on_trust = 1, quorum = 1, replicas_needed = 1 WHERE id = ?1",
+        )?
+        .execute([unit.id])?;
+        (unit.on_trust, unit.quorum, unit.replicas_needed) = (true, 1, 1);
+    }
     let deadline_ms = now_ms + config.lease_ms();
     let lease = wire_lease(&unit, lease_id.clone(), deadline_ms)?;
+    let outstanding: u32 = if unit.verify == Verify::Replicate {
+        conn.prepare_cached(
+            "SELECT (SELECT COUNT(*) FROM leases WHERE unit_id = ?1 AND state = 'active')
+                  + (SELECT COUNT(*) FROM results WHERE unit_id = ?1 AND state = 'pending')",
+        )?
+        .query_row([unit.id], |row| row.get(0))?
+    } else {
+        0
+    };
+    let state = if outstanding + 1 >= unit.replicas_needed {
+        "leased"
+    } else {
+        "pending"
+    };
     conn.prepare_cached(
-        "UPDATE units SET state = 'leased', attempts = attempts + 1 WHERE id = ?1",
+        "UPDATE units SET state = ?2, attempts = attempts + 1,
+                          adapter_class = COALESCE(adapter_class, ?3)
+         WHERE id = ?1",
     )?
-    .execute([unit.id])?;
+    .execute(params![unit.id, state, adapter_class])?;
     conn.prepare_cached(
-        "INSERT INTO leases (lease_id, unit_id, public_key, issued_at_ms, deadline_ms, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'active')",
+        "INSERT INTO leases (lease_id, unit_id, public_key, issued_at_ms, deadline_ms, state,
+                             account, network, adapter_class)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, ?8)",
     )?
-    .execute(params![lease_id, unit.id, public_key, now_ms, deadline_ms])?;
+    .execute(params![
+        lease_id,
+        unit.id,
+        public_key,
+        now_ms,
+        deadline_ms,
+        address,
+        asker.network,
+        asker.adapter_class
+    ])?;
     let row = LeaseRow {
         lease_id,
         unit_id: unit.id,
@@ -152,6 +252,20 @@ pub fn lease_next(
         state: "active".into(),
     };
     Ok(Some(Issued { lease, row, unit }))
+}
+
+/// The unit to lease among the oldest candidates: the oldest, unless it is replicated, then
+/// one of the replicated ones at random.
+fn pick(mut candidates: Vec<Unit>) -> Result<Option<Unit>, ApiError> {
+    if candidates
+        .first()
+        .is_none_or(|u| u.verify == Verify::Freivalds)
+    {
+        return Ok(candidates.into_iter().next());
+    }
+    candidates.retain(|u| u.verify == Verify::Replicate);
+    let i = random::below(candidates.len() as u32)? as usize;
+    Ok(Some(candidates.swap_remove(i)))
 }
 
 /// Most leases [`RecentLeases`] remembers.

@@ -67,10 +67,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     writeln!(stdout, "Glowworm relay listening on http://{address}")?;
     stdout.flush()?;
 
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving")?;
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving")?;
     tracing::info!("relay stopped");
     Ok(())
 }

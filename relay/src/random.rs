@@ -11,6 +11,20 @@ pub fn bytes<const N: usize>() -> Result<[u8; N], ApiError> {
     Ok(out)
 }
 
+/// A uniformly random number below `n` (0 when `n` is 0).
+pub fn below(n: u32) -> Result<u32, ApiError> {
+    if n == 0 {
+        return Ok(0);
+    }
+    // 64 random bits reduced modulo n: the bias is below n / 2^64, far under any use here.
+    Ok((u64::from_le_bytes(bytes::<8>()?) % u64::from(n)) as u32)
+}
+
+/// True with probability `permille` / 1000.
+pub fn chance(permille: u32) -> Result<bool, ApiError> {
+    Ok(permille > 0 && below(1000)? < permille)
+}
+
 /// `len` random characters from `[0-9A-Za-z]`, each uniformly distributed (about 5.95 bits each).
 pub fn alphanumeric(len: usize) -> Result<String, ApiError> {
     const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";

@@ -7,7 +7,8 @@
 //! result cannot both be credited) store the output, mark lease and unit, and credit the ledger:
 //! the contributor's own account, or the address it linked ([`links::account_of`]).
 
-use crate::blobs;
+use crate::blobs::{self, hash_column};
+use crate::config::Config;
 use crate::contributors::{self, canonical_key};
 use crate::error::ApiError;
 use crate::jobs;
@@ -16,12 +17,17 @@ use crate::ledger;
 use crate::links;
 use crate::metrics::{self, Stage};
 use crate::random;
+use crate::replication::{self, Verdict};
+use crate::reputation;
 use crate::state::AppState;
-use crate::units::{self, Unit};
+use crate::units::{self, Unit, Verify};
+use axum::body::Bytes;
 use axum::http::StatusCode;
+use glowworm::compare::{self, Tolerance};
 use glowworm::encoding::{bytes_to_f32s, from_base64};
 use glowworm::freivalds;
 use glowworm::hash::ContentHash;
+use glowworm::kernels::matmul;
 use glowworm::signing::{SignatureError, verify_result_with_key};
 use glowworm::wire::{MatmulShape, ResultReceipt, ResultSubmission};
 use rusqlite::{Connection, params};
@@ -69,17 +75,55 @@ pub async fn submit(
     check_signature(&submission, &public_key, unit, &output)?;
     lease.require_open(now)?;
 
-    let verified = verify(state, unit, &output).await?;
+    let (a, b) = (
+        input(state, unit.a_hash).await?,
+        input(state, unit.b_hash).await?,
+    );
+    if unit.verify == Verify::Replicate && unit.canary_of.is_none() {
+        let tolerance = matmul::replica_tolerance(&decode(&a)?, &decode(&b)?, unit.shape);
+        state.leases.forget(&lease.lease_id);
+        let config = state.config.clone();
+        let (verdict, receipt) = state
+            .db
+            .batch(move |conn| {
+                let (lease, unit) = (&issued.0, &issued.1);
+                record_replica(
+                    conn,
+                    &config,
+                    lease,
+                    unit,
+                    &public_key,
+                    &output,
+                    &tolerance,
+                    now,
+                )
+            })
+            .await?;
+        return match verdict {
+            Verdict::Invalid(why) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "verification_failed",
+                why,
+            )),
+            Verdict::Valid(_) | Verdict::Pending => Ok(receipt),
+        };
+    }
+
+    let verified = match unit.canary_of {
+        None => freivalds_check(unit, a, b, &output).await?,
+        Some(_) => known_answer_check(state, unit, &a, &b, &output).await?,
+    };
     // Whatever happens next, the lease is closed or (on a failure of the relay's own) will be
     // read from the database again.
     state.leases.forget(&lease.lease_id);
+    let config = state.config.clone();
     match verified {
         Ok(()) => {
             state
                 .db
                 .batch_refusing_first(move |conn| {
                     let (lease, unit) = (&issued.0, &issued.1);
-                    record_verified(conn, lease, unit, &public_key, &output, now)
+                    record_verified(conn, &config, lease, unit, &public_key, &output, now)
                 })
                 .await
         }
@@ -91,7 +135,9 @@ pub async fn submit(
             let output_hash = ContentHash::of(&output).to_string();
             state
                 .db
-                .batch(move |conn| record_rejected(conn, &issued.0, &public_key, &output_hash, now))
+                .batch(move |conn| {
+                    record_rejected(conn, &config, &issued.0, &public_key, &output_hash, now)
+                })
                 .await?;
             Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -100,6 +146,41 @@ pub async fn submit(
             ))
         }
     }
+}
+
+/// A unit input blob, from the blob cache or the database.
+async fn input(state: &AppState, hash: ContentHash) -> Result<Bytes, ApiError> {
+    state
+        .db
+        .blob(hash)
+        .await?
+        .ok_or_else(|| ApiError::Internal(format!("blob {hash} is missing")))
+}
+
+fn decode(bytes: &[u8]) -> Result<Vec<f32>, ApiError> {
+    bytes_to_f32s(bytes).map_err(|e| ApiError::Internal(format!("stored input: {e}")))
+}
+
+/// A canary's output against the answer the relay already has (within the replica tolerance).
+async fn known_answer_check(
+    state: &AppState,
+    unit: &Unit,
+    a: &[u8],
+    b: &[u8],
+    output: &[u8],
+) -> Result<Result<(), String>, ApiError> {
+    let unit_id = unit.id;
+    let answer = state
+        .db
+        .read(move |conn| {
+            let hash: ContentHash = conn
+                .prepare_cached("SELECT result_hash FROM units WHERE id = ?1")?
+                .query_row([unit_id], |row| hash_column(row, 0))?;
+            blobs::get_required(conn, &hash)
+        })
+        .await?;
+    let tolerance = matmul::replica_tolerance(&decode(a)?, &decode(b)?, unit.shape);
+    Ok(compare::agree(&answer, output, &tolerance).map_err(|e| e.to_string()))
 }
 
 /// The output bytes, if they are base64 of exactly the unit's output size.
@@ -153,48 +234,38 @@ fn check_signature(
 /// microseconds) are checked on the request's own thread; larger ones on a blocking thread.
 const INLINE_CHECK_WORK: u64 = 1 << 16;
 
-/// Freivalds' check of the output against the unit's inputs (from the blob cache, else the
-/// database), with a fresh secret seed, outside the database writer. The outer error is the
-/// relay's own failure; the inner one is the output's.
-async fn verify(
-    state: &AppState,
+/// Freivalds' check of the output against the unit's inputs, with a fresh secret seed,
+/// outside the database writer. The outer error is the relay's own failure; the inner one is
+/// the output's.
+async fn freivalds_check(
     unit: &Unit,
+    a: Bytes,
+    b: Bytes,
     output: &[u8],
-) -> Result<Result<(), freivalds::FreivaldsError>, ApiError> {
-    let input = |hash: ContentHash| async move {
-        state
-            .db
-            .blob(hash)
-            .await?
-            .ok_or_else(|| ApiError::Internal(format!("blob {hash} is missing")))
-    };
-    let (a, b) = (input(unit.a_hash).await?, input(unit.b_hash).await?);
+) -> Result<Result<(), String>, ApiError> {
     let seed = random::bytes::<32>()?;
     let shape = unit.shape;
     let (m, n, k) = (shape.m as u64, shape.n as u64, shape.k as u64);
     if k * (m + n) + m * n <= INLINE_CHECK_WORK {
-        return freivalds_check(&a, &b, output, shape, seed);
+        return run_freivalds(&a, &b, output, shape, seed);
     }
     let c = output.to_vec();
-    tokio::task::spawn_blocking(move || freivalds_check(&a, &b, &c, shape, seed))
+    tokio::task::spawn_blocking(move || run_freivalds(&a, &b, &c, shape, seed))
         .await
         .map_err(|e| ApiError::Internal(format!("verification task failed: {e}")))?
 }
 
-fn freivalds_check(
+fn run_freivalds(
     a: &[u8],
     b: &[u8],
     c: &[u8],
     shape: MatmulShape,
     seed: [u8; 32],
-) -> Result<Result<(), freivalds::FreivaldsError>, ApiError> {
+) -> Result<Result<(), String>, ApiError> {
     let _span = metrics::span(Stage::Freivalds);
-    let decode = |bytes: &[u8]| {
-        bytes_to_f32s(bytes).map_err(|e| ApiError::Internal(format!("stored input: {e}")))
-    };
     let (a, b) = (decode(a)?, decode(b)?);
     let c = bytes_to_f32s(c).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(freivalds::check(&a, &b, &c, shape, seed))
+    Ok(freivalds::check(&a, &b, &c, shape, seed).map_err(|e| e.to_string()))
 }
 
 /// Re-reads the lease inside the final transaction: another copy of the same result may have
@@ -205,34 +276,39 @@ fn reread_open_lease(conn: &Connection, lease_id: &str, now_ms: i64) -> Result<(
         .require_open(now_ms)
 }
 
+/// Stores a result in `state` ('valid', 'invalid' or 'pending'; see the schema).
 fn insert_result(
     conn: &Connection,
     lease: &LeaseRow,
     public_key: &str,
     output_hash: &str,
-    verified: bool,
+    state: &str,
     now_ms: i64,
 ) -> Result<i64, ApiError> {
     conn.prepare_cached(
-        "INSERT INTO results (unit_id, lease_id, public_key, output_hash, verified, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO results (unit_id, lease_id, public_key, output_hash, verified, created_at,
+                              state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         lease.unit_id,
         lease.lease_id,
         public_key,
         output_hash,
-        verified,
-        now_ms
+        state == "valid",
+        now_ms,
+        state
     ])?;
     Ok(conn.last_insert_rowid())
 }
 
 /// Turns down a result that failed verification: the lease is rejected and the unit goes back
-/// to the queue (or fails), nothing is credited. Run it inside a transaction
-/// ([`crate::db::Db::batch`] does).
+/// to the queue (or fails), nothing is credited, and the contributor's reputation takes a
+/// strike ([`replication::failed_check`]). Run it inside a transaction ([`crate::db::Db::batch`]
+/// does).
 fn record_rejected(
     conn: &Connection,
+    config: &Config,
     lease: &LeaseRow,
     public_key: &str,
     output_hash: &str,
@@ -240,48 +316,92 @@ fn record_rejected(
 ) -> Result<(), ApiError> {
     let _span = metrics::span(Stage::RecordTx);
     reread_open_lease(conn, &lease.lease_id, now_ms)?;
-    insert_result(conn, lease, public_key, output_hash, false, now_ms)?;
+    let result_id = insert_result(conn, lease, public_key, output_hash, "invalid", now_ms)?;
     conn.prepare_cached("UPDATE leases SET state = 'rejected' WHERE lease_id = ?1")?
         .execute([&lease.lease_id])?;
     units::requeue_or_fail(conn, lease.unit_id)?;
     contributors::touch(conn, public_key, now_ms)?;
+    replication::failed_check(conn, config, result_id, public_key, now_ms)?;
     Ok(())
 }
 
-/// Accepts a verified result: stores it, closes the lease, marks the unit verified and credits
-/// the ledger. Run it inside a transaction, so that all of it happens or none
-/// ([`crate::db::Db::batch_refusing_first`] does: its refusals come before any write).
+/// Stores a replica of a replicated unit, pending, and compares it with the others
+/// ([`replication::resolve`]). Run it inside a transaction ([`crate::db::Db::batch`] does).
+#[allow(clippy::too_many_arguments)]
+fn record_replica(
+    conn: &Connection,
+    config: &Config,
+    lease: &LeaseRow,
+    unit: &Unit,
+    public_key: &str,
+    output: &[u8],
+    tolerance: &Tolerance,
+    now_ms: i64,
+) -> Result<(Verdict, ResultReceipt), ApiError> {
+    let _span = metrics::span(Stage::RecordTx);
+    let account = links::account_of(conn, public_key)?;
+    reputation::refuse_quarantined(conn, public_key, &account)?;
+    reread_open_lease(conn, &lease.lease_id, now_ms)?;
+    let output_hash = blobs::store(conn, output)?.to_string();
+    let result_id = insert_result(conn, lease, public_key, &output_hash, "pending", now_ms)?;
+    conn.prepare_cached("UPDATE leases SET state = 'submitted' WHERE lease_id = ?1")?
+        .execute([&lease.lease_id])?;
+    contributors::touch(conn, public_key, now_ms)?;
+    let verdict = replication::resolve(conn, config, unit.id, result_id, tolerance, now_ms)?;
+    let credited = match verdict {
+        Verdict::Valid(credited) => credited,
+        _ => 0,
+    };
+    let receipt = receipt(conn, unit, public_key, &account, credited)?;
+    Ok((verdict, receipt))
+}
+
+/// The receipt for a result of `unit`: `credited` now (0: pending), and the account's balance
+/// and the key's credits still pending after it.
+fn receipt(
+    conn: &Connection,
+    unit: &Unit,
+    public_key: &str,
+    account: &str,
+    credited: i64,
+) -> Result<ResultReceipt, ApiError> {
+    let pending = contributors::pending_credits(conn, public_key)?;
+    Ok(ResultReceipt {
+        unit_id: unit.id,
+        status: if credited > 0 { "verified" } else { "pending" }.into(),
+        credited,
+        pending,
+        balance: ledger::balance(conn, account)?,
+        flop: unit.shape.flop(),
+    })
+}
+
+/// Accepts a verified result: stores it, closes the lease, marks the unit verified, credits the
+/// ledger and counts it for the contributor ([`replication::passed_check`], which also settles
+/// what it left waiting on trust). Run it inside a transaction, so that all of it happens or
+/// none ([`crate::db::Db::batch_refusing_first`] does: its refusals come before any write).
 fn record_verified(
     conn: &Connection,
+    config: &Config,
     lease: &LeaseRow,
     unit: &Unit,
     public_key: &str,
     output: &[u8],
     now_ms: i64,
 ) -> Result<ResultReceipt, ApiError> {
-    let flop = unit.shape.flop();
-    let credited = i64::try_from(flop)
-        .map_err(|_| ApiError::Internal(format!("unit {} is too large to credit", unit.id)))?;
-
     let _span = metrics::span(Stage::RecordTx);
+    let account = links::account_of(conn, public_key)?;
+    reputation::refuse_quarantined(conn, public_key, &account)?;
     reread_open_lease(conn, &lease.lease_id, now_ms)?;
     let output_hash = blobs::store(conn, output)?.to_string();
-    let result_id = insert_result(conn, lease, public_key, &output_hash, true, now_ms)?;
+    let result_id = insert_result(conn, lease, public_key, &output_hash, "pending", now_ms)?;
     conn.prepare_cached("UPDATE leases SET state = 'submitted' WHERE lease_id = ?1")?
         .execute([&lease.lease_id])?;
     conn.prepare_cached("UPDATE units SET state = 'verified', result_hash = ?2 WHERE id = ?1")?
         .execute(params![unit.id, output_hash])?;
-    let account = links::account_of(conn, public_key)?;
-    ledger::credit_verified_unit(conn, &account, credited, unit.id, result_id, now_ms)?;
+    let credited = replication::credit(conn, result_id, public_key, unit.id, now_ms)?;
     contributors::touch(conn, public_key, now_ms)?;
+    replication::passed_check(conn, config, public_key, now_ms)?;
     jobs::complete_if_done(conn, unit.job_id)?;
-    let balance = ledger::balance(conn, &account)?;
-
-    Ok(ResultReceipt {
-        unit_id: unit.id,
-        status: "verified".into(),
-        credited,
-        balance,
-        flop,
-    })
+    receipt(conn, unit, public_key, &account, credited)
 }

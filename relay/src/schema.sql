@@ -35,7 +35,20 @@ CREATE TABLE IF NOT EXISTS units (
     state        TEXT NOT NULL CHECK (state IN ('pending', 'leased', 'verified', 'failed')),
     attempts     INTEGER NOT NULL DEFAULT 0,
     max_attempts INTEGER NOT NULL,
-    result_hash  TEXT REFERENCES blobs(hash)
+    result_hash  TEXT REFERENCES blobs(hash),
+    -- How the output is verified (see relay/src/replication.rs): 'freivalds' checks each result
+    -- on its own; 'replicate' compares results of distinct contributors until `quorum` of them
+    -- agree and form a strict majority of the `replicas_needed` or more results gathered.
+    verify          TEXT NOT NULL DEFAULT 'freivalds',
+    quorum          INTEGER NOT NULL DEFAULT 1,
+    replicas_needed INTEGER NOT NULL DEFAULT 1,
+    -- 1 while one trusted contributor's result stands alone until a later check settles it.
+    on_trust        INTEGER NOT NULL DEFAULT 0,
+    -- A known-answer (canary) unit: the verified unit whose inputs and answer it repeats. Not
+    -- part of its job's output or progress.
+    canary_of       INTEGER REFERENCES units(id),
+    -- With homogeneous redundancy: the adapter kind ("vendor/architecture") of its replicas.
+    adapter_class   TEXT
 );
 CREATE INDEX IF NOT EXISTS units_by_state ON units(state, id);
 -- A job's units by state: whether any is left is a few index probes, however big the job.
@@ -50,11 +63,20 @@ CREATE TABLE IF NOT EXISTS leases (
     issued_at_ms INTEGER NOT NULL,
     deadline_ms  INTEGER NOT NULL,
     state        TEXT NOT NULL
-                 CHECK (state IN ('active', 'submitted', 'expired', 'released', 'rejected'))
+                 CHECK (state IN ('active', 'submitted', 'expired', 'released', 'rejected')),
+    -- Who held it, for keeping replicas of a unit apart: the linked address (if any), the
+    -- client's /24 (IPv4) or /64 (IPv6) network, and the adapter kind.
+    account       TEXT,
+    network       TEXT,
+    adapter_class TEXT
 );
 CREATE INDEX IF NOT EXISTS leases_by_state ON leases(state, deadline_ms);
+CREATE INDEX IF NOT EXISTS leases_by_unit ON leases(unit_id);
 
--- Every signed submission that reached verification: verified = 1 passed, 0 was rejected.
+-- Every signed submission that reached verification. state: 'valid' (credited), 'invalid',
+-- 'pending' (a replica waiting for the others, or a trusted result waiting to be settled; its
+-- output blob is stored) or 'withheld' (its contributor was quarantined first). verified = 1
+-- exactly when state is 'valid'.
 CREATE TABLE IF NOT EXISTS results (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     unit_id     INTEGER NOT NULL REFERENCES units(id),
@@ -62,9 +84,23 @@ CREATE TABLE IF NOT EXISTS results (
     public_key  TEXT NOT NULL,
     output_hash TEXT NOT NULL,
     verified    INTEGER NOT NULL,
-    created_at  INTEGER NOT NULL
+    created_at  INTEGER NOT NULL,
+    state       TEXT NOT NULL DEFAULT 'valid'
 );
 CREATE INDEX IF NOT EXISTS results_by_key ON results(public_key);
+CREATE INDEX IF NOT EXISTS results_by_unit ON results(unit_id);
+CREATE INDEX IF NOT EXISTS results_pending ON results(public_key, created_at) WHERE state = 'pending';
+
+-- What the verifier knows of each session key and each linked address (see
+-- relay/src/reputation.rs).
+CREATE TABLE IF NOT EXISTS reputation (
+    subject           TEXT PRIMARY KEY,  -- a session key (hex) or an address (0x...)
+    results_valid     INTEGER NOT NULL DEFAULT 0,
+    results_invalid   INTEGER NOT NULL DEFAULT 0,
+    consecutive_valid INTEGER NOT NULL DEFAULT 0,
+    strikes           INTEGER NOT NULL DEFAULT 0,
+    quarantined_at_ms INTEGER
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS contributors (
     public_key    TEXT PRIMARY KEY,

@@ -27,6 +27,45 @@ pub struct Unit {
     pub state: String,
     pub attempts: u32,
     pub max_attempts: u32,
+    /// How its output is verified.
+    pub verify: Verify,
+    /// Agreeing results a replicated unit needs, and results it gathers before comparing.
+    pub quorum: u32,
+    pub replicas_needed: u32,
+    /// A trusted contributor's result stands alone until a later check settles it.
+    pub on_trust: bool,
+    /// For a known-answer (canary) unit: the verified unit it repeats.
+    pub canary_of: Option<i64>,
+}
+
+/// How a unit's output is verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// Freivalds' check of each result on its own (matrix products).
+    Freivalds,
+    /// Replicas from distinct contributors compared until a strict majority agrees.
+    Replicate,
+}
+
+impl Verify {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verify::Freivalds => "freivalds",
+            Verify::Replicate => "replicate",
+        }
+    }
+
+    fn parse(text: &str) -> rusqlite::Result<Verify> {
+        match text {
+            "freivalds" => Ok(Verify::Freivalds),
+            "replicate" => Ok(Verify::Replicate),
+            other => Err(rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Text,
+                format!("unknown verification {other:?}").into(),
+            )),
+        }
+    }
 }
 
 /// The columns [`from_row`] reads, in order.
@@ -34,7 +73,8 @@ macro_rules! unit_columns {
     () => {
         "units.id, units.job_id, units.row0, units.col0, units.m, units.n, units.k, \
          units.kernel_hash, units.a_hash, units.b_hash, units.state, units.attempts, \
-         units.max_attempts"
+         units.max_attempts, units.verify, units.quorum, units.replicas_needed, units.on_trust, \
+         units.canary_of"
     };
 }
 
@@ -58,6 +98,11 @@ pub fn from_row(row: &rusqlite::Row) -> rusqlite::Result<Unit> {
         state: row.get(10)?,
         attempts: row.get(11)?,
         max_attempts: row.get(12)?,
+        verify: Verify::parse(&row.get::<_, String>(13)?)?,
+        quorum: row.get(14)?,
+        replicas_needed: row.get(15)?,
+        on_trust: row.get(16)?,
+        canary_of: row.get(17)?,
     })
 }
 
@@ -69,34 +114,73 @@ pub fn get(conn: &Connection, unit_id: i64) -> Result<Option<Unit>, ApiError> {
         .optional()?)
 }
 
-/// The oldest pending unit of a queued job, if any.
-pub fn oldest_pending(conn: &Connection) -> Result<Option<Unit>, ApiError> {
+/// Who asks for a unit: a replicated unit never goes to two leases of the same key, of the
+/// same linked address or (when the relay keeps networks apart) of the same network, and with
+/// homogeneous redundancy only to adapters of the kind its first replica ran on.
+#[derive(Debug, Clone, Copy)]
+pub struct Holder<'a> {
+    pub public_key: &'a str,
+    pub address: Option<&'a str>,
+    pub network: Option<&'a str>,
+    /// Set only when the relay compares replicas between adapters of one kind.
+    pub adapter_class: Option<&'a str>,
+}
+
+/// Up to `limit` of the oldest pending units of queued jobs that `holder` may take, oldest first.
+pub fn pending_for(conn: &Connection, holder: &Holder, limit: u32) -> Result<Vec<Unit>, ApiError> {
     let sql = concat!(
         "SELECT ",
         unit_columns!(),
         " FROM units JOIN jobs ON jobs.id = units.job_id
          WHERE units.state = 'pending' AND jobs.state = 'queued'
-         ORDER BY units.id LIMIT 1"
+           AND (units.verify = 'freivalds' OR (
+                NOT EXISTS (SELECT 1 FROM leases
+                            WHERE leases.unit_id = units.id
+                              AND leases.state IN ('active', 'submitted')
+                              AND (leases.public_key = ?1 OR leases.account = ?2
+                                   OR leases.network = ?3))
+                AND (?4 IS NULL OR units.adapter_class IS NULL OR units.adapter_class = ?4)))
+         ORDER BY units.id LIMIT ?5"
     );
-    Ok(conn
+    let units = conn
         .prepare_cached(sql)?
-        .query_row([], from_row)
-        .optional()?)
+        .query_map(
+            rusqlite::params![
+                holder.public_key,
+                holder.address,
+                holder.network,
+                holder.adapter_class,
+                limit
+            ],
+            from_row,
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(units)
 }
 
 /// After a lease ended without a verified result (expired or rejected): the unit goes back to
-/// `pending`, or to `failed` (failing its job) when it has used all its attempts.
+/// `pending` (a replicated unit may already be pending, waiting for other replicas), or to
+/// `failed` when it has used all its attempts, which fails its job, unless the unit is a
+/// known-answer copy (a canary), which belongs to no job's output.
 pub fn requeue_or_fail(conn: &Connection, unit_id: i64) -> Result<(), ApiError> {
-    let (attempts, max_attempts, job_id): (u32, u32, i64) = conn
-        .prepare_cached("SELECT attempts, max_attempts, job_id FROM units WHERE id = ?1")?
-        .query_row([unit_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-    if attempts >= max_attempts {
-        conn.prepare_cached(
-            "UPDATE units SET state = 'failed' WHERE id = ?1 AND state = 'leased'",
+    let (attempts, max_attempts, job_id, canary_of): (u32, u32, i64, Option<i64>) = conn
+        .prepare_cached(
+            "SELECT attempts, max_attempts, job_id, canary_of FROM units WHERE id = ?1",
         )?
-        .execute([unit_id])?;
-        tracing::warn!("unit {unit_id} failed after {attempts} attempts; job {job_id} fails");
-        jobs::fail(conn, job_id)?;
+        .query_row([unit_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?;
+    if attempts >= max_attempts {
+        let failed = conn
+            .prepare_cached(
+                "UPDATE units SET state = 'failed'
+                 WHERE id = ?1 AND state IN ('leased', 'pending')",
+            )?
+            .execute([unit_id])?;
+        if failed > 0 && canary_of.is_none() {
+            tracing::warn!("unit {unit_id} failed after {attempts} attempts; job {job_id} fails");
+            jobs::fail(conn, job_id)?;
+        }
     } else {
         conn.prepare_cached(
             "UPDATE units SET state = 'pending' WHERE id = ?1 AND state = 'leased'",

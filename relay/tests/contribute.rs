@@ -53,6 +53,7 @@ async fn a_verified_result_is_credited_once_by_its_flop_count() {
             unit_id: lease.unit_id,
             status: "verified".into(),
             credited: flop,
+            pending: 0,
             balance: flop,
             flop: flop as u64,
         }

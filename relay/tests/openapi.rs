@@ -123,6 +123,10 @@ fn the_schemas_fit_the_wire_types() {
             "LeaseRequest",
             serde_json::to_value(LeaseRequest {
                 public_key: "ab".repeat(32),
+                adapter: Some(AdapterClass {
+                    vendor: "nvidia".into(),
+                    architecture: "hopper".into(),
+                }),
             })
             .unwrap(),
         ),
@@ -147,6 +151,16 @@ fn the_schemas_fit_the_wire_types() {
                 first_seen_unix_ms: 1,
                 last_seen_unix_ms: 2,
                 linked_address: Some(ADDRESS.into()),
+                pending_credits: 3,
+                reputation: Reputation {
+                    results_valid: 4,
+                    results_invalid: 1,
+                    consecutive_valid: 2,
+                    trusted: false,
+                    strikes: 1,
+                    quarantined: true,
+                    quarantined_at_unix_ms: Some(9),
+                },
             })
             .unwrap(),
         ),
@@ -185,6 +199,8 @@ fn the_schemas_fit_the_wire_types() {
                 credits: 5,
                 units_verified: 1,
                 flop_verified: 5,
+                pending_credits: 0,
+                reputation: Reputation::default(),
                 linked_sessions: vec![LinkedSession {
                     public_key: "ab".repeat(32),
                     chain_id: 1,

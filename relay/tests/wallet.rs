@@ -666,6 +666,8 @@ async fn the_account_endpoint_pages_entries_newest_first() {
             credits: 0,
             units_verified: 0,
             flop_verified: 0,
+            pending_credits: 0,
+            reputation: Default::default(),
             linked_sessions: vec![],
             entries: vec![],
             next_before: None,

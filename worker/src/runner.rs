@@ -192,7 +192,9 @@ async fn lane(ctx: &Context<'_>) {
 
 /// One unit end to end; `None` when the relay has no work.
 async fn one_unit(ctx: &Context<'_>) -> Result<Option<ResultReceipt>, UnitError> {
-    let Some(lease) = protocol::lease(ctx.client, ctx.key).await? else {
+    let Some(lease) =
+        protocol::lease(ctx.client, ctx.key, Some(&ctx.gpu.adapter().class())).await?
+    else {
         return Ok(None);
     };
     let computed = compute(ctx, &lease).await;

@@ -66,6 +66,26 @@ pub fn reference(a: &[f32], b: &[f32], shape: MatmulShape) -> Vec<f32> {
     c.into_iter().map(|v| v as f32).collect()
 }
 
+/// How far two honest products of `a` and `b` may differ, for comparing replicas
+/// ([`crate::compare`]): each element of an f32 dot product of length k, summed in any order, is
+/// within (k + 2)·eps·(|A||B|)_ij of the exact value (the bound Freivalds' check uses), so two
+/// honest results are within twice that. (|A||B|)_ij is bounded per row by the row's sum of
+/// |a| times the largest |b|, which costs one pass over the inputs.
+pub fn replica_tolerance(a: &[f32], b: &[f32], shape: MatmulShape) -> crate::compare::Tolerance {
+    let (n, k) = (shape.n as usize, shape.k as usize);
+    let eps = f32::EPSILON as f64 / 2.0;
+    let b_max = b.iter().fold(0f64, |max, v| max.max((*v as f64).abs()));
+    let rows = a
+        .chunks(k.max(1))
+        .map(|row| {
+            let row_abs: f64 = row.iter().map(|v| (*v as f64).abs()).sum();
+            // Plus a few subnormals' worth, for products that underflow.
+            2.0 * (k as f64 + 2.0) * eps * row_abs * b_max + k as f64 * f32::MIN_POSITIVE as f64
+        })
+        .collect();
+    crate::compare::Tolerance::PerRow { row_len: n, rows }
+}
+
 /// `len` reproducible pseudo-random values in [-1, 1) (SplitMix64), for demo jobs and tests.
 pub fn sample_matrix(len: u32, seed: u64) -> Vec<f32> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
@@ -94,6 +114,43 @@ mod tests {
             MatmulShape { m: 2, n: 2, k: 2 },
         );
         assert_eq!(c, vec![19., 22., 43., 50.]);
+    }
+
+    /// Two honest results summed in different orders (forwards in f32, backwards in f32) agree
+    /// within the replica tolerance; a result with one element off by a little does not.
+    #[test]
+    fn replicas_in_different_summation_orders_agree() {
+        let shape = MatmulShape {
+            m: 8,
+            n: 16,
+            k: 512,
+        };
+        let a = sample_matrix(shape.m * shape.k, 1);
+        let b = sample_matrix(shape.k * shape.n, 2);
+        let in_order = |reverse: bool| {
+            let (n, k) = (shape.n as usize, shape.k as usize);
+            let mut c = vec![0f32; shape.m as usize * n];
+            for (i, ci) in c.chunks_mut(n).enumerate() {
+                for (j, cij) in ci.iter_mut().enumerate() {
+                    let mut ls: Vec<usize> = (0..k).collect();
+                    if reverse {
+                        ls.reverse();
+                    }
+                    *cij = ls
+                        .iter()
+                        .fold(0f32, |s, &l| s + a[i * k + l] * b[l * n + j]);
+                }
+            }
+            crate::encoding::f32s_to_bytes(&c)
+        };
+        let (forwards, backwards) = (in_order(false), in_order(true));
+        assert_ne!(forwards, backwards, "the orders round differently");
+        let tolerance = replica_tolerance(&a, &b, shape);
+        crate::compare::agree(&forwards, &backwards, &tolerance).unwrap();
+        let mut wrong = crate::encoding::bytes_to_f32s(&forwards).unwrap();
+        wrong[37] += 0.01;
+        let wrong = crate::encoding::f32s_to_bytes(&wrong);
+        assert!(crate::compare::agree(&forwards, &wrong, &tolerance).is_err());
     }
 
     #[test]

@@ -243,7 +243,9 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
 
 /// Leases a unit and brings its kernel and inputs into memory; `None` when the relay has no work.
 async fn prepare_next(inner: &Inner) -> Result<Option<Prepared>, StepError> {
-    let Some(lease) = protocol::lease(&inner.relay, &inner.key).await? else {
+    let Some(lease) =
+        protocol::lease(&inner.relay, &inner.key, Some(&inner.gpu.adapter().class())).await?
+    else {
         return Ok(None);
     };
     match fetch_inputs(inner, lease.clone()).await {
