@@ -150,6 +150,46 @@ impl TestRelay {
         self.post_raw(path, serde_json::to_vec(body).unwrap()).await
     }
 
+    /// Queues a matmul job of seeded random matrices (`replicas`: None for Freivalds' check,
+    /// Some(k) for replication); returns its id and its inputs.
+    pub async fn queue_job(
+        &self,
+        shape: glowworm::wire::MatmulShape,
+        replicas: Option<u32>,
+        seed: u64,
+    ) -> (i64, Vec<f32>, Vec<f32>) {
+        let a = matmul::sample_matrix(shape.m * shape.k, seed);
+        let b = matmul::sample_matrix(shape.k * shape.n, seed + 1);
+        let (a2, b2) = (a.clone(), b.clone());
+        let config = self.state.config.clone();
+        let now = self.clock_now();
+        let job_id = self
+            .state
+            .db
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let split = glowworm_relay::jobs::Split {
+                    unit_size: config.unit_size,
+                    max_attempts: config.max_attempts,
+                    replicas,
+                };
+                let id =
+                    glowworm_relay::jobs::create_matmul(&tx, &a2, &b2, shape, split, false, now)?;
+                tx.commit()?;
+                Ok(id)
+            })
+            .await
+            .unwrap();
+        (job_id, a, b)
+    }
+
+    /// A job's status.
+    pub async fn job(&self, job_id: i64) -> glowworm::wire::JobStatus {
+        let reply = self.get(&format!("/v1/jobs/{job_id}")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        reply.json()
+    }
+
     /// Queues a demo job now (the generator's tick); returns its id and seed.
     pub async fn queue_demo_job(&self) -> glowworm_relay::demo::DemoJob {
         glowworm_relay::demo::tick(&self.state)
@@ -193,12 +233,23 @@ impl TestRelay {
 /// browser module does.
 pub struct Contributor {
     pub key: ContributorKey,
+    /// The address its lease requests come from (none: requests without a peer address).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 impl Contributor {
     pub fn new() -> Self {
         Contributor {
             key: ContributorKey::generate().unwrap(),
+            ip: None,
+        }
+    }
+
+    /// A new contributor whose requests come from `ip`.
+    pub fn at(ip: &str) -> Self {
+        Contributor {
+            ip: Some(ip.parse().unwrap()),
+            ..Contributor::new()
         }
     }
 
@@ -206,7 +257,42 @@ impl Contributor {
     pub fn from_seed(seed: &[u8]) -> Self {
         Contributor {
             key: ContributorKey::from_secret_bytes(seed).unwrap(),
+            ip: None,
         }
+    }
+
+    /// Asks for work and returns the raw reply (any status).
+    pub async fn lease_reply(&self, relay: &TestRelay) -> Reply {
+        let body = serde_json::json!({ "public_key": self.public_key() });
+        let mut request = Request::post("/v1/leases")
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap();
+        if let Some(ip) = self.ip {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+                    ip, 40000,
+                )));
+        }
+        relay.send(request).await
+    }
+
+    /// Submits `output` for `lease`, correctly signed; returns the raw reply.
+    pub async fn submit(&self, relay: &TestRelay, lease: &Lease, output: &[u8]) -> Reply {
+        relay
+            .post("/v1/results", &self.submission(lease, output))
+            .await
+    }
+
+    /// The contributor's info as the relay shows it.
+    pub async fn info(&self, relay: &TestRelay) -> glowworm::wire::ContributorInfo {
+        let reply = relay
+            .get(&format!("/v1/contributors/{}", self.public_key()))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        check_schema(&reply.json(), "ContributorInfo");
+        reply.json()
     }
 
     /// Leases a unit, computes it and submits it; asserts it is verified and returns the receipt.
@@ -232,12 +318,7 @@ impl Contributor {
 
     /// Asks for work: `Some(lease)` on 200, `None` on 204.
     pub async fn lease(&self, relay: &TestRelay) -> Option<Lease> {
-        let reply = relay
-            .post(
-                "/v1/leases",
-                &serde_json::json!({ "public_key": self.public_key() }),
-            )
-            .await;
+        let reply = self.lease_reply(relay).await;
         match reply.status {
             StatusCode::OK => {
                 check_schema(&reply.json::<Value>(), "Lease");
