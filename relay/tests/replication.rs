@@ -314,11 +314,21 @@ async fn canaries_repeat_a_verified_unit_and_catch_a_wrong_answer() {
     // Two contributors verify one unit (no canary exists before a unit is verified).
     let (c1, c2) = (Contributor::new(), Contributor::new());
     let l1 = c1.lease(&relay).await.unwrap();
-    let l2 = c2.lease(&relay).await.unwrap();
-    assert_eq!(
-        l1.unit_id, l2.unit_id,
-        "c2 is not eligible for a canary of a pending unit"
-    );
+    // Replicated units are picked at random among the oldest: c2 gives others back until it
+    // holds l1's unit.
+    let l2 = loop {
+        let lease = c2.lease(&relay).await.unwrap();
+        if lease.unit_id == l1.unit_id {
+            break lease;
+        }
+        let released = relay
+            .post(
+                &format!("/v1/leases/{}/release", lease.lease_id),
+                &serde_json::json!({ "public_key": c2.public_key() }),
+            )
+            .await;
+        assert_eq!(released.status, StatusCode::OK);
+    };
     let out = c1.compute(&relay, &l1).await;
     receipt(&c1.submit(&relay, &l1, &out).await);
     receipt(&c2.submit(&relay, &l2, &out).await);
