@@ -511,3 +511,85 @@ fn fits(doc: &Value, value: &Value, schema: &Value, at: &str) -> Result<(), Stri
     }
     Ok(())
 }
+
+/// The contributor protocol's HTTP (`glowworm::protocol::Transport`) over the relay's router,
+/// without a socket: simulated contributors run the same protocol code as the page and the
+/// native worker. Requests carry `ip` as their peer address, when set.
+pub struct InProcess<'a> {
+    pub relay: &'a TestRelay,
+    pub ip: Option<std::net::IpAddr>,
+}
+
+/// A relay reply other than success, as the protocol code sees it.
+#[derive(Debug, thiserror::Error)]
+#[error("{status} {code}: {message}")]
+pub struct RelayError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl InProcess<'_> {
+    async fn call(&self, mut request: Request<Body>) -> Result<Reply, RelayError> {
+        if let Some(ip) = self.ip {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+                    ip, 40000,
+                )));
+        }
+        let reply = self.relay.send(request).await;
+        if reply.status.is_success() {
+            return Ok(reply);
+        }
+        let (code, message) =
+            glowworm::wire::ErrorBody::code_and_message(&String::from_utf8_lossy(&reply.body));
+        Err(RelayError {
+            status: reply.status.as_u16(),
+            code,
+            message,
+        })
+    }
+
+    fn post_request(path: &str, body: &impl Serialize) -> Request<Body> {
+        Request::post(path)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .unwrap()
+    }
+}
+
+impl glowworm::protocol::Transport for InProcess<'_> {
+    type Error = RelayError;
+
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RelayError> {
+        let reply = self
+            .call(Request::get(path).body(Body::empty()).unwrap())
+            .await?;
+        Ok(reply.json())
+    }
+
+    async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, RelayError> {
+        let reply = self
+            .call(Request::get(path).body(Body::empty()).unwrap())
+            .await?;
+        Ok(reply.body)
+    }
+
+    async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, RelayError> {
+        Ok(self.call(Self::post_request(path, body)).await?.json())
+    }
+
+    async fn post_json_optional<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Option<T>, RelayError> {
+        let reply = self.call(Self::post_request(path, body)).await?;
+        Ok((reply.status != StatusCode::NO_CONTENT).then(|| reply.json()))
+    }
+}
