@@ -6,6 +6,8 @@
 //!   with many simulated contributors on loopback.
 //! - kernels: `crate/benches/kernels.rs`, tiled against naive WGSL matmul on the native adapter.
 //! - freivalds: `crate/benches/freivalds.rs`, the check against recomputing the product.
+//! - verification: `relay/benches/verification.rs`, cheating contributors against replication,
+//!   canaries and reputation: what is caught, what reaches job outputs, and the overhead.
 //! - browser: `tests/bench/browser.mjs`, wasm size, kernels in headless Chromium, and the time
 //!   from click to first verified result.
 
@@ -18,6 +20,7 @@ pub enum Which {
     Relay,
     Kernels,
     Freivalds,
+    Verification,
     Browser,
 }
 
@@ -26,6 +29,7 @@ pub fn run(root: &Path, which: &[Which]) -> Result<()> {
         Which::Relay,
         Which::Kernels,
         Which::Freivalds,
+        Which::Verification,
         Which::Browser,
     ];
     let chosen = if which.is_empty() { &all[..] } else { which };
@@ -52,6 +56,10 @@ pub fn run(root: &Path, which: &[Which]) -> Result<()> {
                     &["bench", "-p", "glowworm", "--bench", "freivalds"],
                     &xdg,
                 )?;
+            }
+            Which::Verification => {
+                process::step("Benchmark: verification under attack");
+                process::cargo(&["bench", "-p", "glowworm-relay", "--bench", "verification"])?;
             }
             Which::Browser => {
                 deps::require_chromium()?;

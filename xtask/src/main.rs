@@ -4,7 +4,7 @@
 //!   SQLite database and the page (the README's first command).
 //! - `cargo xtask test`: installs what the tests need, builds, and runs every test: Rust unit and
 //!   integration tests (kernels on lavapipe) and the headless-Chromium end-to-end tests.
-//! - `cargo xtask bench [relay|kernels|freivalds|browser]`: benchmarks, each printing a table
+//! - `cargo xtask bench [relay|kernels|freivalds|verification|browser]`: benchmarks, each printing a table
 //!   and writing it to `target/bench/<name>.md`.
 //! - `cargo xtask lint`: rustfmt and clippy, natively and for wasm32 (CI runs it too).
 //! - `cargo xtask build`: only builds the module into `www/pkg/` and prints its size.
