@@ -15,7 +15,10 @@
 //! 4. [`results::submit`] checks the lease, the holder, the output size and the signature,
 //!    runs Freivalds' check ([`glowworm::freivalds`]), and in one transaction stores the output,
 //!    marks the unit verified and appends 2·m·n·k credits to the append-only [`ledger`]. A unit
-//!    that fails too often is failed for good, and fails its job.
+//!    that fails too often is failed for good, and fails its job. Units no cheap check covers are
+//!    replicated instead: [`replication`] compares the replicas of distinct contributors and
+//!    credits the agreeing majority; [`canaries`] repeat verified units as known-answer checks;
+//!    [`reputation`] trusts, and quarantines, contributors by their record.
 //! 5. When every unit of a job is verified, [`jobs::complete_if_done`] assembles C into a blob
 //!    and the job is done.
 //!
