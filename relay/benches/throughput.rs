@@ -505,7 +505,7 @@ async fn one_unit(
     shared: &Shared,
 ) -> Result<Cycle, ProtocolError<HttpError>> {
     let mut requests = vec!["POST /v1/leases"];
-    let Some(lease) = protocol::lease(http, key).await? else {
+    let Some(lease) = protocol::lease(http, key, None).await? else {
         return Ok(Cycle::NoWork);
     };
     shared.leases_granted.fetch_add(1, Ordering::Relaxed);

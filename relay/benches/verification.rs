@@ -15,8 +15,8 @@
 //! Run: `cargo xtask bench verification` (or `cargo bench -p glowworm-relay --bench
 //! verification`); about a minute and a half. Override the unit count with GLOWWORM_SIM_UNITS.
 
+// The relay tests' helpers (in-process relay, protocol transport); it allows its own dead code.
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::{InProcess, TestRelay};
