@@ -521,3 +521,24 @@ async fn a_unit_whose_kernel_left_the_catalogue_fails_instead_of_blocking_the_qu
     assert_eq!(lease.job_id, new_job);
     assert_eq!(relay.job(old_job).await.state, "failed");
 }
+
+#[tokio::test]
+async fn adapters_are_named_freely_but_not_with_control_characters() {
+    let relay = TestRelay::new();
+    relay.queue_job(ONE_UNIT, None, 50).await;
+    let key = Contributor::new().public_key();
+    let ask = |vendor: &str| {
+        serde_json::json!({
+            "public_key": key,
+            "adapter": { "vendor": vendor, "architecture": "llvmpipe (LLVM 15.0.6, 256 bits)" }
+        })
+    };
+    relay
+        .post("/v1/leases", &ask("bad\nvendor"))
+        .await
+        .assert_error(400, "bad_adapter");
+    assert_eq!(
+        relay.post("/v1/leases", &ask("Mesa/X.org")).await.status,
+        StatusCode::OK
+    );
+}

@@ -117,7 +117,8 @@ mod tests {
     }
 
     /// Two honest results summed in different orders (forwards in f32, backwards in f32) agree
-    /// within the replica tolerance; a result with one element off by a little does not.
+    /// within the replica tolerance; a result with one element off by 0.1 (about 1% of a typical
+    /// element here; the bound is the worst case of f32 rounding, so much smaller errors pass) does not.
     #[test]
     fn replicas_in_different_summation_orders_agree() {
         let shape = MatmulShape {
@@ -148,7 +149,7 @@ mod tests {
         let tolerance = replica_tolerance(&a, &b, shape);
         crate::compare::agree(&forwards, &backwards, &tolerance).unwrap();
         let mut wrong = crate::encoding::bytes_to_f32s(&forwards).unwrap();
-        wrong[37] += 0.01;
+        wrong[37] += 0.1;
         let wrong = crate::encoding::f32s_to_bytes(&wrong);
         assert!(crate::compare::agree(&forwards, &wrong, &tolerance).is_err());
     }
