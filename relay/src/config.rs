@@ -48,6 +48,15 @@ pub struct Config {
     pub nonce_seconds: u64,
     /// Most unexpired nonces kept at once; more nonce requests are refused until some expire.
     pub max_pending_nonces: u32,
+    // --- Partner widgets (crate::partners, crate::embedding) ---
+    /// A partner's share of each unit computed through its widget, in basis points of the
+    /// contributor's credit, paid on top of it: floor(credited * bps / 10000). 1000 = 10%.
+    pub partner_share_bps: u32,
+    /// Partner addresses whose widgets are accepted; empty means any address.
+    pub partner_addresses: Vec<String>,
+    /// Origins of the sites that may embed the widget (frame-ancestors of /widget.html, and the
+    /// origins leases may name); empty means any site.
+    pub embed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -70,6 +79,9 @@ impl Default for Config {
             eth_rpc_url: None,
             nonce_seconds: 600,
             max_pending_nonces: 100_000,
+            partner_share_bps: 1000,
+            partner_addresses: Vec::new(),
+            embed_origins: Vec::new(),
         }
     }
 }
@@ -154,6 +166,18 @@ pub struct ServeArgs {
     /// Most unexpired sign-in nonces kept at once [env: GLOWWORM_MAX_PENDING_NONCES]
     #[arg(long, value_name = "N")]
     pub max_pending_nonces: Option<u32>,
+    /// Partner share in basis points of the contributor's credit, on top of it (1000 = 10%)
+    /// [env: GLOWWORM_PARTNER_SHARE_BPS]
+    #[arg(long, value_name = "BPS")]
+    pub partner_share_bps: Option<u32>,
+    /// A partner address whose widget is accepted (repeat for more; none means any)
+    /// [env: GLOWWORM_PARTNER_ADDRESSES, comma-separated]
+    #[arg(long = "partner-address", value_name = "0x...")]
+    pub partner_addresses: Vec<String>,
+    /// An origin that may embed the widget, such as https://blog.example (repeat for more; none
+    /// means any site) [env: GLOWWORM_EMBED_ORIGINS, comma-separated]
+    #[arg(long = "embed-origin", value_name = "ORIGIN")]
+    pub embed_origins: Vec<String>,
 }
 
 impl Config {
@@ -237,6 +261,17 @@ impl Config {
             "GLOWWORM_MAX_PENDING_NONCES",
             &mut self.max_pending_nonces,
         )?;
+        set_from_env(
+            env,
+            "GLOWWORM_PARTNER_SHARE_BPS",
+            &mut self.partner_share_bps,
+        )?;
+        if let Some(list) = env("GLOWWORM_PARTNER_ADDRESSES") {
+            self.partner_addresses = comma_list(&list);
+        }
+        if let Some(list) = env("GLOWWORM_EMBED_ORIGINS") {
+            self.embed_origins = comma_list(&list);
+        }
         Ok(())
     }
 
@@ -274,6 +309,13 @@ impl Config {
         }
         set(&args.nonce_seconds, &mut self.nonce_seconds);
         set(&args.max_pending_nonces, &mut self.max_pending_nonces);
+        set(&args.partner_share_bps, &mut self.partner_share_bps);
+        if !args.partner_addresses.is_empty() {
+            self.partner_addresses = args.partner_addresses.clone();
+        }
+        if !args.embed_origins.is_empty() {
+            self.embed_origins = args.embed_origins.clone();
+        }
     }
 
     /// Refuses settings the relay cannot work with.
@@ -328,6 +370,7 @@ impl Config {
                 )));
             }
         }
+        crate::partners::validate_config(self).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -340,6 +383,15 @@ impl Config {
     pub fn lease_ms(&self) -> i64 {
         self.lease_seconds as i64 * 1000
     }
+}
+
+/// The non-empty, trimmed items of a comma-separated list.
+fn comma_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// Replaces `field` with the parsed value of the variable `name`, when it is set.
