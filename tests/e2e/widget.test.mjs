@@ -148,7 +148,9 @@ describe('the partner widget', { timeout: 4 * TEST_TIMEOUT_MS }, () => {
       assert.deepEqual(await events(page, 'started'), []);
 
       // The visitor's own click inside the card.
+      await card.locator('#settings summary').click();
       await card.locator('#intensity').fill('100');
+      await card.locator('#settings summary').click();
       const clickedAt = Date.now();
       await card.locator('#contribute').click();
       const [credited] = await waitFor('a credited event on the host page',
@@ -164,10 +166,17 @@ describe('the partner widget', { timeout: 4 * TEST_TIMEOUT_MS }, () => {
       assert.deepEqual([...new Set(await page.evaluate(() => window.rawMessages))].sort(),
         ['credited', 'ready', 'started'], 'the host hears the raw messages too');
 
-      // Hidden tab: the card pauses, the host hears it, and no more units are done.
-      const cdp = await context.newCDPSession(page);
-      const { windowId } = await cdp.send('Browser.getWindowForTarget');
-      await cdp.send('Browser.setWindowBounds', { windowId, bounds: { windowState: 'minimized' } });
+      // Hidden tab: the card pauses, the host hears it, and no more units are done. Headless
+      // Chromium keeps every page visible (minimizing its window leaves visibilityState
+      // 'visible'), so the test sets the card's document hidden as a background tab's is and
+      // fires visibilitychange, as the browser does.
+      const frame = page.frames().find((f) => f.url().startsWith(`${relay.url}/widget.html`));
+      const setVisibility = (state) => frame.evaluate((value) => {
+        Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => value });
+        Object.defineProperty(document, 'hidden', { configurable: true, get: () => value === 'hidden' });
+        document.dispatchEvent(new Event('visibilitychange'));
+      }, state);
+      await setVisibility('hidden');
       await waitFor('a paused event', async () => (await events(page, 'paused')).length > 0, { timeoutMs: 30_000 });
       assert.equal((await events(page, 'paused'))[0].reason, 'hidden');
       await waitFor('the prefetched lease to be given back', async () => (await stats()).units_leased === 0,
@@ -176,7 +185,7 @@ describe('the partner widget', { timeout: 4 * TEST_TIMEOUT_MS }, () => {
       await sleep(QUIET_MS);
       assert.equal((await events(page, 'credited')).length, creditedWhileHidden, 'nothing is computed while hidden');
       assert.equal((await stats()).units_leased, 0);
-      await cdp.send('Browser.setWindowBounds', { windowId, bounds: { windowState: 'normal' } });
+      await setVisibility('visible');
       await waitFor('work after the tab is visible again',
         async () => (await events(page, 'credited')).length > creditedWhileHidden, { timeoutMs: VERIFIED_TIMEOUT_MS });
 
