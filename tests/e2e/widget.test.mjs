@@ -263,4 +263,41 @@ describe('the partner widget', { timeout: 4 * TEST_TIMEOUT_MS }, () => {
       assert.equal(after.units_completed, before.units_completed);
       await context.close();
     }));
+
+  test('a lost GPU device is reopened, the units in hand given back, and work goes on',
+    { timeout: TEST_TIMEOUT_MS },
+    withArtifacts('device-lost', async () => {
+      // The page and the widget share worker.js; the page's worker is in reach of the test.
+      const context = await newBrowser('device');
+      const page = await context.newPage();
+      consoleLog.watch(page, 'device');
+      await page.goto(`${relay.url}/`);
+      await page.waitForFunction(() => !document.getElementById('contribute').disabled, null, { timeout: 30_000 });
+      await page.click('#contribute');
+      const units = async () => Number((await page.locator('#units').textContent()).replace(/\D/g, ''));
+      await waitFor('a first verified unit', async () => (await units()) >= 1, { timeoutMs: VERIFIED_TIMEOUT_MS });
+
+      // Lose the device the way a driver reset does, in the middle of the next unit.
+      const [worker] = page.workers();
+      assert.ok(worker, 'the page runs a worker');
+      await worker.evaluate(() => {
+        const original = GPUDevice.prototype.createCommandEncoder;
+        GPUDevice.prototype.createCommandEncoder = function loseOnce(...args) {
+          GPUDevice.prototype.createCommandEncoder = original;
+          this.destroy();
+          return original.apply(this, args);
+        };
+      });
+      const lostAt = await units();
+      await waitFor('the device to be reopened', async () => consoleLog.lines.some((l) => /GPU device was lost \(destroyed\); reopened/.test(l)),
+        { timeoutMs: 60_000 });
+      await waitFor('more verified units on the new device', async () => (await units()) >= lostAt + 2,
+        { timeoutMs: VERIFIED_TIMEOUT_MS });
+      assert.equal(consoleLog.lines.filter((l) => /could not release/.test(l)).length, 0, 'every unit in hand was given back');
+
+      await page.click('#stop');
+      await page.waitForFunction(() => /stopped/i.test(document.getElementById('status').textContent), null, { timeout: 10_000 });
+      await waitFor('no lease held', async () => (await stats()).units_leased === 0, { timeoutMs: 10_000 });
+      await context.close();
+    }));
 });
