@@ -115,13 +115,18 @@ describe('the partner widget', { timeout: 4 * TEST_TIMEOUT_MS }, () => {
   const stats = () => getJson(`${relay.url}/v1/stats`);
   const events = (page, type) => page.evaluate((t) => window.events.filter((e) => e.type === t), type);
 
-  /** Asserts that for QUIET_MS the relay sees nobody lease anything. */
+  /**
+   * Asserts that for QUIET_MS the relay sees nobody lease anything: no unit leased, and no
+   * contributor asking for work (contributors_online counts those seen in the last minute, so it
+   * may only fall from what earlier tests left).
+   */
   async function assertNoLease(why) {
+    const online = (await stats()).contributors_online;
     const deadline = Date.now() + QUIET_MS;
     while (Date.now() < deadline) {
       const s = await stats();
       assert.equal(s.units_leased, 0, `${why}: no unit is leased`);
-      assert.equal(s.contributors_online, 0, `${why}: no contributor has asked the relay for work`);
+      assert.ok(s.contributors_online <= online, `${why}: no contributor has asked the relay for work`);
       await sleep(250);
     }
   }
