@@ -20,7 +20,6 @@ use crate::accounts::canonical_address;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
-use crate::leasing::LeaseRow;
 use crate::links;
 use crate::state::AppState;
 use axum::Json;
@@ -157,30 +156,39 @@ pub fn record_lease(
     Ok(())
 }
 
-/// Credits the partner of `lease`, if it has one, its share of the `credited` amount of the
-/// verified result `result_id`. Run it in the transaction that credits the contributor, right
-/// after that credit, so both happen or neither. Nothing is written when the share rounds to 0
-/// or the contributor's credits go to the partner's own address.
+/// Credits the partner of the lease of the verified result `result_id`, if it has one, its share
+/// of the `credited` amount. Run it in the transaction that credits the contributor, right after
+/// that credit, so both happen or neither; it reads the lease, unit and key from the result's row,
+/// so it needs nothing else from the caller. Nothing is written when the share rounds to 0 or the
+/// contributor's credits go to the partner's own address.
 pub fn credit_share(
     conn: &Connection,
-    lease: &LeaseRow,
     result_id: i64,
     credited: i64,
     now_ms: i64,
 ) -> Result<(), ApiError> {
-    let attributed: Option<(String, String, u32)> = conn
+    let attributed: Option<(String, String, u32, i64, String)> = conn
         .prepare_cached(
-            "SELECT partner, origin, share_bps FROM lease_partners WHERE lease_id = ?1",
+            "SELECT lease_partners.partner, lease_partners.origin, lease_partners.share_bps,
+                    results.unit_id, results.public_key
+             FROM results JOIN lease_partners ON lease_partners.lease_id = results.lease_id
+             WHERE results.id = ?1",
         )?
-        .query_row([&lease.lease_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        .query_row([result_id], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
         })
         .optional()?;
-    let Some((partner, origin, share_bps)) = attributed else {
+    let Some((partner, origin, share_bps, unit_id, public_key)) = attributed else {
         return Ok(());
     };
     let amount = share_of(credited, share_bps);
-    if amount <= 0 || links::account_of(conn, &lease.public_key)? == partner {
+    if amount <= 0 || links::account_of(conn, &public_key)? == partner {
         return Ok(());
     }
     conn.prepare_cached(
@@ -191,7 +199,7 @@ pub fn credit_share(
         partner,
         amount,
         PARTNER_SHARE,
-        lease.unit_id,
+        unit_id,
         result_id,
         now_ms,
         origin

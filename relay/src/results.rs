@@ -273,7 +273,7 @@ fn record_verified(
         .execute(params![unit.id, output_hash])?;
     let account = links::account_of(conn, public_key)?;
     ledger::credit_verified_unit(conn, &account, credited, unit.id, result_id, now_ms)?;
-    crate::partners::credit_share(conn, lease, result_id, credited, now_ms)?;
+    crate::partners::credit_share(conn, result_id, credited, now_ms)?;
     contributors::touch(conn, public_key, now_ms)?;
     jobs::complete_if_done(conn, unit.job_id)?;
     let balance = ledger::balance(conn, &account)?;
