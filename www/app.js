@@ -8,6 +8,7 @@
 // the wallet to sign the same message, and hands both signatures to the relay. From then on the
 // relay credits the address; no result ever needs a wallet signature.
 
+import { bindControls, pauseText } from './controls.js';
 import { forgetIdentity, forgetWallet, loadIdentity, loadWallet, saveWallet } from './keystore.js';
 
 /** The relay's base URL without a trailing slash; '' = this page's own origin. */
@@ -57,6 +58,10 @@ const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
 const gflop = new Intl.NumberFormat(undefined, { minimumFractionDigits: 3, maximumFractionDigits: 3 });
 
 let webgpuReady = false;
+/** Intensity and pauses (controls.js); sent to a started worker whenever they change. */
+const controls = bindControls(document, (settings) => {
+  if (worker && workerStarted) worker.postMessage({ type: 'settings', ...settings });
+});
 let worker = null; // the worker, if any: contributing, or opened only to sign a wallet link
 let workerStarted = false; // whether `worker` was told to start (a contributing session)
 let stopTimer = null; // terminates a worker that does not stop in time
@@ -189,6 +194,8 @@ function onWorkerMessage(message) {
       if (stopTimer) break; // keep showing "Stopping…"
       if (message.state === 'retrying') {
         setStatus(`Contributing: retrying in ${Math.round(message.retryInMs / 1000)} s`, 'running');
+      } else if (message.state === 'paused') {
+        setStatus(`${pauseText(message.reason)}. Stop ends it.`, 'paused');
       } else {
         setStatus(STATE_TEXT[message.state] ?? message.state, 'running');
         if (message.state === 'idle') maybeRefreshNetwork();
@@ -215,6 +222,9 @@ function onWorkerMessage(message) {
       break;
     case 'stopped':
       finish('Stopped. Nothing runs until you click Contribute again.');
+      break;
+    case 'recovered':
+      console.warn(`Glowworm: the GPU device was lost (${message.reason}); reopened it and gave back the units in hand`);
       break;
     case 'link': {
       const request = pending.get(message.id);
@@ -285,7 +295,7 @@ function start() {
   // (One opened a moment ago to sign a wallet link is reused: it has loaded the key, no more.)
   const w = worker ?? createWorker();
   workerStarted = true;
-  w.postMessage({ type: 'start', relay: RELAY });
+  w.postMessage({ type: 'start', relay: RELAY, settings: controls.current() });
   renderWallet();
   refreshNetwork();
 }

@@ -4,21 +4,31 @@
 // the module generates), and then runs units one after another until the page says stop. It can
 // also be opened without running anything, to sign a wallet link with the contributor's key.
 //
-// Messages from the page:
+// Messages from the page (app.js) or the widget (widget-app.js):
 //   {type: 'open', relay}    load the module and the key (opens the GPU device) and answer 'ready';
 //                            nothing is leased or computed. Optional: 'start' opens too. Errors
 //                            surface in the answers to later requests.
-//   {type: 'start', relay}   relay: the relay's base URL ('' = the page's own origin). Sent once.
+//   {type: 'start', relay, settings?, partner?, origin?}   relay: the relay's base URL ('' = the
+//                            page's own origin). Sent once. partner and origin: a partner widget's
+//                            attribution, sent with every lease request.
+//   {type: 'settings', intensity, pausedBy}   at any time. intensity: the share of time the GPU
+//                            is busy, 0.05 to 1 (after a step of t ms the worker rests
+//                            t * (1 - intensity) / intensity ms). pausedBy: null, or why to pause
+//                            ('hidden', 'battery'): the step in flight finishes, the prefetched
+//                            lease is given back, and nothing runs until it is null again.
 //   {type: 'stop'}           finish the step in flight (if any), release a prefetched lease, stop.
 //   {type: 'link', id, fields}   after 'open' or 'start': build the Sign-In with Ethereum message
 //                            that links this contributor's key to a wallet, and sign it with the
 //                            key. fields: {domain, address, uri, chainId, nonce, issuedAt,
 //                            expirationTime}. Computes nothing; works while running too.
 // Messages to the page:
-//   {type: 'state', state, retryInMs?}   state: 'starting' | 'running' | 'idle' | 'retrying' | 'stopping'
+//   {type: 'state', state, retryInMs?, reason?}   state: 'starting' | 'running' | 'idle' |
+//                                        'retrying' | 'paused' (reason: pausedBy) | 'stopping'
 //   {type: 'ready', publicKey, adapter, keySaved}
 //   {type: 'progress', units, flop, balance, credited, kernel, unitId, jobId, computeMs,
-//                      bytesDownloaded, cacheHits}       (units and flop count this session)
+//                      stepMs, bytesDownloaded, cacheHits}   (units and flop count this session)
+//   {type: 'recovered', reason, recoveries}  the GPU device was lost (reason: its 'lost' info);
+//                                        leases in hand were given back and a new device opened
 //   {type: 'error', message, fatal, retryInMs?}          fatal: the worker has given up
 //   {type: 'stopped', units, flop}                       the last message; the page may terminate us
 //   {type: 'link', id, message, sessionSignature, publicKey}   or {type: 'link', id, error}
@@ -27,12 +37,43 @@ import init, { Contributor } from './pkg/glowworm.js';
 import { loadIdentity, saveIdentity } from './keystore.js';
 
 const MAX_BACKOFF_MS = 30_000;
+/** The longest rest between two steps at low intensity. */
+const MAX_REST_MS = 30_000;
+const MIN_INTENSITY = 0.05;
+
+/** Settings from the page; see 'settings' above. */
+let intensity = 1;
+let pausedBy = null;
+/** The partner widget's attribution, if any: {partner, origin}. */
+let attribution = null;
+
+// WebGPU device loss (a driver reset, a GPU watchdog, the browser reclaiming the GPU) is seen
+// through the device's `lost` promise: wgpu asks GPUAdapter.requestDevice for the device, so
+// watching that call finds every device the module opens without growing the module.
+let currentDevice = null; // the device of the current Contributor
+let deviceLost = null; // the GPUDeviceLostInfo of the current device, once lost
+if (typeof GPUAdapter === 'function' && GPUAdapter.prototype.requestDevice) {
+  const requestDevice = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = async function watchedRequestDevice(...args) {
+    const device = await requestDevice.apply(this, args);
+    currentDevice = device;
+    deviceLost = null;
+    device.lost.then((info) => {
+      if (device !== currentDevice) return; // a device we dropped ourselves
+      deviceLost = info ?? { reason: 'unknown', message: '' };
+      post({ type: 'error', message: `the GPU device was lost (${deviceLost.reason}): ${deviceLost.message}`, fatal: false });
+      if (wake) wake();
+    });
+    return device;
+  };
+}
 
 let running = false; // false once the page said stop
 let started = false; // a worker runs one session; the page makes a new worker for the next
 let wake = null; // ends the current sleep early (set while sleeping)
 let opening = null; // the promise of open(), once 'open' or 'start' arrived
 let contributor = null; // the open Contributor (replaced when the GPU is reopened); null once freed
+let recoveries = 0; // GPU devices reopened after a loss, this session
 
 self.onmessage = (event) => {
   const message = event.data ?? {};
@@ -40,6 +81,8 @@ self.onmessage = (event) => {
     open(String(message.relay ?? '')).catch(() => {}); // reported to whoever needs it
   } else if (message.type === 'link') {
     signLink(message.id, message.fields);
+  } else if (message.type === 'settings') {
+    applySettings(message);
   } else if (message.type === 'start') {
     if (started) {
       post({ type: 'error', message: 'this worker has already been started', fatal: false });
@@ -47,6 +90,10 @@ self.onmessage = (event) => {
     }
     started = true;
     running = true;
+    if (message.settings) applySettings(message.settings);
+    if (message.partner && message.origin) {
+      attribution = { partner: String(message.partner), origin: String(message.origin) };
+    }
     run(String(message.relay ?? '')).catch((err) => {
       // run() handles its own errors; this is a last resort so the page never waits forever.
       post({ type: 'error', message: describe(err), fatal: true });
@@ -61,6 +108,13 @@ self.onmessage = (event) => {
 
 function post(message) {
   self.postMessage(message);
+}
+
+function applySettings({ intensity: i, pausedBy: why }) {
+  const value = Number(i);
+  if (Number.isFinite(value)) intensity = Math.min(1, Math.max(MIN_INTENSITY, value));
+  pausedBy = why ? String(why) : null;
+  if (wake) wake(); // re-check a rest or a pause at once
 }
 
 /** A readable message for anything thrown (wasm-bindgen throws Error objects; be tolerant). */
@@ -90,7 +144,7 @@ async function openContributor(relay) {
   } catch (err) {
     post({ type: 'error', message: `could not read the saved key: ${describe(err)}`, fatal: false });
   }
-  const contributor = await Contributor.start(relay, saved?.secretKey);
+  const contributor = await Contributor.start(relay, saved?.secretKey, attribution?.partner, attribution?.origin);
   let keySaved = true;
   if (!saved || saved.publicKey !== contributor.publicKey()) {
     try {
@@ -145,6 +199,30 @@ function looksLikeGpuTrouble(message) {
   return /GPU|device|reading the output back/i.test(message) && !/relay/i.test(message);
 }
 
+/**
+ * Replaces the contributor after its GPU device was lost: gives back the prefetched lease (the
+ * unit in flight was given back by the failed step), frees the old one and opens a new device
+ * with the same key and attribution. Leaves `contributor` null when that fails.
+ */
+async function reopen(relay) {
+  const old = contributor;
+  contributor = null;
+  const reason = deviceLost?.reason ?? 'error';
+  if (old) {
+    try {
+      await old.release();
+    } catch (err) {
+      post({ type: 'error', message: `could not release the prefetched unit: ${describe(err)}`, fatal: false });
+    }
+  }
+  const secretKey = old ? old.secretKey() : (await loadIdentity())?.secretKey;
+  old?.free();
+  currentDevice = null;
+  contributor = await Contributor.start(relay, secretKey, attribution?.partner, attribution?.origin);
+  recoveries += 1;
+  post({ type: 'recovered', reason, recoveries });
+}
+
 async function run(relay) {
   post({ type: 'state', state: 'starting' });
   try {
@@ -163,12 +241,41 @@ async function run(relay) {
     if (next !== state || extra.retryInMs !== undefined) post({ type: 'state', state: next, ...extra });
     state = next;
   };
+  const backoff = async (message) => {
+    failures += 1;
+    const retryInMs = Math.min(1000 * 2 ** (failures - 1), MAX_BACKOFF_MS);
+    post({ type: 'error', message, fatal: false, retryInMs });
+    setState('retrying', { retryInMs });
+    await sleep(retryInMs);
+  };
 
   while (running) {
+    if (pausedBy) {
+      // Give back the prefetched lease: a pause may outlast its deadline.
+      setState('paused', { reason: pausedBy });
+      try {
+        await contributor?.release();
+      } catch (err) {
+        post({ type: 'error', message: `could not release the prefetched unit: ${describe(err)}`, fatal: false });
+      }
+      while (running && pausedBy) await sleep(60_000);
+      continue;
+    }
+    if (!contributor || deviceLost) {
+      try {
+        await reopen(relay);
+        failures = 0;
+      } catch (err) {
+        await backoff(`could not reopen the GPU: ${describe(err)}`);
+      }
+      continue;
+    }
     setState('running');
+    const began = performance.now();
     try {
       const report = await contributor.step();
       failures = 0;
+      const stepMs = performance.now() - began;
       if (report.kind === 'verified') {
         units += 1;
         flop += Number(report.flop);
@@ -182,41 +289,32 @@ async function run(relay) {
           unitId: report.unitId,
           jobId: report.jobId,
           computeMs: report.computeMs,
+          stepMs,
           bytesDownloaded: report.bytesDownloaded,
           cacheHits: report.cacheHits,
         });
+        // Intensity: rest in proportion to the time the step kept the GPU and the network busy.
+        if (intensity < 1) await sleep(Math.min(MAX_REST_MS, (stepMs * (1 - intensity)) / intensity));
       } else {
         // The relay has no work right now.
         setState('idle');
         await sleep(Math.max(100, Number(report.retryAfterMs) || 1000));
       }
     } catch (err) {
-      failures += 1;
       const message = describe(err);
-      const retryInMs = Math.min(1000 * 2 ** (failures - 1), MAX_BACKOFF_MS);
-      post({ type: 'error', message, fatal: false, retryInMs });
-      setState('retrying', { retryInMs });
-      await sleep(retryInMs);
-      if (running && looksLikeGpuTrouble(message)) {
-        // Start over with a fresh GPU device and the same key.
-        try {
-          const reopened = await Contributor.start(relay, contributor.secretKey());
-          contributor.free();
-          contributor = reopened;
-        } catch (reopenErr) {
-          post({ type: 'error', message: `could not reopen the GPU: ${describe(reopenErr)}`, fatal: false });
-        }
-      }
+      // A step that failed on the GPU gave its unit back; a lost device is reopened at the top.
+      if (!deviceLost && looksLikeGpuTrouble(message)) deviceLost = { reason: 'error', message };
+      await backoff(message);
     }
   }
 
   setState('stopping');
   try {
-    await contributor.release(); // give back a prefetched lease, if any
+    await contributor?.release(); // give back a prefetched lease, if any
   } catch (err) {
     post({ type: 'error', message: `could not release the prefetched unit: ${describe(err)}`, fatal: false });
   }
-  contributor.free();
+  contributor?.free();
   contributor = null;
   post({ type: 'stopped', units, flop });
 }

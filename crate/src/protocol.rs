@@ -62,9 +62,19 @@ pub async fn lease<T: Transport>(
     let request = crate::wire::LeaseRequest {
         public_key: key.public_hex(),
         adapter: adapter.cloned(),
+        partner: None,
+        origin: None,
     };
+    lease_with(relay, &request).await
+}
+
+/// Asks for a unit with a request of the caller's making (a partner widget's attribution, say).
+pub async fn lease_with<T: Transport>(
+    relay: &T,
+    request: &crate::wire::LeaseRequest,
+) -> Result<Option<Lease>, ProtocolError<T::Error>> {
     relay
-        .post_json_optional("/v1/leases", &request)
+        .post_json_optional("/v1/leases", request)
         .await
         .map_err(ProtocolError::Transport)
 }

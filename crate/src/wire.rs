@@ -38,6 +38,13 @@ pub struct LeaseRequest {
     /// adapters of the same kind (homogeneous redundancy). Optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter: Option<AdapterClass>,
+    /// The partner whose widget this unit is computed through: an Ethereum address (0x and 40
+    /// hex characters, lowercase or EIP-55). Given with `origin`, or not at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner: Option<String>,
+    /// The origin of the site embedding the partner's widget, such as "https://blog.example".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// The kind of GPU a result was computed on, as the WebGPU adapter reports it.
@@ -309,13 +316,38 @@ pub struct LinkedSession {
     pub linked_at_unix_ms: i64,
 }
 
+/// `GET /v1/partners/{address}`: what a partner earned from units computed through its widget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerInfo {
+    /// EIP-55 checksummed.
+    pub address: String,
+    /// The sum of the partner's `partner_share` ledger entries.
+    pub credits: i64,
+    /// Distinct contributors (session keys) whose verified units earned it a share.
+    pub contributors: i64,
+    /// Verified units that earned it a share.
+    pub units: i64,
+    /// The same, per embedding site, most credits first.
+    pub sites: Vec<PartnerSite>,
+}
+
+/// A partner's earnings through one embedding site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerSite {
+    /// The embedding page's origin, such as "https://blog.example".
+    pub origin: String,
+    pub credits: i64,
+    pub contributors: i64,
+    pub units: i64,
+}
+
 /// One row of the append-only credit ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {
     pub id: i64,
     /// Integer credits; negative for credits moved away.
     pub amount: i64,
-    /// "unit_verified", "link_in" or "link_out".
+    /// "unit_verified", "partner_share", "link_in" or "link_out".
     pub kind: String,
     /// The verified unit, for "unit_verified".
     pub unit_id: Option<i64>,

@@ -11,7 +11,7 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::leasing;
 use crate::network::ClientNetwork;
 use crate::state::AppState;
-use crate::{jobs, links, nonces, results, stats};
+use crate::{embedding, jobs, links, nonces, partners, results, stats};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -59,6 +59,11 @@ fn api_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::POST, "/v1/auth/nonce", post(create_nonce)),
         (Method::POST, "/v1/auth/link", post(link_wallet)),
         (Method::GET, "/v1/accounts/{address}", get(get_account)),
+        (
+            Method::GET,
+            "/v1/partners/{address}",
+            get(partners::get_partner),
+        ),
         (Method::GET, "/v1/openapi.json", get(openapi)),
     ]
 }
@@ -84,7 +89,12 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(cors(&state.config));
     let page = ServeDir::new(&state.config.www_dir).append_index_html_on_directories(true);
+    let frames = embedding::FrameHeaders::new(&state.config);
     api.fallback_service(page)
+        .layer(axum::middleware::from_fn_with_state(
+            frames,
+            embedding::frame_headers,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -153,7 +163,8 @@ async fn get_contributor(
     Ok(Json(info))
 }
 
-/// 200 with a lease, or 204 with `Retry-After: 1` when there is no work.
+/// 200 with a lease, or 204 with `Retry-After: 1` when there is no work. A partner widget's
+/// attribution is checked before anything is written, and recorded with the lease.
 async fn create_lease(
     State(state): State<AppState>,
     ClientNetwork(network): ClientNetwork,
@@ -164,11 +175,19 @@ async fn create_lease(
         network,
         adapter_class: request.adapter.as_ref().map(adapter_class).transpose()?,
     };
+    let attribution = partners::attribution(&state.config, &request)?;
     let now = state.now_ms();
     let config = state.config.clone();
     let issued = state
         .db
-        .batch_refusing_first(move |conn| leasing::lease_next(conn, &config, &asker, now))
+        .batch_refusing_first(move |conn| {
+            let issued = leasing::lease_next(conn, &config, &asker, now)?;
+            if let (Some(issued), Some(attribution)) = (&issued, &attribution) {
+                let share_bps = config.partner_share_bps;
+                partners::record_lease(conn, &issued.row.lease_id, attribution, share_bps)?;
+            }
+            Ok(issued)
+        })
         .await?;
     Ok(match issued {
         Some(issued) => {

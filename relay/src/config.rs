@@ -74,6 +74,15 @@ pub struct Config {
     pub settle_seconds: u64,
     /// Verify demo jobs by replication instead of Freivalds' check (to exercise replication).
     pub demo_replicate: bool,
+    // --- Partner widgets (crate::partners, crate::embedding) ---
+    /// A partner's share of each unit computed through its widget, in basis points of the
+    /// contributor's credit, paid on top of it: floor(credited * bps / 10000). 1000 = 10%.
+    pub partner_share_bps: u32,
+    /// Partner addresses whose widgets are accepted; empty means any address.
+    pub partner_addresses: Vec<String>,
+    /// Origins of the sites that may embed the widget (frame-ancestors of /widget.html, and the
+    /// origins leases may name); empty means any site.
+    pub embed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -107,6 +116,9 @@ impl Default for Config {
             quarantine_strikes: 3,
             settle_seconds: 600,
             demo_replicate: false,
+            partner_share_bps: 1000,
+            partner_addresses: Vec::new(),
+            embed_origins: Vec::new(),
         }
     }
 }
@@ -225,6 +237,18 @@ pub struct ServeArgs {
     /// Verify demo jobs by replication [env: GLOWWORM_DEMO_REPLICATE]
     #[arg(long, value_name = "BOOL")]
     pub demo_replicate: Option<bool>,
+    /// Partner share in basis points of the contributor's credit, on top of it (1000 = 10%)
+    /// [env: GLOWWORM_PARTNER_SHARE_BPS]
+    #[arg(long, value_name = "BPS")]
+    pub partner_share_bps: Option<u32>,
+    /// A partner address whose widget is accepted (repeat for more; none means any)
+    /// [env: GLOWWORM_PARTNER_ADDRESSES, comma-separated]
+    #[arg(long = "partner-address", value_name = "0x...")]
+    pub partner_addresses: Vec<String>,
+    /// An origin that may embed the widget, such as https://blog.example (repeat for more; none
+    /// means any site) [env: GLOWWORM_EMBED_ORIGINS, comma-separated]
+    #[arg(long = "embed-origin", value_name = "ORIGIN")]
+    pub embed_origins: Vec<String>,
 }
 
 impl Config {
@@ -339,6 +363,17 @@ impl Config {
         )?;
         set_from_env(env, "GLOWWORM_SETTLE_SECONDS", &mut self.settle_seconds)?;
         set_from_env(env, "GLOWWORM_DEMO_REPLICATE", &mut self.demo_replicate)?;
+        set_from_env(
+            env,
+            "GLOWWORM_PARTNER_SHARE_BPS",
+            &mut self.partner_share_bps,
+        )?;
+        if let Some(list) = env("GLOWWORM_PARTNER_ADDRESSES") {
+            self.partner_addresses = comma_list(&list);
+        }
+        if let Some(list) = env("GLOWWORM_EMBED_ORIGINS") {
+            self.embed_origins = comma_list(&list);
+        }
         Ok(())
     }
 
@@ -393,6 +428,13 @@ impl Config {
         set(&args.quarantine_strikes, &mut self.quarantine_strikes);
         set(&args.settle_seconds, &mut self.settle_seconds);
         set(&args.demo_replicate, &mut self.demo_replicate);
+        set(&args.partner_share_bps, &mut self.partner_share_bps);
+        if !args.partner_addresses.is_empty() {
+            self.partner_addresses = args.partner_addresses.clone();
+        }
+        if !args.embed_origins.is_empty() {
+            self.embed_origins = args.embed_origins.clone();
+        }
     }
 
     /// Refuses settings the relay cannot work with.
@@ -458,6 +500,7 @@ impl Config {
                 )));
             }
         }
+        crate::partners::validate_config(self).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -475,6 +518,15 @@ impl Config {
     pub fn lease_ms(&self) -> i64 {
         self.lease_seconds as i64 * 1000
     }
+}
+
+/// The non-empty, trimmed items of a comma-separated list.
+fn comma_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// Replaces `field` with the parsed value of the variable `name`, when it is set.

@@ -231,6 +231,15 @@ impl Db {
             }
         }
         conn.execute_batch(SCHEMA)?;
+        // The embedding origin of partner_share entries (crate::partners), for every database.
+        let has_origin: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('ledger') WHERE name = 'origin'",
+            [],
+            |row| row.get(0),
+        )?;
+        if !has_origin {
+            conn.execute("ALTER TABLE ledger ADD COLUMN origin TEXT", [])?;
+        }
         if has_ledger && !has_balances {
             conn.execute(
                 "INSERT INTO balances (account, amount)

@@ -29,6 +29,11 @@
 //! credits to the address and credits it from then on. `GET /v1/accounts/{address}`
 //! ([`accounts`]) shows an address's credits and ledger.
 //!
+//! Partner sites embed the widget (`www/widget.js` frames `/widget.html`, whose framing
+//! [`embedding`] restricts). Its leases carry the partner's address and the embedding origin;
+//! [`partners`] checks and records them, and when such a lease's result is credited, credits the
+//! partner a share on top in the same transaction. `GET /v1/partners/{address}` shows it by site.
+//!
 //! Everything shared with contributors (wire types, kernels, signing, verification) comes from
 //! the `glowworm` crate. State lives in one SQLite database ([`db`]): one writer thread runs the
 //! leases and results waiting at the same moment in one transaction and commits them together,
@@ -48,6 +53,7 @@ pub mod config;
 pub mod contributors;
 pub mod db;
 pub mod demo;
+pub mod embedding;
 pub mod erc1271;
 pub mod error;
 pub mod extract;
@@ -58,6 +64,7 @@ pub mod links;
 pub mod metrics;
 pub mod network;
 pub mod nonces;
+pub mod partners;
 pub mod random;
 pub mod replication;
 pub mod reputation;

@@ -22,6 +22,7 @@ use crate::error::ApiError;
 use crate::jobs;
 use crate::ledger;
 use crate::links;
+use crate::partners;
 use crate::reputation;
 use glowworm::compare::{Tolerance, agree};
 use glowworm::hash::ContentHash;
@@ -38,8 +39,8 @@ pub enum Verdict {
     Invalid(String),
 }
 
-/// Marks result `result_id` of `public_key` valid and credits its account with the unit's FLOP.
-/// Returns the credits.
+/// Marks result `result_id` of `public_key` valid and credits its account with the unit's FLOP
+/// (and the partner whose widget computed it, its share on top). Returns the credits.
 pub fn credit(
     conn: &Connection,
     result_id: i64,
@@ -54,6 +55,7 @@ pub fn credit(
         .execute([result_id])?;
     let account = links::account_of(conn, public_key)?;
     ledger::credit_verified_unit(conn, &account, flop, unit_id, result_id, now_ms)?;
+    partners::credit_share(conn, result_id, flop, now_ms)?;
     Ok(flop)
 }
 

@@ -189,3 +189,14 @@ BEFORE DELETE ON links
 BEGIN
     SELECT RAISE(ABORT, 'links are append-only');
 END;
+
+-- The partner widget a lease was computed through (crate::partners): the partner's address
+-- (EIP-55), the embedding site's origin, and the share rate in basis points when it was issued.
+-- Only leases from a widget have a row. The ledger's `origin` column (added by db.rs) records
+-- the origin of each partner_share entry.
+CREATE TABLE IF NOT EXISTS lease_partners (
+    lease_id  TEXT PRIMARY KEY REFERENCES leases(lease_id),
+    partner   TEXT NOT NULL,
+    origin    TEXT NOT NULL,
+    share_bps INTEGER NOT NULL CHECK (share_bps BETWEEN 0 AND 10000)
+) WITHOUT ROWID;

@@ -50,7 +50,8 @@ fn every_operation_documents_its_replies_and_every_reference_resolves() {
                     responses.contains_key("400") && responses.contains_key("404")
                         || path == "/v1/leases/{lease_id}/release"
                         // A well-formed address nothing was credited to has zeros, not 404.
-                        || path == "/v1/accounts/{address}",
+                        || path == "/v1/accounts/{address}"
+                        || path == "/v1/partners/{address}",
                     "{method} {path} documents bad and unknown parameters"
                 );
             }
@@ -127,6 +128,34 @@ fn the_schemas_fit_the_wire_types() {
                     vendor: "nvidia".into(),
                     architecture: "hopper".into(),
                 }),
+                partner: None,
+                origin: None,
+            })
+            .unwrap(),
+        ),
+        (
+            "LeaseRequest",
+            serde_json::to_value(LeaseRequest {
+                public_key: "ab".repeat(32),
+                adapter: None,
+                partner: Some(ADDRESS.into()),
+                origin: Some("https://blog.example".into()),
+            })
+            .unwrap(),
+        ),
+        (
+            "PartnerInfo",
+            serde_json::to_value(PartnerInfo {
+                address: ADDRESS.into(),
+                credits: 10,
+                contributors: 1,
+                units: 2,
+                sites: vec![PartnerSite {
+                    origin: "https://blog.example".into(),
+                    credits: 10,
+                    contributors: 1,
+                    units: 2,
+                }],
             })
             .unwrap(),
         ),

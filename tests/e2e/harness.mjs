@@ -210,3 +210,40 @@ export async function clickStopAndWait(page) {
   );
   return Date.now() - clicked;
 }
+
+/**
+ * The headers netlify.toml gives `pathname`, as Netlify does: every [[headers]] rule whose `for`
+ * pattern matches (`*` matches anything), a header set by several rules joined with ", ".
+ */
+export async function netlifyHeaders(pathname) {
+  const toml = await readFile(path.join(ROOT, 'netlify.toml'), 'utf8');
+  const headers = {};
+  for (const block of toml.split(/^\[\[headers\]\]\s*$/m).slice(1)) {
+    const pattern = block.match(/^\s*for\s*=\s*"([^"]+)"/m)?.[1];
+    if (!pattern) continue;
+    const regex = new RegExp(`^${pattern.split('*').map((part) => part.replace(/[.?+^$()[\]{}|\\/]/g, '\\$&')).join('.*')}$`);
+    if (!regex.test(pathname)) continue;
+    const values = block.split(/^\s*\[headers\.values\]\s*$/m)[1] ?? '';
+    for (const [, name, value] of values.matchAll(/^\s*([A-Za-z-]+)\s*=\s*"([^"]*)"/gm)) {
+      const key = name.toLowerCase();
+      headers[key] = headers[key] ? `${headers[key]}, ${value}` : value;
+    }
+  }
+  return headers;
+}
+
+/**
+ * Serves the relay's static files with the headers netlify.toml gives each path (in place of the
+ * relay's own security headers), as static hosting would.
+ */
+export async function serveWithNetlifyHeaders(context, relayUrl) {
+  await context.route(`${relayUrl}/**`, async (route) => {
+    const pathname = new URL(route.request().url()).pathname;
+    if (pathname.startsWith('/v1/')) return route.continue();
+    const response = await route.fetch();
+    const headers = { ...response.headers() };
+    delete headers['content-security-policy'];
+    delete headers['x-frame-options'];
+    await route.fulfill({ response, headers: { ...headers, ...(await netlifyHeaders(pathname)) } });
+  });
+}

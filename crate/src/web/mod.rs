@@ -13,7 +13,7 @@ use crate::gpu::Gpu;
 use crate::hash::ContentHash;
 use crate::protocol::{self, ProtocolError};
 use crate::signing::ContributorKey;
-use crate::wire::{KernelSource, Lease};
+use crate::wire::{KernelSource, Lease, LeaseRequest};
 use http::{HttpError, Relay};
 use serde::Serialize;
 use std::cell::RefCell;
@@ -79,6 +79,8 @@ struct Inner {
     kernels: RefCell<HashMap<ContentHash, KernelSource>>,
     blobs: RefCell<BlobCache<Rc<Vec<f32>>>>,
     prefetched: RefCell<Option<Prepared>>,
+    /// Every lease request: the key, and a partner widget's attribution when there is one.
+    lease_request: LeaseRequest,
 }
 
 /// One contributor: an ed25519 identity, a GPU device and a relay to work for.
@@ -91,12 +93,25 @@ pub struct Contributor {
 impl Contributor {
     /// Opens the GPU and restores (or creates) the contributor's key. `relay` is the relay's base
     /// URL ("" for the page's own origin); `secret_key` is what `secretKey()` returned earlier.
-    pub async fn start(relay: String, secret_key: Option<Vec<u8>>) -> Result<Contributor, JsError> {
+    /// In a partner's widget, `partner` (an Ethereum address) and `origin` (the embedding site)
+    /// go with every lease request; the relay checks them.
+    pub async fn start(
+        relay: String,
+        secret_key: Option<Vec<u8>>,
+        partner: Option<String>,
+        origin: Option<String>,
+    ) -> Result<Contributor, JsError> {
         let key = match secret_key {
             Some(bytes) => ContributorKey::from_secret_bytes(&bytes)?,
             None => ContributorKey::generate()?,
         };
         let gpu = Gpu::new().await?;
+        let lease_request = LeaseRequest {
+            public_key: key.public_hex(),
+            adapter: Some(gpu.adapter().class()),
+            partner,
+            origin,
+        };
         Ok(Contributor {
             inner: Rc::new(Inner {
                 relay: Relay::new(relay),
@@ -105,6 +120,7 @@ impl Contributor {
                 kernels: RefCell::new(HashMap::new()),
                 blobs: RefCell::new(BlobCache::new(BLOB_CACHE_BYTES)),
                 prefetched: RefCell::new(None),
+                lease_request,
             }),
         })
     }
@@ -243,9 +259,7 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
 
 /// Leases a unit and brings its kernel and inputs into memory; `None` when the relay has no work.
 async fn prepare_next(inner: &Inner) -> Result<Option<Prepared>, StepError> {
-    let Some(lease) =
-        protocol::lease(&inner.relay, &inner.key, Some(&inner.gpu.adapter().class())).await?
-    else {
+    let Some(lease) = protocol::lease_with(&inner.relay, &inner.lease_request).await? else {
         return Ok(None);
     };
     match fetch_inputs(inner, lease.clone()).await {

@@ -1,0 +1,441 @@
+//! Partner widgets: a lease names the partner and the embedding site; when its result is
+//! verified, the partner is credited a floored share on top of the contributor's credit, in the
+//! same transaction, with the origin; `GET /v1/partners/{address}` shows it by site. Bad
+//! attributions are refused before anything is written, and only the allowed sites may frame
+//! the widget page.
+
+mod common;
+
+use axum::http::StatusCode;
+use clap::Parser;
+use common::{Contributor, TestRelay, check_schema};
+use glowworm::wire::{AccountInfo, Lease, PartnerInfo};
+use glowworm_relay::{Config, ServeArgs};
+use serde_json::{Value, json};
+
+/// Anvil's first two accounts: one EIP-55 address, one written in lowercase.
+const PARTNER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+const OTHER_PARTNER: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
+const OTHER_PARTNER_EIP55: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+
+/// Leases a unit through a partner's widget on `origin`; `Some(lease)` on 200, `None` on 204.
+async fn lease_through(
+    relay: &TestRelay,
+    who: &Contributor,
+    partner: &str,
+    origin: &str,
+) -> Option<Lease> {
+    let reply = relay
+        .post(
+            "/v1/leases",
+            &json!({ "public_key": who.public_key(), "partner": partner, "origin": origin }),
+        )
+        .await;
+    match reply.status {
+        StatusCode::OK => Some(reply.json()),
+        StatusCode::NO_CONTENT => None,
+        other => panic!(
+            "lease through a widget answered {other}: {}",
+            String::from_utf8_lossy(&reply.body)
+        ),
+    }
+}
+
+/// Computes and submits `lease`; asserts it is verified and returns the amount credited.
+async fn submit(relay: &TestRelay, who: &Contributor, lease: &Lease) -> i64 {
+    let output = who.compute(relay, lease).await;
+    let reply = relay
+        .post("/v1/results", &who.submission(lease, &output))
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply.json::<Value>()["credited"].as_i64().unwrap()
+}
+
+async fn partner(relay: &TestRelay, address: &str) -> PartnerInfo {
+    let reply = relay.get(&format!("/v1/partners/{address}")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    check_schema(&reply.json(), "PartnerInfo");
+    reply.json()
+}
+
+#[tokio::test]
+async fn widget_units_credit_the_partner_a_floored_share_on_top_by_site() {
+    let relay = TestRelay::new(); // the default share: 1000 bps, 10%
+    relay.queue_demo_job().await; // four units: two 64x64x64, two 64x32x64
+    let (alice, bob, carol) = (Contributor::new(), Contributor::new(), Contributor::new());
+
+    // Alice computes two units through the widget on a blog (origin given in another case),
+    // Bob one on a forum, Carol one on the Glowworm page itself (no partner).
+    let a1 = lease_through(&relay, &alice, PARTNER, "https://Blog.Example:443")
+        .await
+        .unwrap();
+    let a2 = lease_through(
+        &relay,
+        &alice,
+        &PARTNER.to_lowercase(),
+        "https://blog.example",
+    )
+    .await
+    .unwrap();
+    let b1 = lease_through(&relay, &bob, PARTNER, "http://forum.example:8080")
+        .await
+        .unwrap();
+    let c1 = carol.lease(&relay).await.unwrap();
+    assert_eq!(
+        relay.count("SELECT COUNT(*) FROM lease_partners").await,
+        3,
+        "only widget leases are attributed"
+    );
+
+    let mut credited = Vec::new();
+    for (who, lease) in [(&alice, &a1), (&alice, &a2), (&bob, &b1), (&carol, &c1)] {
+        let amount = submit(&relay, who, lease).await;
+        assert_eq!(
+            amount, lease.flop as i64,
+            "the contributor's credit is whole"
+        );
+        credited.push(amount);
+    }
+    let share = |amount: i64| amount * 1000 / 10_000;
+    assert_eq!(alice.balance(&relay).await, credited[0] + credited[1]);
+    assert_eq!(bob.balance(&relay).await, credited[2]);
+    assert_eq!(carol.balance(&relay).await, credited[3]);
+
+    let blog = share(credited[0]) + share(credited[1]);
+    let forum = share(credited[2]);
+    let info = partner(&relay, &PARTNER.to_lowercase()).await;
+    assert_eq!(info.address, PARTNER);
+    assert_eq!(info.credits, blog + forum);
+    assert_eq!((info.contributors, info.units), (2, 3));
+    let sites: Vec<_> = info
+        .sites
+        .iter()
+        .map(|s| (s.origin.as_str(), s.credits, s.contributors, s.units))
+        .collect();
+    let mut expected = vec![
+        ("https://blog.example", blog, 1, 2),
+        ("http://forum.example:8080", forum, 1, 1),
+    ];
+    expected.sort_by_key(|s| -s.1);
+    assert_eq!(sites, expected);
+
+    // The ledger records each share with its unit, result and origin, once per result.
+    let rows: i64 = relay
+        .count(
+            "SELECT COUNT(*) FROM ledger JOIN lease_partners ON lease_partners.origin = ledger.origin
+             JOIN results ON results.id = ledger.result_id AND results.lease_id = lease_partners.lease_id
+             WHERE ledger.kind = 'partner_share' AND ledger.unit_id = results.unit_id",
+        )
+        .await;
+    assert_eq!(rows, 3);
+    // The partner's account shows the entries too, naming the contributor who earned them.
+    let reply = relay.get(&format!("/v1/accounts/{PARTNER}")).await;
+    check_schema(&reply.json(), "AccountInfo");
+    let account: AccountInfo = reply.json();
+    assert_eq!(account.credits, blog + forum);
+    assert!(
+        account
+            .entries
+            .iter()
+            .all(|e| e.kind == "partner_share" && e.unit_id.is_some())
+    );
+    assert_eq!(
+        account
+            .entries
+            .iter()
+            .filter(|e| e.public_key.as_deref() == Some(&alice.public_key()))
+            .count(),
+        2
+    );
+
+    // An address that was never a partner has zeros; a malformed one is refused.
+    let nobody = partner(&relay, OTHER_PARTNER).await;
+    assert_eq!(nobody.address, OTHER_PARTNER_EIP55);
+    assert_eq!(
+        (nobody.credits, nobody.units, nobody.sites.len()),
+        (0, 0, 0)
+    );
+    relay
+        .get("/v1/partners/0x1234")
+        .await
+        .assert_error(400, "bad_address");
+    relay
+        .get("/v1/partners/0xF39Fd6e51aad88F6F4ce6aB8827279cffFb92266")
+        .await
+        .assert_error(400, "bad_checksum");
+}
+
+#[tokio::test]
+async fn the_share_rate_is_configured_and_fixed_when_the_lease_is_issued() {
+    let relay = TestRelay::with_config(|c| c.partner_share_bps = 2500);
+    relay.queue_demo_job().await;
+    let alice = Contributor::new();
+    let lease = lease_through(&relay, &alice, PARTNER, "https://blog.example")
+        .await
+        .unwrap();
+    let credited = submit(&relay, &alice, &lease).await;
+    assert_eq!(partner(&relay, PARTNER).await.credits, credited / 4);
+
+    // A relay paying no share records the attribution and credits nothing more.
+    let relay = TestRelay::with_config(|c| c.partner_share_bps = 0);
+    relay.queue_demo_job().await;
+    let lease = lease_through(&relay, &alice, PARTNER, "https://blog.example")
+        .await
+        .unwrap();
+    let credited = submit(&relay, &alice, &lease).await;
+    assert_eq!(relay.count("SELECT COUNT(*) FROM lease_partners").await, 1);
+    assert_eq!(
+        relay
+            .count("SELECT COALESCE(SUM(amount), 0) FROM ledger")
+            .await,
+        credited
+    );
+    assert_eq!(partner(&relay, PARTNER).await.units, 0);
+}
+
+#[tokio::test]
+async fn bad_attributions_are_refused_before_anything_is_written() {
+    let relay = TestRelay::with_config(|c| {
+        c.partner_addresses = vec![PARTNER.to_string(), OTHER_PARTNER.to_string()];
+        c.embed_origins = vec![
+            "https://blog.example".to_string(),
+            "http://127.0.0.2:8080".to_string(),
+        ];
+    });
+    relay.queue_demo_job().await;
+    let alice = Contributor::new();
+    let key = alice.public_key();
+    let before = relay.footprint().await;
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        (
+            "partner without origin",
+            json!({ "public_key": key, "partner": PARTNER }),
+            400,
+            "incomplete_attribution",
+        ),
+        (
+            "origin without partner",
+            json!({ "public_key": key, "origin": "https://blog.example" }),
+            400,
+            "incomplete_attribution",
+        ),
+        (
+            "not an address",
+            json!({ "public_key": key, "partner": "0x1234", "origin": "https://blog.example" }),
+            400,
+            "bad_address",
+        ),
+        (
+            "wrong checksum",
+            json!({ "public_key": key, "partner": "0xF39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+                    "origin": "https://blog.example" }),
+            400,
+            "bad_checksum",
+        ),
+        (
+            "a URL, not an origin",
+            json!({ "public_key": key, "partner": PARTNER, "origin": "https://blog.example/post/1" }),
+            400,
+            "bad_origin",
+        ),
+        (
+            "not http",
+            json!({ "public_key": key, "partner": PARTNER, "origin": "file:///etc" }),
+            400,
+            "bad_origin",
+        ),
+        (
+            "an opaque origin",
+            json!({ "public_key": key, "partner": PARTNER, "origin": "null" }),
+            400,
+            "bad_origin",
+        ),
+        (
+            "an endless origin",
+            json!({ "public_key": key, "partner": PARTNER,
+                    "origin": format!("https://{}.example", "a".repeat(300)) }),
+            400,
+            "bad_origin",
+        ),
+        (
+            "partner not a string",
+            json!({ "public_key": key, "partner": 5, "origin": "https://blog.example" }),
+            400,
+            "malformed_request",
+        ),
+        (
+            "a partner the relay does not accept",
+            json!({ "public_key": key, "partner": "0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc",
+                    "origin": "https://blog.example" }),
+            403,
+            "partner_not_accepted",
+        ),
+        (
+            "a site that may not embed",
+            json!({ "public_key": key, "partner": PARTNER, "origin": "https://evil.example" }),
+            403,
+            "origin_not_allowed",
+        ),
+        (
+            "bad key first",
+            json!({ "public_key": "zz", "partner": PARTNER, "origin": "https://blog.example" }),
+            400,
+            "bad_public_key",
+        ),
+    ];
+    for (name, body, status, code) in cases {
+        let reply = relay.post("/v1/leases", &body).await;
+        assert_eq!(reply.status.as_u16(), status, "{name}");
+        reply.assert_error(status, code);
+        assert_eq!(relay.footprint().await, before, "{name} changes nothing");
+    }
+    assert_eq!(relay.count("SELECT COUNT(*) FROM lease_partners").await, 0);
+    assert_eq!(relay.count("SELECT COUNT(*) FROM leases").await, 0);
+
+    // The listed partners (in any accepted case) and sites are accepted.
+    assert!(
+        lease_through(&relay, &alice, OTHER_PARTNER_EIP55, "http://127.0.0.2:8080")
+            .await
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn rejected_results_credit_no_partner() {
+    let relay = TestRelay::new();
+    relay.queue_demo_job().await;
+    let mallory = Contributor::new();
+    let lease = lease_through(&relay, &mallory, PARTNER, "https://blog.example")
+        .await
+        .unwrap();
+    let mut output = mallory.compute(&relay, &lease).await;
+    output[3] ^= 0x40; // one value wrong in its exponent
+    relay
+        .post("/v1/results", &mallory.submission(&lease, &output))
+        .await
+        .assert_error(422, "verification_failed");
+    assert_eq!(relay.count("SELECT COUNT(*) FROM ledger").await, 0);
+    assert_eq!(partner(&relay, PARTNER).await.credits, 0);
+}
+
+#[tokio::test]
+async fn a_partner_earns_no_share_of_its_own_work() {
+    let relay = TestRelay::new();
+    relay.queue_demo_job().await;
+    let owner = Contributor::new();
+    // The partner's own device, linked to its address (the evidence is not checked here; the
+    // wallet tests check links).
+    let key = owner.public_key();
+    relay
+        .state
+        .db
+        .call(move |conn| {
+            Ok(conn.execute(
+                "INSERT INTO links (public_key, address, chain_id, linked_at_ms, siwe_message,
+                                    wallet_signature, session_signature)
+                 VALUES (?1, ?2, 1, 0, 'm', 's', 's')",
+                [key.as_str(), PARTNER],
+            )?)
+        })
+        .await
+        .unwrap();
+    let lease = lease_through(&relay, &owner, PARTNER, "https://blog.example")
+        .await
+        .unwrap();
+    let credited = submit(&relay, &owner, &lease).await;
+    let account: AccountInfo = relay.get(&format!("/v1/accounts/{PARTNER}")).await.json();
+    assert_eq!(account.credits, credited, "the unit's credit, and no share");
+    assert_eq!(partner(&relay, PARTNER).await.units, 0);
+}
+
+#[tokio::test]
+async fn only_the_allowed_sites_may_frame_the_widget_and_no_site_the_page() {
+    for (embed_origins, widget_policy) in [
+        (vec![], "frame-ancestors *"),
+        (
+            vec!["https://blog.example", "http://127.0.0.2:8080"],
+            "frame-ancestors https://blog.example http://127.0.0.2:8080",
+        ),
+    ] {
+        let relay = TestRelay::with_config(|c| {
+            c.embed_origins = embed_origins.iter().map(|s| s.to_string()).collect();
+        });
+        let www = relay.dir.path().join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        std::fs::write(www.join("index.html"), "<!doctype html><title>page</title>").unwrap();
+        std::fs::write(
+            www.join("widget.html"),
+            "<!doctype html><title>card</title>",
+        )
+        .unwrap();
+
+        let widget = relay.get("/widget.html").await;
+        assert_eq!(widget.status, StatusCode::OK);
+        assert_eq!(widget.headers["content-security-policy"], widget_policy);
+        assert!(!widget.headers.contains_key("x-frame-options"));
+        for path in ["/", "/index.html", "/no-such-file"] {
+            let page = relay.get(path).await;
+            assert_eq!(
+                page.headers["content-security-policy"],
+                "frame-ancestors 'none'"
+            );
+            assert_eq!(page.headers["x-frame-options"], "DENY", "{path}");
+        }
+        let api = relay.get("/v1/health").await;
+        assert!(!api.headers.contains_key("x-frame-options"));
+        assert!(!api.headers.contains_key("content-security-policy"));
+    }
+}
+
+#[test]
+fn partner_settings_come_in_layers_and_are_checked() {
+    let args = ServeArgs::try_parse_from([
+        "serve",
+        "--partner-share-bps",
+        "500",
+        "--partner-address",
+        PARTNER,
+        "--embed-origin",
+        "https://a.example",
+        "--embed-origin",
+        "https://b.example",
+    ])
+    .unwrap();
+    let config = Config::load(&args, |_| None).unwrap();
+    assert_eq!(config.partner_share_bps, 500);
+    assert_eq!(config.partner_addresses, [PARTNER]);
+    assert_eq!(
+        config.embed_origins,
+        ["https://a.example", "https://b.example"]
+    );
+
+    let env = |name: &str| match name {
+        "GLOWWORM_PARTNER_SHARE_BPS" => Some("250".to_string()),
+        "GLOWWORM_PARTNER_ADDRESSES" => Some(format!("{PARTNER}, {OTHER_PARTNER}")),
+        "GLOWWORM_EMBED_ORIGINS" => Some("http://127.0.0.2:8080".to_string()),
+        _ => None,
+    };
+    let config = Config::load(&ServeArgs::default(), env).unwrap();
+    assert_eq!(config.partner_share_bps, 250);
+    assert_eq!(config.partner_addresses, [PARTNER, OTHER_PARTNER]);
+    assert_eq!(config.embed_origins, ["http://127.0.0.2:8080"]);
+    assert_eq!(Config::default().partner_share_bps, 1000, "10% by default");
+
+    let refused = |adjust: fn(&mut Config)| {
+        let mut config = Config::default();
+        adjust(&mut config);
+        config.validate().unwrap_err().to_string()
+    };
+    assert!(refused(|c| c.partner_share_bps = 10_001).contains("partner_share_bps"));
+    assert!(refused(|c| c.partner_addresses = vec!["0x12".into()]).contains("partner address"));
+    assert!(
+        refused(|c| c.embed_origins = vec!["https://a.example/".into()])
+            .contains("\"https://a.example\"")
+    );
+    assert!(refused(|c| c.embed_origins = vec!["*".into()]).contains("embed origin"));
+}
