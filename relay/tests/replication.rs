@@ -542,3 +542,51 @@ async fn adapters_are_named_freely_but_not_with_control_characters() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn with_homogeneous_redundancy_replicas_are_compared_only_between_adapters_of_one_kind() {
+    let relay = TestRelay::with_config(|c| {
+        c.canary_permille = 0;
+        c.homogeneous_redundancy = true;
+    });
+    relay.queue_job(ONE_UNIT, Some(2), 60).await;
+    let ask = |who: &Contributor, vendor: &str, architecture: &str| {
+        serde_json::json!({
+            "public_key": who.public_key(),
+            "adapter": { "vendor": vendor, "architecture": architecture }
+        })
+    };
+    let first = Contributor::new();
+    let reply = relay
+        .post("/v1/leases", &ask(&first, "NVIDIA", "hopper"))
+        .await;
+    let lease: Lease = leased(&reply);
+    let output = first.compute(&relay, &lease).await;
+    receipt(&first.submit(&relay, &lease, &output).await);
+
+    let other_kind = Contributor::new();
+    let reply = relay
+        .post("/v1/leases", &ask(&other_kind, "amd", "rdna-3"))
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::NO_CONTENT,
+        "another kind of adapter"
+    );
+    let same_kind = Contributor::new();
+    let reply = relay
+        .post("/v1/leases", &ask(&same_kind, "nvidia", "Hopper"))
+        .await;
+    let second: Lease = leased(&reply);
+    assert_eq!(second.unit_id, lease.unit_id);
+}
+
+fn leased(reply: &common::Reply) -> Lease {
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply.json()
+}
