@@ -28,11 +28,12 @@ else
     git -C "$root" worktree add --quiet --force --detach "$work" "$base"
 fi
 cp "$root/relay/benches/throughput.rs" "$work/relay/benches/throughput.rs"
-# Before the lease request named its adapter (a9ca032 and older), protocol::lease took two
-# arguments; the benchmark's contributors name none, so the call is the same request either way.
+# Before replication (a9ca032 and older), protocol::lease took no adapter and jobs::Split had no
+# replicas; the benchmark's contributors name no adapter and its jobs use Freivalds' check, so the
+# requests and jobs are the same either way.
 if ! grep -q 'adapter: Option<&AdapterClass>' "$work/crate/src/protocol.rs"; then
-    sed -i 's/protocol::lease(http, key, None)/protocol::lease(http, key)/' \
-        "$work/relay/benches/throughput.rs"
+    sed -i -e 's/protocol::lease(http, key, None)/protocol::lease(http, key)/' \
+        -e '/^ *replicas: None,$/d' "$work/relay/benches/throughput.rs"
 fi
 
 # The path of the benchmark executable cargo builds in directory $1 with target directory $2.

@@ -175,7 +175,14 @@ pub fn lease_next(
                     .filter(|_| config.distinct_networks),
                 adapter_class,
             };
-            let candidates = units::pending_for(conn, &holder, CANDIDATES)?;
+            // The oldest first: a Freivalds-checked unit (most of them) is taken as it is.
+            let mut candidates = units::pending_for(conn, &holder, 1)?;
+            if candidates
+                .first()
+                .is_some_and(|u| u.verify == Verify::Replicate)
+            {
+                candidates = units::pending_for(conn, &holder, CANDIDATES)?;
+            }
             let Some(unit) = pick(candidates)? else {
                 return Ok(None);
             };

@@ -40,7 +40,7 @@ pub enum Verdict {
 }
 
 /// Marks result `result_id` of `public_key` valid and credits its account with the unit's FLOP
-/// (and the partner whose widget computed it, its share on top). Returns the credits.
+/// ([`credit_valid`]). Returns the credits.
 pub fn credit(
     conn: &Connection,
     result_id: i64,
@@ -54,9 +54,24 @@ pub fn credit(
     conn.prepare_cached("UPDATE results SET state = 'valid', verified = 1 WHERE id = ?1")?
         .execute([result_id])?;
     let account = links::account_of(conn, public_key)?;
-    ledger::credit_verified_unit(conn, &account, flop, unit_id, result_id, now_ms)?;
-    partners::credit_share(conn, result_id, flop, now_ms)?;
+    credit_valid(conn, result_id, &account, unit_id, flop, now_ms)?;
     Ok(flop)
+}
+
+/// Credits `account` (the result's key, or the address it linked) with `flop` for the valid
+/// result `result_id`, and the partner whose widget computed it its share on top. This is the
+/// one place a result is credited.
+pub fn credit_valid(
+    conn: &Connection,
+    result_id: i64,
+    account: &str,
+    unit_id: i64,
+    flop: i64,
+    now_ms: i64,
+) -> Result<(), ApiError> {
+    ledger::credit_verified_unit(conn, account, flop, unit_id, result_id, now_ms)?;
+    partners::credit_share(conn, result_id, flop, now_ms)?;
+    Ok(())
 }
 
 /// A checked result was valid: counts it for the contributor's reputation and settles the
@@ -65,10 +80,10 @@ pub fn passed_check(
     conn: &Connection,
     config: &Config,
     public_key: &str,
+    account: &str,
     now_ms: i64,
 ) -> Result<(), ApiError> {
-    let account = links::account_of(conn, public_key)?;
-    reputation::record_valid(conn, config, &reputation::subjects(public_key, &account))?;
+    reputation::record_valid(conn, config, &reputation::subjects(public_key, account))?;
     let waiting: Vec<(i64, i64, ContentHash)> = conn
         .prepare_cached(
             "SELECT results.id, results.unit_id, results.output_hash
@@ -309,7 +324,8 @@ fn judge(
     match agree(answer, &replica.output, tolerance) {
         Ok(()) => {
             let credited = credit(conn, replica.id, &replica.public_key, unit_id, now_ms)?;
-            passed_check(conn, config, &replica.public_key, now_ms)?;
+            let account = links::account_of(conn, &replica.public_key)?;
+            passed_check(conn, config, &replica.public_key, &account, now_ms)?;
             Ok(Verdict::Valid(credited))
         }
         Err(why) => {

@@ -393,15 +393,17 @@ fn record_verified(
     let account = links::account_of(conn, public_key)?;
     reputation::refuse_quarantined(conn, public_key, &account)?;
     reread_open_lease(conn, &lease.lease_id, now_ms)?;
+    let flop = i64::try_from(unit.shape.flop())
+        .map_err(|_| ApiError::Internal(format!("unit {} is too large to credit", unit.id)))?;
     let output_hash = blobs::store(conn, output)?.to_string();
-    let result_id = insert_result(conn, lease, public_key, &output_hash, "pending", now_ms)?;
+    let result_id = insert_result(conn, lease, public_key, &output_hash, "valid", now_ms)?;
     conn.prepare_cached("UPDATE leases SET state = 'submitted' WHERE lease_id = ?1")?
         .execute([&lease.lease_id])?;
     conn.prepare_cached("UPDATE units SET state = 'verified', result_hash = ?2 WHERE id = ?1")?
         .execute(params![unit.id, output_hash])?;
-    let credited = replication::credit(conn, result_id, public_key, unit.id, now_ms)?;
+    replication::credit_valid(conn, result_id, &account, unit.id, flop, now_ms)?;
     contributors::touch(conn, public_key, now_ms)?;
-    replication::passed_check(conn, config, public_key, now_ms)?;
+    replication::passed_check(conn, config, public_key, &account, now_ms)?;
     jobs::complete_if_done(conn, unit.job_id)?;
-    receipt(conn, unit, public_key, &account, credited)
+    receipt(conn, unit, public_key, &account, flop)
 }
