@@ -23,7 +23,8 @@ const RECENT: u32 = 32;
 pub fn make(conn: &Connection, public_key: &str) -> Result<Option<Unit>, ApiError> {
     let sources: Vec<i64> = conn
         .prepare_cached(
-            "SELECT units.id FROM units JOIN jobs ON jobs.id = units.job_id
+            "SELECT units.id FROM units INDEXED BY units_canary_sources
+                  JOIN jobs ON jobs.id = units.job_id
              WHERE units.state = 'verified' AND units.verify = 'replicate'
                AND units.canary_of IS NULL AND jobs.state = 'queued'
                AND NOT EXISTS (SELECT 1 FROM results

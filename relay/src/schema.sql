@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS units (
     adapter_class   TEXT
 );
 CREATE INDEX IF NOT EXISTS units_by_state ON units(state, id);
+-- Verified replicated units, newest last: where canaries are drawn from, without walking every
+-- verified unit (nearly all of them Freivalds-checked).
+CREATE INDEX IF NOT EXISTS units_canary_sources ON units(id)
+    WHERE state = 'verified' AND verify = 'replicate' AND canary_of IS NULL;
 -- A job's units by state: whether any is left is a few index probes, however big the job.
 CREATE INDEX IF NOT EXISTS units_by_job_state ON units(job_id, state);
 DROP INDEX IF EXISTS units_by_job;
