@@ -14,10 +14,24 @@ struct Job {
     reply: futures_channel::oneshot::Sender<Result<Vec<f32>, GpuError>>,
 }
 
-/// A handle to the GPU thread; the thread ends when the handle is dropped.
+/// A handle to the GPU thread. Dropping it ends the thread and waits for it, so the device is
+/// destroyed before the drop returns (never while the process exits: a Vulkan driver tearing a
+/// device down then has been seen to corrupt the heap).
 pub struct GpuThread {
-    jobs: mpsc::Sender<Job>,
+    /// `None` only while dropping.
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     adapter: AdapterSummary,
+}
+
+impl Drop for GpuThread {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop; it then drops the device.
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl GpuThread {
@@ -25,7 +39,7 @@ impl GpuThread {
     pub fn start() -> Result<GpuThread, GpuError> {
         let (jobs, inbox) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("glowworm-gpu".into())
             .spawn(move || {
                 let gpu = match pollster::block_on(Gpu::new()) {
@@ -48,7 +62,11 @@ impl GpuThread {
         let adapter = ready_rx
             .recv()
             .map_err(|_| GpuError::NoAdapter("the GPU thread ended while starting".into()))??;
-        Ok(GpuThread { jobs, adapter })
+        Ok(GpuThread {
+            jobs: Some(jobs),
+            thread: Some(thread),
+            adapter,
+        })
     }
 
     pub fn adapter(&self) -> &AdapterSummary {
@@ -66,6 +84,8 @@ impl GpuThread {
         let (reply, answer) = futures_channel::oneshot::channel();
         let gone = || GpuError::Readback("the GPU thread has stopped".into());
         self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
             .send(Job {
                 kernel,
                 a,

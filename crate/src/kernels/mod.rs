@@ -46,7 +46,13 @@ pub fn catalogue() -> &'static [Kernel] {
     &[matmul::TILED]
 }
 
-/// Looks a kernel up by the hash of its WGSL.
+/// Looks a kernel up by the hash of its WGSL. The catalogue's hashes are computed once: the
+/// relay looks a kernel up for every lease.
 pub fn by_hash(hash: &ContentHash) -> Option<&'static Kernel> {
-    catalogue().iter().find(|k| &k.hash() == hash)
+    static HASHES: std::sync::OnceLock<Vec<ContentHash>> = std::sync::OnceLock::new();
+    let hashes = HASHES.get_or_init(|| catalogue().iter().map(Kernel::hash).collect());
+    hashes
+        .iter()
+        .position(|h| h == hash)
+        .map(|i| &catalogue()[i])
 }
