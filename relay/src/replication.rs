@@ -39,12 +39,12 @@ pub enum Verdict {
     Invalid(String),
 }
 
-/// Marks result `result_id` of `public_key` valid and credits its account with the unit's FLOP
-/// ([`credit_valid`]). Returns the credits.
+/// Marks pending result `result_id` valid and credits `account` (its key's, or the address the
+/// key linked) with the unit's FLOP ([`credit_valid`]). Returns the credits.
 pub fn credit(
     conn: &Connection,
     result_id: i64,
-    public_key: &str,
+    account: &str,
     unit_id: i64,
     now_ms: i64,
 ) -> Result<i64, ApiError> {
@@ -53,8 +53,7 @@ pub fn credit(
         .query_row([unit_id], |row| row.get(0))?;
     conn.prepare_cached("UPDATE results SET state = 'valid', verified = 1 WHERE id = ?1")?
         .execute([result_id])?;
-    let account = links::account_of(conn, public_key)?;
-    credit_valid(conn, result_id, &account, unit_id, flop, now_ms)?;
+    credit_valid(conn, result_id, account, unit_id, flop, now_ms)?;
     Ok(flop)
 }
 
@@ -97,7 +96,7 @@ pub fn passed_check(
         .collect::<Result<_, _>>()?;
     for (result_id, unit_id, output_hash) in waiting {
         mark_unit_verified(conn, unit_id, &output_hash)?;
-        credit(conn, result_id, public_key, unit_id, now_ms)?;
+        credit(conn, result_id, account, unit_id, now_ms)?;
     }
     Ok(())
 }
@@ -332,8 +331,8 @@ fn judge(
 ) -> Result<Verdict, ApiError> {
     match agree(answer, &replica.output, tolerance) {
         Ok(()) => {
-            let credited = credit(conn, replica.id, &replica.public_key, unit_id, now_ms)?;
             let account = links::account_of(conn, &replica.public_key)?;
+            let credited = credit(conn, replica.id, &account, unit_id, now_ms)?;
             passed_check(conn, config, &replica.public_key, &account, now_ms)?;
             Ok(Verdict::Valid(credited))
         }

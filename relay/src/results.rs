@@ -80,7 +80,7 @@ pub async fn submit(
         input(state, unit.b_hash).await?,
     );
     if unit.verify == Verify::Replicate && unit.canary_of.is_none() {
-        let tolerance = matmul::replica_tolerance(&decode(&a)?, &decode(&b)?, unit.shape);
+        let tolerance = replica_tolerance(unit, &a, &b)?;
         state.leases.forget(&lease.lease_id);
         let config = state.config.clone();
         let (verdict, receipt) = state
@@ -161,6 +161,16 @@ fn decode(bytes: &[u8]) -> Result<Vec<f32>, ApiError> {
     bytes_to_f32s(bytes).map_err(|e| ApiError::Internal(format!("stored input: {e}")))
 }
 
+/// How far two honest outputs of `unit` (inputs `a`, `b`) may differ: the kernel's tolerance for
+/// comparing replicas and known answers.
+fn replica_tolerance(unit: &Unit, a: &[u8], b: &[u8]) -> Result<Tolerance, ApiError> {
+    Ok(matmul::replica_tolerance(
+        &decode(a)?,
+        &decode(b)?,
+        unit.shape,
+    ))
+}
+
 /// A canary's output against the answer the relay already has (within the replica tolerance).
 async fn known_answer_check(
     state: &AppState,
@@ -179,7 +189,7 @@ async fn known_answer_check(
             blobs::get_required(conn, &hash)
         })
         .await?;
-    let tolerance = matmul::replica_tolerance(&decode(a)?, &decode(b)?, unit.shape);
+    let tolerance = replica_tolerance(unit, a, b)?;
     Ok(compare::agree(&answer, output, &tolerance).map_err(|e| e.to_string()))
 }
 
@@ -325,6 +335,39 @@ fn record_rejected(
     Ok(())
 }
 
+/// An accepted result as [`store_submitted`] stored it.
+struct Stored {
+    /// Where its credits go: the key's own account or the address it linked.
+    account: String,
+    output_hash: String,
+    result_id: i64,
+}
+
+/// What every accepted result does first: refuses a quarantined contributor and a lease that
+/// is no longer open (both before any write), then stores the output blob and the result in
+/// `state` ('valid' or 'pending') and marks the lease submitted.
+fn store_submitted(
+    conn: &Connection,
+    lease: &LeaseRow,
+    public_key: &str,
+    output: &[u8],
+    state: &str,
+    now_ms: i64,
+) -> Result<Stored, ApiError> {
+    let account = links::account_of(conn, public_key)?;
+    reputation::refuse_quarantined(conn, public_key, &account)?;
+    reread_open_lease(conn, &lease.lease_id, now_ms)?;
+    let output_hash = blobs::store(conn, output)?.to_string();
+    let result_id = insert_result(conn, lease, public_key, &output_hash, state, now_ms)?;
+    conn.prepare_cached("UPDATE leases SET state = 'submitted' WHERE lease_id = ?1")?
+        .execute([&lease.lease_id])?;
+    Ok(Stored {
+        account,
+        output_hash,
+        result_id,
+    })
+}
+
 /// Stores a replica of a replicated unit, pending, and compares it with the others
 /// ([`replication::resolve`]). Run it inside a transaction ([`crate::db::Db::batch`] does).
 #[allow(clippy::too_many_arguments)]
@@ -339,13 +382,8 @@ fn record_replica(
     now_ms: i64,
 ) -> Result<(Verdict, ResultReceipt), ApiError> {
     let _span = metrics::span(Stage::RecordTx);
-    let account = links::account_of(conn, public_key)?;
-    reputation::refuse_quarantined(conn, public_key, &account)?;
-    reread_open_lease(conn, &lease.lease_id, now_ms)?;
-    let output_hash = blobs::store(conn, output)?.to_string();
-    let result_id = insert_result(conn, lease, public_key, &output_hash, "pending", now_ms)?;
-    conn.prepare_cached("UPDATE leases SET state = 'submitted' WHERE lease_id = ?1")?
-        .execute([&lease.lease_id])?;
+    let stored = store_submitted(conn, lease, public_key, output, "pending", now_ms)?;
+    let (account, result_id) = (stored.account, stored.result_id);
     contributors::touch(conn, public_key, now_ms)?;
     let verdict = replication::resolve(conn, config, unit.id, result_id, tolerance, now_ms)?;
     let credited = match verdict {
@@ -390,17 +428,12 @@ fn record_verified(
     now_ms: i64,
 ) -> Result<ResultReceipt, ApiError> {
     let _span = metrics::span(Stage::RecordTx);
-    let account = links::account_of(conn, public_key)?;
-    reputation::refuse_quarantined(conn, public_key, &account)?;
-    reread_open_lease(conn, &lease.lease_id, now_ms)?;
     let flop = i64::try_from(unit.shape.flop())
         .map_err(|_| ApiError::Internal(format!("unit {} is too large to credit", unit.id)))?;
-    let output_hash = blobs::store(conn, output)?.to_string();
-    let result_id = insert_result(conn, lease, public_key, &output_hash, "valid", now_ms)?;
-    conn.prepare_cached("UPDATE leases SET state = 'submitted' WHERE lease_id = ?1")?
-        .execute([&lease.lease_id])?;
+    let stored = store_submitted(conn, lease, public_key, output, "valid", now_ms)?;
+    let (account, result_id) = (stored.account, stored.result_id);
     conn.prepare_cached("UPDATE units SET state = 'verified', result_hash = ?2 WHERE id = ?1")?
-        .execute(params![unit.id, output_hash])?;
+        .execute(params![unit.id, stored.output_hash])?;
     replication::credit_valid(conn, result_id, &account, unit.id, flop, now_ms)?;
     contributors::touch(conn, public_key, now_ms)?;
     replication::passed_check(conn, config, public_key, &account, now_ms)?;
