@@ -5,10 +5,10 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{Contributor, TestRelay};
+use common::{Contributor, TestRelay, accepted};
 use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
 use glowworm::kernels::matmul;
-use glowworm::wire::{Lease, MatmulShape, ResultReceipt};
+use glowworm::wire::{Lease, MatmulShape};
 use std::time::Duration;
 
 /// One 64 x 64 unit of k = 64.
@@ -52,17 +52,6 @@ fn garbage(lease: &Lease, seed: u64) -> Vec<u8> {
     f32s_to_bytes(&matmul::sample_matrix(lease.shape.m * lease.shape.n, seed))
 }
 
-fn receipt(reply: &common::Reply) -> ResultReceipt {
-    assert_eq!(
-        reply.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    common::check_schema(&reply.json(), "ResultReceipt");
-    reply.json()
-}
-
 /// The job's assembled output equals the CPU reference within the replica tolerance.
 async fn assert_job_output_correct(
     relay: &TestRelay,
@@ -93,7 +82,7 @@ async fn two_agreeing_replicas_from_distinct_contributors_verify_the_unit_and_cr
 
     let lease = first.lease(&relay).await.expect("the unit");
     let output = honest_in_order(&relay, &lease, false).await;
-    let pending = receipt(&first.submit(&relay, &lease, &output).await);
+    let pending = accepted(&first.submit(&relay, &lease, &output).await);
     assert_eq!(
         (
             pending.status.as_str(),
@@ -114,7 +103,7 @@ async fn two_agreeing_replicas_from_distinct_contributors_verify_the_unit_and_cr
     assert_eq!(lease2.unit_id, lease.unit_id);
     let output2 = honest_in_order(&relay, &lease2, true).await;
     assert_ne!(output, output2, "the two honest results round differently");
-    let verified = receipt(&second.submit(&relay, &lease2, &output2).await);
+    let verified = accepted(&second.submit(&relay, &lease2, &output2).await);
     assert_eq!(
         (
             verified.status.as_str(),
@@ -144,12 +133,12 @@ async fn a_disagreement_goes_to_a_third_contributor_and_the_majority_wins() {
     let lease = honest.lease(&relay).await.unwrap();
     let output = honest.compute(&relay, &lease).await;
     assert_eq!(
-        receipt(&honest.submit(&relay, &lease, &output).await).status,
+        accepted(&honest.submit(&relay, &lease, &output).await).status,
         "pending"
     );
     let bad = cheat.lease(&relay).await.unwrap();
     assert_eq!(
-        receipt(&cheat.submit(&relay, &bad, &garbage(&bad, 9)).await).status,
+        accepted(&cheat.submit(&relay, &bad, &garbage(&bad, 9)).await).status,
         "pending"
     );
     assert_eq!(
@@ -161,7 +150,7 @@ async fn a_disagreement_goes_to_a_third_contributor_and_the_majority_wins() {
     let third = tiebreak.lease(&relay).await.expect("the tie-break replica");
     let output3 = honest_in_order(&relay, &third, true).await;
     assert_eq!(
-        receipt(&tiebreak.submit(&relay, &third, &output3).await).status,
+        accepted(&tiebreak.submit(&relay, &third, &output3).await).status,
         "verified"
     );
     assert_eq!(honest.info(&relay).await.credits, FLOP);
@@ -184,7 +173,7 @@ async fn replicas_never_go_to_one_network_or_one_address() {
     let first = Contributor::at("203.0.113.5");
     let lease = first.lease(&relay).await.unwrap();
     let output = first.compute(&relay, &lease).await;
-    receipt(&first.submit(&relay, &lease, &output).await);
+    accepted(&first.submit(&relay, &lease, &output).await);
 
     let neighbour = Contributor::at("203.0.113.77");
     assert_eq!(
@@ -195,7 +184,7 @@ async fn replicas_never_go_to_one_network_or_one_address() {
     let v6_lease = v6.lease(&relay).await.expect("another network");
     // The same /64 cannot hold the third replica the relay would want after a disagreement.
     let garbage_reply = v6.submit(&relay, &v6_lease, &garbage(&v6_lease, 1)).await;
-    assert_eq!(receipt(&garbage_reply).status, "pending");
+    assert_eq!(accepted(&garbage_reply).status, "pending");
     let same_64 = Contributor::at("2001:db8:1:2::99");
     assert_eq!(
         same_64.lease_reply(&relay).await.status,
@@ -261,7 +250,7 @@ async fn repeated_invalid_results_quarantine_a_contributor_and_withhold_its_pend
     let replica = cheat.lease(&relay).await.unwrap();
     let output = cheat.compute(&relay, &replica).await;
     assert_eq!(
-        receipt(&cheat.submit(&relay, &replica, &output).await).status,
+        accepted(&cheat.submit(&relay, &replica, &output).await).status,
         "pending"
     );
     assert_eq!(cheat.info(&relay).await.pending_credits, FLOP);
@@ -287,7 +276,7 @@ async fn repeated_invalid_results_quarantine_a_contributor_and_withhold_its_pend
         let lease = honest.lease(&relay).await.unwrap();
         assert_eq!(lease.unit_id, replica.unit_id);
         let output = honest.compute(&relay, &lease).await;
-        receipt(&honest.submit(&relay, &lease, &output).await);
+        accepted(&honest.submit(&relay, &lease, &output).await);
     }
     assert_eq!(
         relay
@@ -330,8 +319,8 @@ async fn canaries_repeat_a_verified_unit_and_catch_a_wrong_answer() {
         assert_eq!(released.status, StatusCode::OK);
     };
     let out = c1.compute(&relay, &l1).await;
-    receipt(&c1.submit(&relay, &l1, &out).await);
-    receipt(&c2.submit(&relay, &l2, &out).await);
+    accepted(&c1.submit(&relay, &l1, &out).await);
+    accepted(&c2.submit(&relay, &l2, &out).await);
     let before = relay.job(job_id).await;
 
     let honest = Contributor::new();
@@ -343,7 +332,7 @@ async fn canaries_repeat_a_verified_unit_and_catch_a_wrong_answer() {
         "the same job, kernel and inputs as the unit it repeats"
     );
     let answer = honest_in_order(&relay, &canary, true).await;
-    let checked = receipt(&honest.submit(&relay, &canary, &answer).await);
+    let checked = accepted(&honest.submit(&relay, &canary, &answer).await);
     assert_eq!(
         (checked.status.as_str(), checked.credited),
         ("verified", FLOP)
@@ -401,7 +390,7 @@ async fn a_trusted_result_stands_alone_until_the_contributors_next_check_settles
     let (job_id, a, b) = relay.queue_job(ONE_UNIT, Some(2), 11).await;
     let lease = trusted.lease(&relay).await.unwrap();
     let output = trusted.compute(&relay, &lease).await;
-    let waiting = receipt(&trusted.submit(&relay, &lease, &output).await);
+    let waiting = accepted(&trusted.submit(&relay, &lease, &output).await);
     assert_eq!(
         (waiting.status.as_str(), waiting.pending),
         ("pending", FLOP)
@@ -437,7 +426,7 @@ async fn a_trusted_contributor_caught_cheating_has_its_unchecked_results_replica
     let (job_id, a, b) = relay.queue_job(ONE_UNIT, Some(2), 21).await;
     let lease = turncoat.lease(&relay).await.unwrap();
     assert_eq!(
-        receipt(&turncoat.submit(&relay, &lease, &garbage(&lease, 1)).await).status,
+        accepted(&turncoat.submit(&relay, &lease, &garbage(&lease, 1)).await).status,
         "pending",
         "accepted on trust, for now"
     );
@@ -454,7 +443,7 @@ async fn a_trusted_contributor_caught_cheating_has_its_unchecked_results_replica
         let honest = Contributor::new();
         let replica = honest.lease(&relay).await.expect("replicated after all");
         let output = honest.compute(&relay, &replica).await;
-        receipt(&honest.submit(&relay, &replica, &output).await);
+        accepted(&honest.submit(&relay, &replica, &output).await);
     }
     assert_job_output_correct(&relay, job_id, &a, &b, ONE_UNIT).await;
     let info = turncoat.info(&relay).await;
@@ -481,7 +470,7 @@ async fn a_trusted_result_left_unsettled_too_long_is_replicated() {
     let (job_id, a, b) = relay.queue_job(ONE_UNIT, Some(2), 31).await;
     let lease = trusted.lease(&relay).await.unwrap();
     let output = trusted.compute(&relay, &lease).await;
-    receipt(&trusted.submit(&relay, &lease, &output).await);
+    accepted(&trusted.submit(&relay, &lease, &output).await);
 
     let other = Contributor::new();
     assert!(other.lease(&relay).await.is_none());
@@ -492,7 +481,7 @@ async fn a_trusted_result_left_unsettled_too_long_is_replicated() {
         .expect("replicated once the wait is over");
     let output2 = honest_in_order(&relay, &replica, false).await;
     assert_eq!(
-        receipt(&other.submit(&relay, &replica, &output2).await).status,
+        accepted(&other.submit(&relay, &replica, &output2).await).status,
         "verified"
     );
     assert_eq!(trusted.info(&relay).await.pending_credits, 0);
@@ -562,7 +551,7 @@ async fn with_homogeneous_redundancy_replicas_are_compared_only_between_adapters
         .await;
     let lease: Lease = leased(&reply);
     let output = first.compute(&relay, &lease).await;
-    receipt(&first.submit(&relay, &lease, &output).await);
+    accepted(&first.submit(&relay, &lease, &output).await);
 
     let other_kind = Contributor::new();
     let reply = relay

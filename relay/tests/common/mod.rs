@@ -298,18 +298,13 @@ impl Contributor {
     /// Leases a unit, computes it and submits it; asserts it is verified and returns the receipt.
     pub async fn earn(&self, relay: &TestRelay) -> ResultReceipt {
         let lease = self.lease(relay).await.expect("a unit is pending");
-        let output = self.compute(relay, &lease).await;
-        let reply = relay
-            .post("/v1/results", &self.submission(&lease, &output))
-            .await;
-        assert_eq!(
-            reply.status,
-            StatusCode::OK,
-            "{}",
-            String::from_utf8_lossy(&reply.body)
-        );
-        check_schema(&reply.json(), "ResultReceipt");
-        reply.json()
+        self.complete(relay, &lease).await
+    }
+
+    /// Computes `lease` correctly and submits it; asserts it is accepted and returns the receipt.
+    pub async fn complete(&self, relay: &TestRelay, lease: &Lease) -> ResultReceipt {
+        let output = self.compute(relay, lease).await;
+        accepted(&self.submit(relay, lease, &output).await)
     }
 
     pub fn public_key(&self) -> String {
@@ -391,6 +386,18 @@ impl Contributor {
             other => panic!("contributor info answered {other}"),
         }
     }
+}
+
+/// The receipt of an accepted result: asserts the reply is 200 with a `ResultReceipt`.
+pub fn accepted(reply: &Reply) -> ResultReceipt {
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    check_schema(&reply.json(), "ResultReceipt");
+    reply.json()
 }
 
 /// The relay's OpenAPI document.
