@@ -67,10 +67,24 @@ pub struct KernelRef {
 /// Reference to an input blob, fetched from `GET /v1/blobs/{hash}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobRef {
-    /// Binding name in the kernel ("a", "b").
+    /// The input's name: "a" and "b" for matmul units, the requester's names for custom kernels.
     pub name: String,
     pub hash: ContentHash,
     pub bytes: u64,
+    /// For custom kernels: the binding (in group 0) of the read-only storage buffer it fills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<u32>,
+}
+
+/// How a custom-kernel unit is dispatched. Its inputs are the lease's `inputs`, each bound at its
+/// `binding`; the output is a read_write storage buffer of `output_bytes` at `output_binding`,
+/// zeroed before the dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dispatch {
+    /// Workgroups along x, y and z.
+    pub workgroups: [u32; 3],
+    pub output_binding: u32,
 }
 
 /// A unit of work leased to one contributor until `deadline_unix_ms`.
@@ -80,7 +94,12 @@ pub struct Lease {
     pub unit_id: i64,
     pub job_id: i64,
     pub kernel: KernelRef,
-    pub shape: MatmulShape,
+    /// A matmul unit's shape: inputs "a" (m x k) and "b" (k x n), output m x n.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<MatmulShape>,
+    /// A custom-kernel unit's dispatch. Exactly one of `shape` and `dispatch` is present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch: Option<Dispatch>,
     pub inputs: Vec<BlobRef>,
     pub output_bytes: u64,
     pub flop: u64,
@@ -230,11 +249,25 @@ pub struct ReleaseReceipt {
 }
 
 /// `GET /v1/jobs/{id}`: a job's state and progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobStatus {
     pub id: i64,
-    /// "queued", "done" or "failed".
+    /// "matmul" or "kernel".
+    #[serde(default)]
+    pub kind: String,
+    /// "queued", "done", "failed" or "cancelled".
     pub state: String,
+    /// For matmul jobs: C (m x n) = A (m x k) * B (k x n).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<MatmulShape>,
+    /// Bytes of the assembled output: C as f32, or every unit's output in unit order.
+    #[serde(default)]
+    pub output_bytes: u64,
+    #[serde(default)]
+    pub created_at_unix_ms: i64,
+    /// Verified units as a share of all units, 0 to 1.
+    #[serde(default)]
+    pub progress: f64,
     pub units_total: i64,
     pub units_verified: i64,
     /// Waiting for a contributor.
@@ -242,8 +275,95 @@ pub struct JobStatus {
     /// Leased to a contributor now.
     pub units_leased: i64,
     pub units_failed: i64,
-    /// Hash of the assembled output C (m x n, f32 little-endian) once the job is done.
+    /// Hash of the assembled output (f32 little-endian for matmul) once the job is done.
     pub output_hash: Option<ContentHash>,
+}
+
+/// `GET /v1/jobs`: the requester's jobs, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobStatus>,
+}
+
+/// The `job` part of `POST /v1/jobs` (a multipart/form-data upload): what to compute. The
+/// inputs are the other parts, named "a" and "b" for matmul jobs and by input name for kernels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum JobSpec {
+    /// C = A * B, with A and B as .npy (f32, C order, 2-D) or raw little-endian f32. Verified
+    /// with Freivalds' check.
+    Matmul(MatmulSpec),
+    /// A custom WGSL compute kernel, verified by replication.
+    Kernel(KernelSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatmulSpec {
+    /// Required when A and B are raw f32; with .npy uploads, optional and checked against them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<MatmulShape>,
+}
+
+/// A custom kernel job: `units` dispatches of one WGSL compute shader. Each input is either split
+/// into `units` equal chunks (unit i gets chunk i) or, when `shared`, given whole to every unit.
+/// The job's output is every unit's output, concatenated in unit order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSpec {
+    /// Shown to contributors as the kernel running; defaults to "custom".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub wgsl: String,
+    #[serde(default = "default_entry_point")]
+    pub entry_point: String,
+    /// Read-only storage buffers (`var<storage, read>`), in group 0.
+    pub inputs: Vec<KernelInput>,
+    /// The read_write storage buffer the output is read back from, in group 0.
+    pub output: KernelOutput,
+    /// Workgroups per unit along x, y and z.
+    pub workgroups: [u32; 3],
+    /// Units (dispatches) in the job; default 1.
+    #[serde(default = "default_units")]
+    pub units: u32,
+    /// Distinct contributors whose outputs must agree before a unit counts; default 2.
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// How far replicas' f32 outputs may differ, in units in the last place; 0 (the default)
+    /// compares bytes exactly.
+    #[serde(default)]
+    pub tolerance_ulps: u32,
+}
+
+fn default_entry_point() -> String {
+    "main".to_string()
+}
+
+fn default_units() -> u32 {
+    1
+}
+
+fn default_replicas() -> u32 {
+    2
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelInput {
+    /// The multipart part that carries its bytes.
+    pub name: String,
+    pub binding: u32,
+    /// Given whole to every unit instead of split between them.
+    #[serde(default)]
+    pub shared: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelOutput {
+    pub binding: u32,
+    /// Output bytes of each unit (a multiple of 4).
+    pub bytes: u64,
 }
 
 /// `POST /v1/auth/nonce`: a single-use nonce for one Sign-In with Ethereum message.

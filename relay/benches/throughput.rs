@@ -528,7 +528,7 @@ async fn one_unit(
         };
         inputs.push(values);
     }
-    let output = matmul::reference(&inputs[0], &inputs[1], lease.shape);
+    let output = matmul::reference(&inputs[0], &inputs[1], lease.shape.unwrap());
     let submission = protocol::submission(key, &lease, &output);
     requests.push("POST /v1/results");
     let receipt = protocol::submit(http, &submission).await?;

@@ -169,13 +169,13 @@ async fn simulate(cheat_percent: u32, target_units: i64) -> Row {
             Strategy::Sleeper => sim.done >= SLEEPER_HONEST_UNITS,
         };
         let output = if cheats {
-            matmul::sample_matrix(lease.shape.m * lease.shape.n, rng.next())
+            matmul::sample_matrix(lease.shape.unwrap().m * lease.shape.unwrap().n, rng.next())
         } else {
             let a = protocol::input::<common::RelayError>(&lease, "a").unwrap();
             let b = protocol::input::<common::RelayError>(&lease, "b").unwrap();
             let (a, _) = protocol::fetch_f32_blob(&transport, a).await.unwrap();
             let (b, _) = protocol::fetch_f32_blob(&transport, b).await.unwrap();
-            matmul::reference(&a, &b, lease.shape)
+            matmul::reference(&a, &b, lease.shape.unwrap())
         };
         let submission = protocol::submission(&sim.key, &lease, &output);
         sim.done += 1;

@@ -170,7 +170,8 @@ pub fn status(conn: &Connection, job_id: i64) -> Result<Option<JobStatus>, ApiEr
                     (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'verified' AND canary_of IS NULL),
                     (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'pending' AND canary_of IS NULL),
                     (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'leased' AND canary_of IS NULL),
-                    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'failed' AND canary_of IS NULL)
+                    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'failed' AND canary_of IS NULL),
+                    kind, m, n, k, created_at
              FROM jobs WHERE id = ?1",
             [job_id],
             |row| {
@@ -178,12 +179,29 @@ pub fn status(conn: &Connection, job_id: i64) -> Result<Option<JobStatus>, ApiEr
                     Some(_) => Some(hash_column(row, 2)?),
                     None => None,
                 };
+                let kind: String = row.get(8)?;
+                let shape = MatmulShape {
+                    m: row.get(9)?,
+                    n: row.get(10)?,
+                    k: row.get(11)?,
+                };
+                let units_total: i64 = row.get(3)?;
+                let units_verified: i64 = row.get(4)?;
                 Ok(JobStatus {
                     id: row.get(0)?,
+                    shape: (kind == "matmul").then_some(shape),
+                    output_bytes: shape.output_bytes(),
+                    kind,
                     state: row.get(1)?,
+                    created_at_unix_ms: row.get(12)?,
+                    progress: if units_total == 0 {
+                        0.0
+                    } else {
+                        units_verified as f64 / units_total as f64
+                    },
                     output_hash,
-                    units_total: row.get(3)?,
-                    units_verified: row.get(4)?,
+                    units_total,
+                    units_verified,
                     units_pending: row.get(5)?,
                     units_leased: row.get(6)?,
                     units_failed: row.get(7)?,

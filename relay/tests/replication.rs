@@ -29,9 +29,9 @@ async fn honest_in_order(relay: &TestRelay, lease: &Lease, reverse: bool) -> Vec
     }
     let (a, b) = (&inputs[0], &inputs[1]);
     let (m, n, k) = (
-        lease.shape.m as usize,
-        lease.shape.n as usize,
-        lease.shape.k as usize,
+        lease.shape.unwrap().m as usize,
+        lease.shape.unwrap().n as usize,
+        lease.shape.unwrap().k as usize,
     );
     let mut c = vec![0f32; m * n];
     for i in 0..m {
@@ -49,7 +49,10 @@ async fn honest_in_order(relay: &TestRelay, lease: &Lease, reverse: bool) -> Vec
 
 /// Random values of the output's size: a cheater's answer.
 fn garbage(lease: &Lease, seed: u64) -> Vec<u8> {
-    f32s_to_bytes(&matmul::sample_matrix(lease.shape.m * lease.shape.n, seed))
+    f32s_to_bytes(&matmul::sample_matrix(
+        lease.shape.unwrap().m * lease.shape.unwrap().n,
+        seed,
+    ))
 }
 
 /// The job's assembled output equals the CPU reference within the replica tolerance.

@@ -116,7 +116,14 @@ async fn the_binary_serves_a_contributor_over_real_http_and_stops_on_sigterm() {
         (4_000..=7_000).contains(&lease_ms),
         "GLOWWORM_LEASE_SECONDS=7 reached the relay: {lease_ms} ms left"
     );
-    assert_eq!((lease.shape.m, lease.shape.n, lease.shape.k), (64, 64, 32));
+    assert_eq!(
+        (
+            lease.shape.unwrap().m,
+            lease.shape.unwrap().n,
+            lease.shape.unwrap().k
+        ),
+        (64, 64, 32)
+    );
 
     let kernel: KernelSource = http
         .get(format!("{base}/v1/kernels/{}", lease.kernel.hash))
@@ -141,7 +148,11 @@ async fn the_binary_serves_a_contributor_over_real_http_and_stops_on_sigterm() {
         assert_eq!(reply.headers()["content-type"], "application/octet-stream");
         inputs.push(bytes_to_f32s(&reply.bytes().await.unwrap()).unwrap());
     }
-    let output = f32s_to_bytes(&matmul::reference(&inputs[0], &inputs[1], lease.shape));
+    let output = f32s_to_bytes(&matmul::reference(
+        &inputs[0],
+        &inputs[1],
+        lease.shape.unwrap(),
+    ));
     let submission = ResultSubmission {
         lease_id: lease.lease_id.clone(),
         unit_id: lease.unit_id,

@@ -214,7 +214,10 @@ async fn compute(ctx: &Context<'_>, lease: &Lease) -> Result<Vec<f32>, UnitError
     let kernel = kernel(ctx, lease).await?;
     let a = input(ctx, lease, "a").await?;
     let b = input(ctx, lease, "b").await?;
-    Ok(ctx.gpu.run_matmul(kernel, a, b, lease.shape).await?)
+    let shape = lease
+        .shape
+        .ok_or_else(|| glowworm::gpu::GpuError::Shape("the lease has no matmul shape".into()))?;
+    Ok(ctx.gpu.run_matmul(kernel, a, b, shape).await?)
 }
 
 async fn kernel(ctx: &Context<'_>, lease: &Lease) -> Result<Arc<KernelSource>, UnitError> {

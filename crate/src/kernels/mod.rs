@@ -2,6 +2,7 @@
 //! reference beside it. Kernels are named on the wire by the SHA-256 of their WGSL, so a changed
 //! kernel is a new kernel and a contributor's cache can never serve stale code.
 
+pub mod custom;
 pub mod matmul;
 
 use crate::hash::ContentHash;

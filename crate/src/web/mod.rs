@@ -220,10 +220,17 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
     // Pipeline: lease and fetch the next unit while the GPU computes this one.
     let compute = async {
         let started = js_sys::Date::now();
-        let out = inner
-            .gpu
-            .run_matmul(&current.kernel, &current.a, &current.b, current.lease.shape)
-            .await;
+        let out = match current.lease.shape {
+            Some(shape) => {
+                inner
+                    .gpu
+                    .run_matmul(&current.kernel, &current.a, &current.b, shape)
+                    .await
+            }
+            None => Err(crate::gpu::GpuError::Shape(
+                "the lease has no matmul shape".into(),
+            )),
+        };
         (out, js_sys::Date::now() - started)
     };
     let ((output, compute_ms), next) =

@@ -356,7 +356,7 @@ impl Contributor {
                 .collect::<Vec<_>>(),
             ["a", "b"]
         );
-        let c = matmul::reference(&inputs[0], &inputs[1], lease.shape);
+        let c = matmul::reference(&inputs[0], &inputs[1], lease.shape.unwrap());
         f32s_to_bytes(&c)
     }
 
