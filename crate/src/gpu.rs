@@ -4,7 +4,9 @@
 //! [`Gpu`] owns one device and queue and caches compiled pipelines by kernel hash, so each kernel
 //! is compiled once per device however many units use it.
 
+use crate::encoding::f32s_to_bytes;
 use crate::hash::ContentHash;
+use crate::protocol::Work;
 use crate::wire::{KernelSource, MatmulShape};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -151,7 +153,9 @@ impl Gpu {
         b: &[f32],
         shape: MatmulShape,
     ) -> Result<Vec<f32>, GpuError> {
-        Ok(self.matmul(kernel, a, b, shape, 0, 0.0).await?.output)
+        let (a, b) = (f32s_to_bytes(a), f32s_to_bytes(b));
+        let timing = self.matmul(kernel, &a, &b, shape, 0, 0.0).await?;
+        f32s(&timing.output)
     }
 
     /// Times a matmul kernel's dispatches alone, for benchmarks: the inputs are uploaded once, a
@@ -169,8 +173,57 @@ impl Gpu {
         samples: u32,
         min_sample_ms: f64,
     ) -> Result<MatmulTiming, GpuError> {
-        self.matmul(kernel, a, b, shape, samples, min_sample_ms)
-            .await
+        let (a, b) = (f32s_to_bytes(a), f32s_to_bytes(b));
+        let timing = self
+            .matmul(kernel, &a, &b, shape, samples, min_sample_ms)
+            .await?;
+        Ok(MatmulTiming {
+            output: f32s(&timing.output)?,
+            dispatch_ms: timing.dispatch_ms,
+            batch: timing.batch,
+        })
+    }
+
+    /// Runs a leased unit's [`Work`] on `inputs` (the blobs [`crate::protocol::work`] listed,
+    /// in its order) and returns the output's bytes, as they are signed and submitted.
+    pub async fn run_work(
+        &self,
+        kernel: &KernelSource,
+        work: &Work,
+        inputs: &[&[u8]],
+    ) -> Result<Vec<u8>, GpuError> {
+        match work {
+            Work::Matmul(shape) => {
+                let [a, b] = inputs else {
+                    return Err(GpuError::Shape(format!(
+                        "a matmul takes 2 inputs, got {}",
+                        inputs.len()
+                    )));
+                };
+                Ok(self.matmul(kernel, a, b, *shape, 0, 0.0).await?.output)
+            }
+            Work::Dispatch {
+                bindings,
+                output_binding,
+                output_bytes,
+                workgroups,
+            } => {
+                if bindings.len() != inputs.len() {
+                    return Err(GpuError::Dispatch(format!(
+                        "{} bindings for {} inputs",
+                        bindings.len(),
+                        inputs.len()
+                    )));
+                }
+                let bound: Vec<(u32, &[u8])> = bindings
+                    .iter()
+                    .copied()
+                    .zip(inputs.iter().copied())
+                    .collect();
+                self.run_dispatch(kernel, &bound, *output_binding, *output_bytes, *workgroups)
+                    .await
+            }
+        }
     }
 
     /// Runs a custom kernel once: each input is bound at its binding (group 0) as a read-only
@@ -210,26 +263,24 @@ impl Gpu {
     async fn matmul(
         &self,
         kernel: &KernelSource,
-        a: &[f32],
-        b: &[f32],
+        a: &[u8],
+        b: &[u8],
         shape: MatmulShape,
         samples: u32,
         min_sample_ms: f64,
-    ) -> Result<MatmulTiming, GpuError> {
+    ) -> Result<Timing, GpuError> {
         let (m, n, k) = (shape.m as usize, shape.n as usize, shape.k as usize);
-        if m == 0 || n == 0 || k == 0 || a.len() != m * k || b.len() != k * n {
+        if m == 0 || n == 0 || k == 0 || a.len() != 4 * m * k || b.len() != 4 * k * n {
             return Err(GpuError::Shape(format!(
                 "A has {} and B {} elements, expected {}x{} and {}x{}",
-                a.len(),
-                b.len(),
+                a.len() / 4,
+                b.len() / 4,
                 m,
                 k,
                 k,
                 n
             )));
         }
-        let a = crate::encoding::f32s_to_bytes(a);
-        let b = crate::encoding::f32s_to_bytes(b);
         let params: Vec<u8> = [shape.m, shape.n, shape.k, 0]
             .iter()
             .flat_map(|v| v.to_le_bytes())
@@ -240,8 +291,8 @@ impl Gpu {
             uniform: false,
         };
         let inputs = [
-            storage(0, &a[..]),
-            storage(1, &b[..]),
+            storage(0, a),
+            storage(1, b),
             Input {
                 binding: 3,
                 contents: &params,
@@ -257,15 +308,8 @@ impl Gpu {
             shape.m.div_ceil(kernel.tile[1]),
             1,
         ];
-        let timing = self
-            .dispatch(kernel, &inputs, output, workgroups, samples, min_sample_ms)
-            .await?;
-        Ok(MatmulTiming {
-            output: crate::encoding::bytes_to_f32s(&timing.output)
-                .map_err(|e| GpuError::Readback(e.to_string()))?,
-            dispatch_ms: timing.dispatch_ms,
-            batch: timing.batch,
-        })
+        self.dispatch(kernel, &inputs, output, workgroups, samples, min_sample_ms)
+            .await
     }
 
     /// Every kernel's one path to the device: uploads `inputs`, binds them and a zeroed output
@@ -432,6 +476,11 @@ struct Timing {
     output: Vec<u8>,
     dispatch_ms: Vec<f64>,
     batch: u32,
+}
+
+/// An f32 output read back.
+fn f32s(bytes: &[u8]) -> Result<Vec<f32>, GpuError> {
+    crate::encoding::bytes_to_f32s(bytes).map_err(|e| GpuError::Readback(e.to_string()))
 }
 
 /// `contents` padded with zeros to whole 4-byte words (borrowed when it is already).

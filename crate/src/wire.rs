@@ -124,7 +124,8 @@ pub struct ResultSubmission {
     pub lease_id: String,
     pub unit_id: i64,
     pub public_key: String,
-    /// The output, f32 little-endian, base64.
+    /// The output's bytes, base64: f32 little-endian for matmul units, the output buffer as the
+    /// kernel left it for custom kernels.
     pub output: String,
     /// ed25519 signature (128 hex characters) over [`crate::signing::result_message`].
     pub signature: String,

@@ -139,3 +139,36 @@ fn refused_dispatches_are_errors() {
     let out = run(&[(0, &x), (1, &y)], 2, [1, 1, 1]).expect("a good dispatch still runs");
     assert_eq!(bytes_to_f32s(&out).unwrap(), vec![2.5; 64]);
 }
+
+#[test]
+fn run_work_runs_matmul_and_dispatch_units_alike() {
+    use glowworm::kernels::matmul;
+    use glowworm::protocol::Work;
+    use glowworm::wire::MatmulShape;
+    let gpu = gpu();
+
+    let shape = MatmulShape { m: 8, n: 8, k: 8 };
+    let (a, b) = (sample_matrix(64, 5), sample_matrix(64, 6));
+    let kernel = matmul::TILED.source();
+    let want = pollster::block_on(gpu.run_matmul(&kernel, &a, &b, shape)).unwrap();
+    let (a, b) = (f32s_to_bytes(&a), f32s_to_bytes(&b));
+    let got = pollster::block_on(gpu.run_work(&kernel, &Work::Matmul(shape), &[&a, &b])).unwrap();
+    assert_eq!(got, f32s_to_bytes(&want));
+
+    let spec = samples::saxpy_spec(64, 1);
+    let work = Work::Dispatch {
+        // y first: bindings follow the lease's order of inputs, whatever it is.
+        bindings: vec![1, 0],
+        output_binding: 2,
+        output_bytes: spec.output.bytes,
+        workgroups: spec.workgroups,
+    };
+    let (x, y) = (sample_matrix(64, 7), sample_matrix(64, 8));
+    let (xb, yb) = (f32s_to_bytes(&x), f32s_to_bytes(&y));
+    let got = pollster::block_on(gpu.run_work(&source(&spec), &work, &[&yb, &xb])).unwrap();
+    assert_close(
+        &bytes_to_f32s(&got).unwrap(),
+        &samples::saxpy_reference(&x, &y),
+        "saxpy",
+    );
+}
