@@ -94,7 +94,7 @@ impl Gpu {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("glowworm"),
-                required_limits: required_limits(&adapter.limits()),
+                required_limits: required_limits(&adapter),
                 ..Default::default()
             })
             .await
@@ -530,8 +530,9 @@ extern "C" {
 /// wgpu's downlevel defaults, raised to WebGPU's defaults (what a browser's device always has,
 /// and what [`crate::kernels::custom`] holds kernels to) where the adapter allows: 8 storage
 /// buffers per stage and 16 KiB of workgroup memory.
-fn required_limits(adapter: &wgpu::Limits) -> wgpu::Limits {
-    let webgpu = wgpu::Limits::default();
+#[cfg(not(target_arch = "wasm32"))]
+fn required_limits(adapter: &wgpu::Adapter) -> wgpu::Limits {
+    let (adapter, webgpu) = (adapter.limits(), wgpu::Limits::default());
     let mut limits = wgpu::Limits::downlevel_defaults();
     limits.max_storage_buffers_per_shader_stage = adapter
         .max_storage_buffers_per_shader_stage
@@ -540,6 +541,13 @@ fn required_limits(adapter: &wgpu::Limits) -> wgpu::Limits {
         .max_compute_workgroup_storage_size
         .min(webgpu.max_compute_workgroup_storage_size);
     limits
+}
+
+/// In the browser, limits asked for below WebGPU's defaults get the defaults anyway; asking for
+/// wgpu's downlevel defaults keeps the adapter's limits out of the module.
+#[cfg(target_arch = "wasm32")]
+fn required_limits(_adapter: &wgpu::Adapter) -> wgpu::Limits {
+    wgpu::Limits::downlevel_defaults()
 }
 
 fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {

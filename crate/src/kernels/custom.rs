@@ -64,7 +64,7 @@ pub enum KernelError {
 /// no empty buffers), at most [`MAX_INPUT_BYTES`], and a multiple of 4 (storage buffers hold
 /// 4-byte words).
 pub fn check_input_bytes(name: &str, bytes: u64) -> Result<(), KernelError> {
-    if bytes == 0 || bytes > MAX_INPUT_BYTES || bytes % 4 != 0 {
+    if bytes == 0 || bytes > MAX_INPUT_BYTES || !bytes.is_multiple_of(4) {
         return Err(KernelError::Limit(format!(
             "input '{name}' is {bytes} bytes per unit; each unit's share must be a positive \
              multiple of 4 and at most {MAX_INPUT_BYTES}"

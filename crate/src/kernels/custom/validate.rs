@@ -65,7 +65,7 @@ fn check_job(spec: &KernelSpec) -> Result<(), KernelError> {
         }
     }
     let bytes = spec.output.bytes;
-    if bytes == 0 || bytes % 4 != 0 || bytes > MAX_OUTPUT_BYTES {
+    if bytes == 0 || !bytes.is_multiple_of(4) || bytes > MAX_OUTPUT_BYTES {
         return limit(format!(
             "the output is {bytes} bytes per unit; it must be a positive multiple of 4 and at \
              most {MAX_OUTPUT_BYTES}"
