@@ -344,10 +344,11 @@ impl Gpu {
                 } else {
                     wgpu::BufferUsages::STORAGE
                 };
+                // Padded with zeros to whole 4-byte words by wgpu.
                 self.device
                     .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                         label: None,
-                        contents: &padded(input.contents),
+                        contents: input.contents,
                         usage,
                     })
             })
@@ -481,17 +482,6 @@ struct Timing {
 /// An f32 output read back.
 fn f32s(bytes: &[u8]) -> Result<Vec<f32>, GpuError> {
     crate::encoding::bytes_to_f32s(bytes).map_err(|e| GpuError::Readback(e.to_string()))
-}
-
-/// `contents` padded with zeros to whole 4-byte words (borrowed when it is already).
-fn padded(contents: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if contents.len().is_multiple_of(4) {
-        contents.into()
-    } else {
-        let mut owned = contents.to_vec();
-        owned.resize(contents.len().next_multiple_of(4), 0);
-        owned.into()
-    }
 }
 
 /// What [`Gpu::time_matmul`] measured.
