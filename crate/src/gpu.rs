@@ -1,8 +1,11 @@
-//! Running catalogue kernels with wgpu: WebGPU in the browser, Vulkan/Metal/DX12 natively
-//! (lavapipe on a machine without a GPU).
+//! Running kernels with wgpu: WebGPU in the browser, Vulkan/Metal/DX12 natively (lavapipe on a
+//! machine without a GPU). Catalogue matmuls ([`Gpu::run_matmul`], [`Gpu::time_matmul`]) and
+//! requesters' custom kernels ([`Gpu::run_dispatch`]) share one path that uploads, binds,
+//! dispatches and reads back ([`Gpu::run_work`] runs a leased unit of either kind).
 //!
 //! [`Gpu`] owns one device and queue and caches compiled pipelines by kernel hash, so each kernel
-//! is compiled once per device however many units use it.
+//! is compiled once per device however many units use it (up to [`MAX_PIPELINES`] kernels: every
+//! custom-kernel job brings a new one).
 
 use crate::encoding::f32s_to_bytes;
 use crate::hash::ContentHash;
@@ -139,9 +142,11 @@ impl Gpu {
                 message: err.to_string(),
             });
         }
-        self.pipelines
-            .borrow_mut()
-            .insert(kernel.hash, pipeline.clone());
+        let mut pipelines = self.pipelines.borrow_mut();
+        if pipelines.len() >= MAX_PIPELINES {
+            pipelines.clear();
+        }
+        pipelines.insert(kernel.hash, pipeline.clone());
         Ok(pipeline)
     }
 
@@ -454,6 +459,9 @@ impl Gpu {
             .map_err(|e| GpuError::Readback(e.to_string()))
     }
 }
+
+/// Compiled pipelines kept; beyond this many kernels the cache starts again.
+pub const MAX_PIPELINES: usize = 16;
 
 /// What [`Gpu::time_matmul`] copies out after each timed batch, to learn that it has finished.
 const FENCE_BYTES: u64 = 4;

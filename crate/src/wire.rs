@@ -113,7 +113,8 @@ pub struct KernelSource {
     pub hash: ContentHash,
     pub entry_point: String,
     pub wgsl: String,
-    /// Outputs per workgroup along x (columns) and y (rows).
+    /// Outputs per workgroup along x (columns) and y (rows), for matmul kernels; custom kernels'
+    /// leases say how to dispatch them instead, and this means nothing for them.
     pub tile: [u32; 2],
 }
 

@@ -229,7 +229,12 @@ async fn kernel(ctx: &Context<'_>, lease: &Lease) -> Result<Arc<KernelSource>, U
         return Ok(k);
     }
     let k = Arc::new(protocol::fetch_kernel(ctx.client, &lease.kernel).await?);
-    ctx.kernels.borrow_mut().insert(k.hash, k.clone());
+    let mut kernels = ctx.kernels.borrow_mut();
+    // Bounded like the GPU's pipelines: every custom-kernel job brings a new kernel.
+    if kernels.len() >= glowworm::gpu::MAX_PIPELINES {
+        kernels.clear();
+    }
+    kernels.insert(k.hash, k.clone());
     Ok(k)
 }
 

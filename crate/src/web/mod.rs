@@ -294,7 +294,11 @@ async fn fetch_inputs(inner: &Inner, lease: Lease) -> Result<Prepared, StepError
         None => {
             let k = protocol::fetch_kernel(&inner.relay, &lease.kernel).await?;
             bytes_downloaded += k.wgsl.len() as u64;
-            inner.kernels.borrow_mut().insert(k.hash, k.clone());
+            let mut kernels = inner.kernels.borrow_mut();
+            if kernels.len() >= crate::gpu::MAX_PIPELINES {
+                kernels.clear();
+            }
+            kernels.insert(k.hash, k.clone());
             k
         }
     };
