@@ -44,6 +44,26 @@ pub const MAX_WORKGROUPS_PER_DIMENSION: u32 = 65_535;
 pub struct Validated {
     /// The entry point's `@workgroup_size`.
     pub workgroup_size: [u32; 3],
+    /// The least bytes each input's buffer must have, in the order of the spec's `inputs` (0
+    /// past them): the size of the shader's type at its binding, or of one element of a
+    /// runtime-sized array. A smaller buffer would fail to bind on every contributor.
+    pub input_min_bytes: [u64; MAX_INPUTS],
+}
+
+impl Validated {
+    /// Checks one unit's share of the spec's input `index` (named `name`) once its size is
+    /// known: [`check_input_bytes`], and at least what the shader reads there.
+    pub fn check_input(&self, index: usize, name: &str, bytes: u64) -> Result<(), KernelError> {
+        check_input_bytes(name, bytes)?;
+        let least = self.input_min_bytes.get(index).copied().unwrap_or(0);
+        if bytes < least {
+            return Err(KernelError::Bindings(format!(
+                "input '{name}' is {bytes} bytes per unit; the shader's buffer there needs at \
+                 least {least}"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Why a kernel was refused; the message names the problem for the requester.

@@ -17,9 +17,12 @@ pub fn validate(spec: &KernelSpec) -> Result<Validated, KernelError> {
     let workgroup_size = check_workgroup_size(entry)?;
     check_invocations(spec.workgroups, workgroup_size)?;
     let uses = info.get_entry_point(index);
-    check_resources(spec, &module, uses)?;
+    let input_min_bytes = check_resources(spec, &module, uses)?;
     check_workgroup_memory(&module, uses)?;
-    Ok(Validated { workgroup_size })
+    Ok(Validated {
+        workgroup_size,
+        input_min_bytes,
+    })
 }
 
 /// Everything that needs no compiler: counts, names, bindings and sizes.
@@ -171,14 +174,16 @@ fn check_invocations(workgroups: [u32; 3], size: [u32; 3]) -> Result<(), KernelE
 
 /// The shader's resources must be exactly the declared storage buffers, in group 0, each used by
 /// the entry point (WebGPU's automatic pipeline layout leaves unused ones out, and binding them
-/// would then fail on every contributor).
+/// would then fail on every contributor). Returns each input's least size in bytes (see
+/// [`Validated::input_min_bytes`]).
 fn check_resources(
     spec: &KernelSpec,
     module: &Module,
     uses: &FunctionInfo,
-) -> Result<(), KernelError> {
+) -> Result<[u64; MAX_INPUTS], KernelError> {
     let bindings = |message: String| Err(KernelError::Bindings(message));
     let mut found = Vec::new();
+    let mut input_min_bytes = [0; MAX_INPUTS];
     for (handle, var) in module.global_variables.iter() {
         let name = var.name.as_deref().unwrap_or("(unnamed)");
         let access = match var.space {
@@ -215,20 +220,24 @@ fn check_resources(
             ));
         }
         let slot = binding.binding;
+        // The least bytes a buffer bound here must have: the whole type, or one element of a
+        // runtime-sized array (WebGPU's minimum binding size).
+        let least = module.types[var.ty].inner.size(module.to_ctx()) as u64;
         if slot == spec.output.binding {
             if !access.contains(StorageAccess::STORE) {
                 return bindings(format!(
                     "the output '{name}' at @binding({slot}) must be var<storage, read_write>"
                 ));
             }
-            let least = module.types[var.ty].inner.size(module.to_ctx()) as u64;
             if least > spec.output.bytes {
                 return bindings(format!(
                     "the output '{name}' needs at least {least} bytes; the job gives it {}",
                     spec.output.bytes
                 ));
             }
-        } else if let Some(input) = spec.inputs.iter().find(|i| i.binding == slot) {
+        } else if let Some(i) = spec.inputs.iter().position(|i| i.binding == slot) {
+            let input = &spec.inputs[i];
+            input_min_bytes[i] = least;
             if access.contains(StorageAccess::STORE) {
                 return bindings(format!(
                     "input '{}' ('{name}' at @binding({slot})) must be var<storage, read>",
@@ -262,7 +271,7 @@ fn check_resources(
             spec.output.binding
         ));
     }
-    Ok(())
+    Ok(input_min_bytes)
 }
 
 /// `var<workgroup>` memory the entry point uses, within WebGPU's default limit.

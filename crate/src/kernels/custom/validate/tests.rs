@@ -28,18 +28,28 @@ fn refused(spec: &KernelSpec, needle: &str) -> KernelError {
 
 #[test]
 fn samples_are_valid() {
-    assert_eq!(
-        validate(&saxpy_spec(1024, 4)),
-        Ok(Validated {
-            workgroup_size: [64, 1, 1]
-        })
-    );
-    assert_eq!(
-        validate(&conv1d_spec(4096 + 15, 16, 8)),
-        Ok(Validated {
-            workgroup_size: [64, 1, 1]
-        })
-    );
+    // Runtime-sized f32 arrays: at least one element each.
+    let mut one_f32_each = [0; MAX_INPUTS];
+    one_f32_each[..2].copy_from_slice(&[4, 4]);
+    let want = Ok(Validated {
+        workgroup_size: [64, 1, 1],
+        input_min_bytes: one_f32_each,
+    });
+    assert_eq!(validate(&saxpy_spec(1024, 4)), want);
+    assert_eq!(validate(&conv1d_spec(4096 + 15, 16, 8)), want);
+}
+
+#[test]
+fn inputs_smaller_than_the_shader_reads_are_refused_once_known() {
+    let spec = saxpy_wgsl("y: array<f32>", "y: array<f32, 256>");
+    let validated = validate(&spec).expect("valid");
+    assert_eq!(validated.input_min_bytes[..2], [4, 1024]);
+    assert!(validated.check_input(0, "x", 4).is_ok());
+    assert!(validated.check_input(1, "y", 1024).is_ok());
+    let err = validated.check_input(1, "y", 1020).unwrap_err();
+    assert!(err.to_string().contains("needs at least 1024"), "{err}");
+    let err = validated.check_input(0, "x", 6).unwrap_err();
+    assert!(err.to_string().contains("multiple of 4"), "{err}");
 }
 
 #[test]
