@@ -3,7 +3,8 @@
 // their products against a CPU reference computed here. tests/bench/browser.mjs drives it through
 // globalThis.glowwormBench.compare; a person clicks Run.
 
-import init, { benchMatmul } from './pkg/glowworm.js';
+// The bench module (www/pkg-bench/, the `bench` feature): the contributor module lacks benchMatmul.
+import init, { benchMatmul } from './pkg-bench/glowworm.js';
 
 /** m, n, k: the relay's unit (one 64x64 tile of C over k = 256), then square products. */
 export const SIZES = [

@@ -1,6 +1,7 @@
-//! In-memory cache of decoded input blobs, keyed by content hash and bounded in bytes.
-//! Oldest entries are evicted first; inputs shared by many units (a matrix panel) are fetched once.
-//! Generic over the handle kept (`Rc<Vec<f32>>` in the browser, `Arc<Vec<f32>>` natively).
+//! In-memory cache of input blobs, keyed by content hash and bounded in bytes.
+//! Oldest entries are evicted first; inputs shared by many units (a matrix panel, a custom
+//! kernel's shared input) are fetched once. Generic over the handle kept (`Rc<Vec<u8>>` in the
+//! browser, `Arc<Vec<u8>>` natively: blobs are kept as the bytes the GPU is given).
 
 use crate::hash::ContentHash;
 use std::collections::{HashMap, VecDeque};

@@ -1,10 +1,15 @@
-//! Running catalogue kernels with wgpu: WebGPU in the browser, Vulkan/Metal/DX12 natively
-//! (lavapipe on a machine without a GPU).
+//! Running kernels with wgpu: WebGPU in the browser, Vulkan/Metal/DX12 natively (lavapipe on a
+//! machine without a GPU). Catalogue matmuls ([`Gpu::run_matmul`], [`Gpu::time_matmul`]) and
+//! requesters' custom kernels ([`Gpu::run_dispatch`]) share one path that uploads, binds,
+//! dispatches and reads back ([`Gpu::run_work`] runs a leased unit of either kind).
 //!
 //! [`Gpu`] owns one device and queue and caches compiled pipelines by kernel hash, so each kernel
-//! is compiled once per device however many units use it.
+//! is compiled once per device however many units use it (up to [`MAX_PIPELINES`] kernels: every
+//! custom-kernel job brings a new one).
 
+use crate::encoding::f32s_to_bytes;
 use crate::hash::ContentHash;
+use crate::protocol::Work;
 use crate::wire::{KernelSource, MatmulShape};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -24,6 +29,8 @@ pub enum GpuError {
     Readback(String),
     #[error("bad unit shape: {0}")]
     Shape(String),
+    #[error("bad dispatch: {0}")]
+    Dispatch(String),
 }
 
 /// What the page shows about the adapter.
@@ -90,7 +97,7 @@ impl Gpu {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("glowworm"),
-                required_limits: wgpu::Limits::downlevel_defaults(),
+                required_limits: required_limits(&adapter),
                 ..Default::default()
             })
             .await
@@ -135,9 +142,11 @@ impl Gpu {
                 message: err.to_string(),
             });
         }
-        self.pipelines
-            .borrow_mut()
-            .insert(kernel.hash, pipeline.clone());
+        let mut pipelines = self.pipelines.borrow_mut();
+        if pipelines.len() >= MAX_PIPELINES {
+            pipelines.clear();
+        }
+        pipelines.insert(kernel.hash, pipeline.clone());
         Ok(pipeline)
     }
 
@@ -149,7 +158,9 @@ impl Gpu {
         b: &[f32],
         shape: MatmulShape,
     ) -> Result<Vec<f32>, GpuError> {
-        Ok(self.matmul(kernel, a, b, shape, 0, 0.0).await?.output)
+        let (a, b) = (f32s_to_bytes(a), f32s_to_bytes(b));
+        let timing = self.matmul(kernel, &a, &b, shape, 0, 0.0).await?;
+        f32s(&timing.output)
     }
 
     /// Times a matmul kernel's dispatches alone, for benchmarks: the inputs are uploaded once, a
@@ -167,122 +178,249 @@ impl Gpu {
         samples: u32,
         min_sample_ms: f64,
     ) -> Result<MatmulTiming, GpuError> {
-        self.matmul(kernel, a, b, shape, samples, min_sample_ms)
-            .await
+        let (a, b) = (f32s_to_bytes(a), f32s_to_bytes(b));
+        let timing = self
+            .matmul(kernel, &a, &b, shape, samples, min_sample_ms)
+            .await?;
+        Ok(MatmulTiming {
+            output: f32s(&timing.output)?,
+            dispatch_ms: timing.dispatch_ms,
+            batch: timing.batch,
+        })
+    }
+
+    /// Runs a leased unit's [`Work`] on `inputs` (the blobs [`crate::protocol::work`] listed,
+    /// in its order) and returns the output's bytes, as they are signed and submitted.
+    pub async fn run_work(
+        &self,
+        kernel: &KernelSource,
+        work: &Work,
+        inputs: &[&[u8]],
+    ) -> Result<Vec<u8>, GpuError> {
+        match work {
+            Work::Matmul(shape) => {
+                let [a, b] = inputs else {
+                    return Err(GpuError::Shape(format!(
+                        "a matmul takes 2 inputs, got {}",
+                        inputs.len()
+                    )));
+                };
+                Ok(self.matmul(kernel, a, b, *shape, 0, 0.0).await?.output)
+            }
+            Work::Dispatch {
+                bindings,
+                output_binding,
+                output_bytes,
+                workgroups,
+            } => {
+                if bindings.len() != inputs.len() {
+                    return Err(GpuError::Dispatch(format!(
+                        "{} bindings for {} inputs",
+                        bindings.len(),
+                        inputs.len()
+                    )));
+                }
+                let bound: Vec<(u32, &[u8])> = bindings
+                    .iter()
+                    .copied()
+                    .zip(inputs.iter().copied())
+                    .collect();
+                self.run_dispatch(kernel, &bound, *output_binding, *output_bytes, *workgroups)
+                    .await
+            }
+        }
+    }
+
+    /// Runs a custom kernel once: each input is bound at its binding (group 0) as a read-only
+    /// storage buffer, the output as a zeroed read_write storage buffer of `output_bytes` at
+    /// `output_binding`, and the kernel is dispatched with `workgroups`. Returns the output's
+    /// bytes. WebGPU has no empty buffers: an empty input, or no output, is an error. Inputs are
+    /// padded with zeros to whole 4-byte words.
+    pub async fn run_dispatch(
+        &self,
+        kernel: &KernelSource,
+        inputs: &[(u32, &[u8])],
+        output_binding: u32,
+        output_bytes: u64,
+        workgroups: [u32; 3],
+    ) -> Result<Vec<u8>, GpuError> {
+        let buffers: Vec<Input> = inputs
+            .iter()
+            .map(|&(binding, contents)| Input {
+                binding,
+                contents,
+                uniform: false,
+            })
+            .collect();
+        let output = Output {
+            binding: output_binding,
+            bytes: output_bytes,
+        };
+        let timing = self
+            .dispatch(kernel, &buffers, output, workgroups, 0, 0.0)
+            .await?;
+        Ok(timing.output)
     }
 
     /// [`Gpu::run_matmul`] when `samples` is 0, else [`Gpu::time_matmul`]: one code path, so
-    /// the benchmark measures what contributors run and the module carries it once.
+    /// the benchmark measures what contributors run and the module carries it once. A, B and C
+    /// are at bindings 0, 1 and 2, and the uniform (m, n, k, 0) at binding 3.
     async fn matmul(
         &self,
         kernel: &KernelSource,
-        a: &[f32],
-        b: &[f32],
+        a: &[u8],
+        b: &[u8],
         shape: MatmulShape,
         samples: u32,
         min_sample_ms: f64,
-    ) -> Result<MatmulTiming, GpuError> {
+    ) -> Result<Timing, GpuError> {
         let (m, n, k) = (shape.m as usize, shape.n as usize, shape.k as usize);
-        if m == 0 || n == 0 || k == 0 || a.len() != m * k || b.len() != k * n {
+        if m == 0 || n == 0 || k == 0 || a.len() != 4 * m * k || b.len() != 4 * k * n {
             return Err(GpuError::Shape(format!(
                 "A has {} and B {} elements, expected {}x{} and {}x{}",
-                a.len(),
-                b.len(),
+                a.len() / 4,
+                b.len() / 4,
                 m,
                 k,
                 k,
                 n
             )));
         }
-        let pipeline = self.prepare(kernel).await?;
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-
-        let storage = |label: &str, data: &[f32]| {
-            self.device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(label),
-                    contents: &crate::encoding::f32s_to_bytes(data),
-                    usage: wgpu::BufferUsages::STORAGE,
-                })
-        };
-        let a_buf = storage("a", a);
-        let b_buf = storage("b", b);
-        let out_bytes = shape.output_bytes();
-        let c_buf = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("c"),
-            size: out_bytes,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
         let params: Vec<u8> = [shape.m, shape.n, shape.k, 0]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        let params_buf = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
+        let storage = |binding, contents| Input {
+            binding,
+            contents,
+            uniform: false,
+        };
+        let inputs = [
+            storage(0, a),
+            storage(1, b),
+            Input {
+                binding: 3,
                 contents: &params,
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
+                uniform: true,
+            },
+        ];
+        let output = Output {
+            binding: 2,
+            bytes: shape.output_bytes(),
+        };
+        let workgroups = [
+            shape.n.div_ceil(kernel.tile[0]),
+            shape.m.div_ceil(kernel.tile[1]),
+            1,
+        ];
+        self.dispatch(kernel, &inputs, output, workgroups, samples, min_sample_ms)
+            .await
+    }
+
+    /// Every kernel's one path to the device: uploads `inputs`, binds them and a zeroed output
+    /// buffer in group 0, dispatches `workgroups` once and reads the output back. Then, for
+    /// benchmarks, times `samples` batches of dispatches (see [`Gpu::time_matmul`]).
+    async fn dispatch(
+        &self,
+        kernel: &KernelSource,
+        inputs: &[Input<'_>],
+        output: Output,
+        workgroups: [u32; 3],
+        samples: u32,
+        min_sample_ms: f64,
+    ) -> Result<Timing, GpuError> {
+        if let Some(empty) = inputs.iter().find(|i| i.contents.is_empty()) {
+            return Err(GpuError::Dispatch(format!(
+                "the input at binding {} is empty; WebGPU buffers hold at least one 4-byte word",
+                empty.binding
+            )));
+        }
+        if output.bytes == 0 {
+            return Err(GpuError::Dispatch("the output is empty".into()));
+        }
+        let pipeline = self.prepare(kernel).await?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+
+        let buffers: Vec<wgpu::Buffer> = inputs
+            .iter()
+            .map(|input| {
+                let usage = if input.uniform {
+                    wgpu::BufferUsages::UNIFORM
+                } else {
+                    wgpu::BufferUsages::STORAGE
+                };
+                // Padded with zeros to whole 4-byte words by wgpu.
+                self.device
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: None,
+                        contents: input.contents,
+                        usage,
+                    })
+            })
+            .collect();
+        // Buffers and copies come in whole 4-byte words; new buffers are zeroed.
+        let out_size = output.bytes.next_multiple_of(4);
+        let out_buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("output"),
+            size: out_size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
         let readback = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size: out_bytes,
+            size: out_size,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        let entries: Vec<wgpu::BindGroupEntry> = inputs
+            .iter()
+            .zip(&buffers)
+            .map(|(input, buffer)| entry(input.binding, buffer))
+            .chain([entry(output.binding, &out_buf)])
+            .collect();
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("matmul"),
+            label: Some(&kernel.id),
             layout: &pipeline.get_bind_group_layout(0),
-            entries: &[
-                entry(0, &a_buf),
-                entry(1, &b_buf),
-                entry(2, &c_buf),
-                entry(3, &params_buf),
-            ],
+            entries: &entries,
         });
-        // `count` dispatches, then a copy of the first `copy_bytes` of C to the readback buffer.
+        // `count` dispatches, then a copy of the first `copy_bytes` of the output to the
+        // readback buffer.
         let submit = |count: u32, copy_bytes: u64| {
             let mut encoder = self
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("matmul"),
+                    label: Some(&kernel.id),
                 });
             {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("matmul"),
+                    label: Some(&kernel.id),
                     timestamp_writes: None,
                 });
                 pass.set_pipeline(&pipeline);
                 pass.set_bind_group(0, &bind_group, &[]);
                 for _ in 0..count {
-                    pass.dispatch_workgroups(
-                        shape.n.div_ceil(kernel.tile[0]),
-                        shape.m.div_ceil(kernel.tile[1]),
-                        1,
-                    );
+                    let [x, y, z] = workgroups;
+                    pass.dispatch_workgroups(x, y, z);
                 }
             }
-            encoder.copy_buffer_to_buffer(&c_buf, 0, &readback, 0, copy_bytes);
+            encoder.copy_buffer_to_buffer(&out_buf, 0, &readback, 0, copy_bytes);
             self.queue.submit([encoder.finish()]);
         };
 
-        submit(1, out_bytes);
+        submit(1, out_size);
         if let Some(err) = scope.pop().await {
             return Err(GpuError::Validation(err.to_string()));
         }
-        self.map(&readback, out_bytes).await?;
-        let output = {
-            let view = readback
-                .get_mapped_range(..out_bytes)
-                .map_err(|e| GpuError::Readback(e.to_string()))?;
-            crate::encoding::bytes_to_f32s(&view).map_err(|e| GpuError::Readback(e.to_string()))?
-        };
+        self.map(&readback, out_size).await?;
+        let bytes = readback
+            .get_mapped_range(..output.bytes)
+            .map_err(|e| GpuError::Readback(e.to_string()))?
+            .to_vec();
         readback.unmap();
 
-        // Timing: each batch ends by copying one value of C out and mapping it, which completes
-        // only once the device has finished the batch. The first, single dispatch sizes the
-        // batches.
+        // Timing: each batch ends by copying one word of the output out and mapping it, which
+        // completes only once the device has finished the batch. The first, single dispatch
+        // sizes the batches.
         let mut dispatch_ms = Vec::with_capacity(samples as usize);
         let mut batch = 1;
         let sizing = if samples > 0 { 1 } else { 0 };
@@ -298,8 +436,8 @@ impl Gpu {
                 dispatch_ms.push(elapsed / batch as f64);
             }
         }
-        Ok(MatmulTiming {
-            output,
+        Ok(Timing {
+            output: bytes,
             dispatch_ms,
             batch,
         })
@@ -322,8 +460,37 @@ impl Gpu {
     }
 }
 
+/// Compiled pipelines kept; beyond this many kernels the cache starts again.
+pub const MAX_PIPELINES: usize = 16;
+
 /// What [`Gpu::time_matmul`] copies out after each timed batch, to learn that it has finished.
 const FENCE_BYTES: u64 = 4;
+
+/// A buffer a dispatch reads: read-only storage, or (the matmul kernels' parameters) uniform.
+struct Input<'a> {
+    binding: u32,
+    contents: &'a [u8],
+    uniform: bool,
+}
+
+/// The read_write storage buffer a dispatch writes and that is read back.
+#[derive(Clone, Copy)]
+struct Output {
+    binding: u32,
+    bytes: u64,
+}
+
+/// What [`Gpu::dispatch`] read back and measured.
+struct Timing {
+    output: Vec<u8>,
+    dispatch_ms: Vec<f64>,
+    batch: u32,
+}
+
+/// An f32 output read back.
+fn f32s(bytes: &[u8]) -> Result<Vec<f32>, GpuError> {
+    crate::encoding::bytes_to_f32s(bytes).map_err(|e| GpuError::Readback(e.to_string()))
+}
 
 /// What [`Gpu::time_matmul`] measured.
 #[derive(Debug, Clone)]
@@ -356,6 +523,29 @@ extern "C" {
     /// `performance.now()`, in a window and in a worker alike.
     #[wasm_bindgen(js_namespace = performance, js_name = now)]
     fn performance_now() -> f64;
+}
+
+/// wgpu's downlevel defaults, raised to WebGPU's defaults (what a browser's device always has,
+/// and what [`crate::kernels::custom`] holds kernels to) where the adapter allows: 8 storage
+/// buffers per stage and 16 KiB of workgroup memory.
+#[cfg(not(target_arch = "wasm32"))]
+fn required_limits(adapter: &wgpu::Adapter) -> wgpu::Limits {
+    let (adapter, webgpu) = (adapter.limits(), wgpu::Limits::default());
+    let mut limits = wgpu::Limits::downlevel_defaults();
+    limits.max_storage_buffers_per_shader_stage = adapter
+        .max_storage_buffers_per_shader_stage
+        .min(webgpu.max_storage_buffers_per_shader_stage);
+    limits.max_compute_workgroup_storage_size = adapter
+        .max_compute_workgroup_storage_size
+        .min(webgpu.max_compute_workgroup_storage_size);
+    limits
+}
+
+/// In the browser, limits asked for below WebGPU's defaults get the defaults anyway; asking for
+/// wgpu's downlevel defaults keeps the adapter's limits out of the module.
+#[cfg(target_arch = "wasm32")]
+fn required_limits(_adapter: &wgpu::Adapter) -> wgpu::Limits {
+    wgpu::Limits::downlevel_defaults()
 }
 
 fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {

@@ -3,7 +3,9 @@
 //!
 //! Data flows through it like this:
 //!
-//! 1. The relay hands out a [`wire::Lease`] naming a kernel (by content hash) and input blobs.
+//! 1. The relay hands out a [`wire::Lease`] naming a kernel (by content hash) and input blobs, with
+//!    a matmul shape or, for a requester's custom kernel (checked by
+//!    [`kernels::custom`]), a dispatch; [`protocol::work`] reads which.
 //! 2. The contributor fetches the kernel source ([`wire::KernelSource`], from the [`kernels`]
 //!    catalogue on the relay) and the inputs, caching both by [`hash::ContentHash`].
 //! 3. [`gpu::Gpu`] runs the kernel through wgpu (WebGPU in the browser, Vulkan/Metal/DX12 natively)

@@ -5,7 +5,10 @@
 use crate::encoding::{bytes_to_f32s, f32s_to_bytes, to_base64};
 use crate::hash::ContentHash;
 use crate::signing::ContributorKey;
-use crate::wire::{AdapterClass, BlobRef, KernelRef, KernelSource, Lease, ResultSubmission};
+use crate::wire::{
+    AdapterClass, BlobRef, KernelRef, KernelSource, Lease, MAX_OUTPUT_BYTES, MatmulShape,
+    ResultSubmission,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -51,6 +54,69 @@ pub enum ProtocolError<E: std::error::Error + 'static> {
     },
     #[error("lease {lease_id} lacks input '{name}'")]
     MissingInput { lease_id: String, name: String },
+    #[error("lease {lease_id} is malformed: {reason}")]
+    BadLease { lease_id: String, reason: String },
+}
+
+/// What a lease asks the GPU to run: [`work`] reads it from a lease, and
+/// [`crate::gpu::Gpu::run_work`] runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// C (m x n) = A (m x k) * B (k x n) with a catalogue matmul kernel; the inputs are A and B.
+    Matmul(MatmulShape),
+    /// A custom kernel dispatched once: input i is bound at `bindings[i]`, the output is
+    /// `output_bytes` at `output_binding`.
+    Dispatch {
+        bindings: Vec<u32>,
+        output_binding: u32,
+        output_bytes: u64,
+        workgroups: [u32; 3],
+    },
+}
+
+/// The lease's work and the input blobs it reads, in the order [`crate::gpu::Gpu::run_work`]
+/// takes them. Fails on a lease that is neither (or both) a matmul and a custom dispatch, a
+/// matmul without inputs "a" and "b", a custom input without a binding, or an output over
+/// [`MAX_OUTPUT_BYTES`].
+pub fn work<E: std::error::Error + 'static>(
+    lease: &Lease,
+) -> Result<(Work, Vec<&BlobRef>), ProtocolError<E>> {
+    let bad = |reason: String| ProtocolError::BadLease {
+        lease_id: lease.lease_id.clone(),
+        reason,
+    };
+    if lease.output_bytes > MAX_OUTPUT_BYTES {
+        return Err(bad(format!(
+            "its output of {} bytes is over {MAX_OUTPUT_BYTES}",
+            lease.output_bytes
+        )));
+    }
+    match (lease.shape, lease.dispatch) {
+        (Some(shape), None) => Ok((
+            Work::Matmul(shape),
+            vec![input(lease, "a")?, input(lease, "b")?],
+        )),
+        (None, Some(dispatch)) => {
+            let bindings = lease
+                .inputs
+                .iter()
+                .map(|i| {
+                    i.binding
+                        .ok_or_else(|| bad(format!("input '{}' has no binding", i.name)))
+                })
+                .collect::<Result<_, _>>()?;
+            let work = Work::Dispatch {
+                bindings,
+                output_binding: dispatch.output_binding,
+                output_bytes: lease.output_bytes,
+                workgroups: dispatch.workgroups,
+            };
+            Ok((work, lease.inputs.iter().collect()))
+        }
+        _ => Err(bad(
+            "it must have exactly one of a matmul shape and a dispatch".into(),
+        )),
+    }
 }
 
 /// Asks for a unit; `None` when the relay has no work. `adapter` says which GPU computes it.
@@ -98,11 +164,12 @@ pub async fn fetch_kernel<T: Transport>(
     Ok(source)
 }
 
-/// Fetches an f32 input blob, checking its hash and size. Returns the values and the bytes moved.
-pub async fn fetch_f32_blob<T: Transport>(
+/// Fetches an input blob's bytes, checking its hash and size (custom kernels' inputs are any
+/// bytes).
+pub async fn fetch_blob<T: Transport>(
     relay: &T,
     blob: &BlobRef,
-) -> Result<(Vec<f32>, usize), ProtocolError<T::Error>> {
+) -> Result<Vec<u8>, ProtocolError<T::Error>> {
     let bytes = relay
         .get_bytes(&format!("/v1/blobs/{}", blob.hash))
         .await
@@ -120,6 +187,16 @@ pub async fn fetch_f32_blob<T: Transport>(
             expected: blob.bytes,
         });
     }
+    Ok(bytes)
+}
+
+/// Fetches an f32 input blob (a matmul unit's), checking its hash and size. Returns the values
+/// and the bytes moved.
+pub async fn fetch_f32_blob<T: Transport>(
+    relay: &T,
+    blob: &BlobRef,
+) -> Result<(Vec<f32>, usize), ProtocolError<T::Error>> {
+    let bytes = fetch_blob(relay, blob).await?;
     let values = bytes_to_f32s(&bytes).map_err(|source| ProtocolError::BadInput {
         hash: blob.hash,
         source,
@@ -127,7 +204,7 @@ pub async fn fetch_f32_blob<T: Transport>(
     Ok((values, bytes.len()))
 }
 
-/// The lease's input called `name` ("a", "b").
+/// The lease's input called `name` ("a", "b" for matmul units).
 pub fn input<'a, E: std::error::Error + 'static>(
     lease: &'a Lease,
     name: &str,
@@ -142,15 +219,20 @@ pub fn input<'a, E: std::error::Error + 'static>(
         })
 }
 
-/// The signed submission of `output` for `lease`.
+/// The signed submission of an f32 `output` (a matmul unit's) for `lease`.
 pub fn submission(key: &ContributorKey, lease: &Lease, output: &[f32]) -> ResultSubmission {
-    let bytes = f32s_to_bytes(output);
+    submission_of_bytes(key, lease, &f32s_to_bytes(output))
+}
+
+/// The signed submission of `output`, as bytes (a custom kernel's output buffer), for `lease`.
+/// The signature covers exactly these bytes.
+pub fn submission_of_bytes(key: &ContributorKey, lease: &Lease, output: &[u8]) -> ResultSubmission {
     ResultSubmission {
         lease_id: lease.lease_id.clone(),
         unit_id: lease.unit_id,
         public_key: key.public_hex(),
-        signature: key.sign_result(lease.unit_id, &lease.lease_id, &lease.kernel.hash, &bytes),
-        output: to_base64(&bytes),
+        signature: key.sign_result(lease.unit_id, &lease.lease_id, &lease.kernel.hash, output),
+        output: to_base64(output),
     }
 }
 
@@ -180,4 +262,116 @@ pub async fn release<T: Transport>(
         .await
         .map_err(ProtocolError::Transport)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Dispatch;
+
+    type Error = ProtocolError<std::io::Error>;
+
+    fn blob(name: &str, binding: Option<u32>) -> BlobRef {
+        BlobRef {
+            name: name.into(),
+            hash: ContentHash::of(name.as_bytes()),
+            bytes: 16,
+            binding,
+        }
+    }
+
+    fn lease(
+        shape: Option<MatmulShape>,
+        dispatch: Option<Dispatch>,
+        inputs: Vec<BlobRef>,
+    ) -> Lease {
+        Lease {
+            lease_id: "l1".into(),
+            unit_id: 1,
+            job_id: 1,
+            kernel: KernelRef {
+                id: "k".into(),
+                hash: ContentHash::of(b"k"),
+            },
+            shape,
+            dispatch,
+            inputs,
+            output_bytes: 16,
+            flop: 0,
+            deadline_unix_ms: 0,
+        }
+    }
+
+    const SHAPE: MatmulShape = MatmulShape { m: 2, n: 2, k: 2 };
+    const DISPATCH: Dispatch = Dispatch {
+        workgroups: [4, 1, 1],
+        output_binding: 2,
+    };
+
+    #[test]
+    fn matmul_work_reads_a_then_b() {
+        let l = lease(Some(SHAPE), None, vec![blob("b", None), blob("a", None)]);
+        let (got, inputs) = work::<std::io::Error>(&l).unwrap();
+        assert_eq!(got, Work::Matmul(SHAPE));
+        let names: Vec<&str> = inputs.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let l = lease(Some(SHAPE), None, vec![blob("a", None)]);
+        assert!(matches!(
+            work::<std::io::Error>(&l),
+            Err(Error::MissingInput { .. })
+        ));
+    }
+
+    #[test]
+    fn dispatch_work_binds_inputs_in_lease_order() {
+        let l = lease(
+            None,
+            Some(DISPATCH),
+            vec![blob("y", Some(1)), blob("x", Some(0))],
+        );
+        let (got, inputs) = work::<std::io::Error>(&l).unwrap();
+        assert_eq!(
+            got,
+            Work::Dispatch {
+                bindings: vec![1, 0],
+                output_binding: 2,
+                output_bytes: 16,
+                workgroups: [4, 1, 1],
+            }
+        );
+        assert_eq!(inputs[0].name, "y");
+    }
+
+    #[test]
+    fn malformed_leases_are_refused() {
+        let no_binding = lease(None, Some(DISPATCH), vec![blob("x", None)]);
+        let both = lease(Some(SHAPE), Some(DISPATCH), vec![]);
+        let neither = lease(None, None, vec![]);
+        let mut huge = lease(None, Some(DISPATCH), vec![blob("x", Some(0))]);
+        huge.output_bytes = MAX_OUTPUT_BYTES + 4;
+        for (l, needle) in [
+            (no_binding, "input 'x' has no binding"),
+            (both, "exactly one"),
+            (neither, "exactly one"),
+            (huge, "over"),
+        ] {
+            let err = work::<std::io::Error>(&l).unwrap_err();
+            assert!(matches!(err, Error::BadLease { .. }), "{err}");
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn byte_submissions_sign_the_bytes() {
+        let key = ContributorKey::from_secret_bytes(&[7; 32]).unwrap();
+        let l = lease(None, Some(DISPATCH), vec![]);
+        let output = [1u8, 2, 3, 4, 5, 6, 7, 8];
+        let s = submission_of_bytes(&key, &l, &output);
+        assert_eq!(s.output, to_base64(&output));
+        let f32_output = [1.5f32, -2.0];
+        assert_eq!(
+            submission(&key, &l, &f32_output).signature,
+            submission_of_bytes(&key, &l, &f32s_to_bytes(&f32_output)).signature
+        );
+    }
 }

@@ -113,7 +113,8 @@ pub struct KernelSource {
     pub hash: ContentHash,
     pub entry_point: String,
     pub wgsl: String,
-    /// Outputs per workgroup along x (columns) and y (rows).
+    /// Outputs per workgroup along x (columns) and y (rows), for matmul kernels; custom kernels'
+    /// leases say how to dispatch them instead, and this means nothing for them.
     pub tile: [u32; 2],
 }
 
@@ -124,7 +125,8 @@ pub struct ResultSubmission {
     pub lease_id: String,
     pub unit_id: i64,
     pub public_key: String,
-    /// The output, f32 little-endian, base64.
+    /// The output's bytes, base64: f32 little-endian for matmul units, the output buffer as the
+    /// kernel left it for custom kernels.
     pub output: String,
     /// ed25519 signature (128 hex characters) over [`crate::signing::result_message`].
     pub signature: String,

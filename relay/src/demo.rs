@@ -29,7 +29,7 @@ pub fn demo_matrices(seed: u64, shape: MatmulShape) -> (Vec<f32>, Vec<f32>) {
 
 /// Creates a demo job if no unit of a queued job is pending or leased; returns it if it did.
 pub async fn tick(state: &AppState) -> Result<Option<DemoJob>, ApiError> {
-    if state.db.read(|conn| open_units(conn)).await? {
+    if state.db.read(open_units).await? {
         return Ok(None);
     }
     let config = state.config.clone();

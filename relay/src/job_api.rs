@@ -19,7 +19,7 @@ use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use glowworm::encoding::bytes_to_f32s;
-use glowworm::kernels::custom::{self, KernelError};
+use glowworm::kernels::custom::{self, KernelError, Validated};
 use glowworm::wire::{JobList, JobSpec, JobStatus, KernelSpec, MatmulShape, MatmulSpec};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -67,7 +67,7 @@ pub async fn create_job(
             }
             JobSpec::Kernel(spec) => {
                 let validated = custom::validate(&spec).map_err(invalid_kernel)?;
-                let inputs = kernel_inputs(&spec, &mut parts)?;
+                let inputs = kernel_inputs(&spec, &validated, &mut parts)?;
                 let job = KernelJob::store(
                     &store,
                     &spec,
@@ -301,16 +301,17 @@ fn matrix<'a>(
 /// The bytes of each declared input, in the spec's order, checked against the limits.
 fn kernel_inputs(
     spec: &KernelSpec,
+    validated: &Validated,
     parts: &mut HashMap<String, Vec<u8>>,
 ) -> Result<Vec<Vec<u8>>, ApiError> {
     let mut inputs = Vec::with_capacity(spec.inputs.len());
-    for declared in &spec.inputs {
+    for (index, declared) in spec.inputs.iter().enumerate() {
         let bytes = take_part(parts, &declared.name)?;
         let per_unit = if declared.shared {
             bytes.len() as u64
         } else {
             let units = spec.units as u64;
-            if bytes.len() as u64 % (4 * units) != 0 {
+            if !(bytes.len() as u64).is_multiple_of(4 * units) {
                 return Err(ApiError::bad_request(
                     "bad_input",
                     format!(
@@ -324,7 +325,10 @@ fn kernel_inputs(
             }
             bytes.len() as u64 / units
         };
-        custom::check_input_bytes(&declared.name, per_unit).map_err(invalid_kernel)?;
+        // At least what the shader reads at its binding, a whole number of words, within limits.
+        validated
+            .check_input(index, &declared.name, per_unit)
+            .map_err(invalid_kernel)?;
         inputs.push(bytes);
     }
     refuse_unexpected(

@@ -68,7 +68,7 @@ pub fn parse_f32(bytes: &[u8]) -> Result<F32Array<'_>, NpyError> {
         }
         _ => return Err(NpyError::Version(major, minor)),
     };
-    let header_end = (header_start as usize)
+    let header_end = header_start
         .checked_add(header_len)
         .ok_or(NpyError::TruncatedHeader)?;
     let header = bytes
@@ -244,7 +244,7 @@ mod tests {
             })
         ));
         assert_eq!(parse_f32(b"plain bytes"), Err(NpyError::NotNpy));
-        assert_eq!(parse_f32(&MAGIC[..]), Err(NpyError::TruncatedHeader));
+        assert_eq!(parse_f32(MAGIC), Err(NpyError::TruncatedHeader));
         let mut cut = write_f32(&[1], &[0; 4]);
         cut.truncate(20);
         assert_eq!(parse_f32(&cut), Err(NpyError::TruncatedHeader));

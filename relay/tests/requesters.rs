@@ -213,8 +213,8 @@ async fn a_matmul_job_from_npy_files_is_computed_verified_and_downloaded() {
     let blob_dir = relay.state.config.blob_store().dir().to_path_buf();
     let files = walk(&blob_dir);
     assert!(
-        files >= 2 + 2 + 1,
-        "A panels, B panels and C on disk; found {files}"
+        files == 2 + 2 + 1,
+        "2 A panels, 2 B panels and C on disk; found {files}"
     );
 
     let list: JobList = send(&relay, Method::GET, "/v1/jobs", Some(&key), "*/*")

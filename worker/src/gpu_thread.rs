@@ -3,15 +3,15 @@
 //! fetching and submitting meanwhile.
 
 use glowworm::gpu::{AdapterSummary, Gpu, GpuError};
-use glowworm::wire::{KernelSource, MatmulShape};
+use glowworm::protocol::Work;
+use glowworm::wire::KernelSource;
 use std::sync::{Arc, mpsc};
 
 struct Job {
     kernel: Arc<KernelSource>,
-    a: Arc<Vec<f32>>,
-    b: Arc<Vec<f32>>,
-    shape: MatmulShape,
-    reply: futures_channel::oneshot::Sender<Result<Vec<f32>, GpuError>>,
+    work: Work,
+    inputs: Vec<Arc<Vec<u8>>>,
+    reply: futures_channel::oneshot::Sender<Result<Vec<u8>, GpuError>>,
 }
 
 /// A handle to the GPU thread. Dropping it ends the thread and waits for it, so the device is
@@ -53,8 +53,8 @@ impl GpuThread {
                     }
                 };
                 for job in inbox {
-                    let out =
-                        pollster::block_on(gpu.run_matmul(&job.kernel, &job.a, &job.b, job.shape));
+                    let inputs: Vec<&[u8]> = job.inputs.iter().map(|i| i.as_slice()).collect();
+                    let out = pollster::block_on(gpu.run_work(&job.kernel, &job.work, &inputs));
                     let _ = job.reply.send(out);
                 }
             })
@@ -73,14 +73,14 @@ impl GpuThread {
         &self.adapter
     }
 
-    /// C = A * B on the GPU thread.
-    pub async fn run_matmul(
+    /// Runs a unit's work (a matmul or a custom dispatch) on the GPU thread; `inputs` are in the
+    /// order [`glowworm::protocol::work`] lists them. Resolves to the output's bytes.
+    pub async fn run_work(
         &self,
         kernel: Arc<KernelSource>,
-        a: Arc<Vec<f32>>,
-        b: Arc<Vec<f32>>,
-        shape: MatmulShape,
-    ) -> Result<Vec<f32>, GpuError> {
+        work: Work,
+        inputs: Vec<Arc<Vec<u8>>>,
+    ) -> Result<Vec<u8>, GpuError> {
         let (reply, answer) = futures_channel::oneshot::channel();
         let gone = || GpuError::Readback("the GPU thread has stopped".into());
         self.jobs
@@ -88,9 +88,8 @@ impl GpuThread {
             .ok_or_else(gone)?
             .send(Job {
                 kernel,
-                a,
-                b,
-                shape,
+                work,
+                inputs,
                 reply,
             })
             .map_err(|_| gone())?;

@@ -1,5 +1,7 @@
 //! The work loop: several units in flight on one thread, each going lease -> fetch (cached) ->
-//! GPU -> sign -> submit, until stopped or a unit budget is reached.
+//! GPU -> sign -> submit, until stopped or a unit budget is reached. Matmul units and custom
+//! kernels' units take the same path: inputs are fetched and cached as bytes by content hash,
+//! [`glowworm::protocol::work`] says what to run, and the output's bytes are signed.
 
 use crate::client::{ClientError, RelayClient};
 use crate::gpu_thread::GpuThread;
@@ -7,7 +9,7 @@ use glowworm::cache::BlobCache;
 use glowworm::hash::ContentHash;
 use glowworm::protocol::{self, ProtocolError};
 use glowworm::signing::ContributorKey;
-use glowworm::wire::{KernelSource, Lease, ResultReceipt};
+use glowworm::wire::{BlobRef, KernelSource, Lease, ResultReceipt};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -111,7 +113,7 @@ struct Context<'a> {
     stop: &'a StopSignal,
     on_event: &'a dyn Fn(Event),
     kernels: RefCell<HashMap<ContentHash, Arc<KernelSource>>>,
-    blobs: RefCell<BlobCache<Arc<Vec<f32>>>>,
+    blobs: RefCell<BlobCache<Arc<Vec<u8>>>>,
     totals: RefCell<Totals>,
     /// Units leased or done, so `max_units` is never overshot by lanes running in parallel.
     claimed: Cell<u64>,
@@ -206,18 +208,19 @@ async fn one_unit(ctx: &Context<'_>) -> Result<Option<ResultReceipt>, UnitError>
             return Err(e);
         }
     };
-    let submission = protocol::submission(ctx.key, &lease, &output);
+    let submission = protocol::submission_of_bytes(ctx.key, &lease, &output);
     Ok(Some(protocol::submit(ctx.client, &submission).await?))
 }
 
-async fn compute(ctx: &Context<'_>, lease: &Lease) -> Result<Vec<f32>, UnitError> {
+/// The unit's output bytes: a matmul or a custom kernel's dispatch, run on the GPU thread.
+async fn compute(ctx: &Context<'_>, lease: &Lease) -> Result<Vec<u8>, UnitError> {
+    let (work, blobs) = protocol::work::<ClientError>(lease)?;
     let kernel = kernel(ctx, lease).await?;
-    let a = input(ctx, lease, "a").await?;
-    let b = input(ctx, lease, "b").await?;
-    let shape = lease
-        .shape
-        .ok_or_else(|| glowworm::gpu::GpuError::Shape("the lease has no matmul shape".into()))?;
-    Ok(ctx.gpu.run_matmul(kernel, a, b, shape).await?)
+    let mut inputs = Vec::with_capacity(blobs.len());
+    for blob in blobs {
+        inputs.push(input(ctx, blob).await?);
+    }
+    Ok(ctx.gpu.run_work(kernel, work, inputs).await?)
 }
 
 async fn kernel(ctx: &Context<'_>, lease: &Lease) -> Result<Arc<KernelSource>, UnitError> {
@@ -226,21 +229,25 @@ async fn kernel(ctx: &Context<'_>, lease: &Lease) -> Result<Arc<KernelSource>, U
         return Ok(k);
     }
     let k = Arc::new(protocol::fetch_kernel(ctx.client, &lease.kernel).await?);
-    ctx.kernels.borrow_mut().insert(k.hash, k.clone());
+    let mut kernels = ctx.kernels.borrow_mut();
+    // Bounded like the GPU's pipelines: every custom-kernel job brings a new kernel.
+    if kernels.len() >= glowworm::gpu::MAX_PIPELINES {
+        kernels.clear();
+    }
+    kernels.insert(k.hash, k.clone());
     Ok(k)
 }
 
-async fn input(ctx: &Context<'_>, lease: &Lease, name: &str) -> Result<Arc<Vec<f32>>, UnitError> {
-    let blob = protocol::input::<ClientError>(lease, name)?;
+/// An input blob's bytes, from the cache or the relay.
+async fn input(ctx: &Context<'_>, blob: &BlobRef) -> Result<Arc<Vec<u8>>, UnitError> {
     let cached = ctx.blobs.borrow().get(&blob.hash);
     if let Some(v) = cached {
         return Ok(v);
     }
-    let (values, bytes) = protocol::fetch_f32_blob(ctx.client, blob).await?;
-    ctx.totals.borrow_mut().bytes_downloaded += bytes as u64;
-    let values = Arc::new(values);
+    let bytes = Arc::new(protocol::fetch_blob(ctx.client, blob).await?);
+    ctx.totals.borrow_mut().bytes_downloaded += bytes.len() as u64;
     ctx.blobs
         .borrow_mut()
-        .insert(blob.hash, values.clone(), bytes);
-    Ok(values)
+        .insert(blob.hash, bytes.clone(), bytes.len());
+    Ok(bytes)
 }

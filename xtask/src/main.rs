@@ -7,7 +7,8 @@
 //! - `cargo xtask bench [relay|kernels|freivalds|verification|browser]`: benchmarks, each printing a table
 //!   and writing it to `target/bench/<name>.md`.
 //! - `cargo xtask lint`: rustfmt and clippy, natively and for wasm32 (CI runs it too).
-//! - `cargo xtask build`: only builds the module into `www/pkg/` and prints its size.
+//! - `cargo xtask build`: only builds the modules, the contributor's into `www/pkg/` and the
+//!   kernel benchmark page's into `www/pkg-bench/`, and prints their sizes.
 
 mod bench;
 mod deps;
@@ -27,7 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build the WebAssembly module into www/pkg (release profile, wasm-bindgen --target web).
+    /// Build the WebAssembly modules into www/pkg and www/pkg-bench (the bench page's, with the
+    /// `bench` feature) (release profile, wasm-bindgen --target web).
     Build,
     /// Build everything and start the relay serving the page; extra arguments go to the relay.
     Run {
@@ -113,7 +115,8 @@ fn test(root: &Path, no_browser: bool) -> Result<()> {
     )?;
 
     if !no_browser {
-        wasm::build(root)?;
+        // The end-to-end tests use the contributor module only.
+        wasm::build_module(root, wasm::Module::Contributor)?;
         process::cargo(&["build", "-p", "glowworm-relay"])?;
         process::step("End-to-end tests in headless Chromium with WebGPU");
         process::run_checked(
@@ -145,17 +148,20 @@ fn lint() -> Result<()> {
         "-D",
         "warnings",
     ])?;
-    process::step("clippy (wasm32 browser module)");
-    process::cargo(&[
-        "clippy",
-        "-p",
-        "glowworm",
-        "--target",
-        deps::WASM_TARGET,
-        "--target-dir",
-        "target/wasm",
-        "--",
-        "-D",
-        "warnings",
-    ])
+    process::step("clippy (wasm32 browser module, and with the bench page's exports)");
+    for features in [&[][..], &["--features", "bench"][..]] {
+        let mut args = vec![
+            "clippy",
+            "-p",
+            "glowworm",
+            "--target",
+            deps::WASM_TARGET,
+            "--target-dir",
+            "target/wasm",
+        ];
+        args.extend(features);
+        args.extend(["--", "-D", "warnings"]);
+        process::cargo(&args)?;
+    }
+    Ok(())
 }

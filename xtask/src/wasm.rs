@@ -1,4 +1,4 @@
-//! Building the browser module: cargo for wasm32 (its own target directory, so native and wasm
+//! Building the browser modules: cargo for wasm32 (its own target directory, so native and wasm
 //! builds do not evict each other), then wasm-bindgen as a library, which keeps the bindings
 //! generator at exactly the version of the wasm-bindgen crate in Cargo.lock.
 
@@ -7,10 +7,38 @@ use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::Path;
 
+/// A browser module: the contributor module every visitor downloads, or the one for the kernel
+/// benchmark page (`www/bench.html`), which adds the `bench` feature's exports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Module {
+    Contributor,
+    Bench,
+}
+
+impl Module {
+    /// Where under `www/` it is written.
+    fn dir(self) -> &'static str {
+        match self {
+            Module::Contributor => "pkg",
+            Module::Bench => "pkg-bench",
+        }
+    }
+}
+
+/// Builds both modules: `www/pkg/` (the contributor's) and `www/pkg-bench/` (the bench page's).
 pub fn build(root: &Path) -> Result<()> {
+    build_module(root, Module::Contributor)?;
+    build_module(root, Module::Bench)
+}
+
+/// Builds one module into its folder under `www/` and prints its size.
+pub fn build_module(root: &Path, module: Module) -> Result<()> {
     deps::require_wasm_target()?;
-    process::step("Building the browser module (wasm32, profile wasm-release)");
-    process::cargo(&[
+    let dir = module.dir();
+    process::step(&format!(
+        "Building the browser module for www/{dir}/ (wasm32, profile wasm-release)"
+    ));
+    let mut args = vec![
         "build",
         "-p",
         "glowworm",
@@ -21,9 +49,13 @@ pub fn build(root: &Path) -> Result<()> {
         "wasm-release",
         "--target-dir",
         "target/wasm",
-    ])?;
+    ];
+    if module == Module::Bench {
+        args.extend(["--features", "bench"]);
+    }
+    process::cargo(&args)?;
     let input = root.join("target/wasm/wasm32-unknown-unknown/wasm-release/glowworm.wasm");
-    let out_dir = root.join("www/pkg");
+    let out_dir = root.join("www").join(dir);
     wasm_bindgen_cli_support::Bindgen::new()
         .input_path(&input)
         .web(true)?
@@ -40,9 +72,9 @@ pub fn build(root: &Path) -> Result<()> {
     gz.write_all(&wasm)?;
     let gzipped = gz.finish()?.len();
     println!(
-        "Browser module: www/pkg/{wasm_name}, {} KB raw, {} KB gzipped",
-        wasm.len() / 1024,
-        gzipped / 1024
+        "Browser module: www/{dir}/{wasm_name}, {:.1} KiB raw, {:.1} KiB gzipped",
+        wasm.len() as f64 / 1024.0,
+        gzipped as f64 / 1024.0
     );
     Ok(())
 }

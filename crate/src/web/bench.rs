@@ -2,7 +2,8 @@
 //! kernel on this browser's WebGPU adapter, with no relay, and time its dispatches
 //! ([`Gpu::time_matmul`]: inputs resident, warm-up excluded). The page checks the product.
 //!
-//! Kept small on purpose: every byte here is in the module every contributor downloads.
+//! Only in the module built with the `bench` feature (`www/pkg-bench/`, by `cargo xtask build`),
+//! not in the one contributors download.
 
 use crate::gpu::Gpu;
 use crate::kernels::matmul;

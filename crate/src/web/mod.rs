@@ -2,16 +2,22 @@
 //!
 //! [`Contributor::step`] runs one unit end to end: take a lease (or the one prefetched during the
 //! previous step), fetch its kernel and inputs through the content-hash caches, compute on the GPU
-//! while the next unit is leased and fetched, sign the output and submit it. Errors cross the
-//! boundary as `JsError`s whose message says what failed.
+//! while the next unit is leased and fetched, sign the output and submit it. Matmul units and
+//! custom kernels' units take the same path ([`protocol::work`] says which and
+//! [`Gpu::run_work`] runs either). Errors cross the boundary as `JsError`s whose message says
+//! what failed.
+//!
+//! The benchmark exports (`bench`) are only in the module built with the `bench` feature, for
+//! `www/bench.html`, so contributors do not download them.
 
+#[cfg(feature = "bench")]
 mod bench;
 mod http;
 
 use crate::cache::BlobCache;
 use crate::gpu::Gpu;
 use crate::hash::ContentHash;
-use crate::protocol::{self, ProtocolError};
+use crate::protocol::{self, ProtocolError, Work};
 use crate::signing::ContributorKey;
 use crate::wire::{KernelSource, Lease, LeaseRequest};
 use http::{HttpError, Relay};
@@ -42,8 +48,9 @@ impl From<HttpError> for StepError {
 struct Prepared {
     lease: Lease,
     kernel: KernelSource,
-    a: Rc<Vec<f32>>,
-    b: Rc<Vec<f32>>,
+    work: Work,
+    /// The blobs `work` reads, in the order [`protocol::work`] listed them.
+    inputs: Vec<Rc<Vec<u8>>>,
     bytes_downloaded: u64,
     cache_hits: u32,
 }
@@ -77,7 +84,7 @@ struct Inner {
     key: ContributorKey,
     gpu: Gpu,
     kernels: RefCell<HashMap<ContentHash, KernelSource>>,
-    blobs: RefCell<BlobCache<Rc<Vec<f32>>>>,
+    blobs: RefCell<BlobCache<Rc<Vec<u8>>>>,
     prefetched: RefCell<Option<Prepared>>,
     /// Every lease request: the key, and a partner widget's attribution when there is one.
     lease_request: LeaseRequest,
@@ -220,17 +227,11 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
     // Pipeline: lease and fetch the next unit while the GPU computes this one.
     let compute = async {
         let started = js_sys::Date::now();
-        let out = match current.lease.shape {
-            Some(shape) => {
-                inner
-                    .gpu
-                    .run_matmul(&current.kernel, &current.a, &current.b, shape)
-                    .await
-            }
-            None => Err(crate::gpu::GpuError::Shape(
-                "the lease has no matmul shape".into(),
-            )),
-        };
+        let inputs: Vec<&[u8]> = current.inputs.iter().map(|i| i.as_slice()).collect();
+        let out = inner
+            .gpu
+            .run_work(&current.kernel, &current.work, &inputs)
+            .await;
         (out, js_sys::Date::now() - started)
     };
     let ((output, compute_ms), next) =
@@ -249,7 +250,7 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
     };
 
     let lease = &current.lease;
-    let submission = protocol::submission(&inner.key, lease, &output);
+    let submission = protocol::submission_of_bytes(&inner.key, lease, &output);
     let receipt = protocol::submit(&inner.relay, &submission).await?;
     Ok(StepReport::Verified {
         unit_id: receipt.unit_id,
@@ -283,6 +284,7 @@ async fn fetch_inputs(inner: &Inner, lease: Lease) -> Result<Prepared, StepError
     let mut bytes_downloaded = 0;
     let mut cache_hits = 0;
 
+    let (work, blobs) = protocol::work::<HttpError>(&lease)?;
     let cached_kernel = inner.kernels.borrow().get(&lease.kernel.hash).cloned();
     let kernel = match cached_kernel {
         Some(k) => {
@@ -292,40 +294,40 @@ async fn fetch_inputs(inner: &Inner, lease: Lease) -> Result<Prepared, StepError
         None => {
             let k = protocol::fetch_kernel(&inner.relay, &lease.kernel).await?;
             bytes_downloaded += k.wgsl.len() as u64;
-            inner.kernels.borrow_mut().insert(k.hash, k.clone());
+            let mut kernels = inner.kernels.borrow_mut();
+            if kernels.len() >= crate::gpu::MAX_PIPELINES {
+                kernels.clear();
+            }
+            kernels.insert(k.hash, k.clone());
             k
         }
     };
 
-    let mut matrices = Vec::with_capacity(2);
-    for name in ["a", "b"] {
-        let blob = protocol::input::<HttpError>(&lease, name)?;
+    let mut inputs = Vec::with_capacity(blobs.len());
+    for blob in blobs {
         let cached = inner.blobs.borrow().get(&blob.hash);
-        let values = match cached {
-            Some(v) => {
+        let bytes = match cached {
+            Some(bytes) => {
                 cache_hits += 1;
-                v
+                bytes
             }
             None => {
-                let (values, bytes) = protocol::fetch_f32_blob(&inner.relay, blob).await?;
-                bytes_downloaded += bytes as u64;
-                let values = Rc::new(values);
+                let bytes = Rc::new(protocol::fetch_blob(&inner.relay, blob).await?);
+                bytes_downloaded += bytes.len() as u64;
                 inner
                     .blobs
                     .borrow_mut()
-                    .insert(blob.hash, values.clone(), bytes);
-                values
+                    .insert(blob.hash, bytes.clone(), bytes.len());
+                bytes
             }
         };
-        matrices.push(values);
+        inputs.push(bytes);
     }
-    let b = matrices.pop().expect("two inputs");
-    let a = matrices.pop().expect("two inputs");
     Ok(Prepared {
         lease,
         kernel,
-        a,
-        b,
+        work,
+        inputs,
         bytes_downloaded,
         cache_hits,
     })
