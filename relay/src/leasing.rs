@@ -202,7 +202,10 @@ pub fn lease_next(
         jobs::fail(conn, unit.job_id)?;
         return lease_next(conn, config, asker, now_ms);
     }
+    // A requester's kernel job asked for its replicas: only the relay's own replicated matmul
+    // units are left to a trusted contributor alone.
     if unit.verify == Verify::Replicate
+        && matches!(unit.work, Work::Matmul { .. })
         && unit.canary_of.is_none()
         && unit.attempts == 0
         && unit.quorum > 1

@@ -600,3 +600,186 @@ async fn the_quota_bounds_a_keys_queued_units() {
     let second = submit(&relay, Some(&key), four_units()).await;
     assert_eq!(second.status, StatusCode::CREATED);
 }
+
+/// The bytes of a kernel lease's inputs, fetched over HTTP and checked against their hashes.
+async fn kernel_inputs(relay: &TestRelay, lease: &glowworm::wire::Lease) -> Vec<Vec<f32>> {
+    let mut inputs = Vec::new();
+    for blob in &lease.inputs {
+        let reply = relay.get(&format!("/v1/blobs/{}", blob.hash)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(glowworm::hash::ContentHash::of(&reply.body), blob.hash);
+        inputs.push(bytes_to_f32s(&reply.body).unwrap());
+    }
+    inputs
+}
+
+#[tokio::test]
+async fn a_custom_kernel_job_is_replicated_verified_and_assembled_in_unit_order() {
+    use glowworm::kernels::custom::samples;
+    let (relay, key) = relay_with_key(1000).await;
+    let (n, units) = (256u32, 4u32);
+    let x = matmul::sample_matrix(n * units, 7);
+    let y = matmul::sample_matrix(n * units, 8);
+    let spec = serde_json::to_value(glowworm::wire::JobSpec::Kernel(samples::saxpy_spec(
+        n, units,
+    )))
+    .unwrap();
+    let body = multipart_body(&[
+        job_part(spec),
+        part("x", f32s_to_bytes(&x)),
+        part("y", f32s_to_bytes(&y)),
+    ]);
+    let reply = submit(&relay, Some(&key), body).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let job: JobStatus = reply.json();
+    assert_eq!((job.kind.as_str(), job.units_total), ("kernel", 4));
+    assert_eq!(job.output_bytes, 4 * (n * units) as u64);
+
+    // The kernel is served like a catalogue kernel.
+    let honest = [Contributor::at("10.0.1.1"), Contributor::at("10.0.2.1")];
+    let mut credited = 0;
+    for contributor in &honest {
+        while let Some(lease) = contributor.lease(&relay).await {
+            let dispatch = lease.dispatch.expect("a kernel lease says how to dispatch");
+            assert_eq!(dispatch.output_binding, 2);
+            assert_eq!(lease.shape, None);
+            let source = relay
+                .get(&format!("/v1/kernels/{}", lease.kernel.hash))
+                .await;
+            assert_eq!(source.status, StatusCode::OK);
+            assert_eq!(source.json::<Value>()["wgsl"], samples::SAXPY_WGSL);
+            let inputs = kernel_inputs(&relay, &lease).await;
+            let bindings: Vec<_> = lease.inputs.iter().map(|i| i.binding).collect();
+            assert_eq!(bindings, [Some(0), Some(1)]);
+            let output = f32s_to_bytes(&samples::saxpy_reference(&inputs[0], &inputs[1]));
+            let receipt = common::accepted(&contributor.submit(&relay, &lease, &output).await);
+            credited += receipt.credited;
+        }
+    }
+    let status: JobStatus = send(
+        &relay,
+        Method::GET,
+        &format!("/v1/jobs/{}", job.id),
+        Some(&key),
+        "*/*",
+    )
+    .await
+    .json();
+    assert_eq!((status.state.as_str(), status.units_verified), ("done", 4));
+    // The second replica's receipt says what both were credited; once the pair agrees, both
+    // are: one credit per shader invocation.
+    assert_eq!(credited, 4 * 256);
+    for contributor in &honest {
+        assert_eq!(contributor.balance(&relay).await, 4 * 256);
+    }
+    let file = send(
+        &relay,
+        Method::GET,
+        &format!("/v1/jobs/{}/result", job.id),
+        Some(&key),
+        npy_media(),
+    )
+    .await;
+    let array = npy::parse_f32(&file.body).unwrap();
+    assert_eq!(array.shape, vec![(n * units) as usize]);
+    assert_eq!(
+        bytes_to_f32s(array.data).unwrap(),
+        samples::saxpy_reference(&x, &y)
+    );
+}
+
+fn npy_media() -> &'static str {
+    glowworm_relay::job_api::NPY
+}
+
+#[tokio::test]
+async fn a_replica_that_disagrees_is_outvoted_and_never_credited() {
+    use glowworm::kernels::custom::samples;
+    let (relay, key) = relay_with_key(1000).await;
+    let x = matmul::sample_matrix(64, 1);
+    let y = matmul::sample_matrix(64, 2);
+    let spec =
+        serde_json::to_value(glowworm::wire::JobSpec::Kernel(samples::saxpy_spec(64, 1))).unwrap();
+    let body = multipart_body(&[
+        job_part(spec),
+        part("x", f32s_to_bytes(&x)),
+        part("y", f32s_to_bytes(&y)),
+    ]);
+    let job: JobStatus = submit(&relay, Some(&key), body).await.json();
+    let good = f32s_to_bytes(&samples::saxpy_reference(&x, &y));
+    let mut bad = good.clone();
+    bad[0] ^= 0x01;
+
+    let cheater = Contributor::at("10.0.3.1");
+    let lease = cheater.lease(&relay).await.unwrap();
+    assert_eq!(
+        cheater.submit(&relay, &lease, &bad).await.status,
+        StatusCode::OK,
+        "pending"
+    );
+    for ip in ["10.0.4.1", "10.0.5.1"] {
+        let honest = Contributor::at(ip);
+        let lease = honest
+            .lease(&relay)
+            .await
+            .expect("another replica is wanted");
+        common::accepted(&honest.submit(&relay, &lease, &good).await);
+    }
+    assert_eq!(cheater.balance(&relay).await, 0);
+    let raw = send(
+        &relay,
+        Method::GET,
+        &format!("/v1/jobs/{}/result", job.id),
+        Some(&key),
+        "*/*",
+    )
+    .await;
+    assert_eq!(raw.body, good, "the output is the majority's");
+}
+
+#[tokio::test]
+async fn kernels_that_do_not_fit_their_declaration_are_refused() {
+    use glowworm::kernels::custom::samples;
+    let (relay, key) = relay_with_key(1000).await;
+    let upload = |spec: glowworm::wire::KernelSpec, x_bytes: usize| {
+        multipart_body(&[
+            job_part(serde_json::to_value(glowworm::wire::JobSpec::Kernel(spec)).unwrap()),
+            part("x", vec![0; x_bytes]),
+            part("y", vec![0; x_bytes]),
+        ])
+    };
+    let mut wrong_binding = samples::saxpy_spec(64, 1);
+    wrong_binding.inputs[1].binding = 5;
+    let mut huge_dispatch = samples::saxpy_spec(64, 1);
+    huge_dispatch.workgroups = [65_535, 65_535, 1];
+    let mut uneven = samples::saxpy_spec(64, 3);
+    uneven.units = 3;
+    let cases = [
+        (
+            "a binding the shader does not have",
+            upload(wrong_binding, 256),
+            "invalid_kernel",
+        ),
+        (
+            "a dispatch far too large",
+            upload(huge_dispatch, 256),
+            "invalid_kernel",
+        ),
+        (
+            "inputs that do not split into units",
+            upload(uneven, 256),
+            "bad_input",
+        ),
+    ];
+    for (what, body, code) in cases {
+        let reply = submit(&relay, Some(&key), body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{what}");
+        reply.assert_error(400, code);
+    }
+    assert_eq!(stored(&relay).await, (0, 0));
+}
