@@ -343,6 +343,7 @@ async fn feed(
     while created.saturating_sub(shared.leases_granted.load(Ordering::Relaxed)) < low_water {
         let seed = created;
         let now = state.now_ms();
+        let store = state.db.blob_store().clone();
         state
             .db
             .call(move |conn| {
@@ -353,7 +354,7 @@ async fn feed(
                     replicas: None,
                 };
                 let tx = conn.transaction()?;
-                jobs::create_matmul(&tx, &a, &b, shape, split, true, now)?;
+                jobs::create_matmul(&tx, &store, &a, &b, shape, split, jobs::Owner::Demo, now)?;
                 tx.commit()?;
                 Ok(())
             })

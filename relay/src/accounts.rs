@@ -75,7 +75,7 @@ pub fn info(
     page: Page,
 ) -> Result<AccountInfo, ApiError> {
     let (units_verified, flop_verified): (i64, i64) = conn.query_row(
-        "SELECT COUNT(*), COALESCE(SUM(2 * units.m * units.n * units.k), 0)
+        "SELECT COUNT(*), COALESCE(SUM(units.flop), 0)
          FROM results JOIN units ON units.id = results.unit_id
          WHERE results.verified = 1
            AND results.public_key IN (SELECT public_key FROM links WHERE address = ?1)",

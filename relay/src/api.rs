@@ -11,18 +11,18 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::leasing;
 use crate::network::ClientNetwork;
 use crate::state::AppState;
-use crate::{embedding, jobs, links, nonces, partners, results, stats};
+use crate::{embedding, job_api, jobs, links, nonces, partners, results, stats};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, any, get, post};
+use axum::routing::{MethodRouter, any, delete, get, post};
 use axum::{Json, Router};
 use glowworm::hash::ContentHash;
 use glowworm::kernels;
 use glowworm::wire::{
-    AccountInfo, AdapterClass, ContributorInfo, Health, JobStatus, KernelSource, LeaseRequest,
-    LinkReply, LinkRequest, NonceReply, ReleaseReceipt, ReleaseRequest, ResultReceipt,
-    ResultSubmission, Stats,
+    AccountInfo, AdapterClass, ContributorInfo, Health, KernelSource, LeaseRequest, LinkReply,
+    LinkRequest, NonceReply, ReleaseReceipt, ReleaseRequest, ResultReceipt, ResultSubmission,
+    Stats,
 };
 use serde::Deserialize;
 use std::time::Duration;
@@ -55,7 +55,20 @@ fn api_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::POST, "/v1/results", post(submit_result)),
         (Method::GET, "/v1/kernels/{hash}", get(get_kernel)),
         (Method::GET, "/v1/blobs/{hash}", get(get_blob)),
-        (Method::GET, "/v1/jobs/{id}", get(get_job)),
+        (
+            Method::POST,
+            "/v1/jobs",
+            // The upload's own limit (max_upload_bytes) is enforced as it is read.
+            post(job_api::create_job).layer(DefaultBodyLimit::disable()),
+        ),
+        (Method::GET, "/v1/jobs", get(job_api::list_jobs)),
+        (Method::GET, "/v1/jobs/{id}", get(job_api::get_job)),
+        (Method::DELETE, "/v1/jobs/{id}", delete(job_api::cancel_job)),
+        (
+            Method::GET,
+            "/v1/jobs/{id}/result",
+            get(job_api::get_result),
+        ),
         (Method::POST, "/v1/auth/nonce", post(create_nonce)),
         (Method::POST, "/v1/auth/link", post(link_wallet)),
         (Method::GET, "/v1/accounts/{address}", get(get_account)),
@@ -239,12 +252,24 @@ fn parse_hash(text: &str) -> Result<ContentHash, ApiError> {
         .map_err(|e| ApiError::bad_request("bad_hash", format!("{e}")))
 }
 
-async fn get_kernel(ApiPath(hash): ApiPath<String>) -> Result<Response, ApiError> {
+/// A catalogue kernel, or a custom kernel a requester submitted.
+async fn get_kernel(
+    State(state): State<AppState>,
+    ApiPath(hash): ApiPath<String>,
+) -> Result<Response, ApiError> {
     let hash = parse_hash(&hash)?;
-    let kernel = kernels::by_hash(&hash).ok_or_else(|| {
+    let source = match kernels::by_hash(&hash) {
+        Some(kernel) => Some(kernel.source()),
+        None => {
+            state
+                .db
+                .read(move |conn| jobs::custom_kernel(conn, &hash))
+                .await?
+        }
+    };
+    let source: KernelSource = source.ok_or_else(|| {
         ApiError::not_found("unknown_kernel", format!("no kernel with hash {hash}"))
     })?;
-    let source: KernelSource = kernel.source();
     Ok(([(header::CACHE_CONTROL, IMMUTABLE)], Json(source)).into_response())
 }
 
@@ -263,18 +288,6 @@ async fn get_blob(
         (header::ETAG, format!("\"{hash}\"")),
     ];
     Ok((headers, bytes).into_response())
-}
-
-async fn get_job(
-    State(state): State<AppState>,
-    ApiPath(id): ApiPath<i64>,
-) -> Result<Json<JobStatus>, ApiError> {
-    let status = state
-        .db
-        .read(move |conn| jobs::status(conn, id))
-        .await?
-        .ok_or_else(|| ApiError::not_found("unknown_job", format!("no job with id {id}")))?;
-    Ok(Json(status))
 }
 
 async fn create_nonce(State(state): State<AppState>) -> Result<Json<NonceReply>, ApiError> {

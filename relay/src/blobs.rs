@@ -1,11 +1,88 @@
 //! Content-addressed storage: bytes are stored once under their SHA-256, so units that share an
 //! input panel share one blob, and contributors cache it by the same name.
+//!
+//! Two homes, one namespace:
+//! - [`BlobStore`], files on disk beside the database (`<database>.blobs/ab/abcd...`): job inputs
+//!   (matmul panels, kernel inputs) and assembled job outputs, which can be large. A file is
+//!   written and synced under a temporary name and then renamed, so a blob file is always whole;
+//!   it is written before the transaction that refers to it commits.
+//! - The database's `blobs` table: unit outputs, stored in the same transaction as their result,
+//!   and everything stored by relays from before the blob store.
+//!
+//! [`BlobStore::get`] looks on disk first and then in the table, so callers need not know which.
 
 use crate::error::ApiError;
 use glowworm::hash::ContentHash;
 use rusqlite::{Connection, OptionalExtension, params};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
-/// Stores `bytes` (once) and returns their hash.
+/// Blob files on disk.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    dir: PathBuf,
+}
+
+impl BlobStore {
+    /// The store beside `database`: `data/glowworm.sqlite` keeps its blobs in
+    /// `data/glowworm.blobs/`. The directory is created when the first blob is written.
+    pub fn beside(database: &Path) -> BlobStore {
+        BlobStore {
+            dir: database.with_extension("blobs"),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, hash: &ContentHash) -> PathBuf {
+        let name = hash.to_string();
+        self.dir.join(&name[..2]).join(name)
+    }
+
+    /// Stores `bytes` (once) and returns their hash. When it returns, the file is durable.
+    pub fn put(&self, bytes: &[u8]) -> Result<ContentHash, ApiError> {
+        let hash = ContentHash::of(bytes);
+        let path = self.path(&hash);
+        if path.exists() {
+            return Ok(hash);
+        }
+        let parent = path.parent().expect("a blob path has a directory");
+        let io = |what: &str, e: std::io::Error| {
+            ApiError::Storage(format!("{what} {}: {e}", parent.display()))
+        };
+        std::fs::create_dir_all(parent).map_err(|e| io("creating", e))?;
+        let mut file = tempfile::NamedTempFile::new_in(parent).map_err(|e| io("writing in", e))?;
+        file.write_all(bytes).map_err(|e| io("writing in", e))?;
+        file.as_file().sync_all().map_err(|e| io("syncing in", e))?;
+        file.persist(&path)
+            .map_err(|e| io("naming a blob in", e.error))?;
+        // The rename is durable once the directory is synced.
+        std::fs::File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| io("syncing", e))?;
+        Ok(hash)
+    }
+
+    /// The bytes stored under `hash` on disk or, failing that, in the database's table.
+    pub fn get(&self, conn: &Connection, hash: &ContentHash) -> Result<Option<Vec<u8>>, ApiError> {
+        match std::fs::read(self.path(hash)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => get(conn, hash),
+            Err(e) => Err(ApiError::Storage(format!("reading blob {hash}: {e}"))),
+        }
+    }
+
+    /// Like [`BlobStore::get`], for a blob the database refers to: missing is an internal error.
+    pub fn get_required(&self, conn: &Connection, hash: &ContentHash) -> Result<Vec<u8>, ApiError> {
+        self.get(conn, hash)?
+            .ok_or_else(|| ApiError::Internal(format!("blob {hash} is missing")))
+    }
+}
+
+/// Stores `bytes` (once) in the database's table and returns their hash: for unit outputs,
+/// inside the transaction that records their result.
 pub fn store(conn: &Connection, bytes: &[u8]) -> Result<ContentHash, ApiError> {
     let hash = ContentHash::of(bytes);
     conn.prepare_cached("INSERT OR IGNORE INTO blobs (hash, bytes) VALUES (?1, ?2)")?
@@ -13,7 +90,7 @@ pub fn store(conn: &Connection, bytes: &[u8]) -> Result<ContentHash, ApiError> {
     Ok(hash)
 }
 
-/// The bytes stored under `hash`, if any.
+/// The bytes stored under `hash` in the database's table, if any.
 pub fn get(conn: &Connection, hash: &ContentHash) -> Result<Option<Vec<u8>>, ApiError> {
     let bytes = conn
         .prepare_cached("SELECT bytes FROM blobs WHERE hash = ?1")?

@@ -40,9 +40,9 @@ pub fn make(conn: &Connection, public_key: &str) -> Result<Option<Unit>, ApiErro
     conn.prepare_cached(
         "INSERT INTO units (job_id, row0, col0, m, n, k, kernel_hash, a_hash, b_hash, state,
                             attempts, max_attempts, result_hash, verify, quorum,
-                            replicas_needed, canary_of)
+                            replicas_needed, canary_of, flop, kernel_unit)
          SELECT job_id, row0, col0, m, n, k, kernel_hash, a_hash, b_hash, 'pending',
-                0, 1, result_hash, verify, 1, 1, id
+                0, 1, result_hash, verify, 1, 1, id, flop, kernel_unit
          FROM units WHERE id = ?1",
     )?
     .execute([source])?;

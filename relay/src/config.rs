@@ -34,6 +34,10 @@ pub struct Config {
     pub demo_k: u32,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Largest job upload (`POST /v1/jobs`, all parts together).
+    pub max_upload_bytes: usize,
+    /// The quota of a new API key: most units of its queued jobs at once.
+    pub default_quota_units: u64,
     /// Origins allowed to call the API from a browser; empty means any origin.
     pub cors_origins: Vec<String>,
     /// The domain (host, or host:port) Sign-In with Ethereum messages must name to link a
@@ -99,6 +103,8 @@ impl Default for Config {
             demo_n: 256,
             demo_k: 256,
             max_body_bytes: 8 << 20,
+            max_upload_bytes: 256 << 20,
+            default_quota_units: 100_000,
             cors_origins: Vec::new(),
             siwe_domain: None,
             siwe_chain_ids: Vec::new(),
@@ -182,6 +188,13 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes [env: GLOWWORM_MAX_BODY_BYTES]
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Largest job upload (POST /v1/jobs), in bytes [env: GLOWWORM_MAX_UPLOAD_BYTES]
+    #[arg(long, value_name = "BYTES")]
+    pub max_upload_bytes: Option<usize>,
+    /// Quota of new API keys: most units of a requester's queued jobs at once
+    /// [env: GLOWWORM_DEFAULT_QUOTA_UNITS]
+    #[arg(long, value_name = "UNITS")]
+    pub default_quota_units: Option<u64>,
     /// An origin allowed to call the API (repeat for more; none means any)
     /// [env: GLOWWORM_CORS_ORIGINS, comma-separated]
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
@@ -252,6 +265,11 @@ pub struct ServeArgs {
 }
 
 impl Config {
+    /// The blob store on disk beside the database (job inputs and outputs).
+    pub fn blob_store(&self) -> crate::blobs::BlobStore {
+        crate::blobs::BlobStore::beside(&self.database)
+    }
+
     /// Defaults, then the config file, then the environment (`env` looks a variable up; pass
     /// `|name| std::env::var(name).ok()`), then the flags. The result is validated.
     pub fn load(
@@ -298,6 +316,12 @@ impl Config {
         set_from_env(env, "GLOWWORM_DEMO_N", &mut self.demo_n)?;
         set_from_env(env, "GLOWWORM_DEMO_K", &mut self.demo_k)?;
         set_from_env(env, "GLOWWORM_MAX_BODY_BYTES", &mut self.max_body_bytes)?;
+        set_from_env(env, "GLOWWORM_MAX_UPLOAD_BYTES", &mut self.max_upload_bytes)?;
+        set_from_env(
+            env,
+            "GLOWWORM_DEFAULT_QUOTA_UNITS",
+            &mut self.default_quota_units,
+        )?;
         if let Some(list) = env("GLOWWORM_CORS_ORIGINS") {
             self.cors_origins = list
                 .split(',')
@@ -397,6 +421,8 @@ impl Config {
         set(&args.demo_n, &mut self.demo_n);
         set(&args.demo_k, &mut self.demo_k);
         set(&args.max_body_bytes, &mut self.max_body_bytes);
+        set(&args.max_upload_bytes, &mut self.max_upload_bytes);
+        set(&args.default_quota_units, &mut self.default_quota_units);
         if !args.cors_origins.is_empty() {
             self.cors_origins = args.cors_origins.clone();
         }

@@ -86,7 +86,7 @@ pub fn info(
         return Ok(None);
     };
     let (units_verified, flop_verified): (i64, i64) = conn.query_row(
-        "SELECT COUNT(*), COALESCE(SUM(2 * units.m * units.n * units.k), 0)
+        "SELECT COUNT(*), COALESCE(SUM(units.flop), 0)
          FROM results JOIN units ON units.id = results.unit_id
          WHERE results.public_key = ?1 AND results.verified = 1",
         [public_key],
@@ -111,7 +111,7 @@ pub fn info(
 pub fn pending_credits(conn: &Connection, public_key: &str) -> Result<i64, ApiError> {
     Ok(conn
         .prepare_cached(
-            "SELECT COALESCE(SUM(2 * units.m * units.n * units.k), 0)
+            "SELECT COALESCE(SUM(units.flop), 0)
              FROM results JOIN units ON units.id = results.unit_id
              WHERE results.public_key = ?1 AND results.state = 'pending'",
         )?

@@ -26,13 +26,13 @@
 //! thread itself checkpoints between two groups, copying only what the background thread has not,
 //! and the WAL starts over.
 
-use crate::blobs;
+use crate::blobs::BlobStore;
 use crate::error::{ApiError, OpenError};
 use crate::metrics::{self, Stage};
 use axum::body::Bytes;
 use glowworm::cache::BlobCache;
 use glowworm::hash::ContentHash;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -69,6 +69,8 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     reader_permits: Semaphore,
     blobs: Mutex<BlobCache<Bytes>>,
+    /// Job inputs and outputs on disk, beside the database file.
+    store: BlobStore,
     /// Dropped with the last handle, which stops the checkpoint thread.
     _checkpoints: SyncSender<()>,
 }
@@ -157,6 +159,7 @@ impl Db {
                 readers: Mutex::new(Vec::new()),
                 reader_permits: Semaphore::new(READERS),
                 blobs: Mutex::new(BlobCache::new(BLOB_CACHE_BYTES)),
+                store: BlobStore::beside(path),
                 _checkpoints: checkpoints,
             }),
         })
@@ -171,9 +174,11 @@ impl Db {
         }
         // synchronous = NORMAL: a commit is durable once it is in the WAL (the WAL is synced at
         // checkpoints). The checkpoint thread checkpoints, not the connection that commits.
+        // Foreign keys are enforced only after the upgrade, which may rebuild a table that
+        // others refer to (SQLite's procedure for changing a table's constraints).
         conn.execute_batch(
             "PRAGMA synchronous = NORMAL;
-             PRAGMA foreign_keys = ON;
+             PRAGMA foreign_keys = OFF;
              PRAGMA cache_size = -65536;
              PRAGMA temp_store = MEMORY;
              PRAGMA wal_autocheckpoint = 0;
@@ -181,7 +186,8 @@ impl Db {
         )?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         Self::upgrade(&tx)?;
-        tx.commit()
+        tx.commit()?;
+        conn.execute_batch("PRAGMA foreign_keys = ON;")
     }
 
     /// Creates the schema and adds what later versions gave existing tables, in one
@@ -230,6 +236,9 @@ impl Db {
                 }
             }
         }
+        for (table, marker) in REBUILT_TABLES {
+            rebuild_if_outdated(conn, table, marker)?;
+        }
         conn.execute_batch(SCHEMA)?;
         // The embedding origin of partner_share entries (crate::partners), for every database.
         let has_origin: bool = conn.query_row(
@@ -249,7 +258,89 @@ impl Db {
         }
         Ok(())
     }
+}
 
+/// Tables whose constraints later versions changed, with a phrase only the current definition
+/// has. SQLite cannot alter a constraint, so [`rebuild_if_outdated`] copies such a table into one
+/// of the current definition.
+const REBUILT_TABLES: &[(&str, &str)] = &[
+    // Kernel jobs, cancelled jobs, inputs in the blob store (no reference to `blobs`).
+    ("jobs", "'cancelled'"),
+    // Cancelled units, kernel units without A and B panels, credits per unit.
+    ("units", "'cancelled'"),
+];
+
+/// Rebuilds `table` with its definition in the schema when its stored definition lacks
+/// `marker`: creates the new table, copies every column the two have in common, drops the old
+/// one and renames the new one, in the caller's transaction (foreign keys off). Indexes are
+/// created again by the schema afterwards. Units get their credits per result filled in.
+fn rebuild_if_outdated(conn: &Connection, table: &str, marker: &str) -> rusqlite::Result<()> {
+    let stored: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [table],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let Some(stored) = stored else {
+        return Ok(());
+    };
+    if stored.contains(marker) {
+        return Ok(());
+    }
+    let definition = table_definition(table);
+    let rebuilt = format!("{table}_rebuilt");
+    let create = definition.replacen(
+        &format!("CREATE TABLE IF NOT EXISTS {table} ("),
+        &format!("CREATE TABLE {rebuilt} ("),
+        1,
+    );
+    conn.execute_batch(&create)?;
+    let columns = |name: &str| -> rusqlite::Result<Vec<String>> {
+        conn.prepare("SELECT name FROM pragma_table_info(?1)")?
+            .query_map([name], |row| row.get(0))?
+            .collect()
+    };
+    let old = columns(table)?;
+    let common: Vec<String> = columns(&rebuilt)?
+        .into_iter()
+        .filter(|c| old.contains(c))
+        .collect();
+    let list = common.join(", ");
+    conn.execute_batch(&format!(
+        "INSERT INTO {rebuilt} ({list}) SELECT {list} FROM {table};
+         DROP TABLE {table};
+         ALTER TABLE {rebuilt} RENAME TO {table};"
+    ))?;
+    match table {
+        "units" => conn.execute(
+            "UPDATE units SET flop = 2 * m * n * k WHERE flop = 0 AND kernel_unit IS NULL",
+            [],
+        )?,
+        "jobs" => conn.execute(
+            "UPDATE jobs SET output_bytes = 4 * m * n WHERE kind = 'matmul'",
+            [],
+        )?,
+        _ => 0,
+    };
+    tracing::info!("database upgraded: table {table} rebuilt with its current constraints");
+    Ok(())
+}
+
+/// The `CREATE TABLE` statement of `table` in the schema.
+fn table_definition(table: &str) -> &'static str {
+    let start = SCHEMA
+        .find(&format!("CREATE TABLE IF NOT EXISTS {table} ("))
+        .unwrap_or_else(|| panic!("the schema defines table {table}"));
+    let end = start
+        + SCHEMA[start..]
+            .find("\n);")
+            .expect("a table definition ends with );")
+        + 3;
+    &SCHEMA[start..end]
+}
+
+impl Db {
     /// Runs `work` on the writer thread with the connection to itself, outside any transaction
     /// (it may open one), and returns what it returns. A panic is an internal error.
     pub async fn call<T, F>(&self, work: F) -> Result<T, ApiError>
@@ -367,10 +458,11 @@ impl Db {
         if let Some(bytes) = self.cached_blob(&hash) {
             return Ok(Some(bytes));
         }
+        let store = self.inner.store.clone();
         let bytes = self
             .read(move |conn| {
                 let _span = metrics::span(Stage::BlobRead);
-                blobs::get(conn, &hash)
+                store.get(conn, &hash)
             })
             .await?;
         Ok(bytes.map(|bytes| {
@@ -382,6 +474,11 @@ impl Db {
                 .insert(hash, bytes.clone(), bytes.len());
             bytes
         }))
+    }
+
+    /// The blob store on disk, for writing job inputs and outputs.
+    pub fn blob_store(&self) -> &BlobStore {
+        &self.inner.store
     }
 
     fn cached_blob(&self, hash: &ContentHash) -> Option<Bytes> {

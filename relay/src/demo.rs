@@ -5,7 +5,7 @@
 //! leased.
 
 use crate::error::ApiError;
-use crate::jobs::{self, Split};
+use crate::jobs::{MatmulJob, Owner, Split};
 use crate::random;
 use crate::state::AppState;
 use glowworm::kernels::matmul::sample_matrix;
@@ -29,35 +29,38 @@ pub fn demo_matrices(seed: u64, shape: MatmulShape) -> (Vec<f32>, Vec<f32>) {
 
 /// Creates a demo job if no unit of a queued job is pending or leased; returns it if it did.
 pub async fn tick(state: &AppState) -> Result<Option<DemoJob>, ApiError> {
+    if state.db.read(|conn| open_units(conn)).await? {
+        return Ok(None);
+    }
     let config = state.config.clone();
     let now = state.now_ms();
     let seed = u64::from_le_bytes(random::bytes::<8>()?);
+    let shape = MatmulShape {
+        m: config.demo_m,
+        n: config.demo_n,
+        k: config.demo_k,
+    };
+    let split = Split {
+        unit_size: config.unit_size,
+        max_attempts: config.max_attempts,
+        replicas: config.demo_replicate.then_some(config.replicas),
+    };
+    let store = state.db.blob_store().clone();
+    let job = tokio::task::spawn_blocking(move || {
+        let (a, b) = demo_matrices(seed, shape);
+        MatmulJob::store(&store, &a, &b, shape, split)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("demo job task failed: {e}")))??;
     state
         .db
         .call(move |conn| {
             let tx = conn.transaction()?;
-            let open_units: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM units JOIN jobs ON jobs.id = units.job_id
-                 WHERE jobs.state = 'queued' AND units.state IN ('pending', 'leased')
-                   AND units.canary_of IS NULL",
-                [],
-                |row| row.get(0),
-            )?;
-            if open_units > 0 {
+            // Work may have been queued while the inputs were written.
+            if open_units(&tx)? {
                 return Ok(None);
             }
-            let shape = MatmulShape {
-                m: config.demo_m,
-                n: config.demo_n,
-                k: config.demo_k,
-            };
-            let (a, b) = demo_matrices(seed, shape);
-            let split = Split {
-                unit_size: config.unit_size,
-                max_attempts: config.max_attempts,
-                replicas: config.demo_replicate.then_some(config.replicas),
-            };
-            let job_id = jobs::create_matmul(&tx, &a, &b, shape, split, true, now)?;
+            let job_id = job.insert(&tx, Owner::Demo, now)?;
             tx.commit()?;
             tracing::info!(
                 "demo job {job_id} queued: {}x{}x{}, seed {seed}",
@@ -68,6 +71,17 @@ pub async fn tick(state: &AppState) -> Result<Option<DemoJob>, ApiError> {
             Ok(Some(DemoJob { job_id, seed }))
         })
         .await
+}
+
+/// Whether any unit of a queued job is pending or leased.
+fn open_units(conn: &rusqlite::Connection) -> Result<bool, ApiError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM units JOIN jobs ON jobs.id = units.job_id
+                        WHERE jobs.state = 'queued' AND units.state IN ('pending', 'leased')
+                          AND units.canary_of IS NULL)",
+        [],
+        |row| row.get(0),
+    )?)
 }
 
 /// Runs [`tick`] every second until the runtime shuts down.

@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    /// The blob store on disk failed (a full disk, say); answered with 503.
+    #[error("blob store: {0}")]
+    Storage(String),
     /// Anything else that should not happen.
     #[error("internal error: {0}")]
     Internal(String),
@@ -51,6 +54,7 @@ impl ApiError {
         match self {
             ApiError::Refused { status, code, .. } => (*status, code),
             ApiError::Database(e) if is_busy(e) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
             ApiError::Database(_) | ApiError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
@@ -71,6 +75,11 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let message = match &self {
             ApiError::Refused { message, .. } => message.clone(),
+            ApiError::Storage(_) => {
+                tracing::error!("{self}");
+                "the relay cannot write its blob store (is the disk full?); try again later"
+                    .to_string()
+            }
             _ if status == StatusCode::SERVICE_UNAVAILABLE => {
                 tracing::warn!("{self}");
                 "the relay is busy; try again shortly".to_string()

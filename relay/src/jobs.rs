@@ -1,18 +1,29 @@
-//! Jobs: a matrix product split into units, and put back together when every unit is verified.
+//! Jobs: split into units, and put back together when every unit is verified.
 //!
-//! A job C (m x n) = A (m x k) * B (k x n) becomes one unit per `unit_size` x `unit_size` tile of
-//! C (smaller at the right and bottom edges), each with the full k. A unit's inputs are the A row
-//! panel (its rows of A, all k columns) and the B column panel (all k rows of B, its columns),
-//! both row-major f32 little-endian blobs. Tiles in the same row share their A panel and tiles
-//! in the same column share their B panel, so the blob store and the contributors' caches hold
-//! each panel once.
+//! Two kinds:
+//! - **matmul**: C (m x n) = A (m x k) * B (k x n) becomes one unit per `unit_size` x `unit_size`
+//!   tile of C (smaller at the right and bottom edges), each with the full k. A unit's inputs are
+//!   the A row panel (its rows of A, all k columns) and the B column panel (all k rows of B, its
+//!   columns), both row-major f32 little-endian blobs. Tiles in the same row share their A panel
+//!   and tiles in the same column share their B panel, so the blob store and the contributors'
+//!   caches hold each panel once. Verified with Freivalds' check (or replicated, for demo jobs
+//!   with `demo_replicate`).
+//! - **kernel**: a requester's WGSL shader run as `units` dispatches ([`KernelJob`]), each input
+//!   split between the units or shared by all; verified by replication. The output is every
+//!   unit's output in unit order.
+//!
+//! Creating a job has two steps, so that no disk write happens on the database writer thread:
+//! the inputs are cut up and written to the [`BlobStore`] first ([`MatmulJob::store`],
+//! [`KernelJob::store`]), then one transaction inserts the job and its units (`insert`).
 
-use crate::blobs::{self, hash_column};
+use crate::blobs::{BlobStore, hash_column};
 use crate::error::ApiError;
-use crate::units::Verify;
+use crate::units::{KernelUnit, Verify};
+use axum::http::StatusCode;
 use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
+use glowworm::hash::ContentHash;
 use glowworm::kernels::matmul;
-use glowworm::wire::{JobStatus, MatmulShape};
+use glowworm::wire::{BlobRef, Dispatch, JobStatus, KernelSource, KernelSpec, MatmulShape};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// How a job is cut into units, how each unit is verified and how often it may be tried.
@@ -26,68 +37,321 @@ pub struct Split {
     pub replicas: Option<u32>,
 }
 
-/// Stores a new matmul job and its units; returns the job id. Run it inside a transaction.
-pub fn create_matmul(
-    conn: &Connection,
-    a: &[f32],
-    b: &[f32],
+/// Who a job belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// Made by the relay's demo generator; anyone may read its status.
+    Demo,
+    /// Submitted with the API key of this requester (`requesters.id`).
+    Requester(i64),
+}
+
+/// A matmul job whose panels are in the blob store, ready to insert.
+#[derive(Debug, Clone)]
+pub struct MatmulJob {
     shape: MatmulShape,
     split: Split,
-    is_demo: bool,
-    now_ms: i64,
-) -> Result<i64, ApiError> {
-    let (m, n, k) = (shape.m as usize, shape.n as usize, shape.k as usize);
-    if a.len() != m * k || b.len() != k * n || m == 0 || n == 0 || k == 0 {
-        return Err(ApiError::Internal(format!(
-            "job inputs do not match shape {m}x{n}x{k}"
-        )));
-    }
-    conn.execute(
-        "INSERT INTO jobs (kind, m, n, k, state, created_at, is_demo)
-         VALUES ('matmul', ?1, ?2, ?3, 'queued', ?4, ?5)",
-        params![shape.m, shape.n, shape.k, now_ms, is_demo],
-    )?;
-    let job_id = conn.last_insert_rowid();
-    let kernel_hash = matmul::TILED.hash().to_string();
-    let verify = match split.replicas {
-        Some(_) => Verify::Replicate,
-        None => Verify::Freivalds,
-    };
-    let tile = split.unit_size as usize;
+    tiles: Vec<Tile>,
+}
 
-    for row0 in (0..m).step_by(tile) {
-        let rows = tile.min(m - row0);
-        let a_panel = &a[row0 * k..(row0 + rows) * k];
-        let a_hash = blobs::store(conn, &f32s_to_bytes(a_panel))?;
+#[derive(Debug, Clone)]
+struct Tile {
+    row0: u32,
+    col0: u32,
+    rows: u32,
+    cols: u32,
+    a_hash: ContentHash,
+    b_hash: ContentHash,
+}
+
+impl MatmulJob {
+    /// Cuts A and B into the panels of each tile and writes them to `store`.
+    pub fn store(
+        store: &BlobStore,
+        a: &[f32],
+        b: &[f32],
+        shape: MatmulShape,
+        split: Split,
+    ) -> Result<MatmulJob, ApiError> {
+        let (m, n, k) = (shape.m as usize, shape.n as usize, shape.k as usize);
+        if a.len() != m * k || b.len() != k * n || m == 0 || n == 0 || k == 0 {
+            return Err(ApiError::Internal(format!(
+                "job inputs do not match shape {m}x{n}x{k}"
+            )));
+        }
+        let tile = split.unit_size as usize;
+        let mut tiles = Vec::new();
+        let mut b_panels = Vec::new();
         for col0 in (0..n).step_by(tile) {
             let cols = tile.min(n - col0);
             let b_panel: Vec<f32> = (0..k)
                 .flat_map(|l| &b[l * n + col0..l * n + col0 + cols])
                 .copied()
                 .collect();
-            let b_hash = blobs::store(conn, &f32s_to_bytes(&b_panel))?;
+            b_panels.push((col0, cols, store.put(&f32s_to_bytes(&b_panel))?));
+        }
+        for row0 in (0..m).step_by(tile) {
+            let rows = tile.min(m - row0);
+            let a_hash = store.put(&f32s_to_bytes(&a[row0 * k..(row0 + rows) * k]))?;
+            for &(col0, cols, b_hash) in &b_panels {
+                tiles.push(Tile {
+                    row0: row0 as u32,
+                    col0: col0 as u32,
+                    rows: rows as u32,
+                    cols: cols as u32,
+                    a_hash,
+                    b_hash,
+                });
+            }
+        }
+        Ok(MatmulJob {
+            shape,
+            split,
+            tiles,
+        })
+    }
+
+    /// Units the job has.
+    pub fn units(&self) -> u64 {
+        self.tiles.len() as u64
+    }
+
+    /// Inserts the job and its units; returns the job id. Run it inside a transaction.
+    pub fn insert(&self, conn: &Connection, owner: Owner, now_ms: i64) -> Result<i64, ApiError> {
+        let job_id = insert_job(
+            conn,
+            "matmul",
+            self.shape,
+            self.shape.output_bytes(),
+            owner,
+            now_ms,
+        )?;
+        let kernel_hash = matmul::TILED.hash().to_string();
+        let verify = match self.split.replicas {
+            Some(_) => Verify::Replicate,
+            None => Verify::Freivalds,
+        };
+        for tile in &self.tiles {
+            let flop = MatmulShape {
+                m: tile.rows,
+                n: tile.cols,
+                k: self.shape.k,
+            }
+            .flop();
             conn.prepare_cached(
                 "INSERT INTO units (job_id, row0, col0, m, n, k, kernel_hash, a_hash, b_hash,
-                                    state, attempts, max_attempts, verify, quorum, replicas_needed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', 0, ?10, ?11, ?12, ?12)",
+                                    state, attempts, max_attempts, verify, quorum,
+                                    replicas_needed, flop)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', 0, ?10, ?11, ?12, ?12,
+                         ?13)",
             )?
             .execute(params![
                 job_id,
-                row0 as u32,
-                col0 as u32,
-                rows as u32,
-                cols as u32,
-                shape.k,
+                tile.row0,
+                tile.col0,
+                tile.rows,
+                tile.cols,
+                self.shape.k,
                 kernel_hash,
-                a_hash.to_string(),
-                b_hash.to_string(),
-                split.max_attempts + split.replicas.unwrap_or(0),
+                tile.a_hash.to_string(),
+                tile.b_hash.to_string(),
+                self.split.max_attempts + self.split.replicas.unwrap_or(0),
                 verify.as_str(),
-                split.replicas.unwrap_or(1),
+                self.split.replicas.unwrap_or(1),
+                flop as i64,
             ])?;
         }
+        Ok(job_id)
     }
-    Ok(job_id)
+}
+
+/// A kernel job whose inputs are in the blob store, ready to insert.
+#[derive(Debug, Clone)]
+pub struct KernelJob {
+    pub kernel_hash: ContentHash,
+    name: String,
+    entry_point: String,
+    wgsl: String,
+    replicas: u32,
+    max_attempts: u32,
+    /// Credits each unit earns: its shader invocations.
+    flop: u64,
+    units: Vec<KernelUnit>,
+}
+
+impl KernelJob {
+    /// Cuts each input (`inputs[i]` holds the bytes of `spec.inputs[i]`) into the units' chunks
+    /// and writes them to `store`. The spec must have passed
+    /// [`glowworm::kernels::custom::validate`], which gave `workgroup_size`.
+    pub fn store(
+        store: &BlobStore,
+        spec: &KernelSpec,
+        inputs: &[Vec<u8>],
+        workgroup_size: [u32; 3],
+        max_attempts: u32,
+    ) -> Result<KernelJob, ApiError> {
+        let units = spec.units as usize;
+        let mut chunks: Vec<Vec<BlobRef>> = vec![Vec::new(); units];
+        for (declared, bytes) in spec.inputs.iter().zip(inputs) {
+            let chunk_len = if declared.shared {
+                bytes.len()
+            } else {
+                bytes.len() / units
+            };
+            for (i, unit_inputs) in chunks.iter_mut().enumerate() {
+                let chunk = if declared.shared {
+                    &bytes[..]
+                } else {
+                    &bytes[i * chunk_len..(i + 1) * chunk_len]
+                };
+                unit_inputs.push(BlobRef {
+                    name: declared.name.clone(),
+                    hash: store.put(chunk)?,
+                    bytes: chunk.len() as u64,
+                    binding: Some(declared.binding),
+                });
+            }
+        }
+        let invocations = spec
+            .workgroups
+            .iter()
+            .chain(&workgroup_size)
+            .map(|&d| d as u64)
+            .product();
+        let dispatch = Dispatch {
+            workgroups: spec.workgroups,
+            output_binding: spec.output.binding,
+        };
+        Ok(KernelJob {
+            kernel_hash: ContentHash::of(spec.wgsl.as_bytes()),
+            name: spec.name.clone().unwrap_or_else(|| "custom".to_string()),
+            entry_point: spec.entry_point.clone(),
+            wgsl: spec.wgsl.clone(),
+            replicas: spec.replicas,
+            max_attempts,
+            flop: invocations,
+            units: chunks
+                .into_iter()
+                .map(|inputs| KernelUnit {
+                    kernel_name: spec.name.clone().unwrap_or_else(|| "custom".to_string()),
+                    inputs,
+                    dispatch,
+                    output_bytes: spec.output.bytes,
+                    tolerance_ulps: spec.tolerance_ulps,
+                })
+                .collect(),
+        })
+    }
+
+    /// Units the job has.
+    pub fn units(&self) -> u64 {
+        self.units.len() as u64
+    }
+
+    /// Inserts the kernel (unless known), the job and its units; returns the job id. Run it
+    /// inside a transaction. The same WGSL may only be used with one entry point.
+    pub fn insert(&self, conn: &Connection, owner: Owner, now_ms: i64) -> Result<i64, ApiError> {
+        let hash = self.kernel_hash.to_string();
+        let known: Option<String> = conn
+            .prepare_cached("SELECT entry_point FROM kernels WHERE hash = ?1")?
+            .query_row([&hash], |row| row.get(0))
+            .optional()?;
+        match known {
+            Some(entry_point) if entry_point != self.entry_point => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "kernel_conflict",
+                    format!(
+                        "this WGSL (kernel {hash}) was submitted before with entry point \
+                         '{entry_point}'; use that one, or change the source"
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                conn.prepare_cached(
+                    "INSERT INTO kernels (hash, name, entry_point, wgsl, created_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    hash,
+                    self.name,
+                    self.entry_point,
+                    self.wgsl,
+                    now_ms
+                ])?;
+            }
+        }
+        let output_bytes = self.units.iter().map(|u| u.output_bytes).sum();
+        let no_shape = MatmulShape { m: 0, n: 0, k: 0 };
+        let job_id = insert_job(conn, "kernel", no_shape, output_bytes, owner, now_ms)?;
+        for (index, unit) in self.units.iter().enumerate() {
+            let description = serde_json::to_string(unit)
+                .map_err(|e| ApiError::Internal(format!("kernel unit: {e}")))?;
+            conn.prepare_cached(
+                "INSERT INTO units (job_id, row0, col0, m, n, k, kernel_hash, state, attempts,
+                                    max_attempts, verify, quorum, replicas_needed, flop,
+                                    kernel_unit)
+                 VALUES (?1, ?2, 0, 0, 0, 0, ?3, 'pending', 0, ?4, 'replicate', ?5, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                job_id,
+                index as u32,
+                hash,
+                self.max_attempts + self.replicas,
+                self.replicas,
+                self.flop as i64,
+                description,
+            ])?;
+        }
+        Ok(job_id)
+    }
+}
+
+fn insert_job(
+    conn: &Connection,
+    kind: &str,
+    shape: MatmulShape,
+    output_bytes: u64,
+    owner: Owner,
+    now_ms: i64,
+) -> Result<i64, ApiError> {
+    let (requester, is_demo) = match owner {
+        Owner::Demo => (None, true),
+        Owner::Requester(id) => (Some(id), false),
+    };
+    conn.prepare_cached(
+        "INSERT INTO jobs (kind, m, n, k, state, created_at, is_demo, requester_id, output_bytes)
+         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        kind,
+        shape.m,
+        shape.n,
+        shape.k,
+        now_ms,
+        is_demo,
+        requester,
+        output_bytes as i64
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Stores a new matmul job: its panels in the blob store beside the database, then the job and
+/// its units; returns the job id. Run it inside a transaction. For the demo generator and tests;
+/// requesters' jobs write their blobs before the transaction ([`MatmulJob::store`]).
+#[allow(clippy::too_many_arguments)]
+pub fn create_matmul(
+    conn: &Connection,
+    store: &BlobStore,
+    a: &[f32],
+    b: &[f32],
+    shape: MatmulShape,
+    split: Split,
+    owner: Owner,
+    now_ms: i64,
+) -> Result<i64, ApiError> {
+    MatmulJob::store(store, a, b, shape, split)?.insert(conn, owner, now_ms)
 }
 
 /// Marks a queued job failed (one of its units failed for good).
@@ -99,13 +363,44 @@ pub fn fail(conn: &Connection, job_id: i64) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// When every unit of a queued job is verified: assembles C from the unit results into a blob
+/// Cancels a queued job: its units that are not verified are cancelled, so they are leased no
+/// more, results for them are refused and their replicas waiting to be compared are never
+/// credited. Returns whether the job was queued. Run it inside a transaction.
+pub fn cancel(conn: &Connection, job_id: i64) -> Result<bool, ApiError> {
+    let cancelled = conn.execute(
+        "UPDATE jobs SET state = 'cancelled' WHERE id = ?1 AND state = 'queued'",
+        [job_id],
+    )?;
+    if cancelled == 0 {
+        return Ok(false);
+    }
+    conn.execute(
+        "UPDATE units SET state = 'cancelled'
+         WHERE job_id = ?1 AND state IN ('pending', 'leased')",
+        [job_id],
+    )?;
+    conn.execute(
+        "UPDATE results SET state = 'cancelled'
+         WHERE state = 'pending'
+           AND unit_id IN (SELECT id FROM units WHERE job_id = ?1 AND state = 'cancelled')",
+        [job_id],
+    )?;
+    Ok(true)
+}
+
+/// When every unit of a queued job is verified: assembles its output into a blob in `store`
 /// and marks the job done. Returns whether it did. Run it inside the transaction that verified
 /// the last unit.
-pub fn complete_if_done(conn: &Connection, job_id: i64) -> Result<bool, ApiError> {
-    let (state, m, n): (String, usize, usize) = conn
-        .prepare_cached("SELECT state, m, n FROM jobs WHERE id = ?1")?
-        .query_row([job_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+pub fn complete_if_done(
+    conn: &Connection,
+    store: &BlobStore,
+    job_id: i64,
+) -> Result<bool, ApiError> {
+    let (state, kind, m, n): (String, String, usize, usize) = conn
+        .prepare_cached("SELECT state, kind, m, n FROM jobs WHERE id = ?1")?
+        .query_row([job_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?;
     if state != "queued" {
         return Ok(false);
     }
@@ -121,12 +416,11 @@ pub fn complete_if_done(conn: &Connection, job_id: i64) -> Result<bool, ApiError
         return Ok(false);
     }
 
-    let mut c = vec![0f32; m * n];
     let mut stmt = conn.prepare(
         "SELECT row0, col0, m, n, result_hash FROM units
-         WHERE job_id = ?1 AND canary_of IS NULL ORDER BY id",
+         WHERE job_id = ?1 AND canary_of IS NULL ORDER BY row0, col0",
     )?;
-    let tiles = stmt
+    let units = stmt
         .query_map([job_id], |row| {
             Ok((
                 row.get::<_, usize>(0)?,
@@ -137,22 +431,32 @@ pub fn complete_if_done(conn: &Connection, job_id: i64) -> Result<bool, ApiError
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    for (row0, col0, rows, cols, result_hash) in tiles {
-        let tile = bytes_to_f32s(&blobs::get_required(conn, &result_hash)?)
-            .map_err(|e| ApiError::Internal(format!("result blob {result_hash}: {e}")))?;
-        if tile.len() != rows * cols {
-            return Err(ApiError::Internal(format!(
-                "result blob {result_hash} has {} values, expected {}",
-                tile.len(),
-                rows * cols
-            )));
+    let output = if kind == "kernel" {
+        let mut output = Vec::new();
+        for (_, _, _, _, result_hash) in units {
+            output.extend(store.get_required(conn, &result_hash)?);
         }
-        for (i, tile_row) in tile.chunks_exact(cols).enumerate() {
-            let start = (row0 + i) * n + col0;
-            c[start..start + cols].copy_from_slice(tile_row);
+        output
+    } else {
+        let mut c = vec![0f32; m * n];
+        for (row0, col0, rows, cols, result_hash) in units {
+            let tile = bytes_to_f32s(&store.get_required(conn, &result_hash)?)
+                .map_err(|e| ApiError::Internal(format!("result blob {result_hash}: {e}")))?;
+            if tile.len() != rows * cols {
+                return Err(ApiError::Internal(format!(
+                    "result blob {result_hash} has {} values, expected {}",
+                    tile.len(),
+                    rows * cols
+                )));
+            }
+            for (i, tile_row) in tile.chunks_exact(cols).enumerate() {
+                let start = (row0 + i) * n + col0;
+                c[start..start + cols].copy_from_slice(tile_row);
+            }
         }
-    }
-    let output_hash = blobs::store(conn, &f32s_to_bytes(&c))?;
+        f32s_to_bytes(&c)
+    };
+    let output_hash = store.put(&output)?;
     conn.execute(
         "UPDATE jobs SET state = 'done', output_hash = ?2 WHERE id = ?1",
         params![job_id, output_hash.to_string()],
@@ -161,53 +465,111 @@ pub fn complete_if_done(conn: &Connection, job_id: i64) -> Result<bool, ApiError
     Ok(true)
 }
 
+/// A custom kernel's source, as contributors fetch it, or `None` for an unknown hash.
+pub fn custom_kernel(
+    conn: &Connection,
+    hash: &ContentHash,
+) -> Result<Option<KernelSource>, ApiError> {
+    Ok(conn
+        .prepare_cached("SELECT name, entry_point, wgsl FROM kernels WHERE hash = ?1")?
+        .query_row([hash.to_string()], |row| {
+            Ok(KernelSource {
+                id: row.get(0)?,
+                hash: *hash,
+                entry_point: row.get(1)?,
+                wgsl: row.get(2)?,
+                // Matmul kernels only; custom kernels say their dispatch in each lease.
+                tile: [1, 1],
+            })
+        })
+        .optional()?)
+}
+
+/// The requester a job belongs to (`None` for demo jobs), or `None` for an unknown id.
+pub fn owner(conn: &Connection, job_id: i64) -> Result<Option<Owner>, ApiError> {
+    let owner = conn
+        .prepare_cached("SELECT requester_id FROM jobs WHERE id = ?1")?
+        .query_row([job_id], |row| row.get::<_, Option<i64>>(0))
+        .optional()?;
+    Ok(owner.map(|requester| match requester {
+        Some(id) => Owner::Requester(id),
+        None => Owner::Demo,
+    }))
+}
+
+/// The columns [`status_from_row`] reads, in order.
+const STATUS_COLUMNS: &str = "id, state, output_hash,
+    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND canary_of IS NULL),
+    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'verified' AND canary_of IS NULL),
+    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'pending' AND canary_of IS NULL),
+    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'leased' AND canary_of IS NULL),
+    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'failed' AND canary_of IS NULL),
+    kind, m, n, k, created_at, output_bytes";
+
+fn status_from_row(row: &rusqlite::Row) -> rusqlite::Result<JobStatus> {
+    let output_hash = match row.get::<_, Option<String>>(2)? {
+        Some(_) => Some(hash_column(row, 2)?),
+        None => None,
+    };
+    let kind: String = row.get(8)?;
+    let shape = MatmulShape {
+        m: row.get(9)?,
+        n: row.get(10)?,
+        k: row.get(11)?,
+    };
+    let units_total: i64 = row.get(3)?;
+    let units_verified: i64 = row.get(4)?;
+    Ok(JobStatus {
+        id: row.get(0)?,
+        shape: (kind == "matmul").then_some(shape),
+        kind,
+        state: row.get(1)?,
+        output_bytes: row.get::<_, i64>(13)? as u64,
+        created_at_unix_ms: row.get(12)?,
+        progress: if units_total == 0 {
+            0.0
+        } else {
+            units_verified as f64 / units_total as f64
+        },
+        output_hash,
+        units_total,
+        units_verified,
+        units_pending: row.get(5)?,
+        units_leased: row.get(6)?,
+        units_failed: row.get(7)?,
+    })
+}
+
 /// A job's state and progress, or `None` for an unknown id.
 pub fn status(conn: &Connection, job_id: i64) -> Result<Option<JobStatus>, ApiError> {
-    let status = conn
-        .query_row(
-            "SELECT id, state, output_hash,
-                    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND canary_of IS NULL),
-                    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'verified' AND canary_of IS NULL),
-                    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'pending' AND canary_of IS NULL),
-                    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'leased' AND canary_of IS NULL),
-                    (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'failed' AND canary_of IS NULL),
-                    kind, m, n, k, created_at
-             FROM jobs WHERE id = ?1",
-            [job_id],
-            |row| {
-                let output_hash = match row.get::<_, Option<String>>(2)? {
-                    Some(_) => Some(hash_column(row, 2)?),
-                    None => None,
-                };
-                let kind: String = row.get(8)?;
-                let shape = MatmulShape {
-                    m: row.get(9)?,
-                    n: row.get(10)?,
-                    k: row.get(11)?,
-                };
-                let units_total: i64 = row.get(3)?;
-                let units_verified: i64 = row.get(4)?;
-                Ok(JobStatus {
-                    id: row.get(0)?,
-                    shape: (kind == "matmul").then_some(shape),
-                    output_bytes: shape.output_bytes(),
-                    kind,
-                    state: row.get(1)?,
-                    created_at_unix_ms: row.get(12)?,
-                    progress: if units_total == 0 {
-                        0.0
-                    } else {
-                        units_verified as f64 / units_total as f64
-                    },
-                    output_hash,
-                    units_total,
-                    units_verified,
-                    units_pending: row.get(5)?,
-                    units_leased: row.get(6)?,
-                    units_failed: row.get(7)?,
-                })
-            },
-        )
-        .optional()?;
-    Ok(status)
+    let sql = format!("SELECT {STATUS_COLUMNS} FROM jobs WHERE id = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([job_id], status_from_row)
+        .optional()?)
+}
+
+/// A requester's jobs, newest first, at most `limit`.
+pub fn list(conn: &Connection, requester: i64, limit: u32) -> Result<Vec<JobStatus>, ApiError> {
+    let sql = format!(
+        "SELECT {STATUS_COLUMNS} FROM jobs WHERE requester_id = ?1 ORDER BY id DESC LIMIT ?2"
+    );
+    let jobs = conn
+        .prepare_cached(&sql)?
+        .query_map(params![requester, limit], status_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(jobs)
+}
+
+/// Units of a requester's queued jobs not yet verified, failed or cancelled: what its quota
+/// bounds.
+pub fn queued_units(conn: &Connection, requester: i64) -> Result<u64, ApiError> {
+    let units: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM units JOIN jobs ON jobs.id = units.job_id
+             WHERE jobs.requester_id = ?1 AND jobs.state = 'queued'
+               AND units.state IN ('pending', 'leased') AND units.canary_of IS NULL",
+        )?
+        .query_row([requester], |row| row.get(0))?;
+    Ok(units as u64)
 }

@@ -10,11 +10,12 @@ use crate::contributors;
 use crate::error::ApiError;
 use crate::metrics::{self, Stage};
 use crate::random;
-use crate::units::{self, Holder, Unit, Verify};
+use crate::units::{self, Holder, Unit, Verify, Work};
 use crate::{canaries, jobs, links, replication, reputation};
 use axum::http::StatusCode;
+use glowworm::hash::ContentHash;
 use glowworm::kernels;
-use glowworm::wire::{BlobRef, Lease};
+use glowworm::wire::{BlobRef, KernelRef, Lease};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -189,7 +190,7 @@ pub fn lease_next(
             unit
         }
     };
-    if kernels::by_hash(&unit.kernel_hash).is_none() {
+    if matches!(unit.work, Work::Matmul { .. }) && kernels::by_hash(&unit.kernel_hash).is_none() {
         // A unit made by an older relay whose kernel the catalogue no longer has: nobody can
         // run it. It fails for good (failing its job) instead of blocking the queue.
         tracing::warn!(
@@ -324,36 +325,49 @@ fn new_lease_id(now_ms: i64) -> Result<String, ApiError> {
 
 /// The [`Lease`] a contributor receives for `unit`.
 fn wire_lease(unit: &Unit, lease_id: String, deadline_ms: i64) -> Result<Lease, ApiError> {
-    let kernel = kernels::by_hash(&unit.kernel_hash).ok_or_else(|| {
-        ApiError::Internal(format!(
-            "unit {} names kernel {}, which is not in the catalogue",
-            unit.id, unit.kernel_hash
-        ))
-    })?;
-    let shape = unit.shape;
+    let (kernel, shape, dispatch, inputs) = match &unit.work {
+        Work::Matmul {
+            shape,
+            a_hash,
+            b_hash,
+        } => {
+            let kernel = kernels::by_hash(&unit.kernel_hash).ok_or_else(|| {
+                ApiError::Internal(format!(
+                    "unit {} names kernel {}, which is not in the catalogue",
+                    unit.id, unit.kernel_hash
+                ))
+            })?;
+            let panel = |name: &str, hash: ContentHash, elements: u64| BlobRef {
+                name: name.into(),
+                hash,
+                bytes: 4 * elements,
+                binding: None,
+            };
+            let inputs = vec![
+                panel("a", *a_hash, shape.m as u64 * shape.k as u64),
+                panel("b", *b_hash, shape.k as u64 * shape.n as u64),
+            ];
+            (kernel.reference(), Some(*shape), None, inputs)
+        }
+        Work::Kernel(kernel_unit) => {
+            let kernel = KernelRef {
+                id: kernel_unit.kernel_name.clone(),
+                hash: unit.kernel_hash,
+            };
+            let dispatch = Some(kernel_unit.dispatch);
+            (kernel, None, dispatch, kernel_unit.inputs.clone())
+        }
+    };
     Ok(Lease {
         lease_id,
         unit_id: unit.id,
         job_id: unit.job_id,
-        kernel: kernel.reference(),
-        shape: Some(shape),
-        dispatch: None,
-        inputs: vec![
-            BlobRef {
-                name: "a".into(),
-                hash: unit.a_hash,
-                bytes: 4 * shape.m as u64 * shape.k as u64,
-                binding: None,
-            },
-            BlobRef {
-                name: "b".into(),
-                hash: unit.b_hash,
-                bytes: 4 * shape.k as u64 * shape.n as u64,
-                binding: None,
-            },
-        ],
-        output_bytes: shape.output_bytes(),
-        flop: shape.flop(),
+        kernel,
+        shape,
+        dispatch,
+        inputs,
+        output_bytes: unit.work.output_bytes(),
+        flop: unit.flop,
         deadline_unix_ms: deadline_ms,
     })
 }

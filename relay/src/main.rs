@@ -1,8 +1,9 @@
-//! `glowworm-relay`: runs the relay. `serve` is the only subcommand, and the default.
+//! `glowworm-relay`: runs the relay (`serve`, the default) and manages requesters' API keys
+//! (`keys create | list | revoke`).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use glowworm_relay::{AppState, Config, ServeArgs, app, demo};
+use glowworm_relay::{AppState, Config, ServeArgs, app, demo, requesters};
 use std::io::{IsTerminal, Write};
 use tracing_subscriber::EnvFilter;
 
@@ -26,6 +27,35 @@ enum Command {
     /// Serve the API and the page (the default). Settings: defaults < --config file <
     /// GLOWWORM_* environment < flags.
     Serve(ServeArgs),
+    /// Manage requesters' API keys, in the database the relay serves from.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+        /// The relay's settings (only the database is used): --config FILE, --database PATH
+        /// or their GLOWWORM_* variables.
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a requester and its API key; the key is printed once, on stdout.
+    Create {
+        /// The requester's name: letters, digits, '-', '_', '.'.
+        #[arg(long)]
+        name: String,
+        /// Most units of its queued jobs at once (default: the relay's default_quota_units).
+        #[arg(long, value_name = "UNITS")]
+        quota_units: Option<u64>,
+    },
+    /// List every key (never the keys themselves: only their hashes are stored).
+    List,
+    /// Revoke a key, by requester id or name; its jobs keep running.
+    Revoke {
+        #[arg(value_name = "ID_OR_NAME")]
+        requester: String,
+    },
 }
 
 #[tokio::main]
@@ -39,12 +69,58 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Serve(args)) => args,
-        None => cli.serve,
-    };
-    let config = Config::load(&args, |name| std::env::var(name).ok())?;
-    serve(config).await
+    let env = |name: &str| std::env::var(name).ok();
+    match cli.command {
+        Some(Command::Serve(args)) => serve(Config::load(&args, env)?).await,
+        None => serve(Config::load(&cli.serve, env)?).await,
+        Some(Command::Keys { command, settings }) => keys(command, Config::load(&settings, env)?),
+    }
+}
+
+fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
+    let state = AppState::open(config.clone()).context("opening the relay's database")?;
+    let now = state.now_ms();
+    let conn = rusqlite::Connection::open(&config.database)
+        .with_context(|| format!("opening {}", config.database.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    match command {
+        KeysCommand::Create { name, quota_units } => {
+            let quota = quota_units.unwrap_or(config.default_quota_units);
+            let (key, info) = requesters::create(&conn, &name, quota, now)?;
+            println!("{key}");
+            eprintln!(
+                "Created API key {} for requester '{}' (quota {} units). It is shown only \
+                 now; give it to the requester (GLOWWORM_API_KEY).",
+                info.id, info.name, info.quota_units
+            );
+        }
+        KeysCommand::List => {
+            let keys = requesters::list(&conn)?;
+            if keys.is_empty() {
+                eprintln!(
+                    "No API keys yet; create one with 'glowworm-relay keys create --name NAME'."
+                );
+            }
+            for key in keys {
+                let status = match key.revoked_at_ms {
+                    Some(_) => "revoked",
+                    None => "active",
+                };
+                println!(
+                    "{:>4}  {:<24}  quota {:>8} units  {status}",
+                    key.id, key.name, key.quota_units
+                );
+            }
+        }
+        KeysCommand::Revoke { requester } => {
+            let info = requesters::revoke(&conn, &requester, now)?;
+            eprintln!(
+                "Revoked the API key of requester '{}' (id {}).",
+                info.name, info.id
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -20,7 +20,7 @@ use crate::random;
 use crate::replication::{self, Verdict};
 use crate::reputation;
 use crate::state::AppState;
-use crate::units::{self, Unit, Verify};
+use crate::units::{self, Unit, Verify, Work};
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use glowworm::compare::{self, Tolerance};
@@ -75,12 +75,8 @@ pub async fn submit(
     check_signature(&submission, &public_key, unit, &output)?;
     lease.require_open(now)?;
 
-    let (a, b) = (
-        input(state, unit.a_hash).await?,
-        input(state, unit.b_hash).await?,
-    );
     if unit.verify == Verify::Replicate && unit.canary_of.is_none() {
-        let tolerance = replica_tolerance(unit, &a, &b)?;
+        let tolerance = replica_tolerance(state, unit).await?;
         state.leases.forget(&lease.lease_id);
         let config = state.config.clone();
         let (verdict, receipt) = state
@@ -109,9 +105,25 @@ pub async fn submit(
         };
     }
 
-    let verified = match unit.canary_of {
-        None => freivalds_check(unit, a, b, &output).await?,
-        Some(_) => known_answer_check(state, unit, &a, &b, &output).await?,
+    let verified = match (unit.canary_of, &unit.work) {
+        (Some(_), _) => known_answer_check(state, unit, &output).await?,
+        (
+            None,
+            Work::Matmul {
+                shape,
+                a_hash,
+                b_hash,
+            },
+        ) => {
+            let (a, b) = (input(state, *a_hash).await?, input(state, *b_hash).await?);
+            freivalds_check(*shape, a, b, &output).await?
+        }
+        (None, Work::Kernel(_)) => {
+            return Err(ApiError::Internal(format!(
+                "kernel unit {} is not replicated",
+                unit.id
+            )));
+        }
     };
     // Whatever happens next, the lease is closed or (on a failure of the relay's own) will be
     // read from the database again.
@@ -161,22 +173,30 @@ fn decode(bytes: &[u8]) -> Result<Vec<f32>, ApiError> {
     bytes_to_f32s(bytes).map_err(|e| ApiError::Internal(format!("stored input: {e}")))
 }
 
-/// How far two honest outputs of `unit` (inputs `a`, `b`) may differ: the kernel's tolerance for
-/// comparing replicas and known answers.
-fn replica_tolerance(unit: &Unit, a: &[u8], b: &[u8]) -> Result<Tolerance, ApiError> {
-    Ok(matmul::replica_tolerance(
-        &decode(a)?,
-        &decode(b)?,
-        unit.shape,
-    ))
+/// How far two honest outputs of `unit` may differ, for comparing replicas and known answers:
+/// for a matmul tile the rounding bound of its inputs, for a kernel what its requester set.
+async fn replica_tolerance(state: &AppState, unit: &Unit) -> Result<Tolerance, ApiError> {
+    match &unit.work {
+        Work::Matmul {
+            shape,
+            a_hash,
+            b_hash,
+        } => {
+            let (a, b) = (input(state, *a_hash).await?, input(state, *b_hash).await?);
+            Ok(matmul::replica_tolerance(
+                &decode(&a)?,
+                &decode(&b)?,
+                *shape,
+            ))
+        }
+        Work::Kernel(kernel_unit) => Ok(kernel_unit.tolerance()),
+    }
 }
 
 /// A canary's output against the answer the relay already has (within the replica tolerance).
 async fn known_answer_check(
     state: &AppState,
     unit: &Unit,
-    a: &[u8],
-    b: &[u8],
     output: &[u8],
 ) -> Result<Result<(), String>, ApiError> {
     let unit_id = unit.id;
@@ -189,7 +209,7 @@ async fn known_answer_check(
             blobs::get_required(conn, &hash)
         })
         .await?;
-    let tolerance = replica_tolerance(unit, a, b)?;
+    let tolerance = replica_tolerance(state, unit).await?;
     Ok(compare::agree(&answer, output, &tolerance).map_err(|e| e.to_string()))
 }
 
@@ -197,16 +217,18 @@ async fn known_answer_check(
 fn decode_output(text: &str, unit: &Unit) -> Result<Vec<u8>, ApiError> {
     let output = from_base64(text)
         .map_err(|e| ApiError::bad_request("bad_output", format!("output: {e}")))?;
-    let expected = unit.shape.output_bytes();
+    let expected = unit.work.output_bytes();
     if output.len() as u64 != expected {
+        let what = match &unit.work {
+            Work::Matmul { shape, .. } => format!(" ({} x {} f32)", shape.m, shape.n),
+            Work::Kernel(_) => String::new(),
+        };
         return Err(ApiError::bad_request(
             "bad_output",
             format!(
-                "output has {} bytes; unit {} needs {expected} ({} x {} f32)",
+                "output has {} bytes; unit {} needs {expected}{what}",
                 output.len(),
                 unit.id,
-                unit.shape.m,
-                unit.shape.n
             ),
         ));
     }
@@ -248,13 +270,12 @@ const INLINE_CHECK_WORK: u64 = 1 << 16;
 /// outside the database writer. The outer error is the relay's own failure; the inner one is
 /// the output's.
 async fn freivalds_check(
-    unit: &Unit,
+    shape: MatmulShape,
     a: Bytes,
     b: Bytes,
     output: &[u8],
 ) -> Result<Result<(), String>, ApiError> {
     let seed = random::bytes::<32>()?;
-    let shape = unit.shape;
     let (m, n, k) = (shape.m as u64, shape.n as u64, shape.k as u64);
     if k * (m + n) + m * n <= INLINE_CHECK_WORK {
         return run_freivalds(&a, &b, output, shape, seed);
@@ -284,6 +305,22 @@ fn reread_open_lease(conn: &Connection, lease_id: &str, now_ms: i64) -> Result<(
     leasing::get(conn, lease_id)?
         .ok_or_else(|| leasing::unknown_lease(lease_id))?
         .require_open(now_ms)
+}
+
+/// 410 `job_cancelled` when the unit's job was cancelled after the lease was issued: nothing
+/// more is credited for it.
+fn refuse_cancelled(conn: &Connection, unit_id: i64) -> Result<(), ApiError> {
+    let state: String = conn
+        .prepare_cached("SELECT state FROM units WHERE id = ?1")?
+        .query_row([unit_id], |row| row.get(0))?;
+    if state == "cancelled" {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "job_cancelled",
+            format!("unit {unit_id}'s job was cancelled by its requester; nothing is credited"),
+        ));
+    }
+    Ok(())
 }
 
 /// Stores a result in `state` ('valid', 'invalid' or 'pending'; see the schema).
@@ -357,6 +394,7 @@ fn store_submitted(
     let account = links::account_of(conn, public_key)?;
     reputation::refuse_quarantined(conn, public_key, &account)?;
     reread_open_lease(conn, &lease.lease_id, now_ms)?;
+    refuse_cancelled(conn, lease.unit_id)?;
     let output_hash = blobs::store(conn, output)?.to_string();
     let result_id = insert_result(conn, lease, public_key, &output_hash, state, now_ms)?;
     conn.prepare_cached("UPDATE leases SET state = 'submitted' WHERE lease_id = ?1")?
@@ -410,7 +448,7 @@ fn receipt(
         credited,
         pending,
         balance: ledger::balance(conn, account)?,
-        flop: unit.shape.flop(),
+        flop: unit.flop,
     })
 }
 
@@ -428,7 +466,7 @@ fn record_verified(
     now_ms: i64,
 ) -> Result<ResultReceipt, ApiError> {
     let _span = metrics::span(Stage::RecordTx);
-    let flop = i64::try_from(unit.shape.flop())
+    let flop = i64::try_from(unit.flop)
         .map_err(|_| ApiError::Internal(format!("unit {} is too large to credit", unit.id)))?;
     let stored = store_submitted(conn, lease, public_key, output, "valid", now_ms)?;
     let (account, result_id) = (stored.account, stored.result_id);
@@ -437,6 +475,6 @@ fn record_verified(
     replication::credit_valid(conn, result_id, &account, unit.id, flop, now_ms)?;
     contributors::touch(conn, public_key, now_ms)?;
     replication::passed_check(conn, config, public_key, &account, now_ms)?;
-    jobs::complete_if_done(conn, unit.job_id)?;
+    jobs::complete_if_done(conn, &config.blob_store(), unit.job_id)?;
     receipt(conn, unit, public_key, &account, flop)
 }

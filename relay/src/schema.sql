@@ -1,26 +1,54 @@
 -- The relay's SQLite schema. Every statement is idempotent: it runs on each start.
 -- Times are Unix milliseconds; amounts are integers (1 credit = 1 verified FLOP).
 
--- Content-addressed bytes: unit inputs, unit outputs and assembled job outputs.
+-- Content-addressed bytes kept in the database: unit outputs (stored with their result in one
+-- transaction), and the inputs and job outputs of databases from before the blob store on disk.
 CREATE TABLE IF NOT EXISTS blobs (
     hash  TEXT PRIMARY KEY,          -- SHA-256 of bytes, 64 lowercase hex characters
     bytes BLOB NOT NULL
 );
 
--- A matrix product C (m x n) = A (m x k) * B (k x n), split into units.
-CREATE TABLE IF NOT EXISTS jobs (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind        TEXT NOT NULL CHECK (kind IN ('matmul')),
-    m           INTEGER NOT NULL,
-    n           INTEGER NOT NULL,
-    k           INTEGER NOT NULL,
-    state       TEXT NOT NULL CHECK (state IN ('queued', 'done', 'failed')),
-    output_hash TEXT REFERENCES blobs(hash),
-    created_at  INTEGER NOT NULL,
-    is_demo     INTEGER NOT NULL
+-- API keys of requesters (relay/src/requesters.rs): only the SHA-256 of each key is kept.
+CREATE TABLE IF NOT EXISTS requesters (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    name          TEXT NOT NULL UNIQUE,
+    key_hash      TEXT NOT NULL UNIQUE,  -- SHA-256 of the key, 64 lowercase hex characters
+    quota_units   INTEGER NOT NULL,      -- most units of its queued jobs at once
+    created_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER
 );
 
--- One tile of a job's C: rows row0..row0+m, columns col0..col0+n, the full k.
+-- Custom WGSL kernels submitted with kernel jobs, named like catalogue kernels by the SHA-256
+-- of their WGSL.
+CREATE TABLE IF NOT EXISTS kernels (
+    hash          TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    entry_point   TEXT NOT NULL,
+    wgsl          TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- A job: a matrix product C (m x n) = A (m x k) * B (k x n) split into tiles, or a custom
+-- kernel run as `units` dispatches (m, n and k are 0). Its inputs and assembled output live in
+-- the blob store on disk (relay/src/blobs.rs). Demo jobs have no requester.
+CREATE TABLE IF NOT EXISTS jobs (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind         TEXT NOT NULL CHECK (kind IN ('matmul', 'kernel')),
+    m            INTEGER NOT NULL,
+    n            INTEGER NOT NULL,
+    k            INTEGER NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('queued', 'done', 'failed', 'cancelled')),
+    output_hash  TEXT,
+    created_at   INTEGER NOT NULL,
+    is_demo      INTEGER NOT NULL,
+    requester_id INTEGER REFERENCES requesters(id),
+    output_bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_requester ON jobs(requester_id, id) WHERE requester_id IS NOT NULL;
+
+-- One tile of a matmul job's C: rows row0..row0+m, columns col0..col0+n, the full k, from the
+-- A row panel a_hash and the B column panel b_hash. Or one dispatch of a kernel job: row0 is its
+-- index in the job and `kernel_unit` describes it (inputs, dispatch, output size, tolerance).
 CREATE TABLE IF NOT EXISTS units (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id       INTEGER NOT NULL REFERENCES jobs(id),
@@ -30,12 +58,13 @@ CREATE TABLE IF NOT EXISTS units (
     n            INTEGER NOT NULL,
     k            INTEGER NOT NULL,
     kernel_hash  TEXT NOT NULL,
-    a_hash       TEXT NOT NULL REFERENCES blobs(hash),  -- A row panel, m x k
-    b_hash       TEXT NOT NULL REFERENCES blobs(hash),  -- B column panel, k x n
-    state        TEXT NOT NULL CHECK (state IN ('pending', 'leased', 'verified', 'failed')),
+    a_hash       TEXT,
+    b_hash       TEXT,
+    state        TEXT NOT NULL
+                 CHECK (state IN ('pending', 'leased', 'verified', 'failed', 'cancelled')),
     attempts     INTEGER NOT NULL DEFAULT 0,
     max_attempts INTEGER NOT NULL,
-    result_hash  TEXT REFERENCES blobs(hash),
+    result_hash  TEXT,
     -- How the output is verified (see relay/src/replication.rs): 'freivalds' checks each result
     -- on its own; 'replicate' compares results of distinct contributors until `quorum` of them
     -- agree and form a strict majority of the `replicas_needed` or more results gathered.
@@ -48,7 +77,11 @@ CREATE TABLE IF NOT EXISTS units (
     -- part of its job's output or progress.
     canary_of       INTEGER REFERENCES units(id),
     -- With homogeneous redundancy: the adapter kind ("vendor/architecture") of its replicas.
-    adapter_class   TEXT
+    adapter_class   TEXT,
+    -- Credits a verified result earns: 2·m·n·k for a tile, the invocations of a dispatch.
+    flop            INTEGER NOT NULL DEFAULT 0,
+    -- A kernel job's unit, as JSON (relay/src/units.rs: KernelUnit); NULL for matmul tiles.
+    kernel_unit     TEXT
 );
 CREATE INDEX IF NOT EXISTS units_by_state ON units(state, id);
 -- Verified replicated units, newest last: where canaries are drawn from, without walking every
@@ -79,7 +112,8 @@ CREATE INDEX IF NOT EXISTS leases_by_unit ON leases(unit_id);
 
 -- Every signed submission that reached verification. state: 'valid' (credited), 'invalid',
 -- 'pending' (a replica waiting for the others, or a trusted result waiting to be settled; its
--- output blob is stored) or 'withheld' (its contributor was quarantined first). verified = 1
+-- output blob is stored), 'withheld' (its contributor was quarantined first) or 'cancelled'
+-- (pending when its job was cancelled). verified = 1
 -- exactly when state is 'valid'.
 CREATE TABLE IF NOT EXISTS results (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -18,7 +18,7 @@ pub fn stats(conn: &Connection, now_ms: i64) -> Result<Stats, ApiError> {
              WHERE units.state = 'pending' AND jobs.state = 'queued'),
             (SELECT COUNT(*) FROM units WHERE state = 'leased'),
             (SELECT COUNT(*) FROM units WHERE state = 'failed'),
-            (SELECT COALESCE(SUM(2 * m * n * k), 0) FROM units WHERE state = 'verified'),
+            (SELECT COALESCE(SUM(flop), 0) FROM units WHERE state = 'verified'),
             (SELECT COALESCE(SUM(amount), 0) FROM balances),
             (SELECT COUNT(*) FROM jobs WHERE state = 'done')",
         [now_ms - ONLINE_WINDOW_MS],

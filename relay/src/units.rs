@@ -1,4 +1,5 @@
-//! Units: one tile of a job's output C, the thing a contributor leases, computes and returns.
+//! Units: one tile of a matmul job's output C, or one dispatch of a kernel job; the thing a
+//! contributor leases, computes and returns.
 //!
 //! A unit moves `pending -> leased -> verified`, or back to `pending` when its lease expires, is
 //! released or its result is rejected. Each lease counts one attempt (a release gives it back);
@@ -7,23 +8,25 @@
 use crate::blobs::hash_column;
 use crate::error::ApiError;
 use crate::jobs;
+use glowworm::compare::Tolerance;
 use glowworm::hash::ContentHash;
-use glowworm::wire::MatmulShape;
+use glowworm::wire::{BlobRef, Dispatch, MatmulShape};
 use rusqlite::{Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
 
 /// A row of the `units` table.
 #[derive(Debug, Clone)]
 pub struct Unit {
     pub id: i64,
     pub job_id: i64,
-    /// Where the tile sits in the job's C.
+    /// Where the tile sits in the job's C; for a kernel unit, row0 is its index in the job.
     pub row0: u32,
     pub col0: u32,
-    pub shape: MatmulShape,
     pub kernel_hash: ContentHash,
-    /// The A row panel (shape.m x shape.k) and the B column panel (shape.k x shape.n).
-    pub a_hash: ContentHash,
-    pub b_hash: ContentHash,
+    /// What is computed, and from which inputs.
+    pub work: Work,
+    /// Credits a verified result earns.
+    pub flop: u64,
     pub state: String,
     pub attempts: u32,
     pub max_attempts: u32,
@@ -36,6 +39,53 @@ pub struct Unit {
     pub on_trust: bool,
     /// For a known-answer (canary) unit: the verified unit it repeats.
     pub canary_of: Option<i64>,
+}
+
+/// What a unit computes.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// A tile of a matrix product: from the A row panel (shape.m x shape.k) and the B column
+    /// panel (shape.k x shape.n).
+    Matmul {
+        shape: MatmulShape,
+        a_hash: ContentHash,
+        b_hash: ContentHash,
+    },
+    /// One dispatch of a custom kernel.
+    Kernel(KernelUnit),
+}
+
+impl Work {
+    /// Bytes of the unit's output.
+    pub fn output_bytes(&self) -> u64 {
+        match self {
+            Work::Matmul { shape, .. } => shape.output_bytes(),
+            Work::Kernel(unit) => unit.output_bytes,
+        }
+    }
+}
+
+/// A kernel unit, stored as JSON in `units.kernel_unit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelUnit {
+    /// The kernel's name, shown to contributors.
+    pub kernel_name: String,
+    /// The inputs, with the bindings they fill.
+    pub inputs: Vec<BlobRef>,
+    pub dispatch: Dispatch,
+    pub output_bytes: u64,
+    /// How far replicas' f32 outputs may differ; 0 compares bytes.
+    pub tolerance_ulps: u32,
+}
+
+impl KernelUnit {
+    /// How replicas of this unit are compared.
+    pub fn tolerance(&self) -> Tolerance {
+        match self.tolerance_ulps {
+            0 => Tolerance::Exact,
+            ulps => Tolerance::Ulps(ulps),
+        }
+    }
 }
 
 /// How a unit's output is verified.
@@ -74,7 +124,7 @@ macro_rules! unit_columns {
         "units.id, units.job_id, units.row0, units.col0, units.m, units.n, units.k, \
          units.kernel_hash, units.a_hash, units.b_hash, units.state, units.attempts, \
          units.max_attempts, units.verify, units.quorum, units.replicas_needed, units.on_trust, \
-         units.canary_of"
+         units.canary_of, units.flop, units.kernel_unit"
     };
 }
 
@@ -87,14 +137,22 @@ pub fn from_row(row: &rusqlite::Row) -> rusqlite::Result<Unit> {
         job_id: row.get(1)?,
         row0: row.get(2)?,
         col0: row.get(3)?,
-        shape: MatmulShape {
-            m: row.get(4)?,
-            n: row.get(5)?,
-            k: row.get(6)?,
-        },
         kernel_hash: hash_column(row, 7)?,
-        a_hash: hash_column(row, 8)?,
-        b_hash: hash_column(row, 9)?,
+        work: match row.get::<_, Option<String>>(19)? {
+            None => Work::Matmul {
+                shape: MatmulShape {
+                    m: row.get(4)?,
+                    n: row.get(5)?,
+                    k: row.get(6)?,
+                },
+                a_hash: hash_column(row, 8)?,
+                b_hash: hash_column(row, 9)?,
+            },
+            Some(json) => Work::Kernel(serde_json::from_str(&json).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(19, rusqlite::types::Type::Text, e.into())
+            })?),
+        },
+        flop: row.get(18)?,
         state: row.get(10)?,
         attempts: row.get(11)?,
         max_attempts: row.get(12)?,

@@ -41,6 +41,18 @@ pub enum KernelError {
     Limit(String),
 }
 
+/// Checks the size of one unit's chunk of an input: not empty (WebGPU has no empty buffers), a
+/// multiple of 4 bytes, at most [`MAX_INPUT_BYTES`].
+pub fn check_input_bytes(name: &str, bytes: u64) -> Result<(), KernelError> {
+    if bytes == 0 || bytes % 4 != 0 || bytes > MAX_INPUT_BYTES {
+        return Err(KernelError::Limit(format!(
+            "input '{name}' gives each unit {bytes} bytes; it must be 4 to {MAX_INPUT_BYTES} \
+             bytes, a multiple of 4"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a kernel job's shader and dispatch: syntax and types (naga), the entry point, that the
 /// shader's group-0 storage buffers are exactly the declared inputs (read-only) and output
 /// (read_write), and the limits above.

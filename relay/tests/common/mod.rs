@@ -162,6 +162,7 @@ impl TestRelay {
         let b = matmul::sample_matrix(shape.k * shape.n, seed + 1);
         let (a2, b2) = (a.clone(), b.clone());
         let config = self.state.config.clone();
+        let store = self.state.db.blob_store().clone();
         let now = self.clock_now();
         let job_id = self
             .state
@@ -173,8 +174,10 @@ impl TestRelay {
                     max_attempts: config.max_attempts,
                     replicas,
                 };
-                let id =
-                    glowworm_relay::jobs::create_matmul(&tx, &a2, &b2, shape, split, false, now)?;
+                let owner = glowworm_relay::jobs::Owner::Demo;
+                let id = glowworm_relay::jobs::create_matmul(
+                    &tx, &store, &a2, &b2, shape, split, owner, now,
+                )?;
                 tx.commit()?;
                 Ok(id)
             })
