@@ -232,7 +232,7 @@ pub fn is_npy_path(path: &Path) -> bool {
 }
 
 /// `out` with ".part" added to its file name.
-fn partial_path(out: &Path) -> PathBuf {
+pub fn partial_path(out: &Path) -> PathBuf {
     let mut name = out.file_name().unwrap_or_default().to_os_string();
     name.push(".part");
     out.with_file_name(name)

@@ -249,7 +249,7 @@ async fn wait_and_fetch(client: &Client, id: i64, out: Option<&Path>) -> Result<
     };
     let started = Instant::now();
     let status = match progress::wait(client, id).await.map_err(with_resume_hint)? {
-        Waited::Done(status) => status,
+        Waited::Finished(status) => status,
         Waited::Interrupted => {
             eprintln!("\ninterrupted: job {id} keeps running on the relay; resume with: {resume}");
             return Ok(ExitCode::from(EXIT_INTERRUPTED));
@@ -267,12 +267,17 @@ async fn wait_and_fetch(client: &Client, id: i64, out: Option<&Path>) -> Result<
         println!("{summary}; fetch the result with: glowworm result {id} --out PATH");
         return Ok(ExitCode::SUCCESS);
     };
-    let written = client.download_result(id, out).await.map_err(|err| {
-        anyhow!(
-            "{err:#}\nfetch the result again with: glowworm result {id} --out {}",
-            out.display()
-        )
-    })?;
+    let fetch_again = format!("glowworm result {id} --out {}", out.display());
+    // Ctrl-C is still caught (tokio keeps its handler once installed): it stops the download.
+    let written = tokio::select! {
+        written = client.download_result(id, out) => written
+            .map_err(|err| anyhow!("{err:#}\nfetch the result again with: {fetch_again}"))?,
+        _ = tokio::signal::ctrl_c() => {
+            let _ = std::fs::remove_file(client::partial_path(out));
+            eprintln!("\ninterrupted: job {id} is done; fetch its result with: {fetch_again}");
+            return Ok(ExitCode::from(EXIT_INTERRUPTED));
+        }
+    };
     let checked = check_hash(&status, out)?;
     println!(
         "{summary}; result written to {} ({}{checked})",

@@ -16,28 +16,23 @@ const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How a wait ended.
 pub enum Waited {
-    /// The job is done (state "done").
-    Done(JobStatus),
+    /// The job is no longer queued: done, failed or cancelled.
+    Finished(JobStatus),
     /// Ctrl-C: the job keeps running on the relay.
     Interrupted,
 }
 
-/// Waits until job `id` is done, showing its progress on stderr. A failed or cancelled job is an
-/// error; Ctrl-C returns [`Waited::Interrupted`] and leaves the job running.
+/// Waits until job `id` has finished (done, failed or cancelled; see [`check_finished`]),
+/// showing its progress on stderr. Ctrl-C returns [`Waited::Interrupted`] and leaves the job
+/// running.
 pub async fn wait(client: &Client, id: i64) -> Result<Waited> {
     let mut display = Display::new(id);
     let result = tokio::select! {
-        status = poll_until_finished(client, id, &mut display) => status.map(Waited::Done),
+        status = poll_until_finished(client, id, &mut display) => status.map(Waited::Finished),
         _ = tokio::signal::ctrl_c() => Ok(Waited::Interrupted),
     };
     display.finish();
-    match result? {
-        Waited::Done(status) => {
-            check_finished(&status)?;
-            Ok(Waited::Done(status))
-        }
-        Waited::Interrupted => Ok(Waited::Interrupted),
-    }
+    result
 }
 
 /// Polls until the job's state is no longer "queued"; returns its last status.
@@ -78,7 +73,7 @@ impl Display {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(0);
             let style = ProgressStyle::with_template(
-                "{spinner} job {prefix} [{bar:30}] {pos}/{len} units verified ({percent}%) {msg} [{elapsed}]",
+                "{spinner} job {prefix} [{wide_bar}] {pos}/{len} verified, {msg} {elapsed}",
             )
             .expect("the progress template is valid")
             .progress_chars("=> ");
