@@ -908,4 +908,92 @@ mod tests {
             assert_eq!(links, 0);
         }
     }
+
+    #[test]
+    fn tables_from_before_kernel_jobs_are_rebuilt_and_keep_their_rows() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("old.sqlite");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE blobs (hash TEXT PRIMARY KEY, bytes BLOB NOT NULL);
+            CREATE TABLE IF NOT EXISTS jobs (
+                id          INTEGER PRIMARY KEY AUTOINCREMENT,
+                kind        TEXT NOT NULL CHECK (kind IN ('matmul')),
+                m           INTEGER NOT NULL,
+                n           INTEGER NOT NULL,
+                k           INTEGER NOT NULL,
+                state       TEXT NOT NULL CHECK (state IN ('queued', 'done', 'failed')),
+                output_hash TEXT REFERENCES blobs(hash),
+                created_at  INTEGER NOT NULL,
+                is_demo     INTEGER NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS units (
+                id           INTEGER PRIMARY KEY AUTOINCREMENT,
+                job_id       INTEGER NOT NULL REFERENCES jobs(id),
+                row0         INTEGER NOT NULL,
+                col0         INTEGER NOT NULL,
+                m            INTEGER NOT NULL,
+                n            INTEGER NOT NULL,
+                k            INTEGER NOT NULL,
+                kernel_hash  TEXT NOT NULL,
+                a_hash       TEXT NOT NULL REFERENCES blobs(hash),  -- A row panel, m x k
+                b_hash       TEXT NOT NULL REFERENCES blobs(hash),  -- B column panel, k x n
+                state        TEXT NOT NULL CHECK (state IN ('pending', 'leased', 'verified', 'failed')),
+                attempts     INTEGER NOT NULL DEFAULT 0,
+                max_attempts INTEGER NOT NULL,
+                result_hash  TEXT REFERENCES blobs(hash),
+                verify          TEXT NOT NULL DEFAULT 'freivalds',
+                quorum          INTEGER NOT NULL DEFAULT 1,
+                replicas_needed INTEGER NOT NULL DEFAULT 1,
+                on_trust        INTEGER NOT NULL DEFAULT 0,
+                canary_of       INTEGER REFERENCES units(id),
+                adapter_class   TEXT
+            );
+            INSERT INTO blobs VALUES ('aa', x'00'), ('bb', x'01');
+            INSERT INTO jobs (kind, m, n, k, state, created_at, is_demo)
+                VALUES ('matmul', 64, 32, 16, 'queued', 1, 1);
+            INSERT INTO units (job_id, row0, col0, m, n, k, kernel_hash, a_hash, b_hash, state,
+                               max_attempts)
+                VALUES (1, 0, 0, 64, 32, 16, 'cc', 'aa', 'bb', 'pending', 3);",
+        )
+        .unwrap();
+        drop(old);
+        for _ in 0..2 {
+            drop(Db::open(&path).unwrap());
+            let conn = Connection::open(&path).unwrap();
+            let (flop, a_hash, verify): (i64, String, String) = conn
+                .query_row("SELECT flop, a_hash, verify FROM units", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .unwrap();
+            assert_eq!(
+                (flop, a_hash.as_str(), verify.as_str()),
+                (2 * 64 * 32 * 16, "aa", "freivalds")
+            );
+            let output_bytes: i64 = conn
+                .query_row("SELECT output_bytes FROM jobs", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(output_bytes, 4 * 64 * 32);
+            // The new constraints hold, and the indexes are back.
+            conn.execute("UPDATE jobs SET state = 'cancelled'", [])
+                .unwrap();
+            conn.execute("UPDATE jobs SET state = 'queued'", [])
+                .unwrap();
+            let indexes: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index'
+                     AND name IN ('units_by_state', 'units_by_job_state', 'jobs_by_requester')",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(indexes, 3);
+            let broken: i64 = conn
+                .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            assert_eq!(broken, 0);
+        }
+    }
 }

@@ -487,6 +487,19 @@ fn fits(doc: &Value, value: &Value, schema: &Value, at: &str) -> Result<(), Stri
                 return Err(format!("{at}: below {min}"));
             }
         }
+        Some("number") => {
+            let number = value.as_f64().ok_or(format!("{at}: not a number"))?;
+            if let Some(min) = schema["minimum"].as_f64()
+                && number < min
+            {
+                return Err(format!("{at}: below {min}"));
+            }
+            if let Some(max) = schema["maximum"].as_f64()
+                && number > max
+            {
+                return Err(format!("{at}: above {max}"));
+            }
+        }
         Some("string") => {
             let text = value.as_str().ok_or(format!("{at}: not a string"))?;
             let is_hex64 = text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit());
