@@ -36,7 +36,7 @@ struct Cli {
         long,
         global = true,
         env = "GLOWWORM_RELAY",
-        default_value = "http://127.0.0.1:8080"
+        default_value = "http://127.0.0.1:8787"
     )]
     relay: String,
     /// Your API key (gw_...), from the relay's operator.
