@@ -212,6 +212,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 /// Uploads a job, then (unless --no-wait) waits for it and downloads its result.
 async fn submit(client: &Client, upload: jobs::Upload, wait: &WaitArgs) -> Result<ExitCode> {
+    if let Some(out) = &wait.out {
+        check_out_dir(out)?;
+    }
     eprintln!(
         "uploading {} of input to {}",
         show::bytes(upload.input_bytes()),
@@ -285,6 +288,19 @@ async fn wait_and_fetch(client: &Client, id: i64, out: Option<&Path>) -> Result<
         show::bytes(written)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fails before a job is submitted when its result could not be written: `out`'s directory
+/// does not exist.
+fn check_out_dir(out: &Path) -> Result<()> {
+    match out.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => bail!(
+            "cannot write the result to {}: {} is not a directory",
+            out.display(),
+            dir.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Compares the downloaded result's data with the job's `output_hash`: ", sha256 verified" when
@@ -388,6 +404,17 @@ mod tests {
         assert!(args.wait.no_wait);
         let err = parse(&["submit", "kernel", "--spec", "s.json", "--input", "x.bin"]).unwrap_err();
         assert!(err.to_string().contains("NAME=PATH"), "{err}");
+    }
+
+    #[test]
+    fn the_result_needs_an_existing_directory() {
+        assert!(check_out_dir(Path::new("c.npy")).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_out_dir(&dir.path().join("c.npy")).is_ok());
+        let message = check_out_dir(&dir.path().join("nope/c.npy"))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("nope"), "{message}");
     }
 
     #[test]
