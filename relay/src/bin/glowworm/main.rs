@@ -186,7 +186,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Wait { id, out } => wait_and_fetch(&client, id, out.as_deref()).await,
+        Command::Wait { id, out } => {
+            if let Some(out) = &out {
+                check_out_dir(out)?;
+            }
+            wait_and_fetch(&client, id, out.as_deref()).await
+        }
         Command::Result { id, out } => {
             let written = client.download_result(id, &out).await?;
             let status = client.status(id).await?;
