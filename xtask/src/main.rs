@@ -117,7 +117,8 @@ fn test(root: &Path, no_browser: bool) -> Result<()> {
     if !no_browser {
         // The end-to-end tests use the contributor module only.
         wasm::build_module(root, wasm::Module::Contributor)?;
-        process::cargo(&["build", "-p", "glowworm-relay"])?;
+        // Both binaries: the relay, and the requester's client `glowworm` (requester.test.mjs).
+        process::cargo(&["build", "-p", "glowworm-relay", "--bins"])?;
         process::step("End-to-end tests in headless Chromium with WebGPU");
         process::run_checked(
             Path::new("node"),
@@ -126,6 +127,10 @@ fn test(root: &Path, no_browser: bool) -> Result<()> {
                 (
                     "GLOWWORM_RELAY_BIN",
                     root.join("target/debug/glowworm-relay").as_os_str(),
+                ),
+                (
+                    "GLOWWORM_CLI_BIN",
+                    root.join("target/debug/glowworm").as_os_str(),
                 ),
                 ("GLOWWORM_WWW", root.join("www").as_os_str()),
             ],

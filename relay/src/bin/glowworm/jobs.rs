@@ -1,0 +1,266 @@
+//! Building a job upload from the command line: the `job` part (a [`JobSpec`]) and one file
+//! part per input, each read from disk with errors that name the file.
+
+use anyhow::{Context, Result, bail};
+use glowworm::wire::{JobSpec, KernelSpec, MatmulShape, MatmulSpec};
+use reqwest::multipart::{Form, Part};
+use std::path::{Path, PathBuf};
+
+/// A job ready to upload: its spec and its input files, by part name.
+#[derive(Debug)]
+pub struct Upload {
+    pub spec: JobSpec,
+    pub inputs: Vec<Input>,
+}
+
+/// One input file, read into memory.
+#[derive(Debug)]
+pub struct Input {
+    /// The multipart part's name: "a", "b", or a kernel input's name.
+    pub name: String,
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+}
+
+impl Input {
+    /// Reads `path`; the error names the file.
+    pub fn read(name: &str, path: &Path) -> Result<Self> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(Input {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            bytes,
+        })
+    }
+
+    /// Whether the bytes are a .npy file (by its magic string, whatever the file is called).
+    pub fn is_npy(&self) -> bool {
+        self.bytes.starts_with(crate::npy::MAGIC)
+    }
+}
+
+impl Upload {
+    /// The multipart form of `POST /v1/jobs`. Each file part carries its file's name, so the
+    /// relay's error messages can name it.
+    pub fn into_form(self) -> Result<Form> {
+        let spec = serde_json::to_string(&self.spec).context("encoding the job spec")?;
+        let mut form = Form::new().part("job", Part::text(spec).mime_str("application/json")?);
+        for input in self.inputs {
+            let file_name = input
+                .path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_else(|| input.name.clone());
+            let part = Part::bytes(input.bytes)
+                .file_name(file_name)
+                .mime_str("application/octet-stream")?;
+            form = form.part(input.name, part);
+        }
+        Ok(form)
+    }
+
+    /// Total bytes of the input files.
+    pub fn input_bytes(&self) -> u64 {
+        self.inputs
+            .iter()
+            .map(|input| input.bytes.len() as u64)
+            .sum()
+    }
+}
+
+/// A matmul job C = A * B. `shape` is required when A or B is raw f32 rather than .npy.
+pub fn matmul(a: &Path, b: &Path, shape: Option<MatmulShape>) -> Result<Upload> {
+    let a = Input::read("a", a)?;
+    let b = Input::read("b", b)?;
+    if shape.is_none() {
+        for input in [&a, &b] {
+            if !input.is_npy() {
+                bail!(
+                    "{} is not a .npy file: give the shape of raw f32 inputs with --m, --k and --n \
+                     (A is m x k, B is k x n)",
+                    input.path.display()
+                );
+            }
+        }
+    }
+    Ok(Upload {
+        spec: JobSpec::Matmul(MatmulSpec { shape }),
+        inputs: vec![a, b],
+    })
+}
+
+/// A custom-kernel job from a spec file (a `KernelSpec`, with or without `"kind": "kernel"`) and
+/// one file per input, given as `(name, path)`.
+pub fn kernel(spec_path: &Path, inputs: &[(String, PathBuf)]) -> Result<Upload> {
+    let text = std::fs::read_to_string(spec_path)
+        .with_context(|| format!("cannot read {}", spec_path.display()))?;
+    let spec = parse_kernel_spec(&text)
+        .with_context(|| format!("{} is not a kernel spec", spec_path.display()))?;
+
+    for (name, _) in inputs {
+        if !spec.inputs.iter().any(|input| &input.name == name) {
+            let known: Vec<_> = spec
+                .inputs
+                .iter()
+                .map(|input| input.name.as_str())
+                .collect();
+            bail!(
+                "--input {name}=...: the spec has no input named {name:?} (its inputs: {})",
+                known.join(", ")
+            );
+        }
+        if inputs.iter().filter(|(other, _)| other == name).count() > 1 {
+            bail!("--input {name}=... is given more than once");
+        }
+    }
+    for input in &spec.inputs {
+        if !inputs.iter().any(|(name, _)| name == &input.name) {
+            bail!(
+                "the spec's input {:?} has no file: add --input {}=PATH",
+                input.name,
+                input.name
+            );
+        }
+    }
+    let files = inputs
+        .iter()
+        .map(|(name, path)| Input::read(name, path))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Upload {
+        spec: JobSpec::Kernel(spec),
+        inputs: files,
+    })
+}
+
+/// Parses a `KernelSpec` from JSON, accepting an optional `"kind": "kernel"`.
+pub fn parse_kernel_spec(text: &str) -> Result<KernelSpec> {
+    let mut value: serde_json::Value = serde_json::from_str(text)?;
+    let Some(object) = value.as_object_mut() else {
+        bail!("expected a JSON object");
+    };
+    if let Some(kind) = object.remove("kind") {
+        if kind != "kernel" {
+            bail!("\"kind\" is {kind}, expected \"kernel\" (or no \"kind\" at all)");
+        }
+    }
+    Ok(serde_json::from_value(value)?)
+}
+
+/// Parses `NAME=PATH` for `--input`.
+pub fn parse_input_arg(arg: &str) -> Result<(String, PathBuf), String> {
+    match arg.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(path)))
+        }
+        _ => Err(format!("expected NAME=PATH, got {arg:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAXPY: &str = r#"{
+        "wgsl": "@compute @workgroup_size(64) fn main() {}",
+        "inputs": [{"name": "x", "binding": 0}, {"name": "y", "binding": 1}],
+        "output": {"binding": 2, "bytes": 256},
+        "workgroups": [1, 1, 1]
+    }"#;
+
+    #[test]
+    fn kernel_specs_parse_with_or_without_kind() {
+        let plain = parse_kernel_spec(SAXPY).unwrap();
+        assert_eq!(plain.entry_point, "main");
+        assert_eq!(plain.replicas, 2);
+        assert_eq!(plain.units, 1);
+        let tagged = SAXPY.replacen('{', r#"{"kind": "kernel","#, 1);
+        assert_eq!(parse_kernel_spec(&tagged).unwrap(), plain);
+    }
+
+    #[test]
+    fn kernel_specs_with_another_kind_or_unknown_fields_are_refused() {
+        let matmul = SAXPY.replacen('{', r#"{"kind": "matmul","#, 1);
+        let message = parse_kernel_spec(&matmul).unwrap_err().to_string();
+        assert!(message.contains("\"matmul\""), "{message}");
+        let typo = SAXPY.replacen('{', r#"{"replica": 3,"#, 1);
+        let message = parse_kernel_spec(&typo).unwrap_err().to_string();
+        assert!(message.contains("replica"), "{message}");
+        assert!(parse_kernel_spec("[1]").is_err());
+    }
+
+    #[test]
+    fn input_args_are_name_equals_path() {
+        assert_eq!(
+            parse_input_arg("x=data/x.bin").unwrap(),
+            ("x".to_string(), PathBuf::from("data/x.bin"))
+        );
+        assert_eq!(
+            parse_input_arg("x=a=b").unwrap(),
+            ("x".to_string(), PathBuf::from("a=b"))
+        );
+        assert!(parse_input_arg("x").is_err());
+        assert!(parse_input_arg("=x.bin").is_err());
+        assert!(parse_input_arg("x=").is_err());
+    }
+
+    #[test]
+    fn kernel_inputs_must_match_the_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("spec.json");
+        std::fs::write(&spec, SAXPY).unwrap();
+        let x = dir.path().join("x.bin");
+        std::fs::write(&x, [0u8; 256]).unwrap();
+        let y = dir.path().join("y.bin");
+        std::fs::write(&y, [0u8; 256]).unwrap();
+        let arg = |name: &str, path: &Path| (name.to_string(), path.to_path_buf());
+
+        let upload = kernel(&spec, &[arg("x", &x), arg("y", &y)]).unwrap();
+        assert_eq!(upload.inputs.len(), 2);
+        assert_eq!(upload.input_bytes(), 512);
+
+        let missing = kernel(&spec, &[arg("x", &x)]).unwrap_err().to_string();
+        assert!(missing.contains("--input y=PATH"), "{missing}");
+        let unknown = kernel(&spec, &[arg("x", &x), arg("y", &y), arg("z", &y)])
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("no input named \"z\""), "{unknown}");
+        let twice = kernel(&spec, &[arg("x", &x), arg("x", &y), arg("y", &y)])
+            .unwrap_err()
+            .to_string();
+        assert!(twice.contains("more than once"), "{twice}");
+        let gone = dir.path().join("gone.bin");
+        let unreadable = kernel(&spec, &[arg("x", &x), arg("y", &gone)]).unwrap_err();
+        assert!(unreadable.to_string().contains("gone.bin"), "{unreadable}");
+        let no_spec = kernel(&dir.path().join("nope.json"), &[]).unwrap_err();
+        assert!(no_spec.to_string().contains("nope.json"), "{no_spec}");
+    }
+
+    #[test]
+    fn raw_matmul_inputs_need_a_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.bin");
+        std::fs::write(&a, [0u8; 16]).unwrap();
+        let npy = dir.path().join("b.npy");
+        std::fs::write(&npy, b"\x93NUMPY\x01\x00").unwrap();
+
+        let message = matmul(&a, &npy, None).unwrap_err().to_string();
+        assert!(
+            message.contains("a.bin") && message.contains("--m"),
+            "{message}"
+        );
+        let shape = MatmulShape { m: 2, n: 2, k: 2 };
+        let upload = matmul(&a, &a, Some(shape)).unwrap();
+        assert_eq!(
+            upload.spec,
+            JobSpec::Matmul(MatmulSpec { shape: Some(shape) })
+        );
+        assert!(matmul(&npy, &npy, None).is_ok());
+
+        let missing = matmul(&dir.path().join("missing.npy"), &npy, None).unwrap_err();
+        assert!(
+            format!("{missing:#}").contains("missing.npy"),
+            "{missing:#}"
+        );
+    }
+}
