@@ -31,10 +31,6 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
-        /// The relay's settings (only the database is used): --config FILE, --database PATH
-        /// or their GLOWWORM_* variables.
-        #[command(flatten)]
-        settings: ServeArgs,
     },
 }
 
@@ -48,14 +44,33 @@ enum KeysCommand {
         /// Most units of its queued jobs at once (default: the relay's default_quota_units).
         #[arg(long, value_name = "UNITS")]
         quota_units: Option<u64>,
+        #[command(flatten)]
+        settings: ServeArgs,
     },
     /// List every key (never the keys themselves: only their hashes are stored).
-    List,
+    List {
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
     /// Revoke a key, by requester id or name; its jobs keep running.
     Revoke {
         #[arg(value_name = "ID_OR_NAME")]
         requester: String,
+        #[command(flatten)]
+        settings: ServeArgs,
     },
+}
+
+impl KeysCommand {
+    /// The relay's settings the command was given (only the database is used): --config FILE,
+    /// --database PATH or their GLOWWORM_* variables.
+    fn settings(&self) -> &ServeArgs {
+        match self {
+            KeysCommand::Create { settings, .. }
+            | KeysCommand::List { settings }
+            | KeysCommand::Revoke { settings, .. } => settings,
+        }
+    }
 }
 
 #[tokio::main]
@@ -73,7 +88,10 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Serve(args)) => serve(Config::load(&args, env)?).await,
         None => serve(Config::load(&cli.serve, env)?).await,
-        Some(Command::Keys { command, settings }) => keys(command, Config::load(&settings, env)?),
+        Some(Command::Keys { command }) => {
+            let config = Config::load(command.settings(), env)?;
+            keys(command, config)
+        }
     }
 }
 
@@ -84,7 +102,9 @@ fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", config.database.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     match command {
-        KeysCommand::Create { name, quota_units } => {
+        KeysCommand::Create {
+            name, quota_units, ..
+        } => {
             let quota = quota_units.unwrap_or(config.default_quota_units);
             let (key, info) = requesters::create(&conn, &name, quota, now)?;
             println!("{key}");
@@ -94,7 +114,7 @@ fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
                 info.id, info.name, info.quota_units
             );
         }
-        KeysCommand::List => {
+        KeysCommand::List { .. } => {
             let keys = requesters::list(&conn)?;
             if keys.is_empty() {
                 eprintln!(
@@ -112,7 +132,7 @@ fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
                 );
             }
         }
-        KeysCommand::Revoke { requester } => {
+        KeysCommand::Revoke { requester, .. } => {
             let info = requesters::revoke(&conn, &requester, now)?;
             eprintln!(
                 "Revoked the API key of requester '{}' (id {}).",

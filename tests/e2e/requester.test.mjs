@@ -178,18 +178,16 @@ describe('a requester submits jobs with the glowworm CLI', { timeout: 3 * TEST_T
   before(async () => {
     workDir = await mkdtemp(path.join(tmpdir(), 'glowworm-e2e-requester-'));
     // No demo jobs: the relay's only work is the requester's. Both pages are on 127.0.0.1, so
-    // replicas must be allowed from one network. After the matmul job both pages are trusted
-    // (trust_after valid results in a row), and a trusted contributor's replicated unit is
-    // taken on trust and checked later (settle_seconds, 10 minutes) except now and then: here
-    // always, so the kernel job is replicated on both pages as its spec asks.
+    // replicas must be allowed from one network. (Both pages are trusted after the matmul job;
+    // a requester's kernel job is replicated as its spec asks all the same.)
     relay = await startRelay(workDir, [
-      '--no-demo', '--distinct-networks', 'false', '--trusted-replication-permille', '1000',
+      '--no-demo', '--distinct-networks', 'false',
     ]);
     console.log(`relay: ${relay.url}`);
 
     // The operator creates the requester's key on the relay's host, against its database.
     const created = await runProgram(RELAY_BIN, [
-      'keys', '--database', path.join(workDir, 'db.sqlite'), 'create', '--name', 'e2e-requester',
+      'keys', 'create', '--name', 'e2e-requester', '--database', path.join(workDir, 'db.sqlite'),
     ]);
     assert.equal(created.code, 0, `glowworm-relay keys create: ${shown(created)}`);
     apiKey = created.stdout.trim();
