@@ -197,8 +197,14 @@ fn work(relay: &str, key: glowworm::signing::ContributorKey, args: RunArgs) -> R
         totals
     });
     println!(
-        "{} units verified, {} FLOP, {} credits earned this run; balance {}",
-        totals.units, totals.flop, totals.credited, totals.balance
+        "{} units verified, {} FLOP, {} credits earned this run; balance {}; inputs: {} bytes \
+         downloaded, {} bytes read by the units",
+        totals.units,
+        totals.flop,
+        totals.credited,
+        totals.balance,
+        totals.bytes_downloaded,
+        totals.bytes_used
     );
     Ok(())
 }

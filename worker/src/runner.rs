@@ -58,7 +58,10 @@ pub struct Totals {
     /// The balance the relay reported with the latest receipt.
     pub balance: i64,
     pub errors: u64,
+    /// Input bytes fetched from the relay, and the input bytes the units read: without the
+    /// input cache the two would be equal.
     pub bytes_downloaded: u64,
+    pub bytes_used: u64,
 }
 
 /// What the loop reports as it goes (for the terminal's progress line, or a test).
@@ -240,6 +243,7 @@ async fn kernel(ctx: &Context<'_>, lease: &Lease) -> Result<Arc<KernelSource>, U
 
 /// An input blob's bytes, from the cache or the relay.
 async fn input(ctx: &Context<'_>, blob: &BlobRef) -> Result<Arc<Vec<u8>>, UnitError> {
+    ctx.totals.borrow_mut().bytes_used += blob.bytes;
     let cached = ctx.blobs.borrow().get(&blob.hash);
     if let Some(v) = cached {
         return Ok(v);
