@@ -32,7 +32,7 @@ use glowworm::protocol::{self, ProtocolError, Transport};
 use glowworm::signing::ContributorKey;
 use glowworm::wire::{ErrorBody, KernelSource, MatmulShape};
 use glowworm_relay::metrics::{self, Stage};
-use glowworm_relay::{AppState, Config, app, demo, jobs};
+use glowworm_relay::{AppState, Config, app, demo, jobs, serve};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode, header};
@@ -41,7 +41,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -201,6 +200,8 @@ struct RunReport {
     ledger_rows: i64,
     /// Size of the WAL file at the end of the run.
     wal_bytes: u64,
+    /// The process's memory (relay and load generator) when the run ended.
+    memory: Memory,
 }
 
 /// Counters the contributors share: the leases granted (so the feeder knows how much work is
@@ -233,9 +234,13 @@ fn run(
         demo_m: JOB,
         demo_n: JOB,
         demo_k: K,
+        // Every simulated contributor is on 127.0.0.1, and the closed-loop ones go as fast as
+        // the relay lets them: the per-client rate limits would measure themselves.
+        rate_per_address: 0,
+        rate_per_key: 0,
         ..Config::default()
     };
-    let state = AppState::open(config)?;
+    let state = AppState::open(config.clone())?;
     let shared = Arc::new(Shared {
         leases_granted: AtomicU64::new(0),
         stop: AtomicBool::new(false),
@@ -246,7 +251,10 @@ fn run(
     let (addr, server, feeder) = relay_rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
-        let server = tokio::spawn(axum::serve(listener, app(state.clone())).into_future());
+        let router = app(state.clone());
+        let server = tokio::spawn(async move {
+            serve::serve(listener, router, &config, std::future::pending()).await;
+        });
         let created = feed(&state, low_water, 0, &shared).await?;
         let feeder = tokio::spawn(feed_forever(
             state.clone(),
@@ -292,6 +300,7 @@ fn run(
         )?)
     }))?;
     let wal_bytes = std::fs::metadata(dir.path().join("relay.sqlite-wal")).map_or(0, |m| m.len());
+    let memory = Memory::now();
     drop(state);
 
     tally.latencies_us.sort_unstable();
@@ -317,6 +326,7 @@ fn run(
         receipts_total: tally.receipts_total,
         ledger_rows,
         wal_bytes,
+        memory,
     };
     eprintln!(
         "relay bench: {label}: {:.0} results/s, p99 {:.2} ms",
@@ -909,6 +919,16 @@ fn render(settings: &Settings, runs: &[RunReport]) -> String {
         let _ = write!(out, " {:.1} |", run.wal_bytes as f64 / 1e6);
     }
     out.push('\n');
+    let _ = write!(out, "| process memory at the end, MB (peak so far) |");
+    for run in runs {
+        let _ = write!(
+            out,
+            " {:.0} ({:.0}) |",
+            run.memory.resident as f64 / 1e6,
+            run.memory.peak as f64 / 1e6
+        );
+    }
+    out.push('\n');
     let _ = write!(out, "| ledger rows = receipts |");
     for run in runs {
         let ok = run.ledger_rows as u64 == run.receipts_total;
@@ -929,4 +949,30 @@ fn render(settings: &Settings, runs: &[RunReport]) -> String {
          Rerun: `cargo xtask bench relay`."
     );
     out
+}
+
+/// Resident memory of this process, from /proc/self/status (Linux; zeros elsewhere).
+#[derive(Clone, Copy, Default)]
+struct Memory {
+    resident: u64,
+    /// The most resident memory the process has had so far.
+    peak: u64,
+}
+
+impl Memory {
+    fn now() -> Memory {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kib = |field: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(field))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .map_or(0, |n| n * 1024)
+        };
+        Memory {
+            resident: kib("VmRSS:"),
+            peak: kib("VmHWM:"),
+        }
+    }
 }
