@@ -22,7 +22,10 @@
 //! `GLOWWORM_BENCH_RATE` (fixed-rate targets, "5000"; 0 skips them), `GLOWWORM_BENCH_SUSTAINED`
 //! (0: no extra fixed-rate run at 70% of the best closed-loop rate when the target is out of
 //! reach), `GLOWWORM_BENCH_OUT` (the
-//! Markdown table, default `target/bench/relay.md`).
+//! Markdown table, default `target/bench/relay.md`), `GLOWWORM_BENCH_LISTENER` (`axum` serves
+//! with `axum::serve` instead of the relay's own listener), `GLOWWORM_BENCH_LIMITS` (`on`
+//! checks the per-client rate limits, set too high to refuse anything; by default they are off,
+//! since every simulated contributor is on 127.0.0.1).
 
 use bytes::Bytes;
 use glowworm::cache::BlobCache;
@@ -64,6 +67,11 @@ struct Settings {
     rates: Vec<f64>,
     sustained: bool,
     out: PathBuf,
+    /// `GLOWWORM_BENCH_LISTENER=axum`: serve with `axum::serve` instead of `serve::serve`, to
+    /// compare the two listeners side by side.
+    axum_listener: bool,
+    /// `GLOWWORM_BENCH_LIMITS=on`: rate limits checked (at a rate nothing reaches); off: 0.
+    limits_rate: u32,
 }
 
 impl Settings {
@@ -101,6 +109,12 @@ impl Settings {
             .map(PathBuf::from)
             .unwrap_or_else(|| target.join("bench/relay.md"));
         Settings {
+            axum_listener: var("GLOWWORM_BENCH_LISTENER").is_some_and(|v| v == "axum"),
+            limits_rate: if var("GLOWWORM_BENCH_LIMITS").is_some_and(|v| v == "on") {
+                1_000_000_000
+            } else {
+                0
+            },
             warmup: seconds("GLOWWORM_BENCH_WARMUP", 3.0),
             measure: seconds("GLOWWORM_BENCH_SECONDS", 15.0),
             contributors,
@@ -235,9 +249,13 @@ fn run(
         demo_n: JOB,
         demo_k: K,
         // Every simulated contributor is on 127.0.0.1, and the closed-loop ones go as fast as
-        // the relay lets them: the per-client rate limits would measure themselves.
-        rate_per_address: 0,
-        rate_per_key: 0,
+        // the relay lets them: the per-client rate limits would measure themselves. With
+        // GLOWWORM_BENCH_LIMITS=on they are checked but set too high to refuse anything, to
+        // measure what checking them costs.
+        rate_per_address: settings.limits_rate,
+        burst_per_address: settings.limits_rate,
+        rate_per_key: settings.limits_rate,
+        burst_per_key: settings.limits_rate,
         ..Config::default()
     };
     let state = AppState::open(config.clone())?;
@@ -252,9 +270,16 @@ fn run(
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let router = app(state.clone());
-        let server = tokio::spawn(async move {
-            serve::serve(listener, router, &config, std::future::pending()).await;
-        });
+        let server = if settings.axum_listener {
+            tokio::spawn(async move {
+                let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                axum::serve(listener, service).await.expect("serving");
+            })
+        } else {
+            tokio::spawn(async move {
+                serve::serve(listener, router, &config, std::future::pending()).await;
+            })
+        };
         let created = feed(&state, low_water, 0, &shared).await?;
         let feeder = tokio::spawn(feed_forever(
             state.clone(),
