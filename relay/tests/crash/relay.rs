@@ -39,6 +39,8 @@ pub struct Relay {
     log_sender: UnboundedSender<String>,
     /// The last lines of the log, for error messages.
     log_tail: Arc<Mutex<VecDeque<String>>>,
+    /// Every ERROR line of the log (there should be none).
+    log_errors: Arc<Mutex<Vec<String>>>,
     /// Processes started, and started far enough to serve.
     pub spawned: u32,
     pub served: u32,
@@ -60,6 +62,7 @@ impl Relay {
             log_lines,
             log_sender,
             log_tail: Arc::new(Mutex::new(VecDeque::new())),
+            log_errors: Arc::new(Mutex::new(Vec::new())),
             spawned: 0,
             served: 0,
         }
@@ -130,9 +133,13 @@ impl Relay {
         // stderr is the log: read all of it (a full pipe would block the relay).
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let (lines, tail) = (self.log_sender.clone(), self.log_tail.clone());
+        let errors = self.log_errors.clone();
         std::thread::spawn(move || {
             for line in stderr.lines() {
                 let Ok(line) = line else { break };
+                if line.contains(" ERROR ") {
+                    errors.lock().unwrap().push(line.clone());
+                }
                 {
                     let mut tail = tail.lock().unwrap();
                     if tail.len() == LOG_TAIL {
@@ -208,6 +215,11 @@ impl Relay {
     pub fn log_tail(&self) -> String {
         let tail = self.log_tail.lock().unwrap();
         tail.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// The ERROR lines the relay has logged.
+    pub fn log_errors(&self) -> Vec<String> {
+        self.log_errors.lock().unwrap().clone()
     }
 
     pub fn database(&self) -> &Path {
