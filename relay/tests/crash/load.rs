@@ -371,6 +371,13 @@ impl Contributor {
     /// Fetches the lease's inputs (trying again while the relay is down) and computes the
     /// output; `None` if the contributor gave the lease up.
     async fn compute(&mut self, lease: &Lease) -> Option<Vec<u8>> {
+        let Some(shape) = lease.shape else {
+            self.violation(format!(
+                "lease {} of a matmul job has no shape",
+                lease.lease_id
+            ));
+            return None;
+        };
         let mut inputs = Vec::new();
         for name in ["a", "b"] {
             let blob = match protocol::input::<HttpError>(lease, name) {
@@ -402,7 +409,6 @@ impl Contributor {
                 }
             }
         }
-        let shape = lease.shape?;
         Some(f32s_to_bytes(&matmul::reference(
             &inputs[0], &inputs[1], shape,
         )))

@@ -448,8 +448,8 @@ fn report(
     }
     rows.extend([
         (
-            "Restarts that served (all must)".to_string(),
-            format!("{} of {} processes started", relay.served, relay.spawned),
+            "Relay processes started / serving (the rest killed while starting)".to_string(),
+            format!("{} / {}", relay.spawned, relay.served),
         ),
         ("Leases granted".into(), record.leases.len().to_string()),
         (
