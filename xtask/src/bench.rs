@@ -10,6 +10,9 @@
 //!   canaries and reputation: what is caught, what reaches job outputs, and the overhead.
 //! - browser: `tests/bench/browser.mjs`, wasm size, kernels in headless Chromium, and the time
 //!   from click to first verified result.
+//! - faults: `relay/tests/crash`, the relay binary killed with SIGKILL at 50 random points under
+//!   load (`GLOWWORM_CRASH_KILLS` changes it) and restarted: kill points tried and invariant
+//!   violations found (`target/bench/faults.md`).
 
 use crate::{deps, process, wasm};
 use anyhow::Result;
@@ -22,6 +25,7 @@ pub enum Which {
     Freivalds,
     Verification,
     Browser,
+    Faults,
 }
 
 pub fn run(root: &Path, which: &[Which]) -> Result<()> {
@@ -31,6 +35,7 @@ pub fn run(root: &Path, which: &[Which]) -> Result<()> {
         Which::Freivalds,
         Which::Verification,
         Which::Browser,
+        Which::Faults,
     ];
     let chosen = if which.is_empty() { &all[..] } else { which };
     std::fs::create_dir_all(root.join("target/bench"))?;
@@ -60,6 +65,27 @@ pub fn run(root: &Path, which: &[Which]) -> Result<()> {
             Which::Verification => {
                 process::step("Benchmark: verification under attack");
                 process::cargo(&["bench", "-p", "glowworm-relay", "--bench", "verification"])?;
+            }
+            Which::Faults => {
+                process::step("Benchmark: faults survived (SIGKILL under load)");
+                let kills = std::env::var_os("GLOWWORM_CRASH_KILLS").unwrap_or_else(|| "50".into());
+                let out = root.join("target/bench/faults.md");
+                process::cargo_with_env(
+                    &[
+                        "test",
+                        "--release",
+                        "-p",
+                        "glowworm-relay",
+                        "--test",
+                        "crash",
+                        "--",
+                        "--nocapture",
+                    ],
+                    &[
+                        ("GLOWWORM_CRASH_KILLS", kills.as_os_str()),
+                        ("GLOWWORM_CRASH_OUT", out.as_os_str()),
+                    ],
+                )?;
             }
             Which::Browser => {
                 deps::require_chromium()?;

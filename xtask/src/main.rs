@@ -4,7 +4,7 @@
 //!   SQLite database and the page (the README's first command).
 //! - `cargo xtask test`: installs what the tests need, builds, and runs every test: Rust unit and
 //!   integration tests (kernels on lavapipe) and the headless-Chromium end-to-end tests.
-//! - `cargo xtask bench [relay|kernels|freivalds|verification|browser]`: benchmarks, each printing a table
+//! - `cargo xtask bench [relay|kernels|freivalds|verification|browser|faults]`: benchmarks, each printing a table
 //!   and writing it to `target/bench/<name>.md`.
 //! - `cargo xtask lint`: rustfmt and clippy, natively and for wasm32 (CI runs it too).
 //! - `cargo xtask build`: only builds the modules, the contributor's into `www/pkg/` and the
@@ -40,7 +40,7 @@ enum Command {
     Lint,
     /// Run the benchmarks; each prints a table and writes it to target/bench/<name>.md.
     Bench {
-        /// Which to run (default: all): relay, kernels, freivalds, browser.
+        /// Which to run (default: all): relay, kernels, freivalds, verification, browser, faults.
         #[arg(value_enum)]
         which: Vec<bench::Which>,
     },
