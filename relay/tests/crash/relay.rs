@@ -106,6 +106,9 @@ impl Relay {
             .args(["--lease-seconds", &s.lease_seconds.to_string()])
             .args(["--max-attempts", &s.max_attempts.to_string()])
             .args(["--unit-size", &s.unit_size.to_string()])
+            // Every simulated client is on 127.0.0.1: per-client rate limits would only slow
+            // the load down (relay/tests/abuse.rs tests them).
+            .args(["--rate-per-address", "0", "--rate-per-key", "0"])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
