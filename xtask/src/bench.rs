@@ -13,6 +13,9 @@
 //! - faults: `relay/tests/crash`, the relay binary killed with SIGKILL at 50 random points under
 //!   load (`GLOWWORM_CRASH_KILLS` changes it) and restarted: kill points tried and invariant
 //!   violations found (`target/bench/faults.md`).
+//! - load: the relay benchmark held for 5 minutes (`GLOWWORM_LOAD_SECONDS`) with 1,000
+//!   simulated contributors: sustained results/s, errors, p99 latency and the process's memory
+//!   (`target/bench/load.md`).
 
 use crate::{deps, process, wasm};
 use anyhow::Result;
@@ -26,6 +29,7 @@ pub enum Which {
     Verification,
     Browser,
     Faults,
+    Load,
 }
 
 pub fn run(root: &Path, which: &[Which]) -> Result<()> {
@@ -36,6 +40,7 @@ pub fn run(root: &Path, which: &[Which]) -> Result<()> {
         Which::Verification,
         Which::Browser,
         Which::Faults,
+        Which::Load,
     ];
     let chosen = if which.is_empty() { &all[..] } else { which };
     std::fs::create_dir_all(root.join("target/bench"))?;
@@ -84,6 +89,26 @@ pub fn run(root: &Path, which: &[Which]) -> Result<()> {
                     &[
                         ("GLOWWORM_CRASH_KILLS", kills.as_os_str()),
                         ("GLOWWORM_CRASH_OUT", out.as_os_str()),
+                    ],
+                )?;
+            }
+            Which::Load => {
+                process::step("Benchmark: load held by 1,000 contributors");
+                let seconds =
+                    std::env::var_os("GLOWWORM_LOAD_SECONDS").unwrap_or_else(|| "300".into());
+                let out = root.join("target/bench/load.md");
+                process::cargo_with_env(
+                    &["bench", "-p", "glowworm-relay", "--bench", "throughput"],
+                    &[
+                        ("GLOWWORM_BENCH_SECONDS", seconds.as_os_str()),
+                        ("GLOWWORM_BENCH_CONTRIBUTORS", "1000".as_ref()),
+                        ("GLOWWORM_BENCH_RATE", "0".as_ref()),
+                        ("GLOWWORM_BENCH_SUSTAINED", "0".as_ref()),
+                        (
+                            "GLOWWORM_BENCH_LABEL",
+                            "load held by 1,000 contributors".as_ref(),
+                        ),
+                        ("GLOWWORM_BENCH_OUT", out.as_os_str()),
                     ],
                 )?;
             }

@@ -40,7 +40,8 @@ enum Command {
     Lint,
     /// Run the benchmarks; each prints a table and writes it to target/bench/<name>.md.
     Bench {
-        /// Which to run (default: all): relay, kernels, freivalds, verification, browser, faults.
+        /// Which to run (default: all): relay, kernels, freivalds, verification, browser, faults,
+        /// load.
         #[arg(value_enum)]
         which: Vec<bench::Which>,
     },
