@@ -9,7 +9,7 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use common::{Contributor, Reply, TestRelay};
-use glowworm_relay::{Config, app, requesters, serve};
+use glowworm_relay::{Config, app, serve};
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -98,17 +98,7 @@ async fn a_requester_key_over_its_rate_gets_429() {
         c.rate_per_key = 1;
         c.burst_per_key = 2;
     });
-    let now = relay.clock_now();
-    let key = relay
-        .state
-        .db
-        .call(move |conn| {
-            let (key, _) = requesters::create(conn, "lab", 100, now)
-                .map_err(|e| glowworm_relay::ApiError::Internal(e.to_string()))?;
-            Ok(key)
-        })
-        .await
-        .unwrap();
+    let key = relay.create_api_key("lab", 100).await;
     let list = || {
         Request::get("/v1/jobs")
             .header(header::AUTHORIZATION, format!("Bearer {key}"))

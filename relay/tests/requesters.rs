@@ -54,22 +54,8 @@ fn multipart_body(parts: &[Part]) -> Vec<u8> {
 /// A relay and a requester key (quota `quota` units).
 async fn relay_with_key(quota: u64) -> (TestRelay, String) {
     let relay = TestRelay::new();
-    let key = create_key(&relay, "lab", quota).await;
+    let key = relay.create_api_key("lab", quota).await;
     (relay, key)
-}
-
-async fn create_key(relay: &TestRelay, name: &'static str, quota: u64) -> String {
-    let now = relay.clock_now();
-    relay
-        .state
-        .db
-        .call(move |conn| {
-            let (key, _) = requesters::create(conn, name, quota, now)
-                .map_err(|e| glowworm_relay::ApiError::Internal(e.to_string()))?;
-            Ok(key)
-        })
-        .await
-        .unwrap()
 }
 
 async fn submit(relay: &TestRelay, key: Option<&str>, body: Vec<u8>) -> Reply {
@@ -414,7 +400,7 @@ async fn bad_uploads_are_refused_with_their_reason_and_store_nothing() {
 #[tokio::test]
 async fn uploads_over_the_limit_are_refused() {
     let relay = TestRelay::with_config(|config| config.max_upload_bytes = 1000);
-    let key = create_key(&relay, "lab", 1000).await;
+    let key = relay.create_api_key("lab", 1000).await;
     let body = multipart_body(&[
         job_part(json!({"kind": "matmul"})),
         part("a", npy_matrix(20, 20, &[1.0; 400])),
@@ -487,7 +473,7 @@ async fn keys_are_required_checked_and_revocable() {
 #[tokio::test]
 async fn a_requester_cannot_see_or_cancel_another_requesters_job() {
     let (relay, key) = relay_with_key(1000).await;
-    let other = create_key(&relay, "rival", 1000).await;
+    let other = relay.create_api_key("rival", 1000).await;
     // Demo jobs stay public.
     let demo = relay.queue_demo_job().await;
     assert_eq!(relay.job(demo.job_id).await.state, "queued");

@@ -186,6 +186,20 @@ impl TestRelay {
         (job_id, a, b)
     }
 
+    /// Creates a requester named `name` with a quota of `quota` units; returns its API key.
+    pub async fn create_api_key(&self, name: &'static str, quota: u64) -> String {
+        let now = self.clock_now();
+        self.state
+            .db
+            .call(move |conn| {
+                let (key, _) = glowworm_relay::requesters::create(conn, name, quota, now)
+                    .map_err(|e| glowworm_relay::ApiError::Internal(e.to_string()))?;
+                Ok(key)
+            })
+            .await
+            .unwrap()
+    }
+
     /// A job's status.
     pub async fn job(&self, job_id: i64) -> glowworm::wire::JobStatus {
         let reply = self.get(&format!("/v1/jobs/{job_id}")).await;
