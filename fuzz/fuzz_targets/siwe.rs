@@ -31,7 +31,10 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     assert_eq!(message.to_string(), text);
-    assert_eq!(sign_in::parse(&message.to_string()).ok(), Some(message.clone()));
+    assert_eq!(
+        sign_in::parse(&message.to_string()).ok(),
+        Some(message.clone())
+    );
 
     // Checked against what the message itself names (so that every check runs) and against a
     // relay it was not written for.

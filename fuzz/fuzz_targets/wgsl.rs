@@ -27,9 +27,18 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let size = validated.workgroup_size;
-    assert!(size.iter().zip(MAX_WORKGROUP_SIZE).all(|(&s, max)| s <= max));
+    assert!(
+        size.iter()
+            .zip(MAX_WORKGROUP_SIZE)
+            .all(|(&s, max)| s <= max)
+    );
     assert!(size.iter().map(|&s| s as u64).product::<u64>() <= MAX_WORKGROUP_INVOCATIONS as u64);
-    let invocations: u64 = spec.workgroups.iter().chain(&size).map(|&n| n as u64).product();
+    let invocations: u64 = spec
+        .workgroups
+        .iter()
+        .chain(&size)
+        .map(|&n| n as u64)
+        .product();
     assert!(invocations <= MAX_INVOCATIONS);
     for (index, declared) in spec.inputs.iter().enumerate() {
         for bytes in [0, 4, 64, 1 << 20] {
