@@ -152,9 +152,7 @@ fn check_expression_depth(wgsl: &str) -> Result<(), KernelError> {
         match c {
             '\n' => line += 1,
             '/' if chars.peek() == Some(&'/') => {
-                if chars.find(|&c| is_line_break(c)) == Some('\n') {
-                    line += 1;
-                }
+                line += usize::from(chars.find(|&c| is_line_break(c)) == Some('\n'));
             }
             '/' if chars.peek() == Some(&'*') => {
                 chars.next();
