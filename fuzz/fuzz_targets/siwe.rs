@@ -62,9 +62,9 @@ fuzz_target!(|input: &[u8]| {
     let _ = sign_in::check(&message, &own);
     let _ = sign_in::check(&message, &other);
 
-    if let Some(Ok(signature)) = signature.map(std::str::from_utf8) {
-        if let Ok(bytes) = sign_in::parse_wallet_signature(signature, true) {
-            let _ = pollster::block_on(sign_in::check_wallet_signature(&message, &bytes, None));
-        }
+    if let Some(Ok(signature)) = signature.map(std::str::from_utf8)
+        && let Ok(bytes) = sign_in::parse_wallet_signature(signature, true)
+    {
+        let _ = pollster::block_on(sign_in::check_wallet_signature(&message, &bytes, None));
     }
 });
