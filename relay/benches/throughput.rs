@@ -22,7 +22,10 @@
 //! `GLOWWORM_BENCH_RATE` (fixed-rate targets, "5000"; 0 skips them), `GLOWWORM_BENCH_SUSTAINED`
 //! (0: no extra fixed-rate run at 70% of the best closed-loop rate when the target is out of
 //! reach), `GLOWWORM_BENCH_OUT` (the
-//! Markdown table, default `target/bench/relay.md`).
+//! Markdown table, default `target/bench/relay.md`), `GLOWWORM_BENCH_LISTENER` (`axum` serves
+//! with `axum::serve` instead of the relay's own listener), `GLOWWORM_BENCH_LIMITS` (`on`
+//! checks the per-client rate limits, set too high to refuse anything; by default they are off,
+//! since every simulated contributor is on 127.0.0.1).
 
 use bytes::Bytes;
 use glowworm::cache::BlobCache;
@@ -32,7 +35,7 @@ use glowworm::protocol::{self, ProtocolError, Transport};
 use glowworm::signing::ContributorKey;
 use glowworm::wire::{ErrorBody, KernelSource, MatmulShape};
 use glowworm_relay::metrics::{self, Stage};
-use glowworm_relay::{AppState, Config, app, demo, jobs};
+use glowworm_relay::{AppState, Config, app, demo, jobs, serve};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode, header};
@@ -41,7 +44,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,6 +67,11 @@ struct Settings {
     rates: Vec<f64>,
     sustained: bool,
     out: PathBuf,
+    /// `GLOWWORM_BENCH_LISTENER=axum`: serve with `axum::serve` instead of `serve::serve`, to
+    /// compare the two listeners side by side.
+    axum_listener: bool,
+    /// `GLOWWORM_BENCH_LIMITS=on`: rate limits checked (at a rate nothing reaches); off: 0.
+    limits_rate: u32,
 }
 
 impl Settings {
@@ -102,6 +109,12 @@ impl Settings {
             .map(PathBuf::from)
             .unwrap_or_else(|| target.join("bench/relay.md"));
         Settings {
+            axum_listener: var("GLOWWORM_BENCH_LISTENER").is_some_and(|v| v == "axum"),
+            limits_rate: if var("GLOWWORM_BENCH_LIMITS").is_some_and(|v| v == "on") {
+                1_000_000_000
+            } else {
+                0
+            },
             warmup: seconds("GLOWWORM_BENCH_WARMUP", 3.0),
             measure: seconds("GLOWWORM_BENCH_SECONDS", 15.0),
             contributors,
@@ -201,6 +214,8 @@ struct RunReport {
     ledger_rows: i64,
     /// Size of the WAL file at the end of the run.
     wal_bytes: u64,
+    /// The process's memory (relay and load generator) when the run ended.
+    memory: Memory,
 }
 
 /// Counters the contributors share: the leases granted (so the feeder knows how much work is
@@ -233,9 +248,17 @@ fn run(
         demo_m: JOB,
         demo_n: JOB,
         demo_k: K,
+        // Every simulated contributor is on 127.0.0.1, and the closed-loop ones go as fast as
+        // the relay lets them: the per-client rate limits would measure themselves. With
+        // GLOWWORM_BENCH_LIMITS=on they are checked but set too high to refuse anything, to
+        // measure what checking them costs.
+        rate_per_address: settings.limits_rate,
+        burst_per_address: settings.limits_rate,
+        rate_per_key: settings.limits_rate,
+        burst_per_key: settings.limits_rate,
         ..Config::default()
     };
-    let state = AppState::open(config)?;
+    let state = AppState::open(config.clone())?;
     let shared = Arc::new(Shared {
         leases_granted: AtomicU64::new(0),
         stop: AtomicBool::new(false),
@@ -246,7 +269,17 @@ fn run(
     let (addr, server, feeder) = relay_rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
-        let server = tokio::spawn(axum::serve(listener, app(state.clone())).into_future());
+        let router = app(state.clone());
+        let server = if settings.axum_listener {
+            tokio::spawn(async move {
+                let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                axum::serve(listener, service).await.expect("serving");
+            })
+        } else {
+            tokio::spawn(async move {
+                serve::serve(listener, router, &config, std::future::pending()).await;
+            })
+        };
         let created = feed(&state, low_water, 0, &shared).await?;
         let feeder = tokio::spawn(feed_forever(
             state.clone(),
@@ -292,6 +325,7 @@ fn run(
         )?)
     }))?;
     let wal_bytes = std::fs::metadata(dir.path().join("relay.sqlite-wal")).map_or(0, |m| m.len());
+    let memory = Memory::now();
     drop(state);
 
     tally.latencies_us.sort_unstable();
@@ -317,6 +351,7 @@ fn run(
         receipts_total: tally.receipts_total,
         ledger_rows,
         wal_bytes,
+        memory,
     };
     eprintln!(
         "relay bench: {label}: {:.0} results/s, p99 {:.2} ms",
@@ -909,6 +944,16 @@ fn render(settings: &Settings, runs: &[RunReport]) -> String {
         let _ = write!(out, " {:.1} |", run.wal_bytes as f64 / 1e6);
     }
     out.push('\n');
+    let _ = write!(out, "| process memory at the end, MB (peak so far) |");
+    for run in runs {
+        let _ = write!(
+            out,
+            " {:.0} ({:.0}) |",
+            run.memory.resident as f64 / 1e6,
+            run.memory.peak as f64 / 1e6
+        );
+    }
+    out.push('\n');
     let _ = write!(out, "| ledger rows = receipts |");
     for run in runs {
         let ok = run.ledger_rows as u64 == run.receipts_total;
@@ -929,4 +974,30 @@ fn render(settings: &Settings, runs: &[RunReport]) -> String {
          Rerun: `cargo xtask bench relay`."
     );
     out
+}
+
+/// Resident memory of this process, from /proc/self/status (Linux; zeros elsewhere).
+#[derive(Clone, Copy, Default)]
+struct Memory {
+    resident: u64,
+    /// The most resident memory the process has had so far.
+    peak: u64,
+}
+
+impl Memory {
+    fn now() -> Memory {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kib = |field: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(field))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .map_or(0, |n| n * 1024)
+        };
+        Memory {
+            resident: kib("VmRSS:"),
+            peak: kib("VmHWM:"),
+        }
+    }
 }

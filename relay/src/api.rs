@@ -11,7 +11,7 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::leasing;
 use crate::network::ClientNetwork;
 use crate::state::AppState;
-use crate::{embedding, job_api, jobs, links, nonces, partners, results, stats};
+use crate::{embedding, job_api, jobs, limits, links, nonces, partners, results, stats};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -89,7 +89,8 @@ pub fn routes() -> Vec<(Method, &'static str)> {
         .collect()
 }
 
-/// The whole relay as a router: the `/v1` API (CORS, body limit, JSON errors) and the static
+/// The whole relay as a router: the `/v1` API (CORS, rate limits, deadlines, body limit, JSON
+/// errors) and the static
 /// page from `www_dir` for every other path.
 pub fn app(state: AppState) -> Router {
     let mut api = Router::new();
@@ -100,6 +101,14 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/{*rest}", any(no_such_route))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::deadline,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::per_address,
+        ))
         .layer(cors(&state.config));
     let page = ServeDir::new(&state.config.www_dir).append_index_html_on_directories(true);
     let frames = embedding::FrameHeaders::new(&state.config);
@@ -112,24 +121,30 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Browsers may call the API from any origin, unless `cors_origins` lists the allowed ones.
+/// Browsers may call the contributor API from any origin, unless `cors_origins` lists the
+/// allowed ones: pages and widgets on other sites contribute through it. The requester API
+/// ([`is_requester_path`]) is never open to other origins: a page elsewhere must not use a
+/// requester's key that a browser might hold, nor read its jobs.
 fn cors(config: &Config) -> CorsLayer {
-    let origins = if config.cors_origins.is_empty() {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(
-            config
-                .cors_origins
-                .iter()
-                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
-        )
-    };
+    let allowed: Vec<HeaderValue> = config
+        .cors_origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    let origins = AllowOrigin::predicate(move |origin, request| {
+        !is_requester_path(request.uri.path()) && (allowed.is_empty() || allowed.contains(origin))
+    });
     CorsLayer::new()
         .allow_origin(origins)
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::CONTENT_TYPE])
         .expose_headers([header::RETRY_AFTER])
         .max_age(Duration::from_secs(3600))
+}
+
+/// Whether a path belongs to the requester API (API key, never cross-origin).
+pub fn is_requester_path(path: &str) -> bool {
+    path == "/v1/jobs" || path.starts_with("/v1/jobs/")
 }
 
 async fn no_such_route() -> ApiError {
@@ -183,8 +198,10 @@ async fn create_lease(
     ClientNetwork(network): ClientNetwork,
     ApiJson(request): ApiJson<LeaseRequest>,
 ) -> Result<Response, ApiError> {
+    let public_key = canonical_key(&request.public_key)?;
+    limit_contributor(&state, &public_key)?;
     let asker = leasing::Asker {
-        public_key: canonical_key(&request.public_key)?,
+        public_key,
         network,
         adapter_class: request.adapter.as_ref().map(adapter_class).transpose()?,
     };
@@ -231,6 +248,7 @@ async fn release_lease(
     ApiJson(request): ApiJson<ReleaseRequest>,
 ) -> Result<Json<ReleaseReceipt>, ApiError> {
     let key = canonical_key(&request.public_key)?;
+    limit_contributor(&state, &key)?;
     let now = state.now_ms();
     state.leases.forget(&lease_id);
     state
@@ -244,7 +262,13 @@ async fn submit_result(
     State(state): State<AppState>,
     ApiJson(submission): ApiJson<ResultSubmission>,
 ) -> Result<Json<ResultReceipt>, ApiError> {
+    limit_contributor(&state, &canonical_key(&submission.public_key)?)?;
     Ok(Json(results::submit(&state, submission).await?))
+}
+
+/// The per-key rate limit of a contributor's (canonical) public key.
+fn limit_contributor(state: &AppState, key: &str) -> Result<(), ApiError> {
+    state.limits.check_key(&format!("contributor:{key}"))
 }
 
 fn parse_hash(text: &str) -> Result<ContentHash, ApiError> {

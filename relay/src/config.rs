@@ -38,8 +38,26 @@ pub struct Config {
     pub max_upload_bytes: usize,
     /// The quota of a new API key: most units of its queued jobs at once.
     pub default_quota_units: u64,
-    /// Origins allowed to call the API from a browser; empty means any origin.
+    /// Origins allowed to call the contributor API from a browser; empty means any origin.
+    /// Requester endpoints (`/v1/jobs...`) are never open to other origins.
     pub cors_origins: Vec<String>,
+    // --- Abuse (crate::limits, crate::serve) ---
+    /// Requests per second from one IPv4 address or IPv6 /64; 0 means no limit.
+    pub rate_per_address: u32,
+    /// Requests one address may make at once before its rate applies.
+    pub burst_per_address: u32,
+    /// Requests per second with one contributor key or requester API key; 0 means no limit.
+    pub rate_per_key: u32,
+    /// Requests one key may make at once before its rate applies.
+    pub burst_per_key: u32,
+    /// Seconds a request, body included, may take before it is answered 408.
+    pub request_timeout_seconds: u64,
+    /// The same for job uploads (`POST /v1/jobs`).
+    pub upload_timeout_seconds: u64,
+    /// Seconds a client has to send a request's headers before its connection is closed.
+    pub header_timeout_seconds: u64,
+    /// Most connections open at once; more wait to be accepted.
+    pub max_connections: u32,
     /// The domain (host, or host:port) Sign-In with Ethereum messages must name to link a
     /// wallet; unset means the Host of the link request itself.
     pub siwe_domain: Option<String>,
@@ -106,6 +124,14 @@ impl Default for Config {
             max_upload_bytes: 256 << 20,
             default_quota_units: 100_000,
             cors_origins: Vec::new(),
+            rate_per_address: 200,
+            burst_per_address: 400,
+            rate_per_key: 100,
+            burst_per_key: 200,
+            request_timeout_seconds: 30,
+            upload_timeout_seconds: 600,
+            header_timeout_seconds: 10,
+            max_connections: 10_000,
             siwe_domain: None,
             siwe_chain_ids: Vec::new(),
             eth_rpc_url: None,
@@ -199,6 +225,33 @@ pub struct ServeArgs {
     /// [env: GLOWWORM_CORS_ORIGINS, comma-separated]
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
+    /// Requests per second from one IPv4 address or IPv6 /64, 0 for no limit
+    /// [env: GLOWWORM_RATE_PER_ADDRESS]
+    #[arg(long, value_name = "N")]
+    pub rate_per_address: Option<u32>,
+    /// Burst of requests one address may make [env: GLOWWORM_BURST_PER_ADDRESS]
+    #[arg(long, value_name = "N")]
+    pub burst_per_address: Option<u32>,
+    /// Requests per second with one contributor or API key, 0 for no limit
+    /// [env: GLOWWORM_RATE_PER_KEY]
+    #[arg(long, value_name = "N")]
+    pub rate_per_key: Option<u32>,
+    /// Burst of requests one key may make [env: GLOWWORM_BURST_PER_KEY]
+    #[arg(long, value_name = "N")]
+    pub burst_per_key: Option<u32>,
+    /// Seconds to receive and serve a request before answering 408
+    /// [env: GLOWWORM_REQUEST_TIMEOUT_SECONDS]
+    #[arg(long, value_name = "N")]
+    pub request_timeout_seconds: Option<u64>,
+    /// The same for job uploads [env: GLOWWORM_UPLOAD_TIMEOUT_SECONDS]
+    #[arg(long, value_name = "N")]
+    pub upload_timeout_seconds: Option<u64>,
+    /// Seconds a client has to send its request headers [env: GLOWWORM_HEADER_TIMEOUT_SECONDS]
+    #[arg(long, value_name = "N")]
+    pub header_timeout_seconds: Option<u64>,
+    /// Most connections open at once [env: GLOWWORM_MAX_CONNECTIONS]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<u32>,
     /// Domain that wallet sign-in messages must name (default: the request's Host)
     /// [env: GLOWWORM_SIWE_DOMAIN]
     #[arg(long, value_name = "HOST[:PORT]")]
@@ -330,6 +383,30 @@ impl Config {
                 .map(String::from)
                 .collect();
         }
+        set_from_env(env, "GLOWWORM_RATE_PER_ADDRESS", &mut self.rate_per_address)?;
+        set_from_env(
+            env,
+            "GLOWWORM_BURST_PER_ADDRESS",
+            &mut self.burst_per_address,
+        )?;
+        set_from_env(env, "GLOWWORM_RATE_PER_KEY", &mut self.rate_per_key)?;
+        set_from_env(env, "GLOWWORM_BURST_PER_KEY", &mut self.burst_per_key)?;
+        set_from_env(
+            env,
+            "GLOWWORM_REQUEST_TIMEOUT_SECONDS",
+            &mut self.request_timeout_seconds,
+        )?;
+        set_from_env(
+            env,
+            "GLOWWORM_UPLOAD_TIMEOUT_SECONDS",
+            &mut self.upload_timeout_seconds,
+        )?;
+        set_from_env(
+            env,
+            "GLOWWORM_HEADER_TIMEOUT_SECONDS",
+            &mut self.header_timeout_seconds,
+        )?;
+        set_from_env(env, "GLOWWORM_MAX_CONNECTIONS", &mut self.max_connections)?;
         if let Some(domain) = env("GLOWWORM_SIWE_DOMAIN") {
             self.siwe_domain = Some(domain.trim().to_string()).filter(|s| !s.is_empty());
         }
@@ -426,6 +503,23 @@ impl Config {
         if !args.cors_origins.is_empty() {
             self.cors_origins = args.cors_origins.clone();
         }
+        set(&args.rate_per_address, &mut self.rate_per_address);
+        set(&args.burst_per_address, &mut self.burst_per_address);
+        set(&args.rate_per_key, &mut self.rate_per_key);
+        set(&args.burst_per_key, &mut self.burst_per_key);
+        set(
+            &args.request_timeout_seconds,
+            &mut self.request_timeout_seconds,
+        );
+        set(
+            &args.upload_timeout_seconds,
+            &mut self.upload_timeout_seconds,
+        );
+        set(
+            &args.header_timeout_seconds,
+            &mut self.header_timeout_seconds,
+        );
+        set(&args.max_connections, &mut self.max_connections);
         if args.siwe_domain.is_some() {
             self.siwe_domain = args.siwe_domain.clone();
         }
@@ -491,6 +585,16 @@ impl Config {
                     "cors origin {origin:?} is not a valid header value"
                 )));
             }
+        }
+        if self.request_timeout_seconds == 0
+            || self.upload_timeout_seconds == 0
+            || self.header_timeout_seconds == 0
+            || self.max_connections == 0
+        {
+            return invalid(
+                "request_timeout_seconds, upload_timeout_seconds, header_timeout_seconds and \
+                 max_connections must be at least 1",
+            );
         }
         if self.nonce_seconds == 0 || self.max_pending_nonces == 0 {
             return invalid("nonce_seconds and max_pending_nonces must be at least 1");

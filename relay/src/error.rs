@@ -2,8 +2,8 @@
 //!
 //! Every refusal is an [`ApiError`]: a status, a stable machine-readable code and a message for
 //! people, sent as [`glowworm::wire::ErrorBody`]. Database and other internal failures are logged
-//! and answered with 500 `internal` (503 `unavailable` when the database is busy), never with
-//! their details.
+//! and answered with 500 `internal` (503 `unavailable` when the database is busy, 503
+//! `storage_unavailable` when the disk is full or failing), never with their details.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -20,6 +20,12 @@ pub enum ApiError {
         status: StatusCode,
         code: &'static str,
         message: String,
+    },
+    /// Too many requests from one address or with one key ([`crate::limits`]); 429.
+    #[error("rate limited: {message}")]
+    RateLimited {
+        message: String,
+        retry_after_seconds: u64,
     },
     /// The database failed.
     #[error("database error: {0}")]
@@ -53,7 +59,11 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Refused { status, code, .. } => (*status, code),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Database(e) if is_busy(e) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Database(e) if is_storage_failure(e) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+            }
             ApiError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
             ApiError::Database(_) | ApiError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
@@ -70,14 +80,30 @@ fn is_busy(error: &rusqlite::Error) -> bool {
     )
 }
 
+/// Whether SQLite could not write its files: a full disk, an I/O error, a read-only file.
+fn is_storage_failure(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(
+            rusqlite::ErrorCode::DiskFull
+                | rusqlite::ErrorCode::SystemIoFailure
+                | rusqlite::ErrorCode::ReadOnly
+                | rusqlite::ErrorCode::CannotOpen
+        )
+    )
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let message = match &self {
-            ApiError::Refused { message, .. } => message.clone(),
-            ApiError::Storage(_) => {
+            ApiError::Refused { message, .. } | ApiError::RateLimited { message, .. } => {
+                message.clone()
+            }
+            _ if code == "storage_unavailable" => {
                 tracing::error!("{self}");
-                "the relay cannot write its blob store (is the disk full?); try again later"
+                "the relay cannot write its storage (is the disk full?); nothing was lost, try \
+                 again later"
                     .to_string()
             }
             _ if status == StatusCode::SERVICE_UNAVAILABLE => {
@@ -95,12 +121,23 @@ impl IntoResponse for ApiError {
                 message,
             },
         };
+        let retry_after = match &self {
+            ApiError::RateLimited {
+                retry_after_seconds,
+                ..
+            } => Some(*retry_after_seconds),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE
+                || status == StatusCode::TOO_MANY_REQUESTS =>
+            {
+                Some(1)
+            }
+            _ => None,
+        };
         let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
     }

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use glowworm_relay::{AppState, Config, ServeArgs, app, demo, requesters};
+use glowworm_relay::{AppState, Config, ServeArgs, app, demo, requesters, serve};
 use std::io::{IsTerminal, Write};
 use tracing_subscriber::EnvFilter;
 
@@ -163,13 +163,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     writeln!(stdout, "Glowworm relay listening on http://{address}")?;
     stdout.flush()?;
 
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving")?;
+    serve::serve(listener, app(state), &config, shutdown_signal()).await;
     tracing::info!("relay stopped");
     Ok(())
 }

@@ -5,9 +5,11 @@
 //! replica of a unit and agree with themselves. The address is the TCP peer's; behind a reverse
 //! proxy, `trust_forwarded_for` takes the first address of `X-Forwarded-For` instead.
 
+use crate::config::Config;
 use crate::state::AppState;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
+use axum::http::{Extensions, HeaderMap};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 
@@ -20,20 +22,25 @@ impl FromRequestParts<AppState> for ClientNetwork {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
-        let forwarded = state
-            .config
-            .trust_forwarded_for
-            .then(|| parts.headers.get("x-forwarded-for"))
-            .flatten()
-            .and_then(|value| value.to_str().ok())
-            .and_then(|list| list.split(',').next())
-            .and_then(|first| first.trim().parse::<IpAddr>().ok());
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(address)| address.ip());
-        Ok(ClientNetwork(forwarded.or(peer).map(network_of)))
+        let address = client_ip(&state.config, &parts.headers, &parts.extensions);
+        Ok(ClientNetwork(address.map(network_of)))
     }
+}
+
+/// The client's address: the TCP peer's, or with `trust_forwarded_for` the first address of
+/// `X-Forwarded-For`. `None` for requests made without a socket.
+pub fn client_ip(config: &Config, headers: &HeaderMap, extensions: &Extensions) -> Option<IpAddr> {
+    let forwarded = config
+        .trust_forwarded_for
+        .then(|| headers.get("x-forwarded-for"))
+        .flatten()
+        .and_then(|value| value.to_str().ok())
+        .and_then(|list| list.split(',').next())
+        .and_then(|first| first.trim().parse::<IpAddr>().ok());
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip());
+    forwarded.or(peer)
 }
 
 /// "a.b.c.0/24" for IPv4 (and IPv4-mapped IPv6), "xxxx:xxxx:xxxx:xxxx::/64" for IPv6.

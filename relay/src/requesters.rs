@@ -221,5 +221,8 @@ pub async fn of_request(
         })?
         .to_string();
     let requester = state.db.read(move |conn| authenticate(conn, &key)).await?;
+    state
+        .limits
+        .check_key(&format!("requester:{}", requester.id))?;
     Ok(Some(requester))
 }

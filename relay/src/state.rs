@@ -1,10 +1,12 @@
-//! The state every request handler shares: settings, database, clock and recent leases.
+//! The state every request handler shares: settings, database, clock, recent leases and rate
+//! limits.
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::OpenError;
 use crate::leasing::RecentLeases;
+use crate::limits::Limits;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -14,6 +16,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Leases issued lately, so a result's first checks need no database read.
     pub leases: Arc<RecentLeases>,
+    /// Rate limits per client address and per key.
+    pub limits: Arc<Limits>,
 }
 
 impl AppState {
@@ -27,6 +31,7 @@ impl AppState {
         config.validate()?;
         let db = Db::open(&config.database)?;
         Ok(AppState {
+            limits: Arc::new(Limits::new(&config)),
             config: Arc::new(config),
             db,
             clock,

@@ -232,7 +232,13 @@ async fn any_origin_may_call_the_api_unless_origins_are_listed() {
     let open = TestRelay::new();
     let reply = open.send(preflight("https://somewhere.example")).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.headers["access-control-allow-origin"], "*");
+    // The caller's origin is echoed (with Vary: Origin), since the requester API answers no
+    // other origin and a bare "*" could not say so per path.
+    assert_eq!(
+        reply.headers["access-control-allow-origin"],
+        "https://somewhere.example"
+    );
+    assert!(reply.headers["vary"].to_str().unwrap().contains("origin"));
     let methods = reply.headers["access-control-allow-methods"]
         .to_str()
         .unwrap();
@@ -245,7 +251,10 @@ async fn any_origin_may_call_the_api_unless_origins_are_listed() {
                 .unwrap(),
         )
         .await;
-    assert_eq!(simple.headers["access-control-allow-origin"], "*");
+    assert_eq!(
+        simple.headers["access-control-allow-origin"],
+        "https://somewhere.example"
+    );
 
     let closed = TestRelay::with_config(|c| c.cors_origins = vec!["https://ok.example".into()]);
     let allowed = closed.send(preflight("https://ok.example")).await;

@@ -61,11 +61,14 @@ export async function netlifyCsp() {
 
 // --- The relay --------------------------------------------------------------------------------
 
-/** Starts the relay on a free port with a fresh database; resolves once it prints its URL. */
-export async function startRelay(workDir, extraArgs = []) {
+/**
+ * Starts the relay on a free port (or on `listen`, such as the address of a relay that was
+ * killed) with the database in `workDir`; resolves once it prints its URL.
+ */
+export async function startRelay(workDir, extraArgs = [], { listen = '127.0.0.1:0' } = {}) {
   const args = [
     'serve',
-    '--listen', '127.0.0.1:0',
+    '--listen', listen,
     '--database', path.join(workDir, 'db.sqlite'),
     '--www-dir', WWW,
     ...extraArgs,

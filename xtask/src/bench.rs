@@ -10,6 +10,12 @@
 //!   canaries and reputation: what is caught, what reaches job outputs, and the overhead.
 //! - browser: `tests/bench/browser.mjs`, wasm size, kernels in headless Chromium, and the time
 //!   from click to first verified result.
+//! - faults: `relay/tests/crash`, the relay binary killed with SIGKILL at 50 random points under
+//!   load (`GLOWWORM_CRASH_KILLS` changes it) and restarted: kill points tried and invariant
+//!   violations found (`target/bench/faults.md`).
+//! - load: the relay benchmark held for 5 minutes (`GLOWWORM_LOAD_SECONDS`) with 1,000
+//!   simulated contributors: sustained results/s, errors, p99 latency and the process's memory
+//!   (`target/bench/load.md`).
 
 use crate::{deps, process, wasm};
 use anyhow::Result;
@@ -22,6 +28,8 @@ pub enum Which {
     Freivalds,
     Verification,
     Browser,
+    Faults,
+    Load,
 }
 
 pub fn run(root: &Path, which: &[Which]) -> Result<()> {
@@ -31,6 +39,8 @@ pub fn run(root: &Path, which: &[Which]) -> Result<()> {
         Which::Freivalds,
         Which::Verification,
         Which::Browser,
+        Which::Faults,
+        Which::Load,
     ];
     let chosen = if which.is_empty() { &all[..] } else { which };
     std::fs::create_dir_all(root.join("target/bench"))?;
@@ -60,6 +70,47 @@ pub fn run(root: &Path, which: &[Which]) -> Result<()> {
             Which::Verification => {
                 process::step("Benchmark: verification under attack");
                 process::cargo(&["bench", "-p", "glowworm-relay", "--bench", "verification"])?;
+            }
+            Which::Faults => {
+                process::step("Benchmark: faults survived (SIGKILL under load)");
+                let kills = std::env::var_os("GLOWWORM_CRASH_KILLS").unwrap_or_else(|| "50".into());
+                let out = root.join("target/bench/faults.md");
+                process::cargo_with_env(
+                    &[
+                        "test",
+                        "--release",
+                        "-p",
+                        "glowworm-relay",
+                        "--test",
+                        "crash",
+                        "--",
+                        "--nocapture",
+                    ],
+                    &[
+                        ("GLOWWORM_CRASH_KILLS", kills.as_os_str()),
+                        ("GLOWWORM_CRASH_OUT", out.as_os_str()),
+                    ],
+                )?;
+            }
+            Which::Load => {
+                process::step("Benchmark: load held by 1,000 contributors");
+                let seconds =
+                    std::env::var_os("GLOWWORM_LOAD_SECONDS").unwrap_or_else(|| "300".into());
+                let out = root.join("target/bench/load.md");
+                process::cargo_with_env(
+                    &["bench", "-p", "glowworm-relay", "--bench", "throughput"],
+                    &[
+                        ("GLOWWORM_BENCH_SECONDS", seconds.as_os_str()),
+                        ("GLOWWORM_BENCH_CONTRIBUTORS", "1000".as_ref()),
+                        ("GLOWWORM_BENCH_RATE", "0".as_ref()),
+                        ("GLOWWORM_BENCH_SUSTAINED", "0".as_ref()),
+                        (
+                            "GLOWWORM_BENCH_LABEL",
+                            "load held by 1,000 contributors".as_ref(),
+                        ),
+                        ("GLOWWORM_BENCH_OUT", out.as_os_str()),
+                    ],
+                )?;
             }
             Which::Browser => {
                 deps::require_chromium()?;

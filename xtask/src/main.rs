@@ -5,7 +5,7 @@
 //! - `cargo xtask test`: installs what the tests need, builds, and runs every test: Rust unit and
 //!   integration tests (kernels on lavapipe) and the headless-Chromium end-to-end tests, then
 //!   fuzzes each decoder of outside input for a few seconds.
-//! - `cargo xtask bench [relay|kernels|freivalds|verification|browser]`: benchmarks, each printing a table
+//! - `cargo xtask bench [relay|kernels|freivalds|verification|browser|faults]`: benchmarks, each printing a table
 //!   and writing it to `target/bench/<name>.md`.
 //! - `cargo xtask fuzz [--seconds N] [TARGET...]`: the fuzz targets in `fuzz/`, each for N
 //!   seconds, printing a table and writing it to `target/bench/fuzz.md`. `cargo xtask test` ends
@@ -45,7 +45,8 @@ enum Command {
     Lint,
     /// Run the benchmarks; each prints a table and writes it to target/bench/<name>.md.
     Bench {
-        /// Which to run (default: all): relay, kernels, freivalds, browser.
+        /// Which to run (default: all): relay, kernels, freivalds, verification, browser, faults,
+        /// load.
         #[arg(value_enum)]
         which: Vec<bench::Which>,
     },

@@ -1,0 +1,354 @@
+//! Abuse and failing storage: rate limits per address and per key, CORS closed on requester
+//! endpoints, slow clients cut off, and a locked database or a full disk answered with 503
+//! and recovered from, with nothing already stored lost.
+//!
+//! The listener tests run the real `serve::serve` on 127.0.0.1 port 0.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use common::{Contributor, Reply, TestRelay};
+use glowworm_relay::{Config, app, requesters, serve};
+use serde_json::Value;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The relay of `relay` served on a real listener; returns its address.
+async fn listen(relay: &TestRelay) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let router = app(relay.state.clone());
+    let config = (*relay.state.config).clone();
+    tokio::spawn(async move {
+        serve::serve(listener, router, &config, std::future::pending()).await;
+    });
+    address
+}
+
+/// A client whose connections come from `local` (any 127.x.y.z is this machine).
+fn client_from(local: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(local.parse::<IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+async fn error_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (status, body["error"]["code"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn an_address_over_its_rate_gets_429_and_other_addresses_carry_on() {
+    let relay = TestRelay::with_config(|c| {
+        c.rate_per_address = 1;
+        c.burst_per_address = 5;
+    });
+    let address = listen(&relay).await;
+    let url = format!("http://{address}/v1/health");
+    let greedy = client_from("127.0.0.1");
+    for _ in 0..5 {
+        assert_eq!(greedy.get(&url).send().await.unwrap().status(), 200);
+    }
+    let refused = greedy.get(&url).send().await.unwrap();
+    let retry_after: u64 = refused.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(error_code(refused).await, (429, "rate_limited".into()));
+
+    let other = client_from("127.0.0.2");
+    assert_eq!(other.get(&url).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_contributor_key_over_its_rate_gets_429_and_other_keys_carry_on() {
+    let relay = TestRelay::with_config(|c| {
+        c.rate_per_key = 1;
+        c.burst_per_key = 3;
+    });
+    let greedy = Contributor::new();
+    for _ in 0..3 {
+        // No work is queued: 204, but the request counts.
+        assert_eq!(
+            greedy.lease_reply(&relay).await.status,
+            StatusCode::NO_CONTENT
+        );
+    }
+    greedy
+        .lease_reply(&relay)
+        .await
+        .assert_error(429, "rate_limited");
+    let other = Contributor::new();
+    assert_eq!(
+        other.lease_reply(&relay).await.status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn a_requester_key_over_its_rate_gets_429() {
+    let relay = TestRelay::with_config(|c| {
+        c.rate_per_key = 1;
+        c.burst_per_key = 2;
+    });
+    let now = relay.clock_now();
+    let key = relay
+        .state
+        .db
+        .call(move |conn| {
+            let (key, _) = requesters::create(conn, "lab", 100, now)
+                .map_err(|e| glowworm_relay::ApiError::Internal(e.to_string()))?;
+            Ok(key)
+        })
+        .await
+        .unwrap();
+    let list = || {
+        Request::get("/v1/jobs")
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    for _ in 0..2 {
+        assert_eq!(relay.send(list()).await.status, StatusCode::OK);
+    }
+    relay.send(list()).await.assert_error(429, "rate_limited");
+}
+
+/// A CORS preflight from another site for `method path`.
+async fn preflight(relay: &TestRelay, method: &str, path: &str) -> Reply {
+    relay
+        .send(
+            Request::options(path)
+                .header(header::ORIGIN, "https://blog.example")
+                .header(header::ACCESS_CONTROL_REQUEST_METHOD, method)
+                .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "content-type")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn requester_endpoints_are_closed_to_other_origins_and_contributor_endpoints_open() {
+    let relay = TestRelay::new();
+    let open = preflight(&relay, "POST", "/v1/leases").await;
+    assert_eq!(
+        open.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://blog.example"
+    );
+    for path in ["/v1/jobs", "/v1/jobs/1", "/v1/jobs/1/result"] {
+        let closed = preflight(&relay, "GET", path).await;
+        assert!(
+            !closed
+                .headers
+                .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+            "{path} must not be open to other origins: {:?}",
+            closed.headers
+        );
+    }
+    // A plain cross-origin GET of the requester API gets no CORS header either, so the
+    // browser keeps the reply from the other site's page.
+    let reply = relay
+        .send(
+            Request::get("/v1/jobs")
+                .header(header::ORIGIN, "https://blog.example")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert!(
+        !reply
+            .headers
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    );
+    reply.assert_error(401, "missing_api_key");
+}
+
+/// Reads until the server closes the connection; returns what it sent and how long it took.
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Duration) {
+    let start = Instant::now();
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(limit, stream.read_to_end(&mut received)).await;
+    assert!(
+        read.is_ok(),
+        "the relay kept a stalled connection open for {limit:?}"
+    );
+    (
+        String::from_utf8_lossy(&received).into_owned(),
+        start.elapsed(),
+    )
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_in_its_headers_is_disconnected() {
+    let relay = TestRelay::with_config(|c| c.header_timeout_seconds = 1);
+    let address = listen(&relay).await;
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"GET /v1/health HTTP/1.1\r\nHost: relay\r\n")
+        .await
+        .unwrap();
+    let (_, after) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(
+        after >= Duration::from_millis(900),
+        "closed after {after:?}"
+    );
+
+    // The relay still serves everyone else.
+    let health = reqwest::get(format!("http://{address}/v1/health"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_in_its_body_gets_408() {
+    let relay = TestRelay::with_config(|c| c.request_timeout_seconds = 1);
+    let address = listen(&relay).await;
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(
+            b"POST /v1/leases HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"public_key\":",
+        )
+        .await
+        .unwrap();
+    let (reply, after) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "reply: {reply}");
+    assert!(reply.contains("\"request_timeout\""), "reply: {reply}");
+    assert!(after < Duration::from_secs(5), "answered after {after:?}");
+}
+
+/// Queues a demo job and has `contributor` compute all of it, so there is something stored
+/// to keep.
+async fn earn_a_job(relay: &TestRelay, contributor: &Contributor) {
+    relay.queue_demo_job().await;
+    while let Some(lease) = contributor.lease(relay).await {
+        assert!(contributor.complete(relay, &lease).await.credited > 0);
+    }
+}
+
+#[tokio::test]
+async fn a_locked_database_answers_503_and_the_relay_recovers() {
+    let relay = TestRelay::new();
+    let contributor = Contributor::new();
+    earn_a_job(&relay, &contributor).await;
+    let before = relay.footprint().await;
+
+    // Another process holds the write lock (a backup tool, an operator's sqlite3 shell).
+    let holder = rusqlite::Connection::open(&relay.state.config.database).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let reply = contributor.lease_reply(&relay).await;
+    reply.assert_error(503, "unavailable");
+    assert_eq!(reply.headers[header::RETRY_AFTER], "1");
+    // Reads go on meanwhile: the balance is still there.
+    assert!(contributor.balance(&relay).await > 0);
+    holder.execute_batch("COMMIT").unwrap();
+
+    assert_eq!(
+        relay.footprint().await,
+        before,
+        "nothing stored was lost or changed"
+    );
+    let balance = contributor.balance(&relay).await;
+    earn_a_job(&relay, &contributor).await;
+    assert!(
+        contributor.balance(&relay).await > balance,
+        "the relay recovered"
+    );
+}
+
+/// A tmpfs of `bytes` mounted at `dir` for the life of the value (needs root).
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, bytes: u64) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| SmallDisk {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Fills the disk with one file; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.write_all(&[0; 1]);
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_503_and_the_relay_recovers_when_space_returns() {
+    let scratch = tempfile::TempDir::new().unwrap();
+    let Some(disk) = SmallDisk::mount(&scratch.path().join("disk"), 8 << 20) else {
+        eprintln!(
+            "SKIPPED: mounting a small tmpfs needs root (run the tests as root, as CI does, to \
+             check the full-disk behaviour)"
+        );
+        return;
+    };
+    let database = disk.dir.join("relay.sqlite");
+    let relay = TestRelay::with_config(|c: &mut Config| c.database = database.clone());
+    let contributor = Contributor::new();
+    earn_a_job(&relay, &contributor).await;
+    let before = relay.footprint().await;
+    let balance = contributor.balance(&relay).await;
+
+    let filler = disk.fill();
+    // A new job cannot be stored; every unit leased must still be answered properly.
+    let job = glowworm_relay::demo::tick(&relay.state).await;
+    let error = job.expect_err("no room for a new job's blobs");
+    assert_eq!(
+        error.status_and_code(),
+        (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
+        "{error}"
+    );
+    let reply = contributor.lease_reply(&relay).await;
+    assert!(
+        reply.status == StatusCode::NO_CONTENT || reply.status == StatusCode::SERVICE_UNAVAILABLE,
+        "a lease on a full disk: {} {}",
+        reply.status,
+        String::from_utf8_lossy(&reply.body)
+    );
+    if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+        reply.assert_error(503, "storage_unavailable");
+    }
+    assert_eq!(contributor.balance(&relay).await, balance, "reads go on");
+
+    std::fs::remove_file(filler).unwrap();
+    assert_eq!(
+        relay.footprint().await,
+        before,
+        "nothing stored was lost or changed"
+    );
+    earn_a_job(&relay, &contributor).await;
+    assert!(contributor.balance(&relay).await > balance);
+}
