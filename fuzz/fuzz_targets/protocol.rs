@@ -15,13 +15,15 @@
 //!
 //! The input as text is also tried as the path parameters the relay parses: a content hash
 //! (`/v1/blobs/{hash}`), a public key (`/v1/contributors/{key}`), an address
-//! (`/v1/accounts/{address}`).
+//! (`/v1/accounts/{address}`); and as an `X-Forwarded-For` header (`network::client_ip`, with
+//! `trust_forwarded_for`).
 //!
 //! Properties: nothing panics; every request that decodes encodes and decodes to the same value;
 //! the decoders that have an encoder round-trip; the relay's and the crate's EIP-55 checks agree.
 
 #![no_main]
 
+use axum::http::{Extensions, HeaderMap, HeaderValue};
 use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes, from_base64, to_base64};
 use glowworm::hash::ContentHash;
 use glowworm::link::checksum_address;
@@ -30,6 +32,7 @@ use glowworm::wire::{JobSpec, LeaseRequest, LinkRequest, ReleaseRequest, ResultS
 use glowworm_relay::Config;
 use glowworm_relay::accounts::canonical_address;
 use glowworm_relay::contributors::canonical_key;
+use glowworm_relay::network::{client_ip, network_of};
 use glowworm_relay::partners::{attribution, canonical_origin};
 use glowworm_relay::sign_in::parse_wallet_signature;
 use libfuzzer_sys::fuzz_target;
@@ -87,6 +90,7 @@ fuzz_target!(|body: &[u8]| {
             assert_eq!(canonical_origin(&origin), Ok(origin.clone()));
         }
     }
+    check_forwarded_for(body);
 });
 
 /// `body` decoded as `T`, if it is one; it must encode and decode to the same JSON again.
@@ -113,5 +117,25 @@ fn check_address(text: &str) {
     assert_eq!(relay, checksum_address(text).ok());
     if let Some(address) = relay {
         assert_eq!(canonical_address(&address).ok(), Some(address));
+    }
+}
+
+/// A client address read from `X-Forwarded-For` falls in a /24 or /64 network.
+fn check_forwarded_for(header: &[u8]) {
+    let Ok(value) = HeaderValue::from_bytes(header) else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("x-forwarded-for", value);
+    let config = Config {
+        trust_forwarded_for: true,
+        ..Config::default()
+    };
+    if let Some(ip) = client_ip(&config, &headers, &Extensions::new()) {
+        let network = network_of(ip);
+        assert!(
+            network.ends_with("/24") || network.ends_with("/64"),
+            "{network}"
+        );
     }
 }
