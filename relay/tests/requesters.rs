@@ -759,7 +759,7 @@ async fn kernels_that_do_not_fit_their_declaration_are_refused() {
     huge_dispatch.workgroups = [65_535, 65_535, 1];
     let mut uneven = samples::saxpy_spec(64, 3);
     uneven.units = 3;
-    // Found by the `wgsl` fuzz target: a chain this deep overflowed naga's stack and aborted
+    // Found with the `wgsl` fuzz target: a chain this deep overflowed naga's stack and aborted
     // the relay.
     let mut too_deep = samples::saxpy_spec(64, 1);
     too_deep.wgsl = too_deep.wgsl.replace(

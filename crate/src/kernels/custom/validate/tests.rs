@@ -302,8 +302,9 @@ fn saxpy_with(expression: &str) -> KernelSpec {
 
 #[test]
 fn deep_expressions_are_refused_before_they_overflow_the_stack() {
-    // Found by the `wgsl` fuzz target: naga lowers expressions recursively, and chains like
-    // these, within 64 KiB, overflowed the stack and aborted the process.
+    // Found with the `wgsl` fuzz target, on inputs written to probe naga's recursion: naga
+    // lowers expressions recursively, and chains like these, within 64 KiB, overflowed the stack
+    // and aborted the process.
     let deep = [
         format!("select(0.0, 1.0, {}true)", "!".repeat(20_000)),
         format!("x{}", "[0]".repeat(20_000)),
