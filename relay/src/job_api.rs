@@ -242,8 +242,8 @@ fn matmul_inputs(
 }
 
 /// One matrix: its (rows, columns) and data, from a 2-D .npy or raw f32 of the `declared`
-/// size.
-fn matrix<'a>(
+/// size. Public for the `npy` fuzz target.
+pub fn matrix<'a>(
     name: &str,
     bytes: &'a [u8],
     declared: Option<(u32, u32)>,

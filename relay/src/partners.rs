@@ -71,7 +71,16 @@ pub fn canonical_origin(text: &str) -> Result<String, String> {
             "{text:?}: an origin is scheme://host[:port], without path, query or user"
         ));
     }
-    Ok(url.origin().ascii_serialization())
+    // IDNA can make the host longer (punycode): the canonical form must fit too, or the relay
+    // would refuse the very origin it stored.
+    let canonical = url.origin().ascii_serialization();
+    if canonical.len() > MAX_ORIGIN_LEN {
+        return Err(format!(
+            "{text:?}: its canonical form is {} characters, more than the {MAX_ORIGIN_LEN} accepted",
+            canonical.len()
+        ));
+    }
+    Ok(canonical)
 }
 
 /// Checks the partner settings; [`Config::validate`] calls it.
@@ -290,5 +299,17 @@ mod tests {
             assert!(canonical_origin(bad).is_err(), "{bad:?} is refused");
         }
         assert!(canonical_origin(&format!("https://{}.example", "a".repeat(300))).is_err());
+    }
+
+    #[test]
+    fn a_canonical_origin_is_itself_accepted() {
+        // Found by the `protocol` fuzz target: 255 characters, but 260 once the host is punycode
+        // ("https://xn--aaa…-…"); the relay stored an origin it would refuse.
+        let long = format!("https://{}\u{e9}\u{e9}", "a".repeat(243));
+        assert!(long.len() <= MAX_ORIGIN_LEN);
+        assert!(canonical_origin(&long).is_err());
+        let idna = canonical_origin("https://b\u{fc}cher.example").unwrap();
+        assert_eq!(idna, "https://xn--bcher-kva.example");
+        assert_eq!(canonical_origin(&idna), Ok(idna.clone()));
     }
 }

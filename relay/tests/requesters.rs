@@ -745,6 +745,13 @@ async fn kernels_that_do_not_fit_their_declaration_are_refused() {
     huge_dispatch.workgroups = [65_535, 65_535, 1];
     let mut uneven = samples::saxpy_spec(64, 3);
     uneven.units = 3;
+    // Found with the `wgsl` fuzz target: a chain this deep overflowed naga's stack and aborted
+    // the relay.
+    let mut too_deep = samples::saxpy_spec(64, 1);
+    too_deep.wgsl = too_deep.wgsl.replace(
+        "out[i] = A * x[i] + y[i];",
+        &format!("out[i] = select(0.0, 1.0, {}true);", "!".repeat(30_000)),
+    );
     let cases = [
         (
             "a binding the shader does not have",
@@ -760,6 +767,11 @@ async fn kernels_that_do_not_fit_their_declaration_are_refused() {
             "inputs that do not split into units",
             upload(uneven, 256),
             "bad_input",
+        ),
+        (
+            "an expression nested too deeply",
+            upload(too_deep, 256),
+            "invalid_kernel",
         ),
     ];
     for (what, body, code) in cases {

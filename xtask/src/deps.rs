@@ -1,5 +1,6 @@
 //! Finding, and where possible installing, what the build and the tests need on a fresh Debian
-//! machine: the wasm32 target, a Vulkan driver (lavapipe), Chromium and the e2e npm packages.
+//! machine: the wasm32 target, a Vulkan driver (lavapipe), Chromium, the e2e npm packages, and
+//! cargo-fuzz with a C++ compiler for the fuzz targets.
 //! Installing system packages needs root; otherwise we stop with the command to run.
 
 use crate::process;
@@ -67,6 +68,22 @@ pub fn require_node_packages(dir: &Path) -> Result<()> {
         bail!("`npm ci` failed in {}", dir.display());
     }
     Ok(())
+}
+
+/// cargo-fuzz, installed with `cargo install` if it is missing, and the C++ compiler that
+/// libFuzzer is built with.
+pub fn require_cargo_fuzz() -> Result<()> {
+    if !process::available("c++") {
+        apt_install(&["g++"], "a C++ compiler for libFuzzer (the fuzz targets)")?;
+    }
+    if process::available("cargo-fuzz") {
+        return Ok(());
+    }
+    process::step("Installing cargo-fuzz (cargo install cargo-fuzz --locked)");
+    process::cargo(&["install", "cargo-fuzz", "--locked"]).context(
+        "could not install cargo-fuzz; install it with `cargo install cargo-fuzz --locked` \
+         (it needs network access to crates.io)",
+    )
 }
 
 /// True when `node_modules` was installed from the current `package-lock.json` (npm writes its

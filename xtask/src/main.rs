@@ -3,15 +3,20 @@
 //! - `cargo xtask run`: builds the browser module and the relay, then starts the relay with its
 //!   SQLite database and the page (the README's first command).
 //! - `cargo xtask test`: installs what the tests need, builds, and runs every test: Rust unit and
-//!   integration tests (kernels on lavapipe) and the headless-Chromium end-to-end tests.
+//!   integration tests (kernels on lavapipe) and the headless-Chromium end-to-end tests, then
+//!   fuzzes each decoder of outside input for a few seconds.
 //! - `cargo xtask bench [relay|kernels|freivalds|verification|browser|faults]`: benchmarks, each printing a table
 //!   and writing it to `target/bench/<name>.md`.
+//! - `cargo xtask fuzz [--seconds N] [TARGET...]`: the fuzz targets in `fuzz/`, each for N
+//!   seconds, printing a table and writing it to `target/bench/fuzz.md`. `cargo xtask test` ends
+//!   with a short run of each.
 //! - `cargo xtask lint`: rustfmt and clippy, natively and for wasm32 (CI runs it too).
 //! - `cargo xtask build`: only builds the modules, the contributor's into `www/pkg/` and the
 //!   kernel benchmark page's into `www/pkg-bench/`, and prints their sizes.
 
 mod bench;
 mod deps;
+mod fuzz;
 mod process;
 mod wasm;
 
@@ -45,13 +50,28 @@ enum Command {
         #[arg(value_enum)]
         which: Vec<bench::Which>,
     },
-    /// Install test dependencies, build, and run every test.
+    /// Install test dependencies, build, and run every test, then fuzz each target briefly.
     Test {
         /// Skip the headless-Chromium end-to-end tests.
         #[arg(long)]
         no_browser: bool,
+        /// Skip the short fuzzing run at the end.
+        #[arg(long)]
+        no_fuzz: bool,
+    },
+    /// Run the fuzz targets (cargo-fuzz, installed if missing), each for a bounded time; prints
+    /// a table and writes it to target/bench/fuzz.md.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// Which to run (default: all): protocol, npy, siwe, wgsl.
+        targets: Vec<String>,
     },
 }
+
+/// Seconds per fuzz target in `cargo xtask test`.
+const TEST_FUZZ_SECONDS: u32 = 10;
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -62,7 +82,11 @@ fn main() -> Result<()> {
             wasm::build(&root)?;
         }
         Command::Run { relay_args } => run(&root, relay_args)?,
-        Command::Test { no_browser } => test(&root, no_browser)?,
+        Command::Test {
+            no_browser,
+            no_fuzz,
+        } => test(&root, no_browser, no_fuzz)?,
+        Command::Fuzz { seconds, targets } => fuzz::run(&root, seconds, &targets)?,
         Command::Lint => lint()?,
         Command::Bench { which } => bench::run(&root, &which)?,
     }
@@ -90,13 +114,16 @@ fn run(root: &Path, relay_args: Vec<String>) -> Result<()> {
     process::run_checked(&root.join("target/release/glowworm-relay"), &args, &[])
 }
 
-fn test(root: &Path, no_browser: bool) -> Result<()> {
+fn test(root: &Path, no_browser: bool, no_fuzz: bool) -> Result<()> {
     deps::require_vulkan_driver()?;
     if !no_browser {
         // Everything the browser tests need, checked before the long Rust tests run.
         deps::require_wasm_target()?;
         deps::require_chromium()?;
         deps::require_node_packages(&root.join("tests/e2e"))?;
+    }
+    if !no_fuzz {
+        deps::require_cargo_fuzz()?;
     }
     let runtime_dir = deps::runtime_dir()?;
 
@@ -136,6 +163,10 @@ fn test(root: &Path, no_browser: bool) -> Result<()> {
                 ("GLOWWORM_WWW", root.join("www").as_os_str()),
             ],
         )?;
+    }
+    if !no_fuzz {
+        // Every decoder of outside input, briefly: the seeds and the corpus grown by earlier runs.
+        fuzz::run(root, TEST_FUZZ_SECONDS, &[])?;
     }
     println!("\nAll tests passed.");
     Ok(())

@@ -18,6 +18,9 @@ pub use validate::validate;
 
 /// Largest WGSL source accepted, in bytes.
 pub const MAX_WGSL_BYTES: usize = 64 << 10;
+/// Most operators and opening brackets one statement may have (outside comments): a bound on
+/// how deep its expression can be, for the compiler's stack.
+pub const MAX_STATEMENT_OPERATORS: usize = 1024;
 /// Most input buffers a kernel may declare. With the output that makes 8 storage buffers, WebGPU's
 /// default `maxStorageBuffersPerShaderStage`.
 pub const MAX_INPUTS: usize = 7;

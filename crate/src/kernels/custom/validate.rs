@@ -99,13 +99,96 @@ fn check_job(spec: &KernelSpec) -> Result<(), KernelError> {
 
 /// Parses and validates the WGSL with the capabilities every WebGPU device has (none beyond
 /// the core language).
+///
+/// naga lowers an expression recursively, some kilobytes of stack per level in a debug build, and
+/// sets no limit of its own: `!!!!…true` or `a[0][0]…` as long as a source may be would overflow
+/// any thread's stack, and a stack overflow aborts the whole relay (found with the `wgsl` fuzz
+/// target, on inputs written to probe naga's recursion). So [`check_expression_depth`] first bounds how deep an expression can be, and naga
+/// runs on a thread of its own with a stack that depth fits in, whichever thread calls
+/// [`validate`]. Should naga panic, the thread's panic becomes a refusal of the shader.
 fn compile(wgsl: &str) -> Result<(Module, ModuleInfo), KernelError> {
+    check_expression_depth(wgsl)?;
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("naga".into())
+            .stack_size(COMPILER_STACK_BYTES)
+            .spawn_scoped(scope, || parse_and_validate(wgsl))
+            .map_err(|e| KernelError::Compile(format!("could not start the WGSL compiler: {e}")))?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(KernelError::Compile(
+                    "naga, the WGSL compiler, failed on this shader (a bug in naga)".into(),
+                ))
+            })
+    })
+}
+
+/// The stack of the thread naga runs on: several times what the deepest expression
+/// [`MAX_STATEMENT_OPERATORS`] allows takes in a debug build (some 7 MiB; far less in release).
+/// Only the pages used are ever allocated.
+const COMPILER_STACK_BYTES: usize = 64 << 20;
+
+fn parse_and_validate(wgsl: &str) -> Result<(Module, ModuleInfo), KernelError> {
     let module = naga::front::wgsl::parse_str(wgsl)
         .map_err(|e| KernelError::Compile(e.emit_to_string(wgsl)))?;
     let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
         .validate(&module)
         .map_err(|e| KernelError::Compile(e.emit_to_string(wgsl)))?;
     Ok((module, info))
+}
+
+/// Refuses a statement with more than [`MAX_STATEMENT_OPERATORS`] operators and opening
+/// brackets, outside comments. An expression lies within one statement (between `;`, `{` and
+/// `}`), and each level of it takes at least one of them, so this bounds every expression's
+/// depth. Comments are skipped as naga's lexer skips them (block comments nest; line comments
+/// end at any WGSL line break), so that none can hide an operator or fake a statement's end.
+fn check_expression_depth(wgsl: &str) -> Result<(), KernelError> {
+    let is_line_break =
+        |c: char| matches!(c, '\u{a}'..='\u{d}' | '\u{85}' | '\u{2028}' | '\u{2029}');
+    let mut chars = wgsl.chars().peekable();
+    let mut operators = 0;
+    let mut line = 1;
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => line += 1,
+            '/' if chars.peek() == Some(&'/') => {
+                line += usize::from(chars.find(|&c| is_line_break(c)) == Some('\n'));
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                // As naga: `*/` closes and `/*` opens, neither sharing a character with the
+                // last pair; an unclosed comment runs to the end.
+                let mut depth = 1;
+                let mut prev = chars.next();
+                line += usize::from(prev == Some('\n'));
+                while depth > 0 {
+                    let Some(c) = chars.next() else { break };
+                    line += usize::from(c == '\n');
+                    match (prev, c) {
+                        (Some('*'), '/') => (depth, prev) = (depth - 1, None),
+                        (Some('/'), '*') => (depth, prev) = (depth + 1, None),
+                        _ => prev = Some(c),
+                    }
+                }
+            }
+            ';' | '{' | '}' => operators = 0,
+            // A number's decimal point, as in `1.5` or `.5`.
+            '.' if chars.peek().is_some_and(char::is_ascii_digit) => {}
+            '!' | '~' | '-' | '+' | '*' | '/' | '%' | '&' | '|' | '^' | '<' | '>' | '=' | '.'
+            | '(' | '[' => {
+                operators += 1;
+                if operators > MAX_STATEMENT_OPERATORS {
+                    return Err(KernelError::Limit(format!(
+                        "the statement on line {line} has more than \
+                         {MAX_STATEMENT_OPERATORS} operators and brackets; split its \
+                         expression between several `let`s"
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The index of the compute entry point called `name`.

@@ -291,3 +291,58 @@ fn output_sizes() {
     });
     refused(&fixed, "needs at least 8192 bytes; the job gives it 4096");
 }
+
+/// SAXPY whose output is also given `expression` (an f32).
+fn saxpy_with(expression: &str) -> KernelSpec {
+    saxpy_wgsl(
+        "out[i] = A * x[i] + y[i];",
+        &format!("out[i] = A * x[i] + y[i] + {expression};"),
+    )
+}
+
+#[test]
+fn deep_expressions_are_refused_before_they_overflow_the_stack() {
+    // Found with the `wgsl` fuzz target, on inputs written to probe naga's recursion: naga
+    // lowers expressions recursively, and chains like these, within 64 KiB, overflowed the stack
+    // and aborted the process.
+    let deep = [
+        format!("select(0.0, 1.0, {}true)", "!".repeat(20_000)),
+        format!("x{}", "[0]".repeat(20_000)),
+        format!("{}x[0]", "*&".repeat(10_000)),
+        format!("x[0]{}", " + 1.0".repeat(10_000)),
+        format!("vec4<f32>(1.0){}", ".x".repeat(20_000)),
+    ];
+    for expression in deep {
+        refused(&saxpy_with(&expression), "split its expression");
+    }
+    // Up to the limit they compile: one `+` and one `.` per term, and the statement's own.
+    let terms = MAX_STATEMENT_OPERATORS / 2 - 8;
+    let long = format!("x[0]{}", " + x[1]".repeat(terms));
+    assert!(validate(&saxpy_with(&long)).is_ok());
+    let deepest = format!(
+        "select(0.0, 1.0, {}true)",
+        "!".repeat(MAX_STATEMENT_OPERATORS - 16)
+    );
+    assert!(validate(&saxpy_with(&deepest)).is_ok());
+}
+
+#[test]
+fn the_expression_bound_sees_comments_as_naga_does() {
+    let nots = |n: usize| "!".repeat(n);
+    let half = MAX_STATEMENT_OPERATORS / 2 + 1;
+    // Operators in comments do not count...
+    let commented = format!("0.0 /* {} */ // {}\n", nots(5_000), nots(5_000));
+    assert!(validate(&saxpy_with(&commented)).is_ok());
+    // ...and a `;` in a comment does not end the statement, nor does a line comment hide what
+    // follows a line break (any of WGSL's), nor a nested comment's inner `*/` the rest.
+    for comment in ["/* ; */", "// ;\u{2028}", "/* /* */ ; */", "/**/"] {
+        let split = format!(
+            "select(0.0, 1.0, {} {comment} {}true)",
+            nots(half),
+            nots(half)
+        );
+        refused(&saxpy_with(&split), "split its expression");
+    }
+    // An unclosed comment is naga's to refuse.
+    refused(&saxpy_with("0.0 /* /* */"), "does not compile");
+}
