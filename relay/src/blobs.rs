@@ -17,6 +17,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// How the temporary file of a blob being written is named, before it is renamed to its hash.
+const PARTIAL_PREFIX: &str = ".partial-";
+
 /// Blob files on disk.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
@@ -53,7 +56,10 @@ impl BlobStore {
             ApiError::Storage(format!("{what} {}: {e}", parent.display()))
         };
         std::fs::create_dir_all(parent).map_err(|e| io("creating", e))?;
-        let mut file = tempfile::NamedTempFile::new_in(parent).map_err(|e| io("writing in", e))?;
+        let mut file = tempfile::Builder::new()
+            .prefix(PARTIAL_PREFIX)
+            .tempfile_in(parent)
+            .map_err(|e| io("writing in", e))?;
         file.write_all(bytes).map_err(|e| io("writing in", e))?;
         file.as_file().sync_all().map_err(|e| io("syncing in", e))?;
         file.persist(&path)
@@ -63,6 +69,36 @@ impl BlobStore {
             .and_then(|dir| dir.sync_all())
             .map_err(|e| io("syncing", e))?;
         Ok(hash)
+    }
+
+    /// Deletes the temporary files of writes that a crash cut short (a killed relay leaves them
+    /// behind; no blob refers to them), and returns how many there were. Call it when the relay
+    /// starts serving, before any upload: it would delete a write in progress.
+    pub fn remove_partial_writes(&self) -> std::io::Result<usize> {
+        let prefixes = match std::fs::read_dir(&self.dir) {
+            Ok(prefixes) => prefixes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        for prefix in prefixes {
+            let prefix = prefix?.path();
+            if !prefix.is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(&prefix)? {
+                let file = file?;
+                if file
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(PARTIAL_PREFIX)
+                {
+                    std::fs::remove_file(file.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// The bytes stored under `hash` on disk or, failing that, in the database's table.

@@ -215,6 +215,7 @@ impl Db {
             ("leases", "account", "TEXT"),
             ("leases", "network", "TEXT"),
             ("leases", "adapter_class", "TEXT"),
+            ("leases", "outlived_relay", "INTEGER NOT NULL DEFAULT 0"),
             ("results", "state", "TEXT NOT NULL DEFAULT 'valid'"),
         ];
         for (table, column, definition) in ADDED_COLUMNS {

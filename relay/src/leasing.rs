@@ -112,6 +112,32 @@ pub fn expire_overdue(conn: &Connection, now_ms: i64) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Gives back the attempt of every lease still active from before this start of the relay, and
+/// marks those leases `outlived_relay`; returns how many there were. Call it once when the relay
+/// starts serving (not from other users of the database, such as `keys`).
+///
+/// A relay that crashes or restarts may have issued a lease whose reply never reached its
+/// contributor, or may have lost the contributor's result with the connection. Such a lease
+/// expires through no fault of the unit, so it must not count toward `max_attempts`: otherwise
+/// repeated restarts would fail healthy jobs. The lease itself stays active until its deadline,
+/// so a contributor that did get it can still submit its result.
+pub fn forgive_interrupted(conn: &Connection) -> Result<usize, ApiError> {
+    conn.execute(
+        "UPDATE units SET attempts = attempts -
+             (SELECT COUNT(*) FROM leases
+              WHERE leases.unit_id = units.id AND leases.state = 'active'
+                AND leases.outlived_relay = 0)
+         WHERE id IN (SELECT unit_id FROM leases
+                      WHERE state = 'active' AND outlived_relay = 0)",
+        [],
+    )?;
+    let leases = conn.execute(
+        "UPDATE leases SET outlived_relay = 1 WHERE state = 'active' AND outlived_relay = 0",
+        [],
+    )?;
+    Ok(leases)
+}
+
 /// A lease as issued: what the contributor receives, the row stored, and its unit.
 pub struct Issued {
     pub lease: Lease,
@@ -390,9 +416,13 @@ pub fn release(
     contributors::touch(conn, public_key, now_ms)?;
     if lease.state != "released" {
         lease.require_open(now_ms)?;
+        // A lease that outlived a relay restart had its attempt given back then already.
+        let outlived_relay: bool = conn
+            .prepare_cached("SELECT outlived_relay FROM leases WHERE lease_id = ?1")?
+            .query_row([lease_id], |row| row.get(0))?;
         conn.prepare_cached("UPDATE leases SET state = 'released' WHERE lease_id = ?1")?
             .execute([lease_id])?;
-        units::requeue_released(conn, lease.unit_id)?;
+        units::requeue_released(conn, lease.unit_id, !outlived_relay)?;
     }
     Ok(())
 }

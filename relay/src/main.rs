@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use glowworm_relay::{AppState, Config, ServeArgs, app, demo, requesters, serve};
+use glowworm_relay::{AppState, Config, ServeArgs, app, demo, leasing, requesters, serve};
 use std::io::{IsTerminal, Write};
 use tracing_subscriber::EnvFilter;
 
@@ -145,6 +145,30 @@ fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::open(config.clone()).context("opening the relay's state")?;
+    let interrupted = state
+        .db
+        .call(|conn| leasing::forgive_interrupted(conn))
+        .await
+        .context("giving back the attempts of leases the last run left active")?;
+    if interrupted > 0 {
+        tracing::info!(
+            "{interrupted} leases were active when the relay last stopped; their units got \
+             the attempt back"
+        );
+    }
+    let partial = state
+        .db
+        .blob_store()
+        .remove_partial_writes()
+        .with_context(|| {
+            format!(
+                "removing unfinished blob files from {}",
+                state.db.blob_store().dir().display()
+            )
+        })?;
+    if partial > 0 {
+        tracing::info!("removed {partial} unfinished blob files the last run left");
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -105,7 +105,11 @@ CREATE TABLE IF NOT EXISTS leases (
     -- client's /24 (IPv4) or /64 (IPv6) network, and the adapter kind.
     account       TEXT,
     network       TEXT,
-    adapter_class TEXT
+    adapter_class TEXT,
+    -- 1 when the relay stopped (crashed or was restarted) while this lease was active: its
+    -- unit got the attempt back at the next start (leasing::forgive_interrupted), since the
+    -- contributor may never have received it.
+    outlived_relay INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS leases_by_state ON leases(state, deadline_ms);
 CREATE INDEX IF NOT EXISTS leases_by_unit ON leases(unit_id);

@@ -2,8 +2,8 @@
 //! contributor leases, computes and returns.
 //!
 //! A unit moves `pending -> leased -> verified`, or back to `pending` when its lease expires, is
-//! released or its result is rejected. Each lease counts one attempt (a release gives it back);
-//! a unit whose attempts are used up is `failed` for good, and fails its job.
+//! released or its result is rejected. Each lease counts one attempt (a release gives it back,
+//! and so does a relay restart while the lease is active); a unit whose attempts are used up is `failed` for good, and fails its job.
 
 use crate::blobs::hash_column;
 use crate::error::ApiError;
@@ -11,7 +11,7 @@ use crate::jobs;
 use glowworm::compare::Tolerance;
 use glowworm::hash::ContentHash;
 use glowworm::wire::{BlobRef, Dispatch, MatmulShape};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 /// A row of the `units` table.
@@ -248,12 +248,13 @@ pub fn requeue_or_fail(conn: &Connection, unit_id: i64) -> Result<(), ApiError> 
     Ok(())
 }
 
-/// After a lease was given back unworked: the unit is pending again and the attempt is returned.
-pub fn requeue_released(conn: &Connection, unit_id: i64) -> Result<(), ApiError> {
+/// After a lease was given back unworked: the unit is pending again and, when `refund` (the
+/// attempt was not already given back at a relay restart), the attempt is returned.
+pub fn requeue_released(conn: &Connection, unit_id: i64, refund: bool) -> Result<(), ApiError> {
     conn.prepare_cached(
-        "UPDATE units SET state = 'pending', attempts = attempts - 1
+        "UPDATE units SET state = 'pending', attempts = attempts - ?2
          WHERE id = ?1 AND state = 'leased'",
     )?
-    .execute([unit_id])?;
+    .execute(params![unit_id, i64::from(refund)])?;
     Ok(())
 }

@@ -183,3 +183,63 @@ async fn expiry_alone_exhausts_attempts() {
     let status: JobStatus = relay.get(&format!("/v1/jobs/{}", job.job_id)).await.json();
     assert_eq!((status.state.as_str(), status.units_failed), ("failed", 1));
 }
+
+/// A relay that stops (crash or restart) while leases are active gives their units the attempt
+/// back when it starts again: their contributors may never have received them, so restarts
+/// alone must not fail a job. The attempt is given back once per lease, however often the relay
+/// restarts, and a release afterwards does not give it back a second time.
+#[tokio::test]
+async fn leases_a_restart_interrupts_do_not_use_up_attempts() {
+    let relay = TestRelay::with_config(|c| {
+        c.max_attempts = 2;
+        c.demo_m = 64;
+        c.demo_n = 64;
+        c.demo_k = 64;
+    });
+    let job = relay.queue_demo_job().await;
+    let contributor = Contributor::new();
+    let attempts = || relay.count("SELECT attempts FROM units");
+    let restart = || async {
+        relay
+            .state
+            .db
+            .call(|conn| Ok(glowworm_relay::leasing::forgive_interrupted(conn)?))
+            .await
+            .unwrap()
+    };
+
+    // Two leases cut short by restarts: each gets its attempt back, once.
+    for _ in 0..2 {
+        contributor.lease(&relay).await.expect("an attempt is left");
+        assert_eq!(attempts().await, 1);
+        assert_eq!(restart().await, 1, "one lease was active");
+        assert_eq!(restart().await, 0, "a second restart forgives nothing more");
+        assert_eq!(attempts().await, 0);
+        relay.advance(Duration::from_secs(61));
+    }
+    // A lease that outlived a restart and is then released is not refunded twice.
+    let released = contributor.lease(&relay).await.unwrap();
+    restart().await;
+    relay
+        .post(
+            &format!("/v1/leases/{}/release", released.lease_id),
+            &serde_json::json!({ "public_key": contributor.public_key() }),
+        )
+        .await;
+    assert_eq!(attempts().await, 0);
+    assert_eq!(
+        relay
+            .count("SELECT COUNT(*) FROM leases WHERE outlived_relay = 1")
+            .await,
+        3
+    );
+
+    // Without restarts, expiries count again: two more and the unit fails.
+    for _ in 0..2 {
+        contributor.lease(&relay).await.expect("an attempt is left");
+        relay.advance(Duration::from_secs(61));
+    }
+    assert!(contributor.lease(&relay).await.is_none());
+    let status: JobStatus = relay.get(&format!("/v1/jobs/{}", job.job_id)).await.json();
+    assert_eq!((status.state.as_str(), status.units_failed), ("failed", 1));
+}

@@ -29,7 +29,7 @@ pub struct Findings {
     pub results_credited: usize,
     pub credited_unacknowledged: usize,
     pub partner_shares: usize,
-    /// Temporary files a crash left in the blob store (harmless; not collected).
+    /// Temporary files of unfinished blob writes (the relay removes them when it starts).
     pub temp_files: usize,
 }
 
@@ -269,7 +269,8 @@ fn balances(
 }
 
 /// Every unit is verified, by exactly one valid result whose output is stored intact, and has
-/// counted one attempt per lease it was not given back from.
+/// counted one attempt per lease it was not given back from (by a release, or by a restart of the
+/// relay while the lease was active).
 fn units(conn: &Connection, found: &mut Findings) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare(
         "SELECT units.id, units.state, units.result_hash, units.attempts,
@@ -278,7 +279,8 @@ fn units(conn: &Connection, found: &mut Findings) -> rusqlite::Result<()> {
                 (SELECT MIN(output_hash) FROM results
                  WHERE results.unit_id = units.id AND results.state = 'valid'),
                 (SELECT COUNT(*) FROM leases
-                 WHERE leases.unit_id = units.id AND leases.state != 'released'),
+                 WHERE leases.unit_id = units.id AND leases.state != 'released'
+                   AND leases.outlived_relay = 0),
                 (SELECT bytes FROM blobs WHERE blobs.hash = units.result_hash)
          FROM units",
     )?;
@@ -309,7 +311,8 @@ fn units(conn: &Connection, found: &mut Findings) -> rusqlite::Result<()> {
         }
         if attempts != leases {
             found.violation(format!(
-                "unit {id} counts {attempts} attempts but has {leases} leases not released"
+                "unit {id} counts {attempts} attempts but has {leases} leases neither released \
+                 nor outlived by the relay"
             ));
         }
     }
@@ -633,8 +636,9 @@ fn blob_table(conn: &Connection, found: &mut Findings) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Every file in the blob store hashes to its name, apart from temporary files of writes a
-/// crash cut short.
+/// Every file in the blob store hashes to its name. Temporary files of writes a crash cut short
+/// are counted: the relay removes them when it starts, and every job was done after the last
+/// start, so none should be left.
 fn blob_files(store: &BlobStore, found: &mut Findings) {
     let Ok(prefixes) = std::fs::read_dir(store.dir()) else {
         found.violation(format!("no blob store at {}", store.dir().display()));
@@ -649,6 +653,9 @@ fn blob_files(store: &BlobStore, found: &mut Findings) {
             let name = file.file_name().to_string_lossy().to_string();
             if name.parse::<ContentHash>().is_err() {
                 found.temp_files += 1;
+                found.violation(format!(
+                    "blob file {name} is left from an unfinished write after the last start"
+                ));
                 continue;
             }
             match std::fs::read(file.path()) {

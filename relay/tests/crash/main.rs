@@ -45,9 +45,9 @@ use std::time::{Duration, Instant};
 const CONTRIBUTORS: usize = 6;
 /// Lease deadlines are short, so leases lost in a crash expire soon.
 const LEASE_SECONDS: u64 = 2;
-/// Attempts per unit: crashes cost units attempts (leases given up expire), so a few more than
-/// the default.
-const MAX_ATTEMPTS: u32 = 10;
+/// Attempts per unit, the relay's default: leases a crash interrupts get their attempt back at
+/// the next start (`leasing::forgive_interrupted`), so crashes alone must never fail a job.
+const MAX_ATTEMPTS: u32 = 5;
 /// How long every job may take to finish after the last kill.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -483,7 +483,7 @@ fn report(
             format!("{} / {}", findings.units, findings.partner_shares),
         ),
         (
-            "Temporary blob files left by crashes".into(),
+            "Unfinished blob files left after the last start".into(),
             findings.temp_files.to_string(),
         ),
         (
