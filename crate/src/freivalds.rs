@@ -63,45 +63,36 @@ pub fn check(
             });
         }
     }
-    if let Some(index) = c.iter().position(|v| !v.is_finite()) {
-        return Err(FreivaldsError::NonFinite { index });
-    }
-
+    // C r first: a row sum is finite exactly when its row is (r is finite and at least 1), so
+    // this pass also finds a non-finite element without a separate scan.
     let mut rng = ChaCha20Rng::from_seed(seed);
-    // Entries in [1, 2): 52 random mantissa bits.
     let r: Vec<f64> = (0..n)
         .map(|_| 1.0 + (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
         .collect();
+    let mut cr = vec![0f64; m];
+    for (i, sum) in cr.iter_mut().enumerate() {
+        let row = &c[i * n..(i + 1) * n];
+        *sum = dot(row, &r);
+        if !sum.is_finite() {
+            let column = row.iter().position(|v| !v.is_finite()).unwrap_or(0);
+            return Err(FreivaldsError::NonFinite {
+                index: i * n + column,
+            });
+        }
+    }
 
-    // y = B r and |B| r (k entries).
+    // B r, and |B| r for the tolerance.
     let mut br = vec![0f64; k];
     let mut abs_br = vec![0f64; k];
     for l in 0..k {
-        let row = &b[l * n..(l + 1) * n];
-        let (mut s, mut sa) = (0f64, 0f64);
-        for (x, rj) in row.iter().zip(&r) {
-            s += *x as f64 * rj;
-            sa += (*x as f64).abs() * rj;
-        }
-        br[l] = s;
-        abs_br[l] = sa;
+        (br[l], abs_br[l]) = dot_and_abs(&b[l * n..(l + 1) * n], &r);
     }
 
     let eps = f32::EPSILON as f64;
-    for i in 0..m {
-        let a_row = &a[i * k..(i + 1) * k];
-        let (mut abr, mut magnitude) = (0f64, 0f64);
-        for l in 0..k {
-            abr += a_row[l] as f64 * br[l];
-            magnitude += (a_row[l] as f64).abs() * abs_br[l];
-        }
-        let cr: f64 = c[i * n..(i + 1) * n]
-            .iter()
-            .zip(&r)
-            .map(|(x, rj)| *x as f64 * rj)
-            .sum();
+    let subnormals = (n * k) as f64 * f32::MIN_POSITIVE as f64 * 2.0;
+    for (i, cr) in cr.into_iter().enumerate() {
+        let (abr, magnitude) = dot_and_abs_weighted(&a[i * k..(i + 1) * k], &br, &abs_br);
         let deviation = (cr - abr).abs();
-        let subnormals = (n * k) as f64 * f32::MIN_POSITIVE as f64 * 2.0;
         let tolerance = (k + 2) as f64 * eps * magnitude + subnormals;
         if deviation > tolerance {
             return Err(FreivaldsError::Mismatch {
@@ -112,6 +103,66 @@ pub fn check(
         }
     }
     Ok(())
+}
+
+/// Independent partial sums per loop: enough for the compiler to keep two f64 SIMD lanes (or
+/// four) busy without waiting on each addition, since floating-point sums are not reordered
+/// for it. The order of summation does not matter here: every sum is f64 over f32 inputs, far
+/// inside the f32 tolerance the check allows.
+const LANES: usize = 8;
+
+/// Σ x_j r_j in f64.
+fn dot(x: &[f32], r: &[f64]) -> f64 {
+    let mut sums = [0f64; LANES];
+    let (x_chunks, r_chunks) = (x.chunks_exact(LANES), r.chunks_exact(LANES));
+    let tail: f64 = x_chunks
+        .remainder()
+        .iter()
+        .zip(r_chunks.remainder())
+        .map(|(x, r)| *x as f64 * r)
+        .sum();
+    for (x, r) in x_chunks.zip(r_chunks) {
+        for lane in 0..LANES {
+            sums[lane] += x[lane] as f64 * r[lane];
+        }
+    }
+    sums.iter().sum::<f64>() + tail
+}
+
+/// (Σ x_j r_j, Σ |x_j| r_j) in f64.
+fn dot_and_abs(x: &[f32], r: &[f64]) -> (f64, f64) {
+    dot_and_abs_weighted(x, r, r)
+}
+
+/// (Σ x_j w_j, Σ |x_j| v_j) in f64.
+fn dot_and_abs_weighted(x: &[f32], w: &[f64], v: &[f64]) -> (f64, f64) {
+    let (mut sums, mut abs_sums) = ([0f64; LANES], [0f64; LANES]);
+    let (x_chunks, w_chunks, v_chunks) = (
+        x.chunks_exact(LANES),
+        w.chunks_exact(LANES),
+        v.chunks_exact(LANES),
+    );
+    let (mut tail, mut abs_tail) = (0f64, 0f64);
+    for ((x, w), v) in x_chunks
+        .remainder()
+        .iter()
+        .zip(w_chunks.remainder())
+        .zip(v_chunks.remainder())
+    {
+        tail += *x as f64 * w;
+        abs_tail += (*x as f64).abs() * v;
+    }
+    for ((x, w), v) in x_chunks.zip(w_chunks).zip(v_chunks) {
+        for lane in 0..LANES {
+            let x = x[lane] as f64;
+            sums[lane] += x * w[lane];
+            abs_sums[lane] += x.abs() * v[lane];
+        }
+    }
+    (
+        sums.iter().sum::<f64>() + tail,
+        abs_sums.iter().sum::<f64>() + abs_tail,
+    )
 }
 
 #[cfg(test)]
@@ -187,5 +238,41 @@ mod tests {
         ));
         let zeros = vec![0f32; c.len()];
         assert!(check(&a, &b, &zeros, SHAPE, [0; 32]).is_err());
+
+        // Infinities of both signs in one later row: found where they are.
+        let mut infinite = c.clone();
+        let row = 30 * SHAPE.n as usize;
+        infinite[row + 7] = f32::INFINITY;
+        infinite[row + 9] = f32::NEG_INFINITY;
+        assert_eq!(
+            check(&a, &b, &infinite, SHAPE, [0; 32]),
+            Err(FreivaldsError::NonFinite { index: row + 7 })
+        );
+    }
+
+    /// Sizes that are not multiples of the sums' lanes: the tails count too.
+    #[test]
+    fn checks_every_element_of_odd_shapes() {
+        for shape in [
+            MatmulShape { m: 13, n: 11, k: 7 },
+            MatmulShape { m: 1, n: 1, k: 1 },
+            MatmulShape { m: 5, n: 17, k: 9 },
+        ] {
+            let a = sample_matrix(shape.m * shape.k, 3);
+            let b = sample_matrix(shape.k * shape.n, 4);
+            let c = reference(&a, &b, shape);
+            assert_eq!(check(&a, &b, &c, shape, [1; 32]), Ok(()));
+            for index in 0..c.len() {
+                let mut wrong = c.clone();
+                wrong[index] += 0.5;
+                assert!(
+                    matches!(
+                        check(&a, &b, &wrong, shape, [2; 32]),
+                        Err(FreivaldsError::Mismatch { row, .. }) if row == index / shape.n as usize
+                    ),
+                    "element {index} of {shape:?} changed by 0.5 is caught in its row"
+                );
+            }
+        }
     }
 }
