@@ -103,9 +103,9 @@ fn check_job(spec: &KernelSpec) -> Result<(), KernelError> {
 /// naga lowers an expression recursively, some kilobytes of stack per level in a debug build, and
 /// sets no limit of its own: `!!!!…true` or `a[0][0]…` as long as a source may be would overflow
 /// any thread's stack, and a stack overflow aborts the whole relay (found with the `wgsl` fuzz
-/// target, on inputs written to probe naga's recursion). So [`check_expression_depth`] first bounds how deep an expression can be, and naga
-/// runs on a thread of its own with a stack that depth fits in, whichever thread calls
-/// [`validate`]. Should naga panic, the thread's panic becomes a refusal of the shader.
+/// target, on inputs written to probe naga's recursion). So [`check_expression_depth`] first
+/// bounds how deep an expression can be, and naga runs on a thread of its own with a stack that
+/// depth fits in, whichever thread calls [`validate`]. Should naga panic, the thread's panic becomes a refusal of the shader.
 fn compile(wgsl: &str) -> Result<(Module, ModuleInfo), KernelError> {
     check_expression_depth(wgsl)?;
     std::thread::scope(|scope| {
