@@ -172,12 +172,14 @@ impl Db {
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!("SQLite journal mode is {mode}, not WAL");
         }
-        // synchronous = NORMAL: a commit is durable once it is in the WAL (the WAL is synced at
-        // checkpoints). The checkpoint thread checkpoints, not the connection that commits.
+        // synchronous = FULL: every commit syncs the WAL before the writer answers, so an
+        // acknowledged credit survives power loss and an OS crash, not only a killed relay
+        // (NORMAL syncs the WAL only at checkpoints). Group commits share one sync between many
+        // results. The checkpoint thread checkpoints, not the connection that commits.
         // Foreign keys are enforced only after the upgrade, which may rebuild a table that
         // others refer to (SQLite's procedure for changing a table's constraints).
         conn.execute_batch(
-            "PRAGMA synchronous = NORMAL;
+            "PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = OFF;
              PRAGMA cache_size = -65536;
              PRAGMA temp_store = MEMORY;
