@@ -1,6 +1,9 @@
 //! Building the browser modules: cargo for wasm32 (its own target directory, so native and wasm
 //! builds do not evict each other), then wasm-bindgen as a library, which keeps the bindings
-//! generator at exactly the version of the wasm-bindgen crate in Cargo.lock.
+//! generator at exactly the version of the wasm-bindgen crate in Cargo.lock. wasm-bindgen also
+//! drops the `name` and `producers` custom sections: function names are 40 KB of the contributor
+//! module gzipped, and nothing needs them at run time (a trap's stack trace then shows
+//! `wasm-function[N]` instead of the Rust function).
 
 use crate::{deps, process};
 use anyhow::{Context, Result};
@@ -66,6 +69,8 @@ pub fn build_module(root: &Path, module: Module) -> Result<()> {
         .out_name("glowworm")
         .typescript(false)
         .omit_default_module_path(false)
+        .remove_name_section(true)
+        .remove_producers_section(true)
         .generate(&out_dir)
         .with_context(|| format!("wasm-bindgen failed on {}", input.display()))?;
 
