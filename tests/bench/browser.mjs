@@ -22,8 +22,11 @@ import {
 const require = createRequire(path.join(ROOT, 'tests/e2e/package.json'));
 const { chromium } = require('playwright-core');
 
-/** The module must stay at or under this, gzipped. */
-const WASM_TARGET_BYTES = 200 * 1024;
+/**
+ * The module must stay at or under this, gzipped: issue 7's 200 KB, in decimal kilobytes, judged in
+ * bytes (xtask/src/wasm.rs, CONTRIBUTOR_TARGET_GZIPPED_BYTES, is the same number).
+ */
+const WASM_TARGET_BYTES = 200_000;
 /** Products timed in the browser: the relay's unit, and a square one. */
 const SIZES = [
   [64, 64, 256],
@@ -35,7 +38,8 @@ const PROFILES = 3;
 const FIRST_RESULT_TIMEOUT_MS = 180_000;
 
 const consoleLog = new ConsoleLog();
-const kib = (bytes) => `${(bytes / 1024).toFixed(1)} KiB`;
+const fmtBytes = (n) => `${n.toLocaleString('en-US')} B`;
+const kib = (n) => `${(n / 1024).toFixed(1)} KiB`;
 const median = (values) => [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)];
 
 /** The fingerprinted module in www/pkg: raw and gzipped (zlib, level 9) bytes. */
@@ -137,9 +141,11 @@ function table({ size, kernels, firsts }) {
   add();
   add('| file | raw | gzipped (zlib level 9) | target | within |');
   add('| --- | ---: | ---: | ---: | :---: |');
-  add(`| \`${size.file}\` | ${kib(size.raw)} (${size.raw} B) | ${kib(size.gzipped)} (${size.gzipped} B) | ≤ ${kib(WASM_TARGET_BYTES)} | ${size.gzipped <= WASM_TARGET_BYTES ? 'yes' : '**no**'} |`);
+  add(`| \`${size.file}\` | ${fmtBytes(size.raw)} (${kib(size.raw)}) | ${fmtBytes(size.gzipped)} (${kib(size.gzipped)}) | ≤ ${fmtBytes(WASM_TARGET_BYTES)} (200 KB) | ${size.gzipped <= WASM_TARGET_BYTES ? 'yes' : '**no**'} |`);
   add();
-  add('`cargo xtask build` prints the size gzipped by flate2 (miniz), which comes out slightly larger than zlib (under 1% here).');
+  add('KB = 1,000 bytes, KiB = 1,024 bytes; the target is judged in bytes, gzipped, here by Node\'s zlib at level 9. ' +
+    '`cargo xtask build` prints the size gzipped by flate2 (miniz_oxide, level 9); gzip implementations differ ' +
+    'by under 1% on this module.');
   add();
   add('## Matmul kernels in headless Chromium');
   add();
@@ -172,7 +178,7 @@ function table({ size, kernels, firsts }) {
 
 async function main() {
   const size = await moduleSize();
-  console.log(`module: ${size.file}, ${kib(size.raw)} raw, ${kib(size.gzipped)} gzipped`);
+  console.log(`module: ${size.file}, ${fmtBytes(size.raw)} raw, ${fmtBytes(size.gzipped)} gzipped (target ≤ ${fmtBytes(WASM_TARGET_BYTES)})`);
 
   const workDir = await mkdtemp(path.join(tmpdir(), 'glowworm-bench-'));
   let relay;

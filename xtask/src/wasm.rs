@@ -1,6 +1,9 @@
 //! Building the browser modules: cargo for wasm32 (its own target directory, so native and wasm
 //! builds do not evict each other), then wasm-bindgen as a library, which keeps the bindings
-//! generator at exactly the version of the wasm-bindgen crate in Cargo.lock.
+//! generator at exactly the version of the wasm-bindgen crate in Cargo.lock. wasm-bindgen also
+//! drops the `name` and `producers` custom sections: function names are 40 KB of the contributor
+//! module gzipped, and nothing needs them at run time (a trap's stack trace then shows
+//! `wasm-function[N]` instead of the Rust function).
 
 use crate::{deps, process};
 use anyhow::{Context, Result};
@@ -24,6 +27,10 @@ impl Module {
         }
     }
 }
+
+/// The most the contributor module may weigh gzipped (issue 7: 200 KB, decimal kilobytes),
+/// in bytes. `tests/bench/browser.mjs` judges the module against the same number.
+pub const CONTRIBUTOR_TARGET_GZIPPED_BYTES: usize = 200_000;
 
 /// Builds both modules: `www/pkg/` (the contributor's) and `www/pkg-bench/` (the bench page's).
 pub fn build(root: &Path) -> Result<()> {
@@ -62,6 +69,8 @@ pub fn build_module(root: &Path, module: Module) -> Result<()> {
         .out_name("glowworm")
         .typescript(false)
         .omit_default_module_path(false)
+        .remove_name_section(true)
+        .remove_producers_section(true)
         .generate(&out_dir)
         .with_context(|| format!("wasm-bindgen failed on {}", input.display()))?;
 
@@ -72,11 +81,36 @@ pub fn build_module(root: &Path, module: Module) -> Result<()> {
     gz.write_all(&wasm)?;
     let gzipped = gz.finish()?.len();
     println!(
-        "Browser module: www/{dir}/{wasm_name}, {:.1} KiB raw, {:.1} KiB gzipped",
-        wasm.len() as f64 / 1024.0,
-        gzipped as f64 / 1024.0
+        "Browser module: www/{dir}/{wasm_name}, {} B raw, {} B gzipped (level 9)",
+        thousands(wasm.len()),
+        thousands(gzipped)
     );
+    if module == Module::Contributor {
+        let target = CONTRIBUTOR_TARGET_GZIPPED_BYTES;
+        if gzipped <= target {
+            println!("  within the target of {} B gzipped", thousands(target));
+        } else {
+            println!(
+                "  warning: over the target of {} B gzipped, by {} B",
+                thousands(target),
+                thousands(gzipped - target)
+            );
+        }
+    }
     Ok(())
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Renames the wasm file to carry its content hash (`glowworm_bg.<hash>.wasm`) and points
@@ -111,4 +145,18 @@ fn fingerprint_wasm(out_dir: &Path) -> Result<String> {
     );
     std::fs::write(&js_path, js.replace(reference, &format!("'{name}'")))?;
     Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn thousands_groups_digits_by_three() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(200_000), "200,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
 }
