@@ -5,9 +5,10 @@
 //! directory, keeps it supplied with demo jobs of tiny units (8 x 8 tiles, k = 8), and runs
 //! contributors as tokio tasks. Each contributor has its own ed25519 key and its own HTTP/1.1
 //! connection, and does exactly what the real ones do through `glowworm::protocol`: lease, fetch
-//! the kernel and the input blobs (cached by content hash), compute (on the CPU, with the
-//! kernel's reference), sign, submit. The relay checks the real signature, runs Freivalds' check
-//! and credits the durable ledger. The units are tiny so that the relay's own cost dominates.
+//! the kernel and the input blobs (cached by content hash, in a cache of 16 KiB: two demo jobs'
+//! panels), compute (on the CPU, with the kernel's reference), sign, submit. The relay checks
+//! the real signature, runs Freivalds' check and credits the durable ledger. The units are tiny
+//! so that the relay's own cost dominates.
 //!
 //! Runs: closed loop with 64 and 1024 contributors (each starts its next unit as soon as the last
 //! is credited), and open loop at a fixed rate of results per second. Each run has a warm-up and
@@ -59,6 +60,13 @@ const K: u32 = 8;
 const JOB: u32 = 128;
 /// Contributors in the fixed-rate runs.
 const RATE_CONTRIBUTORS: usize = 256;
+/// Each simulated contributor's blob cache. An input panel here is 8 x 8 f32 = 256 bytes and a
+/// demo job has 16 + 16 of them, so 16 KiB holds two jobs' panels. The relay hands units out
+/// oldest first, so a contributor's cache hits are panels of the job it is working in, fetched
+/// a few units before; a larger cache only keeps panels it will never see again (at 256 KiB,
+/// 1,000 contributors could hold 256 MB of them, counted as the relay's while they shared its
+/// process).
+const CONTRIBUTOR_CACHE_BYTES: usize = 16 << 10;
 
 struct Settings {
     warmup: Duration,
@@ -466,7 +474,7 @@ async fn contributor(
         }
     };
     let mut kernels: HashMap<ContentHash, KernelSource> = HashMap::new();
-    let mut blobs: BlobCache<Arc<Vec<f32>>> = BlobCache::new(256 << 10);
+    let mut blobs: BlobCache<Arc<Vec<f32>>> = BlobCache::new(CONTRIBUTOR_CACHE_BYTES);
     // Fixed rate: this contributor's share of the rate, offset so the contributors interleave.
     let period = plan
         .rate
@@ -831,12 +839,13 @@ fn render(settings: &Settings, runs: &[RunReport]) -> String {
         out,
         "Real relay in-process on loopback HTTP/1.1, durable SQLite (WAL) in a temp dir; units of \
          {UNIT}x{UNIT} with k = {K} (demo jobs {JOB}x{JOB}); each contributor has its own ed25519 \
-         key and connection, caches blobs by hash, computes on the CPU, signs; the relay checks \
-         the signature, runs Freivalds' check and credits the ledger. {cpus} CPUs, shared by the \
-         relay and the load generator (same process). Closed loop: each contributor leases its \
-         next unit as soon as the last is credited. Fixed rate: {RATE_CONTRIBUTORS} contributors \
-         share the rate, each starting a unit on its own schedule. Latency runs from the lease \
-         request to the credit receipt. Warm-up {:.0} s, then {:.0} s measured per run.\n",
+         key and connection, caches blobs by hash ({} KiB), computes on the CPU, signs; the relay \
+         checks the signature, runs Freivalds' check and credits the ledger. {cpus} CPUs, shared \
+         by the relay and the load generator (same process). Closed loop: each contributor leases \
+         its next unit as soon as the last is credited. Fixed rate: {RATE_CONTRIBUTORS} \
+         contributors share the rate, each starting a unit on its own schedule. Latency runs from \
+         the lease request to the credit receipt. Warm-up {:.0} s, then {:.0} s measured per run.\n",
+        CONTRIBUTOR_CACHE_BYTES >> 10,
         settings.warmup.as_secs_f64(),
         settings.measure.as_secs_f64()
     );
