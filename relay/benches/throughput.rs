@@ -23,8 +23,14 @@
 //! relay's runtime threads within it (/proc/self/task), and the load generator's process
 //! (utime + stime of all its threads from /proc/<pid>/stat, read by this process at the same
 //! instants), and the relay's own CPU per result by stage (counters in
-//! `glowworm_relay::metrics`), and the relay process's memory at the end of the run (VmRSS and
-//! VmHWM from /proc/self/status). The two processes share the machine's CPUs.
+//! `glowworm_relay::metrics`). Memory: the relay process's resident set (VmRSS in
+//! /proc/self/status) is sampled at the window's start, every 10 s (30 times in a window
+//! shorter than 5 minutes, but at most once a second) and at its end; the table gives it at
+//! the start and end, the peak (VmHWM, reset at the window's start by writing 5 to
+//! /proc/self/clear_refs; the largest sample where that is refused) and the growth in MB per
+//! minute, the least-squares slope over the samples. The load generator's VmRSS at the end and
+//! its VmHWM (peak since it started; one generator per run) come from /proc/<pid>/status. The
+//! two processes share the machine's CPUs.
 //!
 //! Settings, by environment variable: `GLOWWORM_BENCH_SECONDS` (measuring window per run, 15),
 //! `GLOWWORM_BENCH_WARMUP` (3), `GLOWWORM_BENCH_CONTRIBUTORS` (closed-loop runs, "64,1024"),
@@ -251,8 +257,10 @@ struct RunReport {
     ledger_rows: i64,
     /// Size of the WAL file at the end of the run.
     wal_bytes: u64,
-    /// The relay process's memory when the run ended.
-    memory: Memory,
+    /// The relay process's memory over the window.
+    relay_memory: MemoryTrend,
+    /// The load generator's memory at the end of the window.
+    generator_memory: Memory,
 }
 
 fn run(relay_rt: &Runtime, settings: &Settings, plan: Plan) -> anyhow::Result<RunReport> {
@@ -329,9 +337,22 @@ fn run(relay_rt: &Runtime, settings: &Settings, plan: Plan) -> anyhow::Result<Ru
     std::thread::sleep(window_start.saturating_duration_since(Instant::now()));
     let cpu_before = CpuSample::now(&generator_proc);
     let stages_before = metrics::snapshot();
+    let relay_proc = Path::new("/proc/self");
+    let peak_reset = reset_peak_memory();
+    let mut samples = vec![(Instant::now(), Memory::of(relay_proc))];
+    // The relay's memory through the window: enough samples for a slope even in a short check.
+    let every = memory_sample_every(settings.measure);
+    let mut next = window_start + every;
+    while next + every / 2 < window_end {
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        samples.push((Instant::now(), Memory::of(relay_proc)));
+        next += every;
+    }
     std::thread::sleep(window_end.saturating_duration_since(Instant::now()));
     let cpu_after = CpuSample::now(&generator_proc);
     let stages_after = metrics::snapshot();
+    let generator_memory = Memory::of(&generator_proc);
+    samples.push((Instant::now(), Memory::of(relay_proc)));
     let seconds = (cpu_after.at - cpu_before.at).as_secs_f64();
 
     // The generator stops its contributors at the window's end, lets each finish its unit, and
@@ -353,7 +374,6 @@ fn run(relay_rt: &Runtime, settings: &Settings, plan: Plan) -> anyhow::Result<Ru
         )?)
     }))?;
     let wal_bytes = std::fs::metadata(dir.path().join("relay.sqlite-wal")).map_or(0, |m| m.len());
-    let memory = Memory::of(Path::new("/proc/self"));
     drop(state);
 
     tally.latencies_us.sort_unstable();
@@ -379,12 +399,15 @@ fn run(relay_rt: &Runtime, settings: &Settings, plan: Plan) -> anyhow::Result<Ru
         receipts_total: tally.receipts_total,
         ledger_rows,
         wal_bytes,
-        memory,
+        relay_memory: MemoryTrend::of(&samples, peak_reset),
+        generator_memory,
     };
     eprintln!(
-        "relay bench: {label}: {:.0} results/s, p99 {:.2} ms",
+        "relay bench: {label}: {:.0} results/s, p99 {:.2} ms, relay memory {:.0} -> {:.0} MB",
         report.results as f64 / report.seconds,
-        percentile(&report.latencies_us, 0.99) as f64 / 1000.0
+        percentile(&report.latencies_us, 0.99) as f64 / 1000.0,
+        report.relay_memory.start as f64 / 1e6,
+        report.relay_memory.end as f64 / 1e6,
     );
     Ok(report)
 }
@@ -1043,13 +1066,43 @@ fn render(settings: &Settings, runs: &[RunReport]) -> String {
         let _ = write!(out, " {:.1} |", run.wal_bytes as f64 / 1e6);
     }
     out.push('\n');
-    let _ = write!(out, "| relay process memory at the end, MB (peak so far) |");
+    let mb = |bytes: u64| bytes as f64 / 1e6;
+    let _ = write!(
+        out,
+        "| relay process memory (VmRSS), MB: window start / end / peak |"
+    );
+    for run in runs {
+        let memory = &run.relay_memory;
+        let _ = write!(
+            out,
+            " {:.0} / {:.0} / {:.0} |",
+            mb(memory.start),
+            mb(memory.end),
+            mb(memory.peak)
+        );
+    }
+    out.push('\n');
+    let _ = write!(
+        out,
+        "| relay process memory growth, MB/min (slope over samples every {:.0} s) |",
+        memory_sample_every(settings.measure).as_secs_f64()
+    );
     for run in runs {
         let _ = write!(
             out,
+            " {:+.1} |",
+            run.relay_memory.slope_bytes_per_s * 60.0 / 1e6
+        );
+    }
+    out.push('\n');
+    let _ = write!(out, "| load generator memory at the end, MB (peak) |");
+    for run in runs {
+        let memory = &run.generator_memory;
+        let _ = write!(
+            out,
             " {:.0} ({:.0}) |",
-            run.memory.resident as f64 / 1e6,
-            run.memory.peak as f64 / 1e6
+            mb(memory.resident),
+            mb(memory.peak)
         );
     }
     out.push('\n');
@@ -1069,10 +1122,24 @@ fn render(settings: &Settings, runs: &[RunReport]) -> String {
     out.push('\n');
     let _ = writeln!(
         out,
+        "\nThe relay process's memory is its resident set (VmRSS), read at the window's start, \
+         every {:.0} s and at its end; the peak is VmHWM, reset at the window's start; the growth \
+         is the least-squares slope over those samples. The load generator's peak is VmHWM since \
+         it started (one generator per run).",
+        memory_sample_every(settings.measure).as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
         "\nTargets (issue #7): at least 20,000 results/s; p99 at most 10 ms at 5,000 results/s. \
          Rerun: `cargo xtask bench relay`."
     );
     out
+}
+
+/// How often the relay's memory is read in a window of `measure`: every 10 s, or 30 times
+/// when the window is shorter than 5 minutes, but at most once a second.
+fn memory_sample_every(measure: Duration) -> Duration {
+    (measure / 30).clamp(Duration::from_secs(1), Duration::from_secs(10))
 }
 
 /// Resident memory of a process, from /proc/<pid>/status (Linux; zeros elsewhere).
@@ -1080,7 +1147,8 @@ fn render(settings: &Settings, runs: &[RunReport]) -> String {
 struct Memory {
     /// VmRSS.
     resident: u64,
-    /// VmHWM: the most resident memory the process has had so far.
+    /// VmHWM: the most resident memory the process has had since it started, or since
+    /// [`reset_peak_memory`].
     peak: u64,
 }
 
@@ -1099,6 +1167,59 @@ impl Memory {
         Memory {
             resident: kib("VmRSS:"),
             peak: kib("VmHWM:"),
+        }
+    }
+}
+
+/// Sets this process's VmHWM back to its VmRSS (Linux 4.0 and later), so that it gives the peak
+/// from now on; false where that is refused.
+fn reset_peak_memory() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// The relay process's resident memory over a window, from samples taken through it.
+struct MemoryTrend {
+    start: u64,
+    end: u64,
+    /// VmHWM at the end when it was reset at the start, else the largest sample.
+    peak: u64,
+    /// Least-squares slope of VmRSS over time, in bytes per second.
+    slope_bytes_per_s: f64,
+}
+
+impl MemoryTrend {
+    fn of(samples: &[(Instant, Memory)], peak_reset: bool) -> MemoryTrend {
+        let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+            return MemoryTrend {
+                start: 0,
+                end: 0,
+                peak: 0,
+                slope_bytes_per_s: 0.0,
+            };
+        };
+        let largest = samples.iter().map(|(_, m)| m.resident).max().unwrap_or(0);
+        let points: Vec<(f64, f64)> = samples
+            .iter()
+            .map(|(at, m)| ((*at - first.0).as_secs_f64(), m.resident as f64))
+            .collect();
+        let n = points.len() as f64;
+        let mean_t = points.iter().map(|p| p.0).sum::<f64>() / n;
+        let mean_m = points.iter().map(|p| p.1).sum::<f64>() / n;
+        let covariance: f64 = points.iter().map(|p| (p.0 - mean_t) * (p.1 - mean_m)).sum();
+        let variance: f64 = points.iter().map(|p| (p.0 - mean_t).powi(2)).sum();
+        MemoryTrend {
+            start: first.1.resident,
+            end: last.1.resident,
+            peak: if peak_reset {
+                last.1.peak.max(largest)
+            } else {
+                largest
+            },
+            slope_bytes_per_s: if variance > 0.0 {
+                covariance / variance
+            } else {
+                0.0
+            },
         }
     }
 }
