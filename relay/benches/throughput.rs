@@ -2,30 +2,45 @@
 //!
 //! `cargo bench -p glowworm-relay --bench throughput` (or `cargo xtask bench relay`) starts the
 //! relay in this process on 127.0.0.1:0 with a durable SQLite file (WAL) in a temporary
-//! directory, keeps it supplied with demo jobs of tiny units (8 x 8 tiles, k = 8), and runs
-//! contributors as tokio tasks. Each contributor has its own ed25519 key and its own HTTP/1.1
-//! connection, and does exactly what the real ones do through `glowworm::protocol`: lease, fetch
-//! the kernel and the input blobs (cached by content hash), compute (on the CPU, with the
-//! kernel's reference), sign, submit. The relay checks the real signature, runs Freivalds' check
-//! and credits the durable ledger. The units are tiny so that the relay's own cost dominates.
+//! directory and keeps it supplied with demo jobs of tiny units (8 x 8 tiles, k = 8). The
+//! contributors run in a second process, the load generator: this executable run again with
+//! `GLOWWORM_BENCH_GENERATOR` set to its orders (the relay's address, the run's plan and its
+//! window, as JSON), as tokio tasks on a runtime of its own. So the relay's process holds only
+//! the relay, the demo-job feeder and the stage counters, and its memory and CPU are its own.
+//! Each contributor has its own ed25519 key and its own HTTP/1.1 connection, and does exactly
+//! what the real ones do through `glowworm::protocol`: lease, fetch the kernel and the input
+//! blobs (cached by content hash, in a cache of 16 KiB: two demo jobs' panels), compute (on the
+//! CPU, with the kernel's reference), sign, submit. The relay checks the real signature, runs
+//! Freivalds' check and credits the durable ledger. The units are tiny so that the relay's own
+//! cost dominates. When the run ends the generator writes what it saw (latencies, refusals by
+//! code, requests by kind, late starts, receipts) to its stdout as JSON and exits.
 //!
 //! Runs: closed loop with 64 and 1024 contributors (each starts its next unit as soon as the last
 //! is credited), and open loop at a fixed rate of results per second. Each run has a warm-up and
 //! then a fixed measuring window; it reports verified-and-credited results per second, the
-//! latency from lease request to credit receipt (p50/p99/max), refusals by code, the CPU time
-//! of the whole process per result and how it splits between the relay's threads and the load
-//! generator's, and the relay's own CPU per result by stage (counters in `glowworm_relay::metrics`).
-//! The load generator shares this process and its CPUs with the relay.
+//! latency from lease request to credit receipt (p50/p99/max), refusals by code, and CPU time
+//! per result: the relay's process (getrusage RUSAGE_SELF, which leaves the child out), the
+//! relay's runtime threads within it (/proc/self/task), and the load generator's process
+//! (utime + stime of all its threads from /proc/<pid>/stat, read by this process at the same
+//! instants), and the relay's own CPU per result by stage (counters in
+//! `glowworm_relay::metrics`). Memory: the relay process's resident set (VmRSS in
+//! /proc/self/status) is sampled at the window's start, every 10 s (30 times in a window
+//! shorter than 5 minutes, but at most once a second) and at its end; the table gives it at
+//! the start and end, the peak (VmHWM, reset at the window's start by writing 5 to
+//! /proc/self/clear_refs; the largest sample where that is refused) and the growth in MB per
+//! minute, the least-squares slope over the samples. The load generator's VmRSS at the end and
+//! its VmHWM (peak since it started; one generator per run) come from /proc/<pid>/status. The
+//! two processes share the machine's CPUs.
 //!
 //! Settings, by environment variable: `GLOWWORM_BENCH_SECONDS` (measuring window per run, 15),
 //! `GLOWWORM_BENCH_WARMUP` (3), `GLOWWORM_BENCH_CONTRIBUTORS` (closed-loop runs, "64,1024"),
 //! `GLOWWORM_BENCH_RATE` (fixed-rate targets, "5000"; 0 skips them), `GLOWWORM_BENCH_SUSTAINED`
 //! (0: no extra fixed-rate run at 70% of the best closed-loop rate when the target is out of
-//! reach), `GLOWWORM_BENCH_OUT` (the
-//! Markdown table, default `target/bench/relay.md`), `GLOWWORM_BENCH_LISTENER` (`axum` serves
-//! with `axum::serve` instead of the relay's own listener), `GLOWWORM_BENCH_LIMITS` (`on`
-//! checks the per-client rate limits, set too high to refuse anything; by default they are off,
-//! since every simulated contributor is on 127.0.0.1).
+//! reach), `GLOWWORM_BENCH_OUT` (the Markdown table, default `target/bench/relay.md`),
+//! `GLOWWORM_BENCH_LABEL` (the table's title), `GLOWWORM_BENCH_LISTENER` (`axum` serves with
+//! `axum::serve` instead of the relay's own listener), `GLOWWORM_BENCH_LIMITS` (`on` checks the
+//! per-client rate limits, set too high to refuse anything; by default they are off, since every
+//! simulated contributor is on 127.0.0.1).
 
 use bytes::Bytes;
 use glowworm::cache::BlobCache;
@@ -40,15 +55,17 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::runtime::Runtime;
 use tokio::sync::Mutex;
 
@@ -59,6 +76,18 @@ const K: u32 = 8;
 const JOB: u32 = 128;
 /// Contributors in the fixed-rate runs.
 const RATE_CONTRIBUTORS: usize = 256;
+/// Each simulated contributor's blob cache. An input panel here is 8 x 8 f32 = 256 bytes and a
+/// demo job has 16 + 16 of them, so 16 KiB holds two jobs' panels. The relay hands units out
+/// oldest first, so a contributor's cache hits are panels of the job it is working in, fetched
+/// a few units before; a larger cache only keeps panels it will never see again (at 256 KiB,
+/// 1,000 contributors could hold 256 MB of them, counted as the relay's while they shared its
+/// process).
+const CONTRIBUTOR_CACHE_BYTES: usize = 16 << 10;
+/// Set in the load generator's environment: its orders, as JSON. Its presence selects the role.
+const GENERATOR_VAR: &str = "GLOWWORM_BENCH_GENERATOR";
+/// How long the load generator has to start (exec, runtime, keys, connections) before its
+/// contributors begin; the warm-up follows.
+const GENERATOR_STARTUP: Duration = Duration::from_millis(500);
 
 struct Settings {
     warmup: Duration,
@@ -127,18 +156,21 @@ impl Settings {
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
+    if let Some(orders) = std::env::var_os(GENERATOR_VAR) {
+        let orders: Orders = serde_json::from_str(
+            orders
+                .to_str()
+                .ok_or_else(|| anyhow::anyhow!("{GENERATOR_VAR} is not UTF-8"))?,
+        )?;
+        return generate_load(orders);
+    }
     let settings = Settings::from_env();
-    // The relay and the load generator each get their own runtime, with named threads, so the
-    // CPU time of each can be told apart. Relay threads live long so none exits mid-run.
+    // The relay's runtime has named threads, so their CPU time can be told from the rest of the
+    // process's. They live long so none exits mid-run.
     let relay_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("relay")
         .thread_keep_alive(Duration::from_secs(3600))
-        .enable_all()
-        .build()?;
-    let load_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("load")
         .enable_all()
         .build()?;
     metrics::enable(true);
@@ -149,7 +181,7 @@ fn main() -> anyhow::Result<()> {
             contributors,
             rate: None,
         };
-        runs.push(run(&relay_rt, &load_rt, &settings, plan)?);
+        runs.push(run(&relay_rt, &settings, plan)?);
     }
     let best = runs
         .iter()
@@ -160,7 +192,7 @@ fn main() -> anyhow::Result<()> {
             contributors: RATE_CONTRIBUTORS,
             rate: Some(rate),
         };
-        runs.push(run(&relay_rt, &load_rt, &settings, plan)?);
+        runs.push(run(&relay_rt, &settings, plan)?);
     }
     // When the machine cannot reach the target rate, also show the latency at a rate it
     // sustains: 70% of the best closed-loop throughput.
@@ -172,7 +204,7 @@ fn main() -> anyhow::Result<()> {
                 contributors: RATE_CONTRIBUTORS,
                 rate: Some(sustained),
             };
-            runs.push(run(&relay_rt, &load_rt, &settings, plan)?);
+            runs.push(run(&relay_rt, &settings, plan)?);
         }
     }
 
@@ -183,16 +215,27 @@ fn main() -> anyhow::Result<()> {
     }
     std::fs::write(&settings.out, &report)?;
     println!("Written to {}", settings.out.display());
-    drop(load_rt);
     relay_rt.shutdown_timeout(Duration::from_secs(1));
     Ok(())
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 struct Plan {
     contributors: usize,
     /// Results per second across all contributors (open loop); `None`: as fast as they can.
     rate: Option<f64>,
+}
+
+/// What the relay's process tells the load generator it starts.
+#[derive(Serialize, Deserialize)]
+struct Orders {
+    relay: SocketAddr,
+    plan: Plan,
+    /// When the contributors begin, by the wall clock (both processes read the same one); the
+    /// warm-up and then the measuring window follow.
+    start: SystemTime,
+    warmup: Duration,
+    measure: Duration,
 }
 
 /// What one run measured.
@@ -203,7 +246,7 @@ struct RunReport {
     latencies_us: Vec<u32>,
     errors: BTreeMap<String, u64>,
     /// Requests per result by kind, over the window.
-    requests: BTreeMap<&'static str, u64>,
+    requests: BTreeMap<String, u64>,
     /// Cycles that started more than 2 ms behind their schedule (fixed rate only; tokio's
     /// timers have a resolution of 1 ms).
     late_starts: u64,
@@ -214,23 +257,13 @@ struct RunReport {
     ledger_rows: i64,
     /// Size of the WAL file at the end of the run.
     wal_bytes: u64,
-    /// The process's memory (relay and load generator) when the run ended.
-    memory: Memory,
+    /// The relay process's memory over the window.
+    relay_memory: MemoryTrend,
+    /// The load generator's memory at the end of the window.
+    generator_memory: Memory,
 }
 
-/// Counters the contributors share: the leases granted (so the feeder knows how much work is
-/// left) and whether to stop.
-struct Shared {
-    leases_granted: AtomicU64,
-    stop: AtomicBool,
-}
-
-fn run(
-    relay_rt: &Runtime,
-    load_rt: &Runtime,
-    settings: &Settings,
-    plan: Plan,
-) -> anyhow::Result<RunReport> {
+fn run(relay_rt: &Runtime, settings: &Settings, plan: Plan) -> anyhow::Result<RunReport> {
     let label = match plan.rate {
         Some(rate) => format!("{} contributors at {rate} results/s", plan.contributors),
         None => format!("{} contributors, closed loop", plan.contributors),
@@ -259,10 +292,6 @@ fn run(
         ..Config::default()
     };
     let state = AppState::open(config.clone())?;
-    let shared = Arc::new(Shared {
-        leases_granted: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-    });
 
     // The relay, and a feeder that keeps enough units pending for every contributor.
     let low_water = (4 * plan.contributors as u64).max(2048);
@@ -280,41 +309,61 @@ fn run(
                 serve::serve(listener, router, &config, std::future::pending()).await;
             })
         };
-        let created = feed(&state, low_water, 0, &shared).await?;
-        let feeder = tokio::spawn(feed_forever(
-            state.clone(),
-            low_water,
-            created,
-            shared.clone(),
-        ));
+        let created = feed(&state, low_water, 0).await?;
+        let feeder = tokio::spawn(feed_forever(state.clone(), low_water, created));
         anyhow::Ok((addr, server, feeder))
     })?;
 
-    let start = Instant::now() + Duration::from_millis(200);
+    // The load generator: this executable again, in its own process. Both processes place the
+    // window by the wall clock; here it is turned into this process's Instants once.
+    let start = Instant::now() + GENERATOR_STARTUP;
+    let orders = Orders {
+        relay: addr,
+        plan,
+        start: SystemTime::now() + GENERATOR_STARTUP,
+        warmup: settings.warmup,
+        measure: settings.measure,
+    };
+    let generator = Command::new(std::env::current_exe()?)
+        .env(GENERATOR_VAR, serde_json::to_string(&orders)?)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let generator_proc = PathBuf::from(format!("/proc/{}", generator.id()));
     let window_start = start + settings.warmup;
     let window_end = window_start + settings.measure;
-    let window = Window {
-        start,
-        window_start,
-        window_end,
-    };
-    let tasks: Vec<_> = (0..plan.contributors)
-        .map(|index| load_rt.spawn(contributor(addr, index, plan, window, shared.clone())))
-        .collect();
 
     std::thread::sleep(window_start.saturating_duration_since(Instant::now()));
-    let cpu_before = CpuSample::now();
+    let cpu_before = CpuSample::now(&generator_proc);
     let stages_before = metrics::snapshot();
-    std::thread::sleep(window_end.saturating_duration_since(Instant::now()));
-    let cpu_after = CpuSample::now();
-    let stages_after = metrics::snapshot();
-    let seconds = (cpu_after.at - cpu_before.at).as_secs_f64();
-    shared.stop.store(true, Ordering::Relaxed);
-
-    let mut tally = Tally::default();
-    for task in tasks {
-        tally.merge(load_rt.block_on(task)?);
+    let relay_proc = Path::new("/proc/self");
+    let peak_reset = reset_peak_memory();
+    let mut samples = vec![(Instant::now(), Memory::of(relay_proc))];
+    // The relay's memory through the window: enough samples for a slope even in a short check.
+    let every = memory_sample_every(settings.measure);
+    let mut next = window_start + every;
+    while next + every / 2 < window_end {
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        samples.push((Instant::now(), Memory::of(relay_proc)));
+        next += every;
     }
+    std::thread::sleep(window_end.saturating_duration_since(Instant::now()));
+    let cpu_after = CpuSample::now(&generator_proc);
+    let stages_after = metrics::snapshot();
+    let generator_memory = Memory::of(&generator_proc);
+    samples.push((Instant::now(), Memory::of(relay_proc)));
+    let seconds = (cpu_after.at - cpu_before.at).as_secs_f64();
+
+    // The generator stops its contributors at the window's end, lets each finish its unit, and
+    // writes its tally.
+    let output = generator.wait_with_output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "the load generator failed: {}",
+        output.status
+    );
+    let mut tally: Tally = serde_json::from_slice(&output.stdout)?;
     feeder.abort();
     server.abort();
     let ledger_rows: i64 = relay_rt.block_on(state.db.call(|conn| {
@@ -325,7 +374,6 @@ fn run(
         )?)
     }))?;
     let wal_bytes = std::fs::metadata(dir.path().join("relay.sqlite-wal")).map_or(0, |m| m.len());
-    let memory = Memory::now();
     drop(state);
 
     tally.latencies_us.sort_unstable();
@@ -351,62 +399,129 @@ fn run(
         receipts_total: tally.receipts_total,
         ledger_rows,
         wal_bytes,
-        memory,
+        relay_memory: MemoryTrend::of(&samples, peak_reset),
+        generator_memory,
     };
     eprintln!(
-        "relay bench: {label}: {:.0} results/s, p99 {:.2} ms",
+        "relay bench: {label}: {:.0} results/s, p99 {:.2} ms, relay memory {:.0} -> {:.0} MB",
         report.results as f64 / report.seconds,
-        percentile(&report.latencies_us, 0.99) as f64 / 1000.0
+        percentile(&report.latencies_us, 0.99) as f64 / 1000.0,
+        report.relay_memory.start as f64 / 1e6,
+        report.relay_memory.end as f64 / 1e6,
     );
     Ok(report)
 }
 
-/// Creates demo jobs until at least `low_water` units are pending (counting leases the
-/// contributors were granted); returns how many units exist.
-async fn feed(
-    state: &AppState,
-    low_water: u64,
-    mut created: u64,
-    shared: &Shared,
-) -> anyhow::Result<u64> {
+/// Creates demo jobs until at least `low_water` units are pending, taking the units created
+/// (`created`, by this feeder alone) less the leases the relay has issued; returns how many
+/// units exist. The leases are counted once per batch of jobs, not once per job, so that the
+/// feeder's round trips to the database are as before, when the contributors counted them.
+async fn feed(state: &AppState, low_water: u64, mut created: u64) -> anyhow::Result<u64> {
     let shape = MatmulShape {
         m: JOB,
         n: JOB,
         k: K,
     };
     let units_per_job = ((JOB / UNIT) * (JOB / UNIT)) as u64;
-    while created.saturating_sub(shared.leases_granted.load(Ordering::Relaxed)) < low_water {
-        let seed = created;
-        let now = state.now_ms();
-        let store = state.db.blob_store().clone();
-        state
-            .db
-            .call(move |conn| {
-                let (a, b) = demo::demo_matrices(seed, shape);
-                let split = jobs::Split {
-                    unit_size: UNIT,
-                    max_attempts: 5,
-                    replicas: None,
-                };
-                let tx = conn.transaction()?;
-                jobs::create_matmul(&tx, &store, &a, &b, shape, split, jobs::Owner::Demo, now)?;
-                tx.commit()?;
-                Ok(())
-            })
-            .await?;
-        created += units_per_job;
+    loop {
+        let pending = created.saturating_sub(leases_issued(state).await?);
+        if pending >= low_water {
+            return Ok(created);
+        }
+        for _ in 0..(low_water - pending).div_ceil(units_per_job) {
+            let seed = created;
+            let now = state.now_ms();
+            let store = state.db.blob_store().clone();
+            state
+                .db
+                .call(move |conn| {
+                    let (a, b) = demo::demo_matrices(seed, shape);
+                    let split = jobs::Split {
+                        unit_size: UNIT,
+                        max_attempts: 5,
+                        replicas: None,
+                    };
+                    let tx = conn.transaction()?;
+                    jobs::create_matmul(&tx, &store, &a, &b, shape, split, jobs::Owner::Demo, now)?;
+                    tx.commit()?;
+                    Ok(())
+                })
+                .await?;
+            created += units_per_job;
+        }
     }
-    Ok(created)
 }
 
-async fn feed_forever(state: AppState, low_water: u64, mut created: u64, shared: Arc<Shared>) {
+/// Leases the relay has issued so far. Leases are never deleted, so this is the table's largest
+/// rowid: one probe of its b-tree, on a read connection, cheap enough to ask every few ms. (A
+/// reissued unit or a canary counts a lease of no new unit; the feeder then makes a little more
+/// work than needed, which does no harm.)
+async fn leases_issued(state: &AppState) -> anyhow::Result<u64> {
+    let issued: i64 = state
+        .db
+        .read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT COALESCE(MAX(rowid), 0) FROM leases")?
+                .query_row([], |row| row.get(0))?)
+        })
+        .await?;
+    Ok(issued as u64)
+}
+
+async fn feed_forever(state: AppState, low_water: u64, mut created: u64) {
     loop {
-        match feed(&state, low_water, created, &shared).await {
+        match feed(&state, low_water, created).await {
             Ok(now) => created = now,
             Err(e) => eprintln!("relay bench: feeder: {e}"),
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// The load generator's process: runs the contributors of `orders` until its window ends, then
+/// writes their tally to stdout as JSON.
+fn generate_load(orders: Orders) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("load")
+        .enable_all()
+        .build()?;
+    // The wall-clock start, as an Instant of this process.
+    let start = match orders.start.duration_since(SystemTime::now()) {
+        Ok(ahead) => Instant::now() + ahead,
+        Err(_) => {
+            eprintln!("relay bench: the load generator started after its start time");
+            Instant::now()
+        }
+    };
+    let window_start = start + orders.warmup;
+    let window = Window {
+        start,
+        window_start,
+        window_end: window_start + orders.measure,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..orders.plan.contributors)
+        .map(|index| {
+            runtime.spawn(contributor(
+                orders.relay,
+                index,
+                orders.plan,
+                window,
+                stop.clone(),
+            ))
+        })
+        .collect();
+    std::thread::sleep(window.window_end.saturating_duration_since(Instant::now()));
+    stop.store(true, Ordering::Relaxed);
+    let mut tally = Tally::default();
+    for task in tasks {
+        tally.merge(runtime.block_on(task)?);
+    }
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer(&mut stdout, &tally)?;
+    stdout.flush()?;
+    Ok(())
 }
 
 #[derive(Clone, Copy)]
@@ -423,13 +538,13 @@ impl Window {
     }
 }
 
-/// What one contributor saw.
-#[derive(Default)]
+/// What the contributors saw: one contributor's, or all of them merged.
+#[derive(Default, Serialize, Deserialize)]
 struct Tally {
     /// Lease request to credit receipt, of results credited within the window.
     latencies_us: Vec<u32>,
     errors: BTreeMap<String, u64>,
-    requests: BTreeMap<&'static str, u64>,
+    requests: BTreeMap<String, u64>,
     late_starts: u64,
     receipts_total: u64,
 }
@@ -454,7 +569,7 @@ async fn contributor(
     index: usize,
     plan: Plan,
     window: Window,
-    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
 ) -> Tally {
     let key = ContributorKey::generate().expect("a random source");
     let mut tally = Tally::default();
@@ -466,7 +581,7 @@ async fn contributor(
         }
     };
     let mut kernels: HashMap<ContentHash, KernelSource> = HashMap::new();
-    let mut blobs: BlobCache<Arc<Vec<f32>>> = BlobCache::new(256 << 10);
+    let mut blobs: BlobCache<Arc<Vec<f32>>> = BlobCache::new(CONTRIBUTOR_CACHE_BYTES);
     // Fixed rate: this contributor's share of the rate, offset so the contributors interleave.
     let period = plan
         .rate
@@ -479,7 +594,7 @@ async fn contributor(
         tokio::time::sleep_until(window.start.into()).await;
     }
 
-    while !shared.stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         if let Some(period) = period {
             tokio::time::sleep_until(next.into()).await;
             if Instant::now() > next + Duration::from_millis(2) && window.contains(next) {
@@ -489,7 +604,7 @@ async fn contributor(
         }
         let began = Instant::now();
         let counting = window.contains(began);
-        match one_unit(&http, &key, &mut kernels, &mut blobs, &shared).await {
+        match one_unit(&http, &key, &mut kernels, &mut blobs).await {
             Ok(Cycle::Credited { requests }) => {
                 tally.receipts_total += 1;
                 let done = Instant::now();
@@ -500,7 +615,7 @@ async fn contributor(
                 }
                 if counting {
                     for kind in requests {
-                        *tally.requests.entry(kind).or_default() += 1;
+                        *tally.requests.entry(kind.to_string()).or_default() += 1;
                     }
                 }
             }
@@ -538,13 +653,11 @@ async fn one_unit(
     key: &ContributorKey,
     kernels: &mut HashMap<ContentHash, KernelSource>,
     blobs: &mut BlobCache<Arc<Vec<f32>>>,
-    shared: &Shared,
 ) -> Result<Cycle, ProtocolError<HttpError>> {
     let mut requests = vec!["POST /v1/leases"];
     let Some(lease) = protocol::lease(http, key, None).await? else {
         return Ok(Cycle::NoWork);
     };
-    shared.leases_granted.fetch_add(1, Ordering::Relaxed);
     if let std::collections::hash_map::Entry::Vacant(entry) = kernels.entry(lease.kernel.hash) {
         requests.push("GET /v1/kernels");
         entry.insert(protocol::fetch_kernel(http, &lease.kernel).await?);
@@ -722,29 +835,31 @@ impl Transport for Http {
     }
 }
 
-/// CPU time used so far: the whole process, and the threads of the relay's runtime.
+/// CPU time used so far: the relay's process, the threads of the relay's runtime in it, and the
+/// load generator's process.
 struct CpuSample {
     at: Instant,
     process_ns: u64,
     relay_threads_ns: u64,
-    load_threads_ns: u64,
+    generator_ns: u64,
 }
 
 /// CPU time over an interval, in nanoseconds.
 struct CpuSplit {
     process_ns: u64,
     relay_threads_ns: u64,
-    load_threads_ns: u64,
+    generator_ns: u64,
 }
 
 impl CpuSample {
-    fn now() -> CpuSample {
-        let (relay, load) = thread_cpu_by_name();
+    /// `generator` is the load generator's directory in /proc.
+    fn now(generator: &Path) -> CpuSample {
         CpuSample {
             at: Instant::now(),
             process_ns: process_cpu_ns(),
-            relay_threads_ns: relay,
-            load_threads_ns: load,
+            relay_threads_ns: relay_threads_cpu_ns(),
+            generator_ns: std::fs::read_to_string(generator.join("stat"))
+                .map_or(0, |stat| stat_cpu_ns(&stat)),
         }
     }
 
@@ -754,12 +869,13 @@ impl CpuSample {
             relay_threads_ns: self
                 .relay_threads_ns
                 .saturating_sub(before.relay_threads_ns),
-            load_threads_ns: self.load_threads_ns.saturating_sub(before.load_threads_ns),
+            generator_ns: self.generator_ns.saturating_sub(before.generator_ns),
         }
     }
 }
 
-/// User and system CPU time of the whole process (getrusage).
+/// User and system CPU time of this process (getrusage RUSAGE_SELF: not its children, so not
+/// the load generator).
 fn process_cpu_ns() -> u64 {
     // SAFETY: getrusage only writes the struct it is given.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -768,14 +884,31 @@ fn process_cpu_ns() -> u64 {
     ns(usage.ru_utime) + ns(usage.ru_stime)
 }
 
-/// CPU time of the living threads named "relay" and "load", in ns: from
-/// /proc/self/task/*/schedstat (nanoseconds on the CPU), else from stat (clock ticks).
-fn thread_cpu_by_name() -> (u64, u64) {
+/// utime + stime from a /proc stat file, in ns (clock ticks, 10 ms apart). A process's
+/// /proc/<pid>/stat sums all its threads, living and exited.
+fn stat_cpu_ns(stat: &str) -> u64 {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    let (mut relay, mut load) = (0, 0);
+    let Some(close) = stat.rfind(')') else {
+        return 0;
+    };
+    // After the name: state is field 3 of stat(5); utime and stime are 14 and 15.
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let cpu = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (cpu(11) + cpu(12)) * 1_000_000_000 / ticks
+}
+
+/// CPU time of this process's living threads named "relay", in ns: from
+/// /proc/self/task/*/schedstat (nanoseconds on the CPU), else from stat (clock ticks).
+fn relay_threads_cpu_ns() -> u64 {
+    let mut relay = 0;
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return (0, 0);
+        return 0;
     };
     for task in tasks.flatten() {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
@@ -784,28 +917,15 @@ fn thread_cpu_by_name() -> (u64, u64) {
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };
-        let name = &stat[open + 1..close];
-        let ns = std::fs::read_to_string(task.path().join("schedstat"))
+        if !stat[open + 1..close].starts_with("relay") {
+            continue;
+        }
+        relay += std::fs::read_to_string(task.path().join("schedstat"))
             .ok()
             .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or_else(|| {
-                // After the name: state is field 3 of stat(5); utime and stime are 14 and 15.
-                let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-                let cpu = |i: usize| {
-                    fields
-                        .get(i)
-                        .and_then(|f| f.parse::<u64>().ok())
-                        .unwrap_or(0)
-                };
-                (cpu(11) + cpu(12)) * 1_000_000_000 / ticks
-            });
-        if name.starts_with("relay") {
-            relay += ns;
-        } else if name.starts_with("load") {
-            load += ns;
-        }
+            .unwrap_or_else(|| stat_cpu_ns(&stat));
     }
-    (relay, load)
+    relay
 }
 
 fn percentile(sorted: &[u32], q: f64) -> u32 {
@@ -829,20 +949,22 @@ fn render(settings: &Settings, runs: &[RunReport]) -> String {
     }
     let _ = writeln!(
         out,
-        "Real relay in-process on loopback HTTP/1.1, durable SQLite (WAL) in a temp dir; units of \
+        "Real relay on loopback HTTP/1.1, durable SQLite (WAL) in a temp dir; units of \
          {UNIT}x{UNIT} with k = {K} (demo jobs {JOB}x{JOB}); each contributor has its own ed25519 \
-         key and connection, caches blobs by hash, computes on the CPU, signs; the relay checks \
-         the signature, runs Freivalds' check and credits the ledger. {cpus} CPUs, shared by the \
-         relay and the load generator (same process). Closed loop: each contributor leases its \
+         key and connection, caches blobs by hash ({} KiB), computes on the CPU, signs; the relay \
+         checks the signature, runs Freivalds' check and credits the ledger. The contributors run \
+         in a second process, the load generator; the relay's process holds the relay alone. \
+         {cpus} CPUs, shared by the two processes. Closed loop: each contributor leases its \
          next unit as soon as the last is credited. Fixed rate: {RATE_CONTRIBUTORS} contributors \
          share the rate, each starting a unit on its own schedule. Latency runs from the lease \
          request to the credit receipt. Warm-up {:.0} s, then {:.0} s measured per run.\n",
+        CONTRIBUTOR_CACHE_BYTES >> 10,
         settings.warmup.as_secs_f64(),
         settings.measure.as_secs_f64()
     );
     let _ = writeln!(
         out,
-        "| Run | Results/s | p50 ms | p99 ms | max ms | Errors | CPU µs/result: process | relay threads | load generator |"
+        "| Run | Results/s | p50 ms | p99 ms | max ms | Errors | CPU µs/result: relay process | relay threads | load generator |"
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---:|---:|---:|");
     for run in runs {
@@ -878,7 +1000,7 @@ fn render(settings: &Settings, runs: &[RunReport]) -> String {
             ms(1.0),
             per_result(run.cpu.process_ns),
             per_result(run.cpu.relay_threads_ns),
-            per_result(run.cpu.load_threads_ns),
+            per_result(run.cpu.generator_ns),
         );
     }
 
@@ -944,13 +1066,43 @@ fn render(settings: &Settings, runs: &[RunReport]) -> String {
         let _ = write!(out, " {:.1} |", run.wal_bytes as f64 / 1e6);
     }
     out.push('\n');
-    let _ = write!(out, "| process memory at the end, MB (peak so far) |");
+    let mb = |bytes: u64| bytes as f64 / 1e6;
+    let _ = write!(
+        out,
+        "| relay process memory (VmRSS), MB: window start / end / peak |"
+    );
+    for run in runs {
+        let memory = &run.relay_memory;
+        let _ = write!(
+            out,
+            " {:.0} / {:.0} / {:.0} |",
+            mb(memory.start),
+            mb(memory.end),
+            mb(memory.peak)
+        );
+    }
+    out.push('\n');
+    let _ = write!(
+        out,
+        "| relay process memory growth, MB/min (slope over samples every {:.0} s) |",
+        memory_sample_every(settings.measure).as_secs_f64()
+    );
     for run in runs {
         let _ = write!(
             out,
+            " {:+.1} |",
+            run.relay_memory.slope_bytes_per_s * 60.0 / 1e6
+        );
+    }
+    out.push('\n');
+    let _ = write!(out, "| load generator memory at the end, MB (peak) |");
+    for run in runs {
+        let memory = &run.generator_memory;
+        let _ = write!(
+            out,
             " {:.0} ({:.0}) |",
-            run.memory.resident as f64 / 1e6,
-            run.memory.peak as f64 / 1e6
+            mb(memory.resident),
+            mb(memory.peak)
         );
     }
     out.push('\n');
@@ -970,23 +1122,40 @@ fn render(settings: &Settings, runs: &[RunReport]) -> String {
     out.push('\n');
     let _ = writeln!(
         out,
+        "\nThe relay process's memory is its resident set (VmRSS), read at the window's start, \
+         every {:.0} s and at its end; the peak is VmHWM, reset at the window's start; the growth \
+         is the least-squares slope over those samples. The load generator's peak is VmHWM since \
+         it started (one generator per run).",
+        memory_sample_every(settings.measure).as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
         "\nTargets (issue #7): at least 20,000 results/s; p99 at most 10 ms at 5,000 results/s. \
          Rerun: `cargo xtask bench relay`."
     );
     out
 }
 
-/// Resident memory of this process, from /proc/self/status (Linux; zeros elsewhere).
+/// How often the relay's memory is read in a window of `measure`: every 10 s, or 30 times
+/// when the window is shorter than 5 minutes, but at most once a second.
+fn memory_sample_every(measure: Duration) -> Duration {
+    (measure / 30).clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
+
+/// Resident memory of a process, from /proc/<pid>/status (Linux; zeros elsewhere).
 #[derive(Clone, Copy, Default)]
 struct Memory {
+    /// VmRSS.
     resident: u64,
-    /// The most resident memory the process has had so far.
+    /// VmHWM: the most resident memory the process has had since it started, or since
+    /// [`reset_peak_memory`].
     peak: u64,
 }
 
 impl Memory {
-    fn now() -> Memory {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    /// `proc` is the process's directory in /proc: `/proc/self`, `/proc/<pid>`.
+    fn of(proc: &Path) -> Memory {
+        let status = std::fs::read_to_string(proc.join("status")).unwrap_or_default();
         let kib = |field: &str| {
             status
                 .lines()
@@ -998,6 +1167,59 @@ impl Memory {
         Memory {
             resident: kib("VmRSS:"),
             peak: kib("VmHWM:"),
+        }
+    }
+}
+
+/// Sets this process's VmHWM back to its VmRSS (Linux 4.0 and later), so that it gives the peak
+/// from now on; false where that is refused.
+fn reset_peak_memory() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// The relay process's resident memory over a window, from samples taken through it.
+struct MemoryTrend {
+    start: u64,
+    end: u64,
+    /// VmHWM at the end when it was reset at the start, else the largest sample.
+    peak: u64,
+    /// Least-squares slope of VmRSS over time, in bytes per second.
+    slope_bytes_per_s: f64,
+}
+
+impl MemoryTrend {
+    fn of(samples: &[(Instant, Memory)], peak_reset: bool) -> MemoryTrend {
+        let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+            return MemoryTrend {
+                start: 0,
+                end: 0,
+                peak: 0,
+                slope_bytes_per_s: 0.0,
+            };
+        };
+        let largest = samples.iter().map(|(_, m)| m.resident).max().unwrap_or(0);
+        let points: Vec<(f64, f64)> = samples
+            .iter()
+            .map(|(at, m)| ((*at - first.0).as_secs_f64(), m.resident as f64))
+            .collect();
+        let n = points.len() as f64;
+        let mean_t = points.iter().map(|p| p.0).sum::<f64>() / n;
+        let mean_m = points.iter().map(|p| p.1).sum::<f64>() / n;
+        let covariance: f64 = points.iter().map(|p| (p.0 - mean_t) * (p.1 - mean_m)).sum();
+        let variance: f64 = points.iter().map(|p| (p.0 - mean_t).powi(2)).sum();
+        MemoryTrend {
+            start: first.1.resident,
+            end: last.1.resident,
+            peak: if peak_reset {
+                last.1.peak.max(largest)
+            } else {
+                largest
+            },
+            slope_bytes_per_s: if variance > 0.0 {
+                covariance / variance
+            } else {
+                0.0
+            },
         }
     }
 }

@@ -14,8 +14,9 @@
 //!   load (`GLOWWORM_CRASH_KILLS` changes it) and restarted: kill points tried and invariant
 //!   violations found (`target/bench/faults.md`).
 //! - load: the relay benchmark held for 5 minutes (`GLOWWORM_LOAD_SECONDS`) with 1,000
-//!   simulated contributors: sustained results/s, errors, p99 latency and the process's memory
-//!   (`target/bench/load.md`).
+//!   simulated contributors: sustained results/s, errors, p99 latency and the relay process's
+//!   memory (at the window's start and end, peak, growth per minute; the load generator runs in
+//!   a process of its own) (`target/bench/load.md`).
 
 use crate::{deps, process, wasm};
 use anyhow::Result;
