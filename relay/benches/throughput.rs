@@ -428,27 +428,40 @@ async fn feed(state: &AppState, low_water: u64, mut created: u64) -> anyhow::Res
         if pending >= low_water {
             return Ok(created);
         }
-        for _ in 0..(low_water - pending).div_ceil(units_per_job) {
-            let seed = created;
-            let now = state.now_ms();
-            let store = state.db.blob_store().clone();
-            state
-                .db
-                .call(move |conn| {
+        // As the relay's own demo generator does: the input blobs are written (and synced) on
+        // a blocking thread, and only the rows go through the database's writer thread, all the
+        // shortfall's jobs in one transaction.
+        let jobs = (low_water - pending).div_ceil(units_per_job);
+        let seeds: Vec<u64> = (0..jobs).map(|j| created + j * units_per_job).collect();
+        let store = state.db.blob_store().clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let split = jobs::Split {
+                unit_size: UNIT,
+                max_attempts: 5,
+                replicas: None,
+            };
+            seeds
+                .into_iter()
+                .map(|seed| {
                     let (a, b) = demo::demo_matrices(seed, shape);
-                    let split = jobs::Split {
-                        unit_size: UNIT,
-                        max_attempts: 5,
-                        replicas: None,
-                    };
-                    let tx = conn.transaction()?;
-                    jobs::create_matmul(&tx, &store, &a, &b, shape, split, jobs::Owner::Demo, now)?;
-                    tx.commit()?;
-                    Ok(())
+                    jobs::MatmulJob::store(&store, &a, &b, shape, split)
                 })
-                .await?;
-            created += units_per_job;
-        }
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await??;
+        let now = state.now_ms();
+        state
+            .db
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                for job in &stored {
+                    job.insert(&tx, jobs::Owner::Demo, now)?;
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+        created += jobs * units_per_job;
     }
 }
 
