@@ -28,7 +28,8 @@
 //! shorter than 5 minutes, but at most once a second) and at its end; the table gives it at
 //! the start and end, the peak (VmHWM, reset at the window's start by writing 5 to
 //! /proc/self/clear_refs; the largest sample where that is refused) and the growth in MB per
-//! minute, the least-squares slope over the samples. The load generator's VmRSS at the end and
+//! minute, the least-squares slope over the samples (over the whole window and over its second
+//! half, which is near zero once the relay's bounded caches have filled). The load generator's VmRSS at the end and
 //! its VmHWM (peak since it started; one generator per run) come from /proc/<pid>/status. The
 //! two processes share the machine's CPUs.
 //!
@@ -1097,14 +1098,16 @@ fn render(settings: &Settings, runs: &[RunReport]) -> String {
     out.push('\n');
     let _ = write!(
         out,
-        "| relay process memory growth, MB/min (slope over samples every {:.0} s) |",
+        "| relay process memory growth, MB/min: whole window / its second half (slopes over \
+         samples every {:.0} s) |",
         memory_sample_every(settings.measure).as_secs_f64()
     );
     for run in runs {
         let _ = write!(
             out,
-            " {:+.1} |",
-            run.relay_memory.slope_bytes_per_s * 60.0 / 1e6
+            " {:+.1} / {:+.1} |",
+            run.relay_memory.slope_bytes_per_s * 60.0 / 1e6,
+            run.relay_memory.late_slope_bytes_per_s * 60.0 / 1e6
         );
     }
     out.push('\n');
@@ -1137,7 +1140,8 @@ fn render(settings: &Settings, runs: &[RunReport]) -> String {
         out,
         "\nThe relay process's memory is its resident set (VmRSS), read at the window's start, \
          every {:.0} s and at its end; the peak is VmHWM, reset at the window's start; the growth \
-         is the least-squares slope over those samples. The load generator's peak is VmHWM since \
+         is the least-squares slope over those samples (all of them, and those of the window's \
+         second half). The load generator's peak is VmHWM since \
          it started (one generator per run).",
         memory_sample_every(settings.measure).as_secs_f64()
     );
@@ -1196,8 +1200,10 @@ struct MemoryTrend {
     end: u64,
     /// VmHWM at the end when it was reset at the start, else the largest sample.
     peak: u64,
-    /// Least-squares slope of VmRSS over time, in bytes per second.
+    /// Least-squares slope of VmRSS over time, in bytes per second: over the whole window, and
+    /// over its second half (near zero once the relay's caches have filled, if nothing leaks).
     slope_bytes_per_s: f64,
+    late_slope_bytes_per_s: f64,
 }
 
 impl MemoryTrend {
@@ -1208,6 +1214,7 @@ impl MemoryTrend {
                 end: 0,
                 peak: 0,
                 slope_bytes_per_s: 0.0,
+                late_slope_bytes_per_s: 0.0,
             };
         };
         let largest = samples.iter().map(|(_, m)| m.resident).max().unwrap_or(0);
@@ -1215,11 +1222,8 @@ impl MemoryTrend {
             .iter()
             .map(|(at, m)| ((*at - first.0).as_secs_f64(), m.resident as f64))
             .collect();
-        let n = points.len() as f64;
-        let mean_t = points.iter().map(|p| p.0).sum::<f64>() / n;
-        let mean_m = points.iter().map(|p| p.1).sum::<f64>() / n;
-        let covariance: f64 = points.iter().map(|p| (p.0 - mean_t) * (p.1 - mean_m)).sum();
-        let variance: f64 = points.iter().map(|p| (p.0 - mean_t).powi(2)).sum();
+        let half = points.last().map_or(0.0, |p| p.0) / 2.0;
+        let late: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.0 >= half).collect();
         MemoryTrend {
             start: first.1.resident,
             end: last.1.resident,
@@ -1228,11 +1232,22 @@ impl MemoryTrend {
             } else {
                 largest
             },
-            slope_bytes_per_s: if variance > 0.0 {
-                covariance / variance
-            } else {
-                0.0
-            },
+            slope_bytes_per_s: slope(&points),
+            late_slope_bytes_per_s: slope(&late),
         }
+    }
+}
+
+/// The least-squares slope of `points` (x, y); 0 when there are fewer than two distinct x.
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let covariance: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+    let variance: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+    if variance > 0.0 {
+        covariance / variance
+    } else {
+        0.0
     }
 }
