@@ -1111,6 +1111,20 @@ fn render(settings: &Settings, runs: &[RunReport]) -> String {
         );
     }
     out.push('\n');
+    let _ = write!(
+        out,
+        "| relay process memory through the window, MB ({MEMORY_SERIES} samples, evenly spaced) |"
+    );
+    for run in runs {
+        let series: Vec<String> = run
+            .relay_memory
+            .series
+            .iter()
+            .map(|bytes| format!("{:.0}", mb(*bytes)))
+            .collect();
+        let _ = write!(out, " {} |", series.join(", "));
+    }
+    out.push('\n');
     let _ = write!(out, "| load generator memory at the end, MB (peak) |");
     for run in runs {
         let memory = &run.generator_memory;
@@ -1204,7 +1218,12 @@ struct MemoryTrend {
     /// over its second half (near zero once the relay's caches have filled, if nothing leaks).
     slope_bytes_per_s: f64,
     late_slope_bytes_per_s: f64,
+    /// Up to [`MEMORY_SERIES`] samples spread evenly through the window, VmRSS in bytes.
+    series: Vec<u64>,
 }
+
+/// Samples of the relay's memory the table lists, to show the shape of its growth.
+const MEMORY_SERIES: usize = 11;
 
 impl MemoryTrend {
     fn of(samples: &[(Instant, Memory)], peak_reset: bool) -> MemoryTrend {
@@ -1215,6 +1234,7 @@ impl MemoryTrend {
                 peak: 0,
                 slope_bytes_per_s: 0.0,
                 late_slope_bytes_per_s: 0.0,
+                series: Vec::new(),
             };
         };
         let largest = samples.iter().map(|(_, m)| m.resident).max().unwrap_or(0);
@@ -1234,6 +1254,12 @@ impl MemoryTrend {
             },
             slope_bytes_per_s: slope(&points),
             late_slope_bytes_per_s: slope(&late),
+            series: (0..MEMORY_SERIES.min(samples.len()))
+                .map(|i| {
+                    let last = MEMORY_SERIES.min(samples.len()) - 1;
+                    samples[i * (samples.len() - 1) / last.max(1)].1.resident
+                })
+                .collect(),
         }
     }
 }

@@ -47,8 +47,15 @@ const SCHEMA: &str = include_str!("schema.sql");
 const MAX_GROUP: usize = 256;
 /// Read connections in use at once.
 const READERS: usize = 4;
-/// Bytes of input blobs kept in memory.
+/// Memory the cache of input blobs may take, entries' bookkeeping included.
 const BLOB_CACHE_BYTES: usize = 64 << 20;
+/// What one cached blob costs beyond its bytes: its allocation's header, the map entry (hash,
+/// handle, size, and the table's spare capacity) and its place in the eviction queue. Charged
+/// to the budget, so that many small blobs (the 256-byte panels of small units) cannot take
+/// twice the budget in memory. Estimated at 170 to 280 bytes (a 16-byte allocation header, the
+/// 48-byte shared handle a clone of `Bytes` allocates, a 72-byte map entry and a 32-byte queue
+/// slot, the last two up to twice that in a table that has just grown).
+const BLOB_CACHE_ENTRY_BYTES: usize = 256;
 /// How often the background thread checkpoints the WAL, at most.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// WAL frames (pages) after which the writer checkpoints so that the WAL can start over: 64 MiB
@@ -474,7 +481,7 @@ impl Db {
                 .blobs
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(hash, bytes.clone(), bytes.len());
+                .insert(hash, bytes.clone(), bytes.len() + BLOB_CACHE_ENTRY_BYTES);
             bytes
         }))
     }
