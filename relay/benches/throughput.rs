@@ -29,9 +29,10 @@
 //! the start and end, the peak (VmHWM, reset at the window's start by writing 5 to
 //! /proc/self/clear_refs; the largest sample where that is refused) and the growth in MB per
 //! minute, the least-squares slope over the samples (over the whole window and over its second
-//! half, which is near zero once the relay's bounded caches have filled). The load generator's VmRSS at the end and
-//! its VmHWM (peak since it started; one generator per run) come from /proc/<pid>/status. The
-//! two processes share the machine's CPUs.
+//! half, which is near zero once the relay's bounded caches have filled), and 11 samples spread
+//! through the window. The load generator's VmRSS at the end and its VmHWM (peak since it
+//! started; one generator per run) come from /proc/<pid>/status. The two processes share the
+//! machine's CPUs.
 //!
 //! Settings, by environment variable: `GLOWWORM_BENCH_SECONDS` (measuring window per run, 15),
 //! `GLOWWORM_BENCH_WARMUP` (3), `GLOWWORM_BENCH_CONTRIBUTORS` (closed-loop runs, "64,1024"),
@@ -415,8 +416,8 @@ fn run(relay_rt: &Runtime, settings: &Settings, plan: Plan) -> anyhow::Result<Ru
 
 /// Creates demo jobs until at least `low_water` units are pending, taking the units created
 /// (`created`, by this feeder alone) less the leases the relay has issued; returns how many
-/// units exist. The leases are counted once per batch of jobs, not once per job, so that the
-/// feeder's round trips to the database are as before, when the contributors counted them.
+/// units exist. The leases are counted once per batch of jobs, and the batch's jobs are inserted
+/// in one transaction, so that the feeder takes little of the writer thread's time.
 async fn feed(state: &AppState, low_water: u64, mut created: u64) -> anyhow::Result<u64> {
     let shape = MatmulShape {
         m: JOB,
