@@ -167,21 +167,10 @@ async fn a_unit_that_uses_up_its_attempts_fails_and_fails_its_job() {
 
 #[tokio::test]
 async fn expiry_alone_exhausts_attempts() {
-    let relay = TestRelay::with_config(|c| {
-        c.max_attempts = 2;
-        c.demo_m = 64;
-        c.demo_n = 64;
-        c.demo_k = 64;
-    });
+    let relay = one_unit_with_two_attempts();
     let job = relay.queue_demo_job().await;
     let contributor = Contributor::new();
-    for _ in 0..2 {
-        contributor.lease(&relay).await.expect("an attempt is left");
-        relay.advance(Duration::from_secs(61));
-    }
-    assert!(contributor.lease(&relay).await.is_none());
-    let status: JobStatus = relay.get(&format!("/v1/jobs/{}", job.job_id)).await.json();
-    assert_eq!((status.state.as_str(), status.units_failed), ("failed", 1));
+    two_expiries_fail_the_job(&relay, &contributor, job.job_id).await;
 }
 
 /// A relay that stops (crash or restart) while leases are active gives their units the attempt
@@ -190,12 +179,7 @@ async fn expiry_alone_exhausts_attempts() {
 /// restarts, and a release afterwards does not give it back a second time.
 #[tokio::test]
 async fn leases_a_restart_interrupts_do_not_use_up_attempts() {
-    let relay = TestRelay::with_config(|c| {
-        c.max_attempts = 2;
-        c.demo_m = 64;
-        c.demo_n = 64;
-        c.demo_k = 64;
-    });
+    let relay = one_unit_with_two_attempts();
     let job = relay.queue_demo_job().await;
     let contributor = Contributor::new();
     let attempts = || relay.count("SELECT attempts FROM units");
@@ -235,11 +219,27 @@ async fn leases_a_restart_interrupts_do_not_use_up_attempts() {
     );
 
     // Without restarts, expiries count again: two more and the unit fails.
+    two_expiries_fail_the_job(&relay, &contributor, job.job_id).await;
+}
+
+/// A relay whose demo jobs are a single 64x64x64 unit with two attempts.
+fn one_unit_with_two_attempts() -> TestRelay {
+    TestRelay::with_config(|c| {
+        c.max_attempts = 2;
+        c.demo_m = 64;
+        c.demo_n = 64;
+        c.demo_k = 64;
+    })
+}
+
+/// `contributor` leases job `job_id`'s one unit and lets the lease expire, twice; then the unit
+/// has used its two attempts: nothing is left to lease and the job has failed.
+async fn two_expiries_fail_the_job(relay: &TestRelay, contributor: &Contributor, job_id: i64) {
     for _ in 0..2 {
-        contributor.lease(&relay).await.expect("an attempt is left");
+        contributor.lease(relay).await.expect("an attempt is left");
         relay.advance(Duration::from_secs(61));
     }
-    assert!(contributor.lease(&relay).await.is_none());
-    let status: JobStatus = relay.get(&format!("/v1/jobs/{}", job.job_id)).await.json();
+    assert!(contributor.lease(relay).await.is_none());
+    let status: JobStatus = relay.get(&format!("/v1/jobs/{job_id}")).await.json();
     assert_eq!((status.state.as_str(), status.units_failed), ("failed", 1));
 }
