@@ -5,22 +5,17 @@
 // Run by `cargo xtask bench browser`, which builds the module and the relay first; by hand, from
 // the repository root after `cargo xtask build` and `cargo build --release -p glowworm-relay`:
 //   GLOWWORM_RELAY_BIN=target/release/glowworm-relay GLOWWORM_WWW=www node tests/bench/browser.mjs
-// playwright-core comes from tests/e2e/node_modules (`cargo xtask test` installs it); the relay,
-// Chromium and the production Content-Security-Policy are set up as in the end-to-end tests
+// The relay, Chromium (playwright-core, from tests/e2e/node_modules, which `cargo xtask test`
+// installs) and the production Content-Security-Policy are set up as in the end-to-end tests
 // (tests/e2e/harness.mjs).
 
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import {
-  CHROMIUM, CHROMIUM_ARGS, ConsoleLog, ROOT, WWW, getJson, netlifyCsp, serveWithCsp, startRelay,
-  stopRelay,
+  ConsoleLog, ROOT, WWW, getJson, launchProfile, netlifyCsp, serveWithCsp, startRelay, stopRelay,
 } from '../e2e/harness.mjs';
-
-const require = createRequire(path.join(ROOT, 'tests/e2e/package.json'));
-const { chromium } = require('playwright-core');
 
 /**
  * The module must stay at or under this, gzipped: issue 7's 200 KB, in decimal kilobytes, judged in
@@ -55,11 +50,7 @@ async function moduleSize() {
 
 /** A fresh Chromium profile with WebGPU, held to the production CSP on the relay's pages. */
 async function freshBrowser(workDir, relay, csp, label) {
-  const context = await chromium.launchPersistentContext(await mkdtemp(path.join(workDir, `${label}-`)), {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-  });
+  const context = await launchProfile(await mkdtemp(path.join(workDir, `${label}-`)));
   await serveWithCsp(context, relay.url, csp);
   return context;
 }

@@ -12,9 +12,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, ConsoleLog, clickStopAndWait, getJson, integerIn, netlifyCsp,
+  ConsoleLog, clickStopAndWait, getJson, integerIn, launchProfile, netlifyCsp,
   openPage as openPageLogged, saveArtifacts, serveWithCsp, sleep, startRelay, stopRelay, waitFor,
 } from './harness.mjs';
 
@@ -42,11 +41,7 @@ describe('contributing from the page', { timeout: 2 * TEST_TIMEOUT_MS + 60_000 }
     console.log(`relay: ${relay.url}`);
     csp = await netlifyCsp();
 
-    context = await chromium.launchPersistentContext(path.join(workDir, 'profile'), {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-    });
+    context = await launchProfile(path.join(workDir, 'profile'));
     // Serve the static files with the CSP that production (netlify.toml) uses, so a CSP
     // violation (an inline script, a missing 'wasm-unsafe-eval', ...) fails this test too.
     servedWithCsp = await serveWithCsp(context, relay.url, csp);

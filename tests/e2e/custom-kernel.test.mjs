@@ -14,10 +14,9 @@ import { createHash, createPublicKey, verify } from 'node:crypto';
 import http from 'node:http';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import { tmpdir } from 'node:os';
 import {
-  CHROMIUM, CHROMIUM_ARGS, ConsoleLog, WWW, openPage, saveArtifacts, waitFor,
+  ConsoleLog, WWW, launchProfile, openPage, saveArtifacts, waitFor,
 } from './harness.mjs';
 
 const TEST_TIMEOUT_MS = 240_000;
@@ -191,11 +190,7 @@ describe('custom kernels in the browser', { timeout: TEST_TIMEOUT_MS + 60_000 },
     await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
     url = `http://127.0.0.1:${server.address().port}`;
     workDir = await mkdtemp(path.join(tmpdir(), 'glowworm-e2e-custom-'));
-    context = await chromium.launchPersistentContext(path.join(workDir, 'profile'), {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-    });
+    context = await launchProfile(path.join(workDir, 'profile'));
   });
 
   after(async () => {

@@ -16,10 +16,9 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, ConsoleLog, RELAY_BIN, ROOT, clickStopAndWait, openPage,
-  saveArtifacts, startRelay, stopRelay,
+  ConsoleLog, RELAY_BIN, ROOT, clickStopAndWait, launchBrowser, openPage, saveArtifacts,
+  startRelay, stopRelay,
 } from './harness.mjs';
 
 const CLI_BIN = process.env.GLOWWORM_CLI_BIN
@@ -193,7 +192,7 @@ describe('a requester submits jobs with the glowworm CLI', { timeout: 3 * TEST_T
     apiKey = created.stdout.trim();
     assert.match(apiKey, /^gw_[A-Za-z0-9_-]{43}$/, 'the key alone on stdout');
 
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    browser = await launchBrowser();
     // Two contexts: two separate storages, so two contributor keys (replicas need distinct ones).
     contexts = [await browser.newContext(), await browser.newContext()];
   });

@@ -10,10 +10,9 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, ConsoleLog, clickStopAndWait, getJson, integerIn, openPage,
-  saveArtifacts, sleep, startRelay, stopRelay, waitFor,
+  ConsoleLog, clickStopAndWait, getJson, integerIn, launchProfile, openPage, saveArtifacts, sleep,
+  startRelay, stopRelay, waitFor,
 } from './harness.mjs';
 
 const TEST_TIMEOUT_MS = 240_000;
@@ -30,11 +29,7 @@ describe('a relay restart while a browser contributes', { timeout: TEST_TIMEOUT_
     workDir = await mkdtemp(path.join(tmpdir(), 'glowworm-e2e-restart-'));
     relay = await startRelay(workDir, RELAY_ARGS);
     console.log(`relay: ${relay.url}`);
-    context = await chromium.launchPersistentContext(path.join(workDir, 'profile'), {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-    });
+    context = await launchProfile(path.join(workDir, 'profile'));
   });
 
   after(async () => {

@@ -17,10 +17,9 @@ import http from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, ConsoleLog, clickStopAndWait, getJson, openPage, saveArtifacts, sleep,
-  startRelay, stopRelay, waitFor,
+  ConsoleLog, clickStopAndWait, getJson, launchBrowser, openPage, saveArtifacts, sleep, startRelay,
+  stopRelay, waitFor,
 } from './harness.mjs';
 
 const TEST_TIMEOUT_MS = 240_000;
@@ -115,7 +114,7 @@ describe('a tab closed mid-upload', { timeout: TEST_TIMEOUT_MS + 30_000 }, () =>
     relay = await startRelay(workDir, ['--lease-seconds', String(LEASE_SECONDS)]);
     proxy = await startHoldingProxy(relay.url);
     console.log(`relay: ${relay.url}, holding proxy: ${proxy.url}`);
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    browser = await launchBrowser();
     // Two profiles, so two contributor keys: the one whose tab is closed, and the one that
     // takes its unit over.
     closing = await browser.newContext();

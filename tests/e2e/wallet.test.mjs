@@ -16,10 +16,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ethers } from 'ethers';
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, ConsoleLog, HERE, clickStopAndWait, getJson, integerIn, netlifyCsp,
-  openPage, saveArtifacts, serveWithCsp, sleep, startRelay, stopRelay, waitFor,
+  ConsoleLog, HERE, clickStopAndWait, getJson, integerIn, launchBrowser, netlifyCsp, openPage,
+  saveArtifacts, serveWithCsp, sleep, startRelay, stopRelay, waitFor,
 } from './harness.mjs';
 
 // SwiftShader is slow (about 0.3 GFLOP/s, 1-2 s per compute pipeline): be generous.
@@ -158,7 +157,7 @@ describe('connecting a browser wallet', { timeout: 5 * TEST_TIMEOUT_MS + 60_000 
     relay = await startRelay(workDir, ['--siwe-chain-id', '1']);
     console.log(`relay: ${relay.url}`);
     csp = await netlifyCsp();
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    browser = await launchBrowser();
   });
 
   after(async () => {

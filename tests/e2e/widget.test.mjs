@@ -14,10 +14,9 @@ import { createServer } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, ConsoleLog, getJson, saveArtifacts, serveWithNetlifyHeaders, sleep,
-  startRelay, stopRelay, waitFor,
+  ConsoleLog, getJson, launchProfile, saveArtifacts, serveWithNetlifyHeaders, sleep, startRelay,
+  stopRelay, waitFor,
 } from './harness.mjs';
 
 const PARTNER = '0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266';
@@ -91,10 +90,7 @@ describe('the partner widget', { timeout: 4 * TEST_TIMEOUT_MS }, () => {
 
   /** A fresh browser profile whose Glowworm files come with netlify.toml's headers. */
   async function newBrowser(name) {
-    const context = await chromium.launchPersistentContext(path.join(workDir, `profile-${name}`), {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
+    const context = await launchProfile(path.join(workDir, `profile-${name}`), {
       viewport: { width: 900, height: 700 },
     });
     contexts.push(context);
