@@ -4,8 +4,9 @@
 //! Two homes, one namespace:
 //! - [`BlobStore`], files on disk beside the database (`<database>.blobs/ab/abcd...`): job inputs
 //!   (matmul panels, kernel inputs) and assembled job outputs, which can be large. A file is
-//!   written and synced under a temporary name and then renamed, so a blob file is always whole;
-//!   it is written before the transaction that refers to it commits.
+//!   written and synced under a temporary name in `<database>.blobs/partial/` and then renamed,
+//!   so a blob file is always whole; it is written before the transaction that refers to it
+//!   commits.
 //! - The database's `blobs` table: unit outputs, stored in the same transaction as their result,
 //!   and everything stored by relays from before the blob store.
 //!
@@ -17,8 +18,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// How the temporary file of a blob being written is named, before it is renamed to its hash.
-const PARTIAL_PREFIX: &str = ".partial-";
+/// Where a blob being written lives until it is renamed to its hash: one directory of the
+/// store, so that clearing what a crash left behind reads only this directory, not the whole
+/// store.
+const PARTIAL_DIR: &str = "partial";
 
 /// Blob files on disk.
 #[derive(Debug, Clone)]
@@ -55,11 +58,11 @@ impl BlobStore {
         let io = |what: &str, e: std::io::Error| {
             ApiError::Storage(format!("{what} {}: {e}", parent.display()))
         };
+        let partial = self.dir.join(PARTIAL_DIR);
         std::fs::create_dir_all(parent).map_err(|e| io("creating", e))?;
-        let mut file = tempfile::Builder::new()
-            .prefix(PARTIAL_PREFIX)
-            .tempfile_in(parent)
-            .map_err(|e| io("writing in", e))?;
+        std::fs::create_dir_all(&partial).map_err(|e| io("creating", e))?;
+        let mut file =
+            tempfile::NamedTempFile::new_in(&partial).map_err(|e| io("writing in", e))?;
         file.write_all(bytes).map_err(|e| io("writing in", e))?;
         file.as_file().sync_all().map_err(|e| io("syncing in", e))?;
         file.persist(&path)
@@ -75,28 +78,15 @@ impl BlobStore {
     /// behind; no blob refers to them), and returns how many there were. Call it when the relay
     /// starts serving, before any upload: it would delete a write in progress.
     pub fn remove_partial_writes(&self) -> std::io::Result<usize> {
-        let prefixes = match std::fs::read_dir(&self.dir) {
-            Ok(prefixes) => prefixes,
+        let files = match std::fs::read_dir(self.dir.join(PARTIAL_DIR)) {
+            Ok(files) => files,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),
         };
         let mut removed = 0;
-        for prefix in prefixes {
-            let prefix = prefix?.path();
-            if !prefix.is_dir() {
-                continue;
-            }
-            for file in std::fs::read_dir(&prefix)? {
-                let file = file?;
-                if file
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with(PARTIAL_PREFIX)
-                {
-                    std::fs::remove_file(file.path())?;
-                    removed += 1;
-                }
-            }
+        for file in files {
+            std::fs::remove_file(file?.path())?;
+            removed += 1;
         }
         Ok(removed)
     }
@@ -146,4 +136,27 @@ pub fn hash_column(row: &rusqlite::Row, index: usize) -> rusqlite::Result<Conten
     text.parse().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removing_partial_writes_keeps_every_blob() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = BlobStore::beside(&dir.path().join("relay.sqlite"));
+        assert_eq!(store.remove_partial_writes().unwrap(), 0, "no store yet");
+        let hash = store.put(b"a whole blob").unwrap();
+        // What a relay killed mid-write leaves behind.
+        std::fs::write(
+            store.dir().join(PARTIAL_DIR).join(".tmpAbC123"),
+            b"half a bl",
+        )
+        .unwrap();
+
+        assert_eq!(store.remove_partial_writes().unwrap(), 1);
+        assert_eq!(store.remove_partial_writes().unwrap(), 0);
+        assert_eq!(std::fs::read(store.path(&hash)).unwrap(), b"a whole blob");
+    }
 }
