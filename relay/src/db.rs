@@ -174,7 +174,7 @@ impl Db {
 
     fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
         conn.busy_timeout(Duration::from_secs(5))?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        keep_plans(conn)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!("SQLite journal mode is {mode}, not WAL");
@@ -529,13 +529,26 @@ fn gone() -> ApiError {
     ApiError::Internal("the database writer has stopped".into())
 }
 
+/// Makes prepared statements last: a cache of them, and plans that never depend on the values
+/// bound to a statement (SQLite's query planner stability guarantee, QPSG). Without QPSG, SQLite
+/// compiles a statement again every time a parameter whose value its plan looked at is bound
+/// anew: `LIMIT ?`, or a parameter compared with a partial index's condition. That made the
+/// lease query (`units::pending_for`) recompile on every lease, over a quarter of the writer
+/// thread's time under load. The relay never runs ANALYZE, so its plans do not depend on values
+/// otherwise.
+fn keep_plans(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    Ok(())
+}
+
 fn open_reader(path: &Path) -> Result<Connection, ApiError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(5))?;
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    keep_plans(&conn)?;
     // A reader's page cache is dropped whenever another connection has committed, which under
     // load is before nearly every read; a big one would only cost time to drop.
     conn.execute_batch("PRAGMA cache_size = -1024;")?;
