@@ -23,11 +23,11 @@ use crate::wire::MatmulShape;
 /// splits the relay's 64 x 64 x 256 unit into two workgroups, so two cores (or two GPU compute
 /// units) share it, where a 64 x 64 block left it to one and ran it 30-50% slower on two cores.
 /// With `cargo xtask bench browser` and `cargo xtask bench kernels` it ran at 5.0-5.8x the naive
-/// kernel at 64 x 64 x 256 and 6.2-6.3x at 256^3 on SwiftShader (two runs), 7.8x and 7.4x on
-/// lavapipe. Variants, each side by side with the naive kernel in one run (SwiftShader: the WGSL
-/// dispatched from JS in headless Chromium, timed as `Gpu::time_matmul` does; lavapipe:
-/// `Gpu::time_matmul`), tiled/naive at 64 x 64 x 256 and 256^3, ranges over 1-9 runs on a
-/// shared, noisy machine:
+/// kernel at 64 x 64 x 256 and 6.2-6.3x at 256^3 on SwiftShader, 7.8-7.9x and 7.4-7.6x on
+/// lavapipe (two runs each). Variants, each side by side with the naive kernel in one run
+/// (SwiftShader: the WGSL dispatched from JS in headless Chromium, timed as `Gpu::time_matmul`
+/// does; lavapipe: `Gpu::time_matmul`), tiled/naive at 64 x 64 x 256 and 256^3, ranges over 1-9
+/// runs on a shared, noisy machine:
 ///
 /// | variant | SwiftShader | lavapipe |
 /// | --- | --- | --- |
