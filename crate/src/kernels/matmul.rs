@@ -6,33 +6,54 @@ use crate::wire::MatmulShape;
 
 /// Tiled matmul, the kernel the relay hands out (`matmul_tiled.wgsl`).
 ///
-/// Each workgroup of 8 x 8 invocations computes a 64 x 32 block of C (64 rows, 32 columns), and
-/// each invocation an 8 x 4 block of that in registers (eight vec4 accumulators: rows
-/// `8 ly .. 8 ly + 7`, columns `4 lx .. 4 lx + 3`). The workgroup walks along k in steps of 16,
-/// staging a 64 x 16 panel of A (transposed, four rows per vec4) and a 16 x 32 panel of B in
-/// workgroup memory, 6 KB in all. An inner step reads two vec4s of A and one of B from
-/// workgroup memory for 32 multiply-adds (the 16 x 16 kernel this replaced read two scalars for
-/// one), and each value read from global memory serves 32 (A) or 64 (B) multiply-adds (16
-/// before). Panels that lie wholly inside the matrices are loaded without bounds checks (a
-/// branch uniform across the workgroup); at the edges out-of-range reads become zeros and
-/// out-of-range writes are skipped, so any m, n, k works.
+/// Each workgroup of 8 x 4 invocations computes a 32 x 64 block of C (32 rows, 64 columns), and
+/// each invocation an 8 x 8 block of that in registers (sixteen vec4 accumulators: rows
+/// `8 ly .. 8 ly + 7`, columns `4 lx .. 4 lx + 3` and the four 32 columns on). The workgroup
+/// walks along k in steps of 16, staging a 32 x 16 panel of A (transposed, four rows per vec4)
+/// and a 16 x 64 panel of B in workgroup memory, 6 KB in all. An inner step reads two vec4s of A
+/// and two of B from workgroup memory for 64 multiply-adds, and each value read from global
+/// memory serves 64 (A) or 32 (B) multiply-adds. Panels that lie wholly inside the matrices are
+/// loaded without bounds checks (one branch per panel, uniform across the workgroup); at the
+/// edges out-of-range reads become zeros and out-of-range writes are skipped, so any m, n, k
+/// works.
 ///
-/// Within WebGPU's downlevel limits (64 invocations, 6 KB of workgroup memory) and short per
+/// Within WebGPU's downlevel limits (32 invocations, 6 KB of workgroup memory) and short per
 /// dispatch. Why this shape, from `crate/benches/kernels.rs` and `tests/bench/browser.mjs` on
-/// lavapipe and SwiftShader (CPU implementations, which run workgroups on their threads):
-/// 64 x 32 splits the relay's 64 x 64 x 256 unit into two workgroups, so two cores (or two
-/// GPU compute units) share it, where a 64 x 64 block left it to one and ran it 30-50% slower
-/// on two cores; 4 x 4 outputs per invocation were slower than 8 x 4 on both, and 8 x 8 was
-/// faster on lavapipe but made SwiftShader's shader compiler stall for minutes, as did panels
-/// 32 deep.
+/// lavapipe and SwiftShader (CPU implementations, which run workgroups on their threads): 32 x 64
+/// splits the relay's 64 x 64 x 256 unit into two workgroups, so two cores (or two GPU compute
+/// units) share it, where a 64 x 64 block left it to one and ran it 30-50% slower on two cores.
+/// With `cargo xtask bench browser` and `cargo xtask bench kernels` it ran at 5.0-5.8x the naive
+/// kernel at 64 x 64 x 256 and 6.2-6.3x at 256^3 on SwiftShader, 7.8-7.9x and 7.4-7.6x on
+/// lavapipe (two runs each). Variants, each side by side with the naive kernel in one run
+/// (SwiftShader: the WGSL dispatched from JS in headless Chromium, timed as `Gpu::time_matmul`
+/// does; lavapipe: `Gpu::time_matmul`), tiled/naive at 64 x 64 x 256 and 256^3, ranges over 1-9
+/// runs on a shared, noisy machine:
+///
+/// | variant | SwiftShader | lavapipe |
+/// | --- | --- | --- |
+/// | 64 x 32, 8 x 8 invocations, 8 x 4 each (before) | 3.1-4.2x, 3.8-4.0x | 5.4-5.6x, 6.3-6.5x |
+/// | the same, the bounds check once per panel, not per slot | 3.9-4.5x, 4.3-4.6x | 5.4-5.9x, 6.4-6.5x |
+/// | 32 x 64, 8 x 4 invocations, 8 x 8 each (this) | 4.9-5.4x, 6.1-6.4x | 5.7-6.2x, 7.1-7.5x |
+/// | 64 x 32, 4 x 8 invocations, 8 x 8 each | 5.2-5.7x, 6.1-6.2x | 4.3-4.4x, 4.8-4.9x |
+/// | 64 x 32, 8 x 4 invocations, 16 x 4 each | 5.0-5.1x, 5.6-5.9x | 5.8-6.0x, 7.0-7.1x |
+/// | 32 x 32, 8 x 8 invocations, 4 x 4 each | 2.5-2.9x, 3.0-3.3x | |
+/// | 32 x 32, 8 x 4 invocations, 8 x 4 each | 4.1x, 3.6x | |
+///
+/// Panels 32 deep were no faster on either (they halve the barriers), nor was unrolling the
+/// inner loop by 2 or 4 beyond the noise; a layout with every access sequential across
+/// neighbouring invocations (scalar panels, each invocation's columns 8 apart) was no faster on
+/// SwiftShader and slower on lavapipe. An earlier try at 8 x 8 outputs per invocation made
+/// SwiftShader's shader compiler stall for minutes; unrolling the panel loads by hand alone took
+/// the kernel before's pipeline from 0.5 s to 8 s there, so they stay loops, and this kernel's
+/// pipeline builds in about 0.6 s, as the one before did.
 ///
 /// `tile` must match the WGSL's block size: `[columns, rows]`, and the dispatch is
-/// `ceil(n / 32) x ceil(m / 64)` workgroups.
+/// `ceil(n / 64) x ceil(m / 32)` workgroups.
 pub const TILED: Kernel = Kernel {
-    id: "matmul-f32-tiled64x32-r8x4",
+    id: "matmul-f32-tiled32x64-r8x8",
     entry_point: "main",
     wgsl: include_str!("matmul_tiled.wgsl"),
-    tile: [32, 64],
+    tile: [64, 32],
 };
 
 /// Naive matmul (`matmul_naive.wgsl`): one invocation per element of C, reading its row of A and
