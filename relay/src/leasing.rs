@@ -112,6 +112,45 @@ pub fn expire_overdue(conn: &Connection, now_ms: i64) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A matmul unit made by an older relay names a tiled kernel the catalogue no longer has (the
+/// kernel was retuned since). Every matmul kernel the relay made units for computes the same
+/// product, so the unit is moved to today's ([`kernels::matmul::TILED`]) and runs; returns
+/// true. The exception is a replicated unit with a replica still being computed: that
+/// contributor signs the kernel hash its lease named, which must stay the unit's until it
+/// submits. Such a unit fails for good (failing its job) instead of blocking the queue; returns
+/// false. Replicas already submitted do not matter: their signatures were checked, and replicas
+/// are compared by value, whichever kernel computed them.
+fn retire_kernel(conn: &Connection, unit: &mut Unit) -> Result<bool, ApiError> {
+    let in_flight: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM leases
+                            WHERE unit_id = ?1 AND state = 'active')",
+        )?
+        .query_row([unit.id], |row| row.get(0))?;
+    if in_flight {
+        tracing::warn!(
+            "unit {} names a kernel not in the catalogue and a replica is being computed; it fails",
+            unit.id
+        );
+        conn.prepare_cached("UPDATE units SET state = 'failed' WHERE id = ?1")?
+            .execute([unit.id])?;
+        jobs::fail(conn, unit.job_id)?;
+        return Ok(false);
+    }
+    let current = kernels::matmul::TILED.hash();
+    tracing::info!(
+        "unit {} named the retired kernel {}; it runs with {} ({})",
+        unit.id,
+        unit.kernel_hash,
+        kernels::matmul::TILED.id,
+        current
+    );
+    conn.prepare_cached("UPDATE units SET kernel_hash = ?2 WHERE id = ?1")?
+        .execute(params![unit.id, current.to_string()])?;
+    unit.kernel_hash = current;
+    Ok(true)
+}
+
 /// Gives back the attempt of every lease still active from before this start of the relay, and
 /// marks those leases `outlived_relay`; returns how many there were. Call it once when the relay
 /// starts serving (not from other users of the database, such as `keys`).
@@ -217,16 +256,9 @@ pub fn lease_next(
         }
     };
     if matches!(unit.work, Work::Matmul { .. }) && kernels::by_hash(&unit.kernel_hash).is_none() {
-        // A unit made by an older relay whose kernel the catalogue no longer has: nobody can
-        // run it. It fails for good (failing its job) instead of blocking the queue.
-        tracing::warn!(
-            "unit {} names a kernel not in the catalogue; it fails",
-            unit.id
-        );
-        conn.prepare_cached("UPDATE units SET state = 'failed' WHERE id = ?1")?
-            .execute([unit.id])?;
-        jobs::fail(conn, unit.job_id)?;
-        return lease_next(conn, config, asker, now_ms);
+        if !retire_kernel(conn, &mut unit)? {
+            return lease_next(conn, config, asker, now_ms);
+        }
     }
     // A requester's kernel job asked for its replicas: only the relay's own replicated matmul
     // units are left to a trusted contributor alone.

@@ -491,25 +491,51 @@ async fn a_trusted_result_left_unsettled_too_long_is_replicated() {
     assert_job_output_correct(&relay, job_id, &a, &b, ONE_UNIT).await;
 }
 
-#[tokio::test]
-async fn a_unit_whose_kernel_left_the_catalogue_fails_instead_of_blocking_the_queue() {
-    let relay = TestRelay::new();
-    let (old_job, _, _) = relay.queue_job(ONE_UNIT, None, 40).await;
+/// Makes the units of `job_id` name a kernel that is not in the catalogue, as units made by an
+/// older relay whose tiled kernel has since been retuned do.
+async fn retire_kernel_of(relay: &TestRelay, job_id: i64) {
     relay
         .state
         .db
         .call(move |conn| {
             conn.execute(
                 "UPDATE units SET kernel_hash = ?2 WHERE job_id = ?1",
-                rusqlite::params![old_job, "ab".repeat(32)],
+                rusqlite::params![job_id, "ab".repeat(32)],
             )?;
             Ok(())
         })
         .await
         .unwrap();
-    let (new_job, _, _) = relay.queue_job(ONE_UNIT, None, 41).await;
+}
+
+#[tokio::test]
+async fn a_unit_whose_kernel_was_retired_runs_with_the_current_kernel() {
+    let relay = TestRelay::new();
+    let (old_job, a, b) = relay.queue_job(ONE_UNIT, None, 40).await;
+    retire_kernel_of(&relay, old_job).await;
+    relay.queue_job(ONE_UNIT, None, 41).await;
     let contributor = Contributor::new();
-    let lease = contributor.lease(&relay).await.expect("the runnable unit");
+    let lease = contributor.lease(&relay).await.expect("the older unit");
+    assert_eq!(lease.job_id, old_job);
+    assert_eq!(lease.kernel.hash, matmul::TILED.hash());
+    let output = honest_in_order(&relay, &lease, false).await;
+    let receipt = accepted(&contributor.submit(&relay, &lease, &output).await);
+    assert_eq!(receipt.status, "verified");
+    assert_job_output_correct(&relay, old_job, &a, &b, ONE_UNIT).await;
+}
+
+#[tokio::test]
+async fn a_replicated_unit_whose_kernel_was_retired_mid_replica_fails_instead_of_blocking_the_queue()
+ {
+    let relay = TestRelay::with_config(|c| c.canary_permille = 0);
+    let (old_job, _, _) = relay.queue_job(ONE_UNIT, Some(2), 42).await;
+    let first = Contributor::new();
+    let lease = first.lease(&relay).await.expect("the first replica");
+    assert_eq!(lease.job_id, old_job);
+    retire_kernel_of(&relay, old_job).await;
+    let (new_job, _, _) = relay.queue_job(ONE_UNIT, None, 43).await;
+    let second = Contributor::new();
+    let lease = second.lease(&relay).await.expect("the runnable unit");
     assert_eq!(lease.job_id, new_job);
     assert_eq!(relay.job(old_job).await.state, "failed");
 }
