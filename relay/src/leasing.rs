@@ -255,10 +255,11 @@ pub fn lease_next(
             unit
         }
     };
-    if matches!(unit.work, Work::Matmul { .. }) && kernels::by_hash(&unit.kernel_hash).is_none() {
-        if !retire_kernel(conn, &mut unit)? {
-            return lease_next(conn, config, asker, now_ms);
-        }
+    if matches!(unit.work, Work::Matmul { .. })
+        && kernels::by_hash(&unit.kernel_hash).is_none()
+        && !retire_kernel(conn, &mut unit)?
+    {
+        return lease_next(conn, config, asker, now_ms);
     }
     // A requester's kernel job asked for its replicas: only the relay's own replicated matmul
     // units are left to a trusted contributor alone.
