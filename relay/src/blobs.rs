@@ -3,12 +3,13 @@
 //!
 //! Two homes, one namespace:
 //! - [`BlobStore`], files on disk beside the database (`<database>.blobs/ab/abcd...`): job inputs
-//!   (matmul panels, kernel inputs) and assembled job outputs, which can be large. A file is
-//!   written and synced under a temporary name in `<database>.blobs/partial/` and then renamed,
-//!   so a blob file is always whole; it is written before the transaction that refers to it
-//!   commits.
-//! - The database's `blobs` table: unit outputs, stored in the same transaction as their result,
-//!   and everything stored by relays from before the blob store.
+//!   (matmul panels, kernel inputs) over [`SMALL_BLOB_BYTES`] and assembled job outputs, which
+//!   can be large. A file is written and synced under a temporary name in
+//!   `<database>.blobs/partial/` and then renamed, so a blob file is always whole; it is written
+//!   before the transaction that refers to it commits.
+//! - The database's `blobs` table: unit outputs, stored in the same transaction as their result;
+//!   job inputs of at most [`SMALL_BLOB_BYTES`], stored in the same transaction as their job
+//!   ([`StagedBlobs`]); and everything stored by relays from before the blob store.
 //!
 //! [`BlobStore::get`] looks on disk first and then in the table, so callers need not know which.
 
@@ -22,6 +23,30 @@ use std::path::{Path, PathBuf};
 /// store, so that clearing what a crash left behind reads only this directory, not the whole
 /// store.
 const PARTIAL_DIR: &str = "partial";
+
+/// Job inputs up to this size go into the database's table with their job, not into files: one
+/// page. A file costs two syncs (its data, then its directory's entry) and an inode, which for
+/// the 256-byte panels of small units is far more than the bytes; in the table, a job's small
+/// inputs share its transaction's one sync.
+pub const SMALL_BLOB_BYTES: usize = 4096;
+
+/// Job inputs of at most [`SMALL_BLOB_BYTES`], held until the job's transaction stores them
+/// ([`StagedBlobs::insert`]); each once, however many units share it.
+#[derive(Debug, Clone, Default)]
+pub struct StagedBlobs {
+    blobs: std::collections::BTreeMap<ContentHash, Vec<u8>>,
+}
+
+impl StagedBlobs {
+    /// Stores every staged blob in the database's table. Run it in the transaction that inserts
+    /// the job referring to them.
+    pub fn insert(&self, conn: &Connection) -> Result<(), ApiError> {
+        for bytes in self.blobs.values() {
+            store(conn, bytes)?;
+        }
+        Ok(())
+    }
+}
 
 /// Blob files on disk.
 #[derive(Debug, Clone)]
@@ -45,6 +70,19 @@ impl BlobStore {
     fn path(&self, hash: &ContentHash) -> PathBuf {
         let name = hash.to_string();
         self.dir.join(&name[..2]).join(name)
+    }
+
+    /// Stores a job input and returns its hash: one of at most [`SMALL_BLOB_BYTES`] is staged
+    /// in `staged` for the job's transaction; a bigger one is written to a file now ([`put`]).
+    ///
+    /// [`put`]: BlobStore::put
+    pub fn stage(&self, bytes: &[u8], staged: &mut StagedBlobs) -> Result<ContentHash, ApiError> {
+        if bytes.len() > SMALL_BLOB_BYTES {
+            return self.put(bytes);
+        }
+        let hash = ContentHash::of(bytes);
+        staged.blobs.entry(hash).or_insert_with(|| bytes.to_vec());
+        Ok(hash)
     }
 
     /// Stores `bytes` (once) and returns their hash. When it returns, the file is durable.
@@ -158,5 +196,44 @@ mod tests {
         assert_eq!(store.remove_partial_writes().unwrap(), 1);
         assert_eq!(store.remove_partial_writes().unwrap(), 0);
         assert_eq!(std::fs::read(store.path(&hash)).unwrap(), b"a whole blob");
+    }
+
+    /// Small inputs wait for their job's transaction, each once; big ones are files at once.
+    /// Either way the store finds them under their hash.
+    #[test]
+    fn small_inputs_go_into_the_database_and_big_ones_into_files() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let database = dir.path().join("relay.sqlite");
+        let store = BlobStore::beside(&database);
+        let conn = Connection::open(&database).unwrap();
+        conn.execute_batch("CREATE TABLE blobs (hash TEXT PRIMARY KEY, bytes BLOB NOT NULL)")
+            .unwrap();
+
+        let small = vec![7u8; SMALL_BLOB_BYTES];
+        let big = vec![8u8; SMALL_BLOB_BYTES + 1];
+        let mut staged = StagedBlobs::default();
+        let small_hash = store.stage(&small, &mut staged).unwrap();
+        assert_eq!(store.stage(&small, &mut staged).unwrap(), small_hash);
+        let big_hash = store.stage(&big, &mut staged).unwrap();
+        assert_eq!(
+            (small_hash, big_hash),
+            (ContentHash::of(&small), ContentHash::of(&big))
+        );
+
+        assert_eq!(staged.blobs.len(), 1, "the small one, once");
+        assert!(
+            store.path(&big_hash).exists(),
+            "the big one is a file already"
+        );
+        assert!(!store.path(&small_hash).exists());
+        assert_eq!(
+            store.get(&conn, &small_hash).unwrap(),
+            None,
+            "not stored before the job"
+        );
+
+        staged.insert(&conn).unwrap();
+        assert_eq!(store.get(&conn, &small_hash).unwrap(), Some(small));
+        assert_eq!(store.get(&conn, &big_hash).unwrap(), Some(big));
     }
 }

@@ -12,11 +12,12 @@
 //!   split between the units or shared by all; verified by replication. The output is every
 //!   unit's output in unit order.
 //!
-//! Creating a job has two steps, so that no disk write happens on the database writer thread:
-//! the inputs are cut up and written to the [`BlobStore`] first ([`MatmulJob::store`],
-//! [`KernelJob::store`]), then one transaction inserts the job and its units (`insert`).
+//! Creating a job has two steps, so that no file is written on the database writer thread: the
+//! inputs are cut up and the big ones written to the [`BlobStore`] first ([`MatmulJob::store`],
+//! [`KernelJob::store`]), then one transaction inserts the small ones ([`StagedBlobs`]), the job
+//! and its units (`insert`).
 
-use crate::blobs::{BlobStore, hash_column};
+use crate::blobs::{BlobStore, StagedBlobs, hash_column};
 use crate::error::ApiError;
 use crate::units::{KernelUnit, Verify};
 use axum::http::StatusCode;
@@ -52,6 +53,8 @@ pub struct MatmulJob {
     shape: MatmulShape,
     split: Split,
     tiles: Vec<Tile>,
+    /// Panels small enough to go into the database with the job.
+    blobs: StagedBlobs,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +84,7 @@ impl MatmulJob {
         }
         let tile = split.unit_size as usize;
         let mut tiles = Vec::new();
+        let mut blobs = StagedBlobs::default();
         let mut b_panels = Vec::new();
         for col0 in (0..n).step_by(tile) {
             let cols = tile.min(n - col0);
@@ -88,11 +92,16 @@ impl MatmulJob {
                 .flat_map(|l| &b[l * n + col0..l * n + col0 + cols])
                 .copied()
                 .collect();
-            b_panels.push((col0, cols, store.put(&f32s_to_bytes(&b_panel))?));
+            b_panels.push((
+                col0,
+                cols,
+                store.stage(&f32s_to_bytes(&b_panel), &mut blobs)?,
+            ));
         }
         for row0 in (0..m).step_by(tile) {
             let rows = tile.min(m - row0);
-            let a_hash = store.put(&f32s_to_bytes(&a[row0 * k..(row0 + rows) * k]))?;
+            let a_panel = f32s_to_bytes(&a[row0 * k..(row0 + rows) * k]);
+            let a_hash = store.stage(&a_panel, &mut blobs)?;
             for &(col0, cols, b_hash) in &b_panels {
                 tiles.push(Tile {
                     row0: row0 as u32,
@@ -108,6 +117,7 @@ impl MatmulJob {
             shape,
             split,
             tiles,
+            blobs,
         })
     }
 
@@ -118,6 +128,7 @@ impl MatmulJob {
 
     /// Inserts the job and its units; returns the job id. Run it inside a transaction.
     pub fn insert(&self, conn: &Connection, owner: Owner, now_ms: i64) -> Result<i64, ApiError> {
+        self.blobs.insert(conn)?;
         let job_id = insert_job(
             conn,
             "matmul",
@@ -177,6 +188,8 @@ pub struct KernelJob {
     /// Credits each unit earns: its shader invocations.
     flop: u64,
     units: Vec<KernelUnit>,
+    /// Input chunks small enough to go into the database with the job.
+    blobs: StagedBlobs,
 }
 
 impl KernelJob {
@@ -192,6 +205,7 @@ impl KernelJob {
     ) -> Result<KernelJob, ApiError> {
         let units = spec.units as usize;
         let mut chunks: Vec<Vec<BlobRef>> = vec![Vec::new(); units];
+        let mut blobs = StagedBlobs::default();
         for (declared, bytes) in spec.inputs.iter().zip(inputs) {
             let chunk_len = if declared.shared {
                 bytes.len()
@@ -206,7 +220,7 @@ impl KernelJob {
                 };
                 unit_inputs.push(BlobRef {
                     name: declared.name.clone(),
-                    hash: store.put(chunk)?,
+                    hash: store.stage(chunk, &mut blobs)?,
                     bytes: chunk.len() as u64,
                     binding: Some(declared.binding),
                 });
@@ -240,6 +254,7 @@ impl KernelJob {
                     tolerance_ulps: spec.tolerance_ulps,
                 })
                 .collect(),
+            blobs,
         })
     }
 
@@ -282,6 +297,7 @@ impl KernelJob {
                 ])?;
             }
         }
+        self.blobs.insert(conn)?;
         let output_bytes = self.units.iter().map(|u| u.output_bytes).sum();
         let no_shape = MatmulShape { m: 0, n: 0, k: 0 };
         let job_id = insert_job(conn, "kernel", no_shape, output_bytes, owner, now_ms)?;
