@@ -30,11 +30,18 @@ const PARTIAL_DIR: &str = "partial";
 /// inputs share its transaction's one sync.
 pub const SMALL_BLOB_BYTES: usize = 4096;
 
-/// Job inputs of at most [`SMALL_BLOB_BYTES`], held until the job's transaction stores them
-/// ([`StagedBlobs::insert`]); each once, however many units share it.
+/// Most bytes of small inputs one job puts into the database; the rest go into files. The
+/// job's transaction runs on the database's one writer thread, which every result waits for, so
+/// an upload of many small chunks must not hold it for long: 1 MiB is a few milliseconds.
+pub const STAGED_BYTES_PER_JOB: usize = 1 << 20;
+
+/// Job inputs of at most [`SMALL_BLOB_BYTES`], at most [`STAGED_BYTES_PER_JOB`] in all, held
+/// until the job's transaction stores them ([`StagedBlobs::insert`]); each once, however many
+/// units share it.
 #[derive(Debug, Clone, Default)]
 pub struct StagedBlobs {
     blobs: std::collections::BTreeMap<ContentHash, Vec<u8>>,
+    bytes: usize,
 }
 
 impl StagedBlobs {
@@ -73,15 +80,20 @@ impl BlobStore {
     }
 
     /// Stores a job input and returns its hash: one of at most [`SMALL_BLOB_BYTES`] is staged
-    /// in `staged` for the job's transaction; a bigger one is written to a file now ([`put`]).
+    /// in `staged` for the job's transaction while the job's staged inputs stay within
+    /// [`STAGED_BYTES_PER_JOB`]; any other is written to a file now ([`put`]).
     ///
     /// [`put`]: BlobStore::put
     pub fn stage(&self, bytes: &[u8], staged: &mut StagedBlobs) -> Result<ContentHash, ApiError> {
-        if bytes.len() > SMALL_BLOB_BYTES {
+        let hash = ContentHash::of(bytes);
+        if staged.blobs.contains_key(&hash) {
+            return Ok(hash);
+        }
+        if bytes.len() > SMALL_BLOB_BYTES || staged.bytes + bytes.len() > STAGED_BYTES_PER_JOB {
             return self.put(bytes);
         }
-        let hash = ContentHash::of(bytes);
-        staged.blobs.entry(hash).or_insert_with(|| bytes.to_vec());
+        staged.blobs.insert(hash, bytes.to_vec());
+        staged.bytes += bytes.len();
         Ok(hash)
     }
 
@@ -235,5 +247,29 @@ mod tests {
         staged.insert(&conn).unwrap();
         assert_eq!(store.get(&conn, &small_hash).unwrap(), Some(small));
         assert_eq!(store.get(&conn, &big_hash).unwrap(), Some(big));
+    }
+
+    /// Past its budget, a job's small inputs become files too.
+    #[test]
+    fn a_job_stages_at_most_its_budget() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = BlobStore::beside(&dir.path().join("relay.sqlite"));
+        let mut staged = StagedBlobs::default();
+        let chunks = STAGED_BYTES_PER_JOB / SMALL_BLOB_BYTES + 2;
+        let hashes: Vec<ContentHash> = (0..chunks)
+            .map(|i| {
+                let chunk = (i as u32).to_le_bytes().repeat(SMALL_BLOB_BYTES / 4);
+                store.stage(&chunk, &mut staged).unwrap()
+            })
+            .collect();
+        assert_eq!(staged.bytes, STAGED_BYTES_PER_JOB);
+        assert_eq!(staged.blobs.len(), chunks - 2);
+        let files: Vec<bool> = hashes.iter().map(|h| store.path(h).exists()).collect();
+        assert_eq!(
+            files.iter().filter(|f| **f).count(),
+            2,
+            "the last two are files"
+        );
+        assert!(files[chunks - 1] && files[chunks - 2]);
     }
 }
