@@ -71,6 +71,12 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::runtime::Runtime;
 use tokio::sync::Mutex;
 
+/// The relay binary's allocator (relay/src/main.rs), so the relay measured here is the one that
+/// runs: mimalloc unless built without the `mimalloc` feature.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Units are UNIT x UNIT tiles of C with k = K: tiny, so the relay's cost dominates.
 const UNIT: u32 = 8;
 const K: u32 = 8;

@@ -7,6 +7,12 @@ use glowworm_relay::{AppState, Config, ServeArgs, app, demo, leasing, requesters
 use std::io::{IsTerminal, Write};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the system allocator (feature `mimalloc`, on by default): see
+/// relay/Cargo.toml.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "glowworm-relay",
