@@ -48,8 +48,8 @@ impl StagedBlobs {
     /// Stores every staged blob in the database's table. Run it in the transaction that inserts
     /// the job referring to them.
     pub fn insert(&self, conn: &Connection) -> Result<(), ApiError> {
-        for bytes in self.blobs.values() {
-            store(conn, bytes)?;
+        for (hash, bytes) in &self.blobs {
+            insert_hashed(conn, hash, bytes)?;
         }
         Ok(())
     }
@@ -81,16 +81,16 @@ impl BlobStore {
 
     /// Stores a job input and returns its hash: one of at most [`SMALL_BLOB_BYTES`] is staged
     /// in `staged` for the job's transaction while the job's staged inputs stay within
-    /// [`STAGED_BYTES_PER_JOB`]; any other is written to a file now ([`put`]).
-    ///
-    /// [`put`]: BlobStore::put
+    /// [`STAGED_BYTES_PER_JOB`]; any other is written to a file now, as [`BlobStore::put`] does.
+    /// Either way its bytes are hashed once.
     pub fn stage(&self, bytes: &[u8], staged: &mut StagedBlobs) -> Result<ContentHash, ApiError> {
         let hash = ContentHash::of(bytes);
         if staged.blobs.contains_key(&hash) {
             return Ok(hash);
         }
         if bytes.len() > SMALL_BLOB_BYTES || staged.bytes + bytes.len() > STAGED_BYTES_PER_JOB {
-            return self.put(bytes);
+            self.write(&hash, bytes)?;
+            return Ok(hash);
         }
         staged.blobs.insert(hash, bytes.to_vec());
         staged.bytes += bytes.len();
@@ -100,9 +100,16 @@ impl BlobStore {
     /// Stores `bytes` (once) and returns their hash. When it returns, the file is durable.
     pub fn put(&self, bytes: &[u8]) -> Result<ContentHash, ApiError> {
         let hash = ContentHash::of(bytes);
-        let path = self.path(&hash);
+        self.write(&hash, bytes)?;
+        Ok(hash)
+    }
+
+    /// Writes `bytes`, whose hash is `hash`, to their file unless it exists; durable when it
+    /// returns.
+    fn write(&self, hash: &ContentHash, bytes: &[u8]) -> Result<(), ApiError> {
+        let path = self.path(hash);
         if path.exists() {
-            return Ok(hash);
+            return Ok(());
         }
         let parent = path.parent().expect("a blob path has a directory");
         let io = |what: &str, e: std::io::Error| {
@@ -120,8 +127,7 @@ impl BlobStore {
         // The rename is durable once the directory is synced.
         std::fs::File::open(parent)
             .and_then(|dir| dir.sync_all())
-            .map_err(|e| io("syncing", e))?;
-        Ok(hash)
+            .map_err(|e| io("syncing", e))
     }
 
     /// Deletes the temporary files of writes that a crash cut short (a killed relay leaves them
@@ -161,9 +167,15 @@ impl BlobStore {
 /// inside the transaction that records their result.
 pub fn store(conn: &Connection, bytes: &[u8]) -> Result<ContentHash, ApiError> {
     let hash = ContentHash::of(bytes);
+    insert_hashed(conn, &hash, bytes)?;
+    Ok(hash)
+}
+
+/// Inserts `bytes`, whose hash is `hash`, into the database's table unless they are there.
+fn insert_hashed(conn: &Connection, hash: &ContentHash, bytes: &[u8]) -> Result<(), ApiError> {
     conn.prepare_cached("INSERT OR IGNORE INTO blobs (hash, bytes) VALUES (?1, ?2)")?
         .execute(params![hash.to_string(), bytes])?;
-    Ok(hash)
+    Ok(())
 }
 
 /// The bytes stored under `hash` in the database's table, if any.
