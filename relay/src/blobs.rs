@@ -53,6 +53,12 @@ impl StagedBlobs {
         }
         Ok(())
     }
+
+    /// How many distinct blobs are staged.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.blobs.len()
+    }
 }
 
 /// Blob files on disk.

@@ -207,21 +207,25 @@ impl KernelJob {
         let mut chunks: Vec<Vec<BlobRef>> = vec![Vec::new(); units];
         let mut blobs = StagedBlobs::default();
         for (declared, bytes) in spec.inputs.iter().zip(inputs) {
+            // A shared input is one blob that every unit names: stored and hashed once.
+            let shared = match declared.shared {
+                true => Some(store.stage(bytes, &mut blobs)?),
+                false => None,
+            };
             let chunk_len = if declared.shared {
                 bytes.len()
             } else {
                 bytes.len() / units
             };
             for (i, unit_inputs) in chunks.iter_mut().enumerate() {
-                let chunk = if declared.shared {
-                    &bytes[..]
-                } else {
-                    &bytes[i * chunk_len..(i + 1) * chunk_len]
+                let hash = match shared {
+                    Some(hash) => hash,
+                    None => store.stage(&bytes[i * chunk_len..(i + 1) * chunk_len], &mut blobs)?,
                 };
                 unit_inputs.push(BlobRef {
                     name: declared.name.clone(),
-                    hash: store.stage(chunk, &mut blobs)?,
-                    bytes: chunk.len() as u64,
+                    hash,
+                    bytes: chunk_len as u64,
                     binding: Some(declared.binding),
                 });
             }
@@ -588,4 +592,53 @@ pub fn queued_units(conn: &Connection, requester: i64) -> Result<u64, ApiError> 
         )?
         .query_row([requester], |row| row.get(0))?;
     Ok(units as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glowworm::kernels::custom::samples;
+
+    /// Every unit of a kernel job names one blob for a shared input, whole, and its own chunk
+    /// of a split one.
+    #[test]
+    fn a_shared_input_is_one_blob_for_every_unit() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = BlobStore::beside(&dir.path().join("relay.sqlite"));
+        let (signal_len, taps, units) = (100u32, 5u32, 3u32);
+        let spec = samples::conv1d_spec(signal_len, taps, units);
+        let signal = f32s_to_bytes(&matmul::sample_matrix(signal_len * units, 1));
+        let weights = f32s_to_bytes(&matmul::sample_matrix(taps, 2));
+        let job = KernelJob::store(
+            &store,
+            &spec,
+            &[signal.clone(), weights.clone()],
+            [64, 1, 1],
+            3,
+        )
+        .unwrap();
+
+        let chunk = signal.len() / units as usize;
+        assert_eq!(job.units.len(), units as usize);
+        for (i, unit) in job.units.iter().enumerate() {
+            let names: Vec<(&str, ContentHash, u64)> = unit
+                .inputs
+                .iter()
+                .map(|input| (input.name.as_str(), input.hash, input.bytes))
+                .collect();
+            assert_eq!(
+                names,
+                [
+                    (
+                        "signal",
+                        ContentHash::of(&signal[i * chunk..(i + 1) * chunk]),
+                        chunk as u64
+                    ),
+                    ("weights", ContentHash::of(&weights), weights.len() as u64),
+                ]
+            );
+        }
+        // All are small: staged for the job's transaction, the weights once.
+        assert_eq!(job.blobs.len(), units as usize + 1);
+    }
 }
