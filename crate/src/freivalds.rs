@@ -83,13 +83,12 @@ pub fn check(
     // B r, for A (B r).
     let br: Vec<f64> = (0..k).map(|l| dot(&b[l * n..(l + 1) * n], &r)).collect();
 
-    let tolerance = Tolerance::new(k, n);
-    let mut bounds = RowBounds::new(&br, b, &r);
+    let mut bounds = RowBounds::new(Tolerance::new(k, n), &br, b, &r);
     for (i, cr) in cr.into_iter().enumerate() {
         let row = &a[i * k..(i + 1) * k];
         let abr = dot(row, &br);
         let deviation = (cr - abr).abs();
-        if let Some(tolerance) = bounds.exceeded(deviation, abr, row, &tolerance) {
+        if let Some(tolerance) = bounds.exceeded(deviation, abr, row) {
             return Err(FreivaldsError::Mismatch {
                 row: i,
                 deviation,
@@ -144,6 +143,7 @@ impl Tolerance {
 /// row. All three are f64 sums of f32 inputs, each within about k·2⁻⁵³ of its exact value
 /// relative, far inside the f32 rounding the tolerance allows.
 struct RowBounds<'a> {
+    tolerance: Tolerance,
     br: &'a [f64],
     b: &'a [f32],
     r: &'a [f64],
@@ -154,8 +154,9 @@ struct RowBounds<'a> {
 }
 
 impl<'a> RowBounds<'a> {
-    fn new(br: &'a [f64], b: &'a [f32], r: &'a [f64]) -> Self {
+    fn new(tolerance: Tolerance, br: &'a [f64], b: &'a [f32], r: &'a [f64]) -> Self {
         RowBounds {
+            tolerance,
             br,
             b,
             r,
@@ -166,13 +167,8 @@ impl<'a> RowBounds<'a> {
 
     /// The row's tolerance if `deviation` exceeds it, for the row `a_row` of A whose product
     /// with B r is `abr`; `None` if the row is within its tolerance.
-    fn exceeded(
-        &mut self,
-        deviation: f64,
-        abr: f64,
-        a_row: &[f32],
-        tolerance: &Tolerance,
-    ) -> Option<f64> {
+    fn exceeded(&mut self, deviation: f64, abr: f64, a_row: &[f32]) -> Option<f64> {
+        let tolerance = &self.tolerance;
         if deviation <= tolerance.of(abr.abs()) {
             return None;
         }
