@@ -247,14 +247,16 @@ pub async fn submit<T: Transport>(
         .map_err(ProtocolError::Transport)
 }
 
-/// Gives a lease back unworked.
+/// Gives a lease back unworked, saying why.
 pub async fn release<T: Transport>(
     relay: &T,
     key: &ContributorKey,
     lease: &Lease,
+    reason: crate::wire::ReleaseReason,
 ) -> Result<(), ProtocolError<T::Error>> {
     let body = crate::wire::ReleaseRequest {
         public_key: key.public_hex(),
+        reason: Some(reason),
     };
     let path = format!("/v1/leases/{}/release", lease.lease_id);
     let _: serde_json::Value = relay

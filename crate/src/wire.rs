@@ -155,6 +155,32 @@ pub struct ResultReceipt {
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
     pub public_key: String,
+    /// Why the lease is given back; older contributors say nothing (`Stopped` is assumed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ReleaseReason>,
+}
+
+/// Why a contributor gives a lease back unworked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseReason {
+    /// The person stopped, paused or closed the page; or the worker shut down.
+    Stopped,
+    /// The kernel or an input could not be fetched.
+    FetchFailed,
+    /// The GPU failed running the unit (an error, or the device was lost, for example to a
+    /// watchdog reset). The relay charges the time to the unit's GPU budget.
+    GpuFailed,
+}
+
+impl ReleaseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseReason::Stopped => "stopped",
+            ReleaseReason::FetchFailed => "fetch_failed",
+            ReleaseReason::GpuFailed => "gpu_failed",
+        }
+    }
 }
 
 /// Body of every 4xx and 5xx reply.
@@ -279,6 +305,25 @@ pub struct JobStatus {
     pub units_failed: i64,
     /// Hash of the assembled output (f32 little-endian for matmul) once the job is done.
     pub output_hash: Option<ContentHash>,
+    /// Why a failed job failed, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// Why the units not yet verified are waiting, grouped by reason (empty once the job has
+    /// ended).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<Waiting>,
+}
+
+/// A group of a job's units that wait for the same reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// `queued` (no contributor has taken it yet), `computing` (leased now), `replicas` (has
+    /// results, waits for agreeing replicas from other contributors), `settling` (a trusted
+    /// contributor's result, waiting for that contributor's next check).
+    pub reason: String,
+    pub units: i64,
+    /// The reason in words, with what would unblock it where the relay knows.
+    pub detail: String,
 }
 
 /// `GET /v1/jobs`: the requester's jobs, newest first.
@@ -328,7 +373,8 @@ pub struct KernelSpec {
     /// Units (dispatches) in the job; default 1.
     #[serde(default = "default_units")]
     pub units: u32,
-    /// Distinct contributors whose outputs must agree before a unit counts; default 2.
+    /// Distinct contributors whose outputs must agree before a unit counts: 2 (the default) to
+    /// 5. Kernels have no cheap check, so a unit is never credited on one result.
     #[serde(default = "default_replicas")]
     pub replicas: u32,
     /// How far replicas' f32 outputs may differ, in units in the last place; 0 (the default)

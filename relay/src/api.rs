@@ -21,8 +21,8 @@ use glowworm::hash::ContentHash;
 use glowworm::kernels;
 use glowworm::wire::{
     AccountInfo, AdapterClass, ContributorInfo, Health, KernelSource, LeaseRequest, LinkReply,
-    LinkRequest, NonceReply, ReleaseReceipt, ReleaseRequest, ResultReceipt, ResultSubmission,
-    Stats,
+    LinkRequest, NonceReply, ReleaseReason, ReleaseReceipt, ReleaseRequest, ResultReceipt,
+    ResultSubmission, Stats,
 };
 use serde::Deserialize;
 use std::time::Duration;
@@ -251,9 +251,11 @@ async fn release_lease(
     limit_contributor(&state, &key)?;
     let now = state.now_ms();
     state.leases.forget(&lease_id);
+    let reason = request.reason.unwrap_or(ReleaseReason::Stopped);
+    let config = state.config.clone();
     state
         .db
-        .batch(move |conn| leasing::release(conn, &lease_id, &key, now))
+        .batch(move |conn| leasing::release(conn, &config, &lease_id, &key, reason, now))
         .await?;
     Ok(Json(ReleaseReceipt { released: true }))
 }

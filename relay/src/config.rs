@@ -94,6 +94,12 @@ pub struct Config {
     /// How long a trusted contributor's unreplicated result may wait for a later check of that
     /// contributor before the unit is replicated after all.
     pub settle_seconds: u64,
+    /// GPU seconds a kernel unit may use in all, from each lease to its result or to a release
+    /// that reported the GPU failing; a unit over it fails its job (leasing::charge_gpu_time).
+    pub unit_gpu_seconds: u64,
+    /// Contributors whose GPU may fail on one kernel unit (a release saying so, such as a lost
+    /// device) before the unit fails its job.
+    pub max_gpu_failures: u32,
     /// Verify demo jobs by replication instead of Freivalds' check (to exercise replication).
     pub demo_replicate: bool,
     // --- Partner widgets (crate::partners, crate::embedding) ---
@@ -147,6 +153,8 @@ impl Default for Config {
             trusted_replication_permille: 50,
             quarantine_strikes: 3,
             settle_seconds: 600,
+            unit_gpu_seconds: 300,
+            max_gpu_failures: 3,
             demo_replicate: false,
             partner_share_bps: 1000,
             partner_addresses: Vec::new(),
@@ -300,6 +308,12 @@ pub struct ServeArgs {
     /// Seconds an unreplicated trusted result waits for a later check [env: GLOWWORM_SETTLE_SECONDS]
     #[arg(long, value_name = "N")]
     pub settle_seconds: Option<u64>,
+    /// GPU seconds a kernel unit may use in all before it fails its job [env: GLOWWORM_UNIT_GPU_SECONDS]
+    #[arg(long, value_name = "N")]
+    pub unit_gpu_seconds: Option<u64>,
+    /// GPU failures reported on one kernel unit before it fails its job [env: GLOWWORM_MAX_GPU_FAILURES]
+    #[arg(long, value_name = "N")]
+    pub max_gpu_failures: Option<u32>,
     /// Verify demo jobs by replication [env: GLOWWORM_DEMO_REPLICATE]
     #[arg(long, value_name = "BOOL")]
     pub demo_replicate: Option<bool>,
@@ -463,6 +477,8 @@ impl Config {
             &mut self.quarantine_strikes,
         )?;
         set_from_env(env, "GLOWWORM_SETTLE_SECONDS", &mut self.settle_seconds)?;
+        set_from_env(env, "GLOWWORM_UNIT_GPU_SECONDS", &mut self.unit_gpu_seconds)?;
+        set_from_env(env, "GLOWWORM_MAX_GPU_FAILURES", &mut self.max_gpu_failures)?;
         set_from_env(env, "GLOWWORM_DEMO_REPLICATE", &mut self.demo_replicate)?;
         set_from_env(
             env,
@@ -547,6 +563,8 @@ impl Config {
         );
         set(&args.quarantine_strikes, &mut self.quarantine_strikes);
         set(&args.settle_seconds, &mut self.settle_seconds);
+        set(&args.unit_gpu_seconds, &mut self.unit_gpu_seconds);
+        set(&args.max_gpu_failures, &mut self.max_gpu_failures);
         set(&args.demo_replicate, &mut self.demo_replicate);
         set(&args.partner_share_bps, &mut self.partner_share_bps);
         if !args.partner_addresses.is_empty() {
@@ -617,6 +635,9 @@ impl Config {
         if self.canary_permille > 1000 || self.trusted_replication_permille > 1000 {
             return invalid("canary_permille and trusted_replication_permille are at most 1000");
         }
+        if self.unit_gpu_seconds == 0 || self.max_gpu_failures == 0 {
+            return invalid("unit_gpu_seconds and max_gpu_failures must be at least 1");
+        }
         if self.trust_after == 0 || self.quarantine_strikes == 0 || self.settle_seconds == 0 {
             return invalid(
                 "trust_after, quarantine_strikes and settle_seconds must be at least 1",
@@ -645,6 +666,10 @@ impl Config {
     }
 
     /// How long a lease lasts, in milliseconds.
+    pub fn unit_gpu_ms(&self) -> i64 {
+        self.unit_gpu_seconds.min(i64::MAX as u64 / 1000) as i64 * 1000
+    }
+
     pub fn lease_ms(&self) -> i64 {
         self.lease_seconds as i64 * 1000
     }

@@ -225,6 +225,12 @@ impl Db {
             ("leases", "network", "TEXT"),
             ("leases", "adapter_class", "TEXT"),
             ("leases", "outlived_relay", "INTEGER NOT NULL DEFAULT 0"),
+            ("leases", "on_trust", "INTEGER NOT NULL DEFAULT 0"),
+            ("leases", "canary", "INTEGER NOT NULL DEFAULT 0"),
+            ("leases", "release_reason", "TEXT"),
+            ("units", "gpu_ms", "INTEGER NOT NULL DEFAULT 0"),
+            ("units", "gpu_failures", "INTEGER NOT NULL DEFAULT 0"),
+            ("jobs", "failure", "TEXT"),
             ("results", "state", "TEXT NOT NULL DEFAULT 'valid'"),
         ];
         for (table, column, definition) in ADDED_COLUMNS {
@@ -250,6 +256,14 @@ impl Db {
             rebuild_if_outdated(conn, table, marker)?;
         }
         conn.execute_batch(SCHEMA)?;
+        // Known-answer units used to be copies of a verified unit under a new id (which told
+        // contributors what they were); canaries are now leases of the verified unit itself
+        // (crate::canaries). Copies still open are cancelled, so their results are refused.
+        conn.execute(
+            "UPDATE units SET state = 'cancelled'
+             WHERE canary_of IS NOT NULL AND state IN ('pending', 'leased')",
+            [],
+        )?;
         // The embedding origin of partner_share entries (crate::partners), for every database.
         let has_origin: bool = conn.query_row(
             "SELECT COUNT(*) > 0 FROM pragma_table_info('ledger') WHERE name = 'origin'",

@@ -83,6 +83,7 @@ pub async fn create_job(
     .map_err(|e| ApiError::Internal(format!("job upload task failed: {e}")))??;
 
     let now = state.now_ms();
+    let status_config = state.config.clone();
     let status = state
         .db
         .call(move |conn| {
@@ -106,7 +107,7 @@ pub async fn create_job(
                 NewJob::Matmul(job) => job.insert(&tx, owner, now)?,
                 NewJob::Kernel(job) => job.insert(&tx, owner, now)?,
             };
-            let status = jobs::status(&tx, job_id)?
+            let status = jobs::status(&tx, &status_config, job_id, now)?
                 .ok_or_else(|| ApiError::Internal(format!("job {job_id} vanished")))?;
             tx.commit()?;
             tracing::info!(
@@ -416,9 +417,10 @@ fn unknown_job(job_id: i64) -> ApiError {
 }
 
 async fn status_of(state: &AppState, job_id: i64) -> Result<JobStatus, ApiError> {
+    let (config, now) = (state.config.clone(), state.now_ms());
     state
         .db
-        .read(move |conn| jobs::status(conn, job_id))
+        .read(move |conn| jobs::status(conn, &config, job_id, now))
         .await?
         .ok_or_else(|| unknown_job(job_id))
 }

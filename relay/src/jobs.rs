@@ -18,13 +18,16 @@
 //! and its units (`insert`).
 
 use crate::blobs::{BlobStore, StagedBlobs, hash_column};
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::units::{KernelUnit, Verify};
 use axum::http::StatusCode;
 use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
 use glowworm::hash::ContentHash;
 use glowworm::kernels::matmul;
-use glowworm::wire::{BlobRef, Dispatch, JobStatus, KernelSource, KernelSpec, MatmulShape};
+use glowworm::wire::{
+    BlobRef, Dispatch, JobStatus, KernelSource, KernelSpec, MatmulShape, Waiting,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// How a job is cut into units, how each unit is verified and how often it may be tried.
@@ -374,12 +377,17 @@ pub fn create_matmul(
     MatmulJob::store(store, a, b, shape, split)?.insert(conn, owner, now_ms)
 }
 
-/// Marks a queued job failed (one of its units failed for good).
-pub fn fail(conn: &Connection, job_id: i64) -> Result<(), ApiError> {
-    conn.execute(
-        "UPDATE jobs SET state = 'failed' WHERE id = ?1 AND state = 'queued'",
-        [job_id],
-    )?;
+/// Marks a queued job failed (one of its units failed for good), with `why` in words for its
+/// requester (shown as the job status's `failure`).
+pub fn fail(conn: &Connection, job_id: i64, why: &str) -> Result<(), ApiError> {
+    let failed = conn
+        .prepare_cached(
+            "UPDATE jobs SET state = 'failed', failure = ?2 WHERE id = ?1 AND state = 'queued'",
+        )?
+        .execute(params![job_id, why])?;
+    if failed > 0 {
+        tracing::warn!("job {job_id} failed: {why}");
+    }
     Ok(())
 }
 
@@ -524,7 +532,7 @@ const STATUS_COLUMNS: &str = "id, state, output_hash,
     (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'pending' AND canary_of IS NULL),
     (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'leased' AND canary_of IS NULL),
     (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'failed' AND canary_of IS NULL),
-    kind, m, n, k, created_at, output_bytes";
+    kind, m, n, k, created_at, output_bytes, failure";
 
 fn status_from_row(row: &rusqlite::Row) -> rusqlite::Result<JobStatus> {
     let output_hash = match row.get::<_, Option<String>>(2)? {
@@ -557,16 +565,107 @@ fn status_from_row(row: &rusqlite::Row) -> rusqlite::Result<JobStatus> {
         units_pending: row.get(5)?,
         units_leased: row.get(6)?,
         units_failed: row.get(7)?,
+        failure: row.get(14)?,
+        waiting: Vec::new(),
     })
 }
 
-/// A job's state and progress, or `None` for an unknown id.
-pub fn status(conn: &Connection, job_id: i64) -> Result<Option<JobStatus>, ApiError> {
+/// Why a queued job's units that are not verified wait, grouped ([`JobStatus::waiting`]).
+fn waiting(
+    conn: &Connection,
+    config: &Config,
+    job_id: i64,
+    now_ms: i64,
+) -> Result<Vec<Waiting>, ApiError> {
+    let groups: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT CASE
+                      WHEN units.on_trust = 1 AND EXISTS (SELECT 1 FROM results
+                           WHERE results.unit_id = units.id AND results.state = 'pending')
+                        THEN 'settling'
+                      WHEN EXISTS (SELECT 1 FROM leases WHERE leases.unit_id = units.id
+                                   AND leases.state = 'active' AND leases.canary = 0)
+                        THEN 'computing'
+                      WHEN EXISTS (SELECT 1 FROM results
+                                   WHERE results.unit_id = units.id AND results.state = 'pending')
+                        THEN 'replicas'
+                      ELSE 'queued'
+                    END AS reason, COUNT(*)
+             FROM units WHERE job_id = ?1 AND state IN ('pending', 'leased')
+               AND canary_of IS NULL
+             GROUP BY reason ORDER BY reason",
+        )?
+        .query_map([job_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    // What the relay saw of contributors lately, to say what would unblock replicas.
+    let since = now_ms - 10 * 60 * 1000;
+    let (keys, networks): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT COUNT(DISTINCT public_key), COUNT(DISTINCT network) FROM leases
+             WHERE issued_at_ms >= ?1",
+        )?
+        .query_row([since], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let apart = if config.distinct_networks {
+        format!(
+            "keys, linked addresses and networks (/24 or /64) other than those of its earlier \
+             replicas; in the last 10 minutes {keys} contributor key(s) from {networks} such \
+             network(s) asked for work{}",
+            if networks <= 1 && keys > 1 {
+                ": every replica needs another network. Behind a reverse proxy, set \
+                 trust_forwarded_for; on one machine, listen on loopback"
+            } else {
+                ""
+            }
+        )
+    } else {
+        format!(
+            "keys and linked addresses other than those of its earlier replicas; in the last \
+             10 minutes {keys} contributor key(s) asked for work"
+        )
+    };
+    Ok(groups
+        .into_iter()
+        .map(|(reason, units)| {
+            let detail = match reason.as_str() {
+                "queued" => "not yet taken by a contributor".to_string(),
+                "computing" => "leased to a contributor, being computed".to_string(),
+                "settling" => "computed by a trusted contributor; credited and settled by that \
+                     contributor's next check, or replicated after settle_seconds"
+                    .to_string(),
+                _ => format!("has results and waits for agreeing replicas from {apart}"),
+            };
+            Waiting {
+                reason,
+                units,
+                detail,
+            }
+        })
+        .collect())
+}
+
+/// A job's state and progress, with why its units wait while it is queued, or `None` for an
+/// unknown id.
+pub fn status(
+    conn: &Connection,
+    config: &Config,
+    job_id: i64,
+    now_ms: i64,
+) -> Result<Option<JobStatus>, ApiError> {
     let sql = format!("SELECT {STATUS_COLUMNS} FROM jobs WHERE id = ?1");
-    Ok(conn
+    let status = conn
         .prepare_cached(&sql)?
         .query_row([job_id], status_from_row)
-        .optional()?)
+        .optional()?;
+    let Some(mut status) = status else {
+        return Ok(None);
+    };
+    if status.state == "queued" {
+        status.waiting = waiting(conn, config, job_id, now_ms)?;
+    }
+    Ok(Some(status))
 }
 
 /// A requester's jobs, newest first, at most `limit`.

@@ -15,7 +15,7 @@ use crate::{canaries, jobs, links, replication, reputation};
 use axum::http::StatusCode;
 use glowworm::hash::ContentHash;
 use glowworm::kernels;
-use glowworm::wire::{BlobRef, KernelRef, Lease};
+use glowworm::wire::{BlobRef, KernelRef, Lease, ReleaseReason};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -94,22 +94,97 @@ pub fn unknown_lease(lease_id: &str) -> ApiError {
 }
 
 /// Expires every active lease whose deadline passed before `now_ms`.
-pub fn expire_overdue(conn: &Connection, now_ms: i64) -> Result<(), ApiError> {
+pub fn expire_overdue(conn: &Connection, config: &Config, now_ms: i64) -> Result<(), ApiError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT lease_id, unit_id FROM leases WHERE state = 'active' AND deadline_ms < ?1",
+        "SELECT lease_id, unit_id, on_trust FROM leases
+         WHERE state = 'active' AND deadline_ms < ?1",
     )?;
     let overdue = stmt
         .query_map([now_ms], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, bool>(2)?,
+            ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    for (lease_id, unit_id) in overdue {
+    for (lease_id, unit_id, on_trust) in overdue {
         conn.prepare_cached("UPDATE leases SET state = 'expired' WHERE lease_id = ?1")?
             .execute([&lease_id])?;
         tracing::info!("lease {lease_id} of unit {unit_id} expired");
+        if on_trust {
+            end_trust(conn, config, unit_id)?;
+        }
         units::requeue_or_fail(conn, unit_id)?;
     }
     Ok(())
+}
+
+/// A lease that held a unit on trust ended without a result: the trust was its contributor's,
+/// so the unit is replicated as usual by whoever takes it next.
+fn end_trust(conn: &Connection, config: &Config, unit_id: i64) -> Result<(), ApiError> {
+    conn.prepare_cached(
+        "UPDATE units SET on_trust = 0, quorum = ?2, replicas_needed = ?2
+         WHERE id = ?1 AND on_trust = 1",
+    )?
+    .execute(params![unit_id, config.replicas])?;
+    Ok(())
+}
+
+/// Adds the time lease `lease_id` held its kernel unit (issue to `now_ms`) to the unit's GPU
+/// time, counting a GPU failure when `failed`; a unit over `unit_gpu_seconds` or
+/// `max_gpu_failures` fails for good, and fails its job, with that reason. Matmul units run the
+/// relay's own kernels and are not charged. Returns whether the unit failed.
+pub fn charge_gpu_time(
+    conn: &Connection,
+    config: &Config,
+    lease_id: &str,
+    now_ms: i64,
+    failed: bool,
+) -> Result<bool, ApiError> {
+    let charged: Option<(i64, i64, i64, u32)> = conn
+        .prepare_cached(
+            "UPDATE units SET
+                 gpu_ms = gpu_ms + MAX(0, ?2 - (SELECT issued_at_ms FROM leases
+                                                 WHERE lease_id = ?1)),
+                 gpu_failures = gpu_failures + ?3
+             WHERE id = (SELECT unit_id FROM leases WHERE lease_id = ?1)
+               AND kernel_unit IS NOT NULL
+             RETURNING id, job_id, gpu_ms, gpu_failures",
+        )?
+        .query_row(params![lease_id, now_ms, i64::from(failed)], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .optional()?;
+    let Some((unit_id, job_id, gpu_ms, failures)) = charged else {
+        return Ok(false);
+    };
+    let why = if failures >= config.max_gpu_failures {
+        format!(
+            "unit {unit_id}: the GPU failed running the kernel for {failures} contributors \
+             (for example a lost device: a dispatch that runs too long is reset by the GPU's \
+             watchdog); the kernel must finish each dispatch quickly"
+        )
+    } else if gpu_ms > config.unit_gpu_ms() {
+        format!(
+            "unit {unit_id}: the kernel used {:.1} s of contributors' GPU time, over the \
+             budget of {} s a unit may use in all (unit_gpu_seconds); split the work into more, \
+             smaller units",
+            gpu_ms as f64 / 1000.0,
+            config.unit_gpu_seconds
+        )
+    } else {
+        return Ok(false);
+    };
+    let failed_now = conn
+        .prepare_cached(
+            "UPDATE units SET state = 'failed' WHERE id = ?1 AND state IN ('pending', 'leased')",
+        )?
+        .execute([unit_id])?;
+    if failed_now > 0 {
+        jobs::fail(conn, job_id, &why)?;
+    }
+    Ok(failed_now > 0)
 }
 
 /// A matmul unit made by an older relay names a tiled kernel the catalogue no longer has (the
@@ -134,7 +209,11 @@ fn retire_kernel(conn: &Connection, unit: &mut Unit) -> Result<bool, ApiError> {
         );
         conn.prepare_cached("UPDATE units SET state = 'failed' WHERE id = ?1")?
             .execute([unit.id])?;
-        jobs::fail(conn, unit.job_id)?;
+        let why = format!(
+            "unit {} named a kernel this relay no longer has while a replica was being computed",
+            unit.id
+        );
+        jobs::fail(conn, unit.job_id, &why)?;
         return Ok(false);
     }
     let current = kernels::matmul::TILED.hash();
@@ -216,7 +295,7 @@ pub fn lease_next(
     reputation::refuse_quarantined(conn, public_key, &account)?;
     let lease_id = new_lease_id(now_ms)?;
     contributors::touch(conn, public_key, now_ms)?;
-    expire_overdue(conn, now_ms)?;
+    expire_overdue(conn, config, now_ms)?;
     replication::replicate_unsettled(conn, config, now_ms)?;
 
     let address = (account != public_key).then_some(account.as_str());
@@ -224,23 +303,25 @@ pub fn lease_next(
         .adapter_class
         .as_deref()
         .filter(|_| config.homogeneous_redundancy);
+    let network = asker
+        .network
+        .as_deref()
+        .filter(|_| config.distinct_networks);
+    let holder = Holder {
+        public_key,
+        address,
+        network,
+        adapter_class,
+    };
     let canary = if random::chance(config.canary_permille)? {
-        canaries::make(conn, public_key)?
+        canaries::pick(conn, &holder)?
     } else {
         None
     };
+    let is_canary = canary.is_some();
     let mut unit = match canary {
         Some(canary) => canary,
         None => {
-            let holder = Holder {
-                public_key,
-                address,
-                network: asker
-                    .network
-                    .as_deref()
-                    .filter(|_| config.distinct_networks),
-                adapter_class,
-            };
             // The oldest first: a Freivalds-checked unit (most of them) is taken as it is.
             let mut candidates = units::pending_for(conn, &holder, 1)?;
             if candidates
@@ -262,8 +343,11 @@ pub fn lease_next(
         return lease_next(conn, config, asker, now_ms);
     }
     // A requester's kernel job asked for its replicas: only the relay's own replicated matmul
-    // units are left to a trusted contributor alone.
-    if unit.verify == Verify::Replicate
+    // units are left to a trusted contributor alone. The trust is this lease's: should it end
+    // without a result, the unit is replicated as usual (`end_trust`).
+    let mut on_trust = false;
+    if !is_canary
+        && unit.verify == Verify::Replicate
         && matches!(unit.work, Work::Matmul { .. })
         && unit.canary_of.is_none()
         && unit.attempts == 0
@@ -276,10 +360,11 @@ pub fn lease_next(
         )?
         .execute([unit.id])?;
         (unit.on_trust, unit.quorum, unit.replicas_needed) = (true, 1, 1);
+        on_trust = true;
     }
     let deadline_ms = now_ms + config.lease_ms();
     let lease = wire_lease(&unit, lease_id.clone(), deadline_ms)?;
-    let outstanding: u32 = if unit.verify == Verify::Replicate {
+    let outstanding: u32 = if unit.verify == Verify::Replicate && !is_canary {
         conn.prepare_cached(
             "SELECT (SELECT COUNT(*) FROM leases WHERE unit_id = ?1 AND state = 'active')
                   + (SELECT COUNT(*) FROM results WHERE unit_id = ?1 AND state = 'pending')",
@@ -293,16 +378,19 @@ pub fn lease_next(
     } else {
         "pending"
     };
-    conn.prepare_cached(
-        "UPDATE units SET state = ?2, attempts = attempts + 1,
-                          adapter_class = COALESCE(adapter_class, ?3)
-         WHERE id = ?1",
-    )?
-    .execute(params![unit.id, state, adapter_class])?;
+    // A canary's unit is verified already: its state and attempts stay as they are.
+    if !is_canary {
+        conn.prepare_cached(
+            "UPDATE units SET state = ?2, attempts = attempts + 1,
+                              adapter_class = COALESCE(adapter_class, ?3)
+             WHERE id = ?1",
+        )?
+        .execute(params![unit.id, state, adapter_class])?;
+    }
     conn.prepare_cached(
         "INSERT INTO leases (lease_id, unit_id, public_key, issued_at_ms, deadline_ms, state,
-                             account, network, adapter_class)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, ?8)",
+                             account, network, adapter_class, on_trust, canary)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         lease_id,
@@ -312,7 +400,9 @@ pub fn lease_next(
         deadline_ms,
         address,
         asker.network,
-        asker.adapter_class
+        asker.adapter_class,
+        on_trust,
+        is_canary
     ])?;
     let row = LeaseRow {
         lease_id,
@@ -435,26 +525,41 @@ fn wire_lease(unit: &Unit, lease_id: String, deadline_ms: i64) -> Result<Lease, 
 }
 
 /// Gives an active lease back unworked: its unit is pending again and the attempt is returned.
-/// Releasing a lease that is already released succeeds again, so a retry is harmless. Run it
-/// inside a transaction ([`crate::db::Db::batch`] does).
+/// A release because the GPU failed ([`ReleaseReason::GpuFailed`]) charges the lease's time to
+/// a kernel unit's budget ([`charge_gpu_time`]), so a kernel that never finishes (or loses
+/// every device it runs on) fails its job instead of going round forever. Releasing a lease
+/// that is already released succeeds again, so a retry is harmless. Run it inside a
+/// transaction ([`crate::db::Db::batch`] does).
 pub fn release(
     conn: &Connection,
+    config: &Config,
     lease_id: &str,
     public_key: &str,
+    reason: ReleaseReason,
     now_ms: i64,
 ) -> Result<(), ApiError> {
-    expire_overdue(conn, now_ms)?;
+    expire_overdue(conn, config, now_ms)?;
     let lease = get(conn, lease_id)?.ok_or_else(|| unknown_lease(lease_id))?;
     lease.require_holder(public_key)?;
     contributors::touch(conn, public_key, now_ms)?;
     if lease.state != "released" {
         lease.require_open(now_ms)?;
         // A lease that outlived a relay restart had its attempt given back then already.
-        let outlived_relay: bool = conn
-            .prepare_cached("SELECT outlived_relay FROM leases WHERE lease_id = ?1")?
-            .query_row([lease_id], |row| row.get(0))?;
-        conn.prepare_cached("UPDATE leases SET state = 'released' WHERE lease_id = ?1")?
-            .execute([lease_id])?;
+        let (outlived_relay, on_trust): (bool, bool) = conn
+            .prepare_cached("SELECT outlived_relay, on_trust FROM leases WHERE lease_id = ?1")?
+            .query_row([lease_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        conn.prepare_cached(
+            "UPDATE leases SET state = 'released', release_reason = ?2 WHERE lease_id = ?1",
+        )?
+        .execute(params![lease_id, reason.as_str()])?;
+        if on_trust {
+            end_trust(conn, config, lease.unit_id)?;
+        }
+        if reason == ReleaseReason::GpuFailed
+            && charge_gpu_time(conn, config, lease_id, now_ms, true)?
+        {
+            return Ok(());
+        }
         units::requeue_released(conn, lease.unit_id, !outlived_relay)?;
     }
     Ok(())

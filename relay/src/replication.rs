@@ -87,8 +87,9 @@ pub fn passed_check(
         .prepare_cached(
             "SELECT results.id, results.unit_id, results.output_hash
              FROM results JOIN units ON units.id = results.unit_id
+                  JOIN leases ON leases.lease_id = results.lease_id
              WHERE results.public_key = ?1 AND results.state = 'pending'
-               AND units.on_trust = 1 AND units.state = 'leased'",
+               AND leases.on_trust = 1 AND units.on_trust = 1 AND units.state = 'leased'",
         )?
         .query_map([public_key], |row| {
             Ok((row.get(0)?, row.get(1)?, hash_column(row, 2)?))
@@ -304,7 +305,12 @@ pub fn resolve(
                     .query_row([unit_id], |row| row.get::<_, Option<i64>>(0))?
                     .unwrap_or(0);
                 if job_id != 0 {
-                    jobs::fail(conn, job_id)?;
+                    let why = format!(
+                        "unit {unit_id}: {total} contributors' results found no majority that \
+                         agrees (a kernel must give the same output everywhere, within its \
+                         tolerance_ulps)"
+                    );
+                    jobs::fail(conn, job_id, &why)?;
                 }
                 return Ok(Verdict::Invalid(format!(
                     "{total} replicas of unit {unit_id} found no majority"

@@ -7,7 +7,7 @@
 //! result cannot both be credited) store the output, mark lease and unit, and credit the ledger:
 //! the contributor's own account, or the address it linked ([`links::account_of`]).
 
-use crate::blobs::{self, hash_column};
+use crate::blobs;
 use crate::config::Config;
 use crate::contributors::{self, canonical_key};
 use crate::error::ApiError;
@@ -23,7 +23,7 @@ use crate::state::AppState;
 use crate::units::{self, Unit, Verify, Work};
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use glowworm::compare::{self, Tolerance};
+use glowworm::compare::Tolerance;
 use glowworm::encoding::{bytes_to_f32s, from_base64};
 use glowworm::freivalds;
 use glowworm::hash::ContentHash;
@@ -75,7 +75,9 @@ pub async fn submit(
     check_signature(&submission, &public_key, unit, &output)?;
     lease.require_open(now)?;
 
-    if unit.verify == Verify::Replicate && unit.canary_of.is_none() {
+    // Replicas, and canaries (leases of a unit already verified by replication, judged against
+    // its answer by the same path).
+    if unit.verify == Verify::Replicate {
         let tolerance = replica_tolerance(state, unit).await?;
         state.leases.forget(&lease.lease_id);
         let config = state.config.clone();
@@ -105,20 +107,16 @@ pub async fn submit(
         };
     }
 
-    let verified = match (unit.canary_of, &unit.work) {
-        (Some(_), _) => known_answer_check(state, unit, &output).await?,
-        (
-            None,
-            Work::Matmul {
-                shape,
-                a_hash,
-                b_hash,
-            },
-        ) => {
+    let verified = match &unit.work {
+        Work::Matmul {
+            shape,
+            a_hash,
+            b_hash,
+        } => {
             let (a, b) = (input(state, *a_hash).await?, input(state, *b_hash).await?);
             freivalds_check(*shape, a, b, &output).await?
         }
-        (None, Work::Kernel(_)) => {
+        Work::Kernel(_) => {
             return Err(ApiError::Internal(format!(
                 "kernel unit {} is not replicated",
                 unit.id
@@ -191,26 +189,6 @@ async fn replica_tolerance(state: &AppState, unit: &Unit) -> Result<Tolerance, A
         }
         Work::Kernel(kernel_unit) => Ok(kernel_unit.tolerance()),
     }
-}
-
-/// A canary's output against the answer the relay already has (within the replica tolerance).
-async fn known_answer_check(
-    state: &AppState,
-    unit: &Unit,
-    output: &[u8],
-) -> Result<Result<(), String>, ApiError> {
-    let unit_id = unit.id;
-    let answer = state
-        .db
-        .read(move |conn| {
-            let hash: ContentHash = conn
-                .prepare_cached("SELECT result_hash FROM units WHERE id = ?1")?
-                .query_row([unit_id], |row| hash_column(row, 0))?;
-            blobs::get_required(conn, &hash)
-        })
-        .await?;
-    let tolerance = replica_tolerance(state, unit).await?;
-    Ok(compare::agree(&answer, output, &tolerance).map_err(|e| e.to_string()))
 }
 
 /// The output bytes, if they are base64 of exactly the unit's output size.
@@ -424,6 +402,9 @@ fn record_replica(
     let (account, result_id) = (stored.account, stored.result_id);
     contributors::touch(conn, public_key, now_ms)?;
     let verdict = replication::resolve(conn, config, unit.id, result_id, tolerance, now_ms)?;
+    // The lease's time counts towards a kernel unit's GPU budget (after the verdict: a unit
+    // this result completed is not failed by it).
+    leasing::charge_gpu_time(conn, config, &lease.lease_id, now_ms, false)?;
     let credited = match verdict {
         Verdict::Valid(credited) => credited,
         _ => 0,

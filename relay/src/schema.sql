@@ -42,7 +42,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at   INTEGER NOT NULL,
     is_demo      INTEGER NOT NULL,
     requester_id INTEGER REFERENCES requesters(id),
-    output_bytes INTEGER NOT NULL DEFAULT 0
+    output_bytes INTEGER NOT NULL DEFAULT 0,
+    -- Why a failed job failed, in words for its requester (jobs::fail).
+    failure      TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_requester ON jobs(requester_id, id) WHERE requester_id IS NOT NULL;
 
@@ -81,7 +83,12 @@ CREATE TABLE IF NOT EXISTS units (
     -- Credits a verified result earns: 2·m·n·k for a tile, the invocations of a dispatch.
     flop            INTEGER NOT NULL DEFAULT 0,
     -- A kernel job's unit, as JSON (relay/src/units.rs: KernelUnit); NULL for matmul tiles.
-    kernel_unit     TEXT
+    kernel_unit     TEXT,
+    -- GPU time its leases used, from issue to result or to a release that reported the GPU
+    -- failing, and how many such releases there were: a kernel unit's time budget
+    -- (leasing::charge_gpu_time).
+    gpu_ms          INTEGER NOT NULL DEFAULT 0,
+    gpu_failures    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS units_by_state ON units(state, id);
 -- Verified replicated units, newest last: where canaries are drawn from, without walking every
@@ -109,7 +116,15 @@ CREATE TABLE IF NOT EXISTS leases (
     -- 1 when the relay stopped (crashed or was restarted) while this lease was active: its
     -- unit got the attempt back at the next start (leasing::forgive_interrupted), since the
     -- contributor may never have received it.
-    outlived_relay INTEGER NOT NULL DEFAULT 0
+    outlived_relay INTEGER NOT NULL DEFAULT 0,
+    -- 1 when the unit was left to this lease's trusted contributor alone (replication.rs):
+    -- trust belongs to this lease, and ends with it when it ends without a result.
+    on_trust       INTEGER NOT NULL DEFAULT 0,
+    -- 1 for a known-answer lease (canaries.rs): a lease of a unit already verified by
+    -- independent contributors, judged against that answer; its unit's state is not touched.
+    canary         INTEGER NOT NULL DEFAULT 0,
+    -- Why it was released, when the contributor said (wire::ReleaseReason).
+    release_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS leases_by_state ON leases(state, deadline_ms);
 CREATE INDEX IF NOT EXISTS leases_by_unit ON leases(unit_id);

@@ -236,8 +236,11 @@ pub fn requeue_or_fail(conn: &Connection, unit_id: i64) -> Result<(), ApiError> 
             )?
             .execute([unit_id])?;
         if failed > 0 && canary_of.is_none() {
-            tracing::warn!("unit {unit_id} failed after {attempts} attempts; job {job_id} fails");
-            jobs::fail(conn, job_id)?;
+            let why = format!(
+                "unit {unit_id} used up its {max_attempts} attempts (leases that expired or \
+                 results that failed verification)"
+            );
+            jobs::fail(conn, job_id, &why)?;
         }
     } else {
         conn.prepare_cached(

@@ -170,6 +170,7 @@ fn the_schemas_fit_the_wire_types() {
             "ReleaseRequest",
             serde_json::to_value(ReleaseRequest {
                 public_key: "ab".repeat(32),
+                reason: Some(glowworm::wire::ReleaseReason::GpuFailed),
             })
             .unwrap(),
         ),

@@ -328,11 +328,30 @@ async fn canaries_repeat_a_verified_unit_and_catch_a_wrong_answer() {
 
     let honest = Contributor::new();
     let canary = honest.lease(&relay).await.unwrap();
-    assert_ne!(canary.unit_id, l1.unit_id, "a fresh unit id");
+    // A canary is a lease of the verified unit itself: nothing on the wire sets it apart from a
+    // replica of a live unit (an id outside its job's range once did).
     assert_eq!(
-        (canary.job_id, &canary.inputs, canary.shape, &canary.kernel),
-        (l1.job_id, &l1.inputs, l1.shape, &l1.kernel),
-        "the same job, kernel and inputs as the unit it repeats"
+        (
+            canary.unit_id,
+            canary.job_id,
+            &canary.inputs,
+            canary.shape,
+            &canary.kernel,
+            canary.flop,
+            canary.output_bytes,
+            canary.deadline_unix_ms - relay.clock_now(),
+        ),
+        (
+            l1.unit_id,
+            l1.job_id,
+            &l1.inputs,
+            l1.shape,
+            &l1.kernel,
+            l1.flop,
+            l1.output_bytes,
+            l1.deadline_unix_ms - relay.clock_now(),
+        ),
+        "the unit it repeats, field for field"
     );
     let answer = honest_in_order(&relay, &canary, true).await;
     let checked = accepted(&honest.submit(&relay, &canary, &answer).await);
@@ -358,6 +377,72 @@ async fn canaries_repeat_a_verified_unit_and_catch_a_wrong_answer() {
         ),
         (before.units_total, before.units_verified, "queued"),
         "canaries are not part of the job"
+    );
+    // Neither canary touched the unit: verified, with the two attempts of its real replicas.
+    assert_eq!(
+        relay
+            .count(&format!(
+                "SELECT COUNT(*) FROM units WHERE id = {} AND state = 'verified' AND attempts = 2",
+                l1.unit_id
+            ))
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_unit_settled_on_one_trusted_result_never_serves_as_a_canary() {
+    // Canaries are drawn at every lease; none exists while no unit has independent answers.
+    let relay = TestRelay::with_config(|c| {
+        c.canary_permille = 1000;
+        c.trust_after = 3;
+        c.trusted_replication_permille = 0;
+    });
+    let trusted = Contributor::at("203.0.113.5");
+    earn_trust(&relay, &trusted, 3, 30).await;
+    // A job of two replicated units: the trusted key computes the first alone, and a later
+    // check of its settles it on its word, while the job is still running.
+    relay
+        .queue_job(
+            MatmulShape {
+                m: 128,
+                n: 64,
+                k: 64,
+            },
+            Some(2),
+            31,
+        )
+        .await;
+    let lease = trusted.lease(&relay).await.unwrap();
+    let output = trusted.compute(&relay, &lease).await;
+    accepted(&trusted.submit(&relay, &lease, &output).await);
+    // A neighbour on the trusted key's network holds the second unit, so the trusted key's
+    // next lease is the Freivalds-checked unit: its check.
+    let neighbour = Contributor::at("203.0.113.6");
+    let held = neighbour.lease(&relay).await.unwrap();
+    assert_ne!(held.unit_id, lease.unit_id);
+    relay.queue_job(ONE_UNIT, None, 32).await;
+    trusted.earn(&relay).await;
+    assert_eq!(
+        relay
+            .count(&format!(
+                "SELECT COUNT(*) FROM units WHERE id = {} AND state = 'verified'",
+                lease.unit_id
+            ))
+            .await,
+        1,
+        "settled by the trusted key's next check"
+    );
+    // A contributor elsewhere is given the live unit, not the settled one as a canary: it has a
+    // single valid result, no independent answer.
+    let fresh = Contributor::at("198.51.100.9");
+    let next = fresh.lease(&relay).await.unwrap();
+    assert_eq!(next.unit_id, held.unit_id);
+    assert_eq!(
+        relay
+            .count("SELECT COUNT(*) FROM leases WHERE canary = 1")
+            .await,
+        0
     );
 }
 

@@ -9,7 +9,7 @@ use glowworm::cache::BlobCache;
 use glowworm::hash::ContentHash;
 use glowworm::protocol::{self, ProtocolError};
 use glowworm::signing::ContributorKey;
-use glowworm::wire::{BlobRef, KernelSource, Lease, ResultReceipt};
+use glowworm::wire::{BlobRef, KernelSource, Lease, ReleaseReason, ResultReceipt};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -206,8 +206,13 @@ async fn one_unit(ctx: &Context<'_>) -> Result<Option<ResultReceipt>, UnitError>
     let output = match computed {
         Ok(output) => output,
         Err(e) => {
-            // Give the unit back at once rather than let it wait for its deadline.
-            let _ = protocol::release(ctx.client, ctx.key, &lease).await;
+            // Give the unit back at once rather than let it wait for its deadline, saying
+            // whether the GPU failed on it (the relay charges that to the unit's budget).
+            let reason = match e {
+                UnitError::Gpu(_) => ReleaseReason::GpuFailed,
+                UnitError::Protocol(_) => ReleaseReason::FetchFailed,
+            };
+            let _ = protocol::release(ctx.client, ctx.key, &lease, reason).await;
             return Err(e);
         }
     };

@@ -19,7 +19,7 @@ use crate::gpu::Gpu;
 use crate::hash::ContentHash;
 use crate::protocol::{self, ProtocolError, Work};
 use crate::signing::ContributorKey;
-use crate::wire::{KernelSource, Lease, LeaseRequest};
+use crate::wire::{KernelSource, Lease, LeaseRequest, ReleaseReason};
 use http::{HttpError, Relay};
 use serde::Serialize;
 use std::cell::RefCell;
@@ -201,7 +201,7 @@ impl Contributor {
         wasm_bindgen_futures::future_to_promise(async move {
             let prepared = inner.prefetched.borrow_mut().take();
             if let Some(p) = prepared {
-                release(&inner, &p.lease)
+                release(&inner, &p.lease, ReleaseReason::Stopped)
                     .await
                     .map_err(|e| JsError::new(&e.to_string()))?;
             }
@@ -244,7 +244,7 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
     let output = match output {
         Ok(output) => output,
         Err(e) => {
-            let _ = release(inner, &current.lease).await;
+            let _ = release(inner, &current.lease, ReleaseReason::GpuFailed).await;
             return Err(e.into());
         }
     };
@@ -273,7 +273,7 @@ async fn prepare_next(inner: &Inner) -> Result<Option<Prepared>, StepError> {
     match fetch_inputs(inner, lease.clone()).await {
         Ok(prepared) => Ok(Some(prepared)),
         Err(e) => {
-            let _ = release(inner, &lease).await;
+            let _ = release(inner, &lease, ReleaseReason::FetchFailed).await;
             Err(e)
         }
     }
@@ -333,6 +333,6 @@ async fn fetch_inputs(inner: &Inner, lease: Lease) -> Result<Prepared, StepError
     })
 }
 
-async fn release(inner: &Inner, lease: &Lease) -> Result<(), StepError> {
-    Ok(protocol::release(&inner.relay, &inner.key, lease).await?)
+async fn release(inner: &Inner, lease: &Lease, reason: ReleaseReason) -> Result<(), StepError> {
+    Ok(protocol::release(&inner.relay, &inner.key, lease, reason).await?)
 }

@@ -224,10 +224,11 @@ impl TestRelay {
     }
 
     /// Runs one SQL query returning a single integer, on the relay's own database.
-    pub async fn count(&self, sql: &'static str) -> i64 {
+    pub async fn count(&self, sql: &str) -> i64 {
+        let sql = sql.to_string();
         self.state
             .db
-            .call(move |conn| Ok(conn.query_row(sql, [], |row| row.get(0))?))
+            .call(move |conn| Ok(conn.query_row(&sql, [], |row| row.get(0))?))
             .await
             .unwrap()
     }

@@ -13,7 +13,7 @@ use glowworm::kernels::matmul;
 use glowworm::protocol::{self, ProtocolError, Transport};
 use glowworm::signing::ContributorKey;
 use glowworm::wire::{
-    ErrorBody, JobList, JobStatus, Lease, LeaseRequest, MatmulShape, ResultReceipt,
+    ErrorBody, JobList, JobStatus, Lease, LeaseRequest, MatmulShape, ReleaseReason, ResultReceipt,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -486,7 +486,7 @@ impl Contributor {
     /// Gives the lease back unworked, trying again after a lost connection.
     async fn release(&mut self, lease: &Lease) {
         loop {
-            match protocol::release(&self.http, &self.key, lease).await {
+            match protocol::release(&self.http, &self.key, lease, ReleaseReason::Stopped).await {
                 Ok(()) => {
                     self.record.lock().unwrap().released += 1;
                     return;

@@ -88,9 +88,13 @@ fn check_job(spec: &KernelSpec) -> Result<(), KernelError> {
     if spec.units == 0 || spec.units > MAX_UNITS {
         return limit(format!("{} units; a job has 1 to {MAX_UNITS}", spec.units));
     }
-    if spec.replicas == 0 || spec.replicas > MAX_REPLICAS {
+    // A kernel's output has no cheap check: it is verified only by distinct contributors
+    // agreeing, so a result computed once would be credited (and could serve as a canary's
+    // answer) unchecked.
+    if spec.replicas < 2 || spec.replicas > MAX_REPLICAS {
         return limit(format!(
-            "{} replicas; a job asks for 1 to {MAX_REPLICAS}",
+            "{} replicas; kernel results are verified by agreeing replicas from distinct \
+             contributors, so a job asks for 2 to {MAX_REPLICAS}",
             spec.replicas
         ));
     }

@@ -272,7 +272,8 @@ fn unit_and_replica_counts() {
     refused(&saxpy(|s| s.units = 0), "0 units");
     refused(&saxpy(|s| s.units = MAX_UNITS + 1), "a job has 1 to 65536");
     refused(&saxpy(|s| s.replicas = 0), "0 replicas");
-    refused(&saxpy(|s| s.replicas = MAX_REPLICAS + 1), "1 to 5");
+    refused(&saxpy(|s| s.replicas = 1), "2 to 5");
+    refused(&saxpy(|s| s.replicas = MAX_REPLICAS + 1), "2 to 5");
 }
 
 #[test]
