@@ -501,6 +501,66 @@ async fn a_trusted_result_stands_alone_until_the_contributors_next_check_settles
     assert_job_output_correct(&relay, job_id, &a, &b, ONE_UNIT).await;
 }
 
+/// Trust is a property of one lease: a unit a trusted key held alone and gave back (or let
+/// expire) is replicated as usual for whoever takes it next, so a fresh key's answer to it is
+/// never settled on its own word.
+#[tokio::test]
+async fn a_unit_given_back_by_a_trusted_key_is_replicated_for_the_next() {
+    for expire in [false, true] {
+        let relay = TestRelay::with_config(|c| {
+            c.canary_permille = 0;
+            c.trust_after = 3;
+            c.trusted_replication_permille = 0;
+        });
+        let trusted = Contributor::new();
+        earn_trust(&relay, &trusted, 3, 40).await;
+        let (job_id, a, b) = relay.queue_job(ONE_UNIT, Some(2), 41).await;
+        let held = trusted.lease(&relay).await.unwrap();
+        if expire {
+            relay.advance(Duration::from_secs(relay.state.config.lease_seconds + 1));
+        } else {
+            let released = relay
+                .post(
+                    &format!("/v1/leases/{}/release", held.lease_id),
+                    &serde_json::json!({ "public_key": trusted.public_key() }),
+                )
+                .await;
+            assert_eq!(released.status, StatusCode::OK);
+        }
+
+        // A fresh key takes it and answers zeros, then passes a check of its own.
+        let fresh = Contributor::new();
+        let lease = fresh.lease(&relay).await.expect("the unit is pending again");
+        assert_eq!(lease.unit_id, held.unit_id);
+        let zeros = vec![0u8; lease.output_bytes as usize];
+        assert_eq!(
+            accepted(&fresh.submit(&relay, &lease, &zeros).await).status,
+            "pending"
+        );
+        relay.queue_job(ONE_UNIT, None, 42).await;
+        fresh.earn(&relay).await;
+        assert_eq!(
+            relay
+                .count(&format!(
+                    "SELECT COUNT(*) FROM units WHERE id = {} AND state = 'verified'",
+                    held.unit_id
+                ))
+                .await,
+            0,
+            "expire: {expire}: the zeros are not settled by the fresh key's own check"
+        );
+
+        // Two honest replicas outvote the zeros.
+        for _ in 0..2 {
+            let honest = Contributor::new();
+            let replica = honest.lease(&relay).await.expect("more replicas wanted");
+            honest.complete(&relay, &replica).await;
+        }
+        assert_job_output_correct(&relay, job_id, &a, &b, ONE_UNIT).await;
+        assert_eq!(fresh.info(&relay).await.reputation.results_invalid, 1);
+    }
+}
+
 #[tokio::test]
 async fn a_trusted_contributor_caught_cheating_has_its_unchecked_results_replicated() {
     let relay = TestRelay::with_config(|c| {
