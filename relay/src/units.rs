@@ -253,10 +253,12 @@ pub fn requeue_or_fail(conn: &Connection, unit_id: i64) -> Result<(), ApiError> 
 
 /// After a lease was given back unworked: the unit is pending again and, when `refund` (the
 /// attempt was not already given back at a relay restart), the attempt is returned.
+/// A replicated unit still gathering replicas stays `pending` while leased, and gets its attempt
+/// back all the same. A verified unit (a canary's) is left alone.
 pub fn requeue_released(conn: &Connection, unit_id: i64, refund: bool) -> Result<(), ApiError> {
     conn.prepare_cached(
         "UPDATE units SET state = 'pending', attempts = attempts - ?2
-         WHERE id = ?1 AND state = 'leased'",
+         WHERE id = ?1 AND state IN ('leased', 'pending')",
     )?
     .execute(params![unit_id, i64::from(refund)])?;
     Ok(())

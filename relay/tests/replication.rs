@@ -530,7 +530,10 @@ async fn a_unit_given_back_by_a_trusted_key_is_replicated_for_the_next() {
 
         // A fresh key takes it and answers zeros, then passes a check of its own.
         let fresh = Contributor::new();
-        let lease = fresh.lease(&relay).await.expect("the unit is pending again");
+        let lease = fresh
+            .lease(&relay)
+            .await
+            .expect("the unit is pending again");
         assert_eq!(lease.unit_id, held.unit_id);
         let zeros = vec![0u8; lease.output_bytes as usize];
         assert_eq!(

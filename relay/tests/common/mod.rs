@@ -186,6 +186,36 @@ impl TestRelay {
         (job_id, a, b)
     }
 
+    /// Queues a kernel job of `spec` (checked as an upload would be) with `inputs`, one per
+    /// declared input; returns its id.
+    pub async fn queue_kernel_job(
+        &self,
+        spec: glowworm::wire::KernelSpec,
+        inputs: Vec<Vec<u8>>,
+    ) -> i64 {
+        let validated = glowworm::kernels::custom::validate(&spec).unwrap();
+        let store = self.state.db.blob_store().clone();
+        let job = glowworm_relay::jobs::KernelJob::store(
+            &store,
+            &spec,
+            &inputs,
+            validated.workgroup_size,
+            self.state.config.max_attempts,
+        )
+        .unwrap();
+        let now = self.clock_now();
+        self.state
+            .db
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let id = job.insert(&tx, glowworm_relay::jobs::Owner::Demo, now)?;
+                tx.commit()?;
+                Ok(id)
+            })
+            .await
+            .unwrap()
+    }
+
     /// Creates a requester named `name` with a quota of `quota` units; returns its API key.
     pub async fn create_api_key(&self, name: &'static str, quota: u64) -> String {
         let now = self.clock_now();
