@@ -113,6 +113,12 @@ fn the_schemas_fit_the_wire_types() {
                 units_leased: 0,
                 units_failed: 0,
                 output_hash: Some(hash),
+                failure: None,
+                waiting: vec![glowworm::wire::Waiting {
+                    reason: "replicas".into(),
+                    units: 1,
+                    detail: "waits".into(),
+                }],
             })
             .unwrap(),
         ),

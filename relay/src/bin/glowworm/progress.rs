@@ -52,10 +52,14 @@ pub fn check_finished(status: &JobStatus) -> Result<()> {
     match status.state.as_str() {
         "done" => Ok(()),
         "failed" => bail!(
-            "job {} failed: {} of {} units failed verification",
+            "job {} failed ({} of {} units failed): {}",
             status.id,
             status.units_failed,
-            status.units_total
+            status.units_total,
+            status
+                .failure
+                .as_deref()
+                .unwrap_or("the relay gave no reason")
         ),
         "cancelled" => bail!("job {} was cancelled", status.id),
         other => bail!("job {} is {other:?}, not done", status.id),

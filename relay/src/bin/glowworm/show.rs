@@ -63,6 +63,16 @@ pub fn status_block(status: &JobStatus, now_unix_ms: i64) -> String {
     if let Some(hash) = &status.output_hash {
         let _ = writeln!(text, "  sha256:   {hash}");
     }
+    if let Some(failure) = &status.failure {
+        let _ = writeln!(text, "  failure:  {failure}");
+    }
+    for waiting in &status.waiting {
+        let _ = writeln!(
+            text,
+            "  waiting:  {} unit(s) {}: {}",
+            waiting.units, waiting.reason, waiting.detail
+        );
+    }
     text
 }
 
@@ -169,6 +179,8 @@ mod tests {
             units_leased: 4,
             units_failed: 0,
             output_hash: None,
+            failure: None,
+            waiting: Vec::new(),
         }
     }
 
