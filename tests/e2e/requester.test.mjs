@@ -176,12 +176,11 @@ describe('a requester submits jobs with the glowworm CLI', { timeout: 3 * TEST_T
 
   before(async () => {
     workDir = await mkdtemp(path.join(tmpdir(), 'glowworm-e2e-requester-'));
-    // No demo jobs: the relay's only work is the requester's. Both pages are on 127.0.0.1, so
-    // replicas must be allowed from one network. (Both pages are trusted after the matmul job;
-    // a requester's kernel job is replicated as its spec asks all the same.)
-    relay = await startRelay(workDir, [
-      '--no-demo', '--distinct-networks', 'false',
-    ]);
+    // No demo jobs: the relay's only work is the requester's. The default settings: both pages
+    // are on 127.0.0.1 and the relay listens on loopback alone, so they are this machine's own
+    // contributors and need no distinct networks for their replicas. (Both pages are trusted
+    // after the matmul job; a requester's kernel job is replicated as its spec asks all the same.)
+    relay = await startRelay(workDir, ['--no-demo']);
     console.log(`relay: ${relay.url}`);
 
     // The operator creates the requester's key on the relay's host, against its database.
