@@ -257,7 +257,7 @@ async fn wait_and_fetch(client: &Client, id: i64, out: Option<&Path>) -> Result<
     };
     let started = Instant::now();
     let status = match progress::wait(client, id).await.map_err(with_resume_hint)? {
-        Waited::Finished(status) => status,
+        Waited::Finished(status) => *status,
         Waited::Interrupted => {
             eprintln!("\ninterrupted: job {id} keeps running on the relay; resume with: {resume}");
             return Ok(ExitCode::from(EXIT_INTERRUPTED));

@@ -17,7 +17,7 @@ const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
 /// How a wait ended.
 pub enum Waited {
     /// The job is no longer queued: done, failed or cancelled.
-    Finished(JobStatus),
+    Finished(Box<JobStatus>),
     /// Ctrl-C: the job keeps running on the relay.
     Interrupted,
 }
@@ -28,7 +28,7 @@ pub enum Waited {
 pub async fn wait(client: &Client, id: i64) -> Result<Waited> {
     let mut display = Display::new(id);
     let result = tokio::select! {
-        status = poll_until_finished(client, id, &mut display) => status.map(Waited::Finished),
+        status = poll_until_finished(client, id, &mut display) => status.map(|s| Waited::Finished(Box::new(s))),
         _ = tokio::signal::ctrl_c() => Ok(Waited::Interrupted),
     };
     display.finish();
