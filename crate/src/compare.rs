@@ -172,8 +172,16 @@ mod tests {
             row_len: 2,
             rows: vec![0.1, 0.1],
         };
-        for tolerance in [Tolerance::Exact, Tolerance::Ulps(0), Tolerance::Ulps(4), per_row] {
-            assert!(agree(&out, &out.clone(), &tolerance).is_ok(), "{tolerance:?}");
+        for tolerance in [
+            Tolerance::Exact,
+            Tolerance::Ulps(0),
+            Tolerance::Ulps(4),
+            per_row,
+        ] {
+            assert!(
+                agree(&out, &out.clone(), &tolerance).is_ok(),
+                "{tolerance:?}"
+            );
             // An infinity never agrees with the other infinity or a finite value (but the largest
             // float's neighbour, within ulps), nor NaN with a number.
             for other in [
@@ -182,7 +190,10 @@ mod tests {
                 [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::NAN],
                 [0.0, f32::INFINITY, f32::NEG_INFINITY, 1.0],
             ] {
-                assert!(agree(&out, &bytes(&other), &tolerance).is_err(), "{other:?}");
+                assert!(
+                    agree(&out, &bytes(&other), &tolerance).is_err(),
+                    "{other:?}"
+                );
             }
         }
         // A NaN of another bit pattern (GPUs differ in the NaN they produce) is still NaN to the

@@ -611,3 +611,63 @@ pub async fn get_result(
     }
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(m: u32, n: u32, k: u32) -> MatmulShape {
+        MatmulShape { m, n, k }
+    }
+
+    fn message(error: ApiError) -> (&'static str, String) {
+        match error {
+            ApiError::Refused {
+                status,
+                code,
+                message,
+            } => {
+                assert_eq!(status, StatusCode::BAD_REQUEST);
+                (code, message)
+            }
+            other => panic!("not a refusal: {other}"),
+        }
+    }
+
+    #[test]
+    fn the_first_non_finite_element_is_named_by_row_and_column() {
+        let data = glowworm::encoding::f32s_to_bytes(&[1.0, 2.0, 3.0, f32::NEG_INFINITY, f32::NAN]);
+        let (code, text) = message(finite_f32s("B", &data, 2).unwrap_err());
+        assert_eq!(code, "non_finite_input");
+        assert!(text.starts_with("B has -inf at row 1, column 1"), "{text}");
+        assert_eq!(finite_f32s("A", &data[..12], 2).unwrap(), [1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn the_product_bound_is_refused_from_half_of_f32_max() {
+        let half = MAX_PRODUCT_BOUND as f32;
+        // A 2x2 times B 2x1: row 1 of A reaches the bound with |a| * max|b| summed over l.
+        let b = [1.0, 1.0];
+        assert!(
+            check_product_bound(&[1.0, 1.0, half / 2.0, half / 2.1], &b, shape(2, 1, 2)).is_ok()
+        );
+        let (code, text) = message(
+            check_product_bound(&[1.0, 1.0, -half / 2.0, half / 1.9], &b, shape(2, 1, 2))
+                .unwrap_err(),
+        );
+        assert_eq!(code, "product_overflows");
+        assert!(text.starts_with("row 1 of A"), "{text}");
+        // Large values that cancel still count: a partial sum could overflow on the way.
+        let (code, _) = message(
+            check_product_bound(&[f32::MAX, -f32::MAX], &[1.0, 1.0], shape(1, 1, 2)).unwrap_err(),
+        );
+        assert_eq!(code, "product_overflows");
+        // B's largest element of each row is what counts, whatever its column.
+        let (code, _) = message(
+            check_product_bound(&[1.0], &[0.0, -f32::MAX, 0.0], shape(1, 3, 1)).unwrap_err(),
+        );
+        assert_eq!(code, "product_overflows");
+        assert!(check_product_bound(&[0.5], &[0.0, -f32::MAX, 0.0], shape(1, 3, 1)).is_err());
+        assert!(check_product_bound(&[0.49], &[0.0, -f32::MAX, 0.0], shape(1, 3, 1)).is_ok());
+    }
+}

@@ -109,10 +109,7 @@ pub fn parse_f32(bytes: &[u8]) -> Result<F32Array<'_>, NpyError> {
 
 /// Reads a C-order array whose dtype is one of `dtypes` (each of 4-byte elements, as
 /// [`KERNEL_DTYPES`]), of any number of dimensions.
-pub fn parse<'a>(
-    bytes: &'a [u8],
-    dtypes: &'static [&'static str],
-) -> Result<Array<'a>, NpyError> {
+pub fn parse<'a>(bytes: &'a [u8], dtypes: &'static [&'static str]) -> Result<Array<'a>, NpyError> {
     if !is_npy(bytes) {
         return Err(NpyError::NotNpy);
     }

@@ -431,4 +431,59 @@ mod tests {
             "{missing:#}"
         );
     }
+
+    /// A .npy file of `data` as NumPy writes it.
+    fn npy_file(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while !(10 + header.len() + 1).is_multiple_of(64) {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut file = crate::npy::MAGIC.to_vec();
+        file.extend([1, 0]);
+        file.extend((header.len() as u16).to_le_bytes());
+        file.extend(header.as_bytes());
+        file.extend(data);
+        file
+    }
+
+    #[test]
+    fn kernel_inputs_in_npy_files_send_only_their_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        let data: Vec<u8> = (0..32).collect();
+        for dtype in ["<f4", "<i4", "<u4"] {
+            let input =
+                Input::kernel("x", &write("x.npy", &npy_file(dtype, "(2, 4)", &data))).unwrap();
+            assert_eq!(input.bytes, data, "{dtype}");
+            assert_eq!(input.data_bytes(), 32);
+            assert!(input.describe().contains("(2, 4)"), "{}", input.describe());
+        }
+        // Recognized by its magic string whatever it is called.
+        let misnamed = Input::kernel("x", &write("x.bin", &npy_file("<f4", "(8,)", &data)));
+        assert_eq!(misnamed.unwrap().bytes, data);
+        // Raw bytes are sent as they are.
+        let raw = Input::kernel("x", &write("x.f32", &data)).unwrap();
+        assert_eq!((raw.bytes, raw.format), (data.clone(), Format::Raw));
+        // Data that itself starts with the magic string: the whole file goes, for the relay to
+        // read, so that it is not mistaken for a header there.
+        let mut magic_data = crate::npy::MAGIC.to_vec();
+        magic_data.extend([0; 2]);
+        let file = npy_file("<u4", "(2,)", &magic_data);
+        let whole = Input::kernel("x", &write("m.npy", &file)).unwrap();
+        assert_eq!(whole.bytes, file);
+        assert_eq!(whole.data_bytes(), 8);
+
+        let int64 = Input::kernel("x", &write("i.npy", &npy_file("<i8", "(4,)", &data)));
+        let message = int64.unwrap_err().to_string();
+        assert!(
+            message.contains("int64 ('<i8')") && message.contains("i.astype(np.float32)"),
+            "{message}"
+        );
+    }
 }
