@@ -12,13 +12,16 @@ use crate::encoding::bytes_to_f32s;
 /// How far two outputs may differ and still agree.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tolerance {
-    /// Byte for byte (integer outputs).
+    /// Byte for byte (integer outputs, and f32 kernels that ask for exact agreement): identical
+    /// NaN and infinities agree, but NaNs with different bit patterns do not, since the bytes
+    /// may not be floats at all.
     Exact,
     /// Each pair of f32 values at most this many units in the last place apart (values on either
     /// side of zero count the distance through it; NaN agrees only with NaN, infinities only with
     /// themselves).
     Ulps(u32),
-    /// Row-major f32 rows of `row_len` values: element j of row i may differ by `rows[i]`.
+    /// Row-major f32 rows of `row_len` values: element j of row i may differ by `rows[i]`
+    /// (NaN agrees with any NaN, an infinity only with itself).
     PerRow { row_len: usize, rows: Vec<f64> },
 }
 
@@ -60,6 +63,7 @@ pub fn agree(left: &[u8], right: &[u8], tolerance: &Tolerance) -> Result<(), Dis
             Tolerance::PerRow { row_len, rows } => {
                 let bound = rows.get(index / row_len.max(&1)).copied().unwrap_or(0.0);
                 let ok = x.to_bits() == y.to_bits()
+                    || (x.is_nan() && y.is_nan())
                     || (x.is_finite() && y.is_finite() && (x as f64 - y as f64).abs() <= bound);
                 (ok, format!("{bound:e}"))
             }
@@ -159,5 +163,49 @@ mod tests {
         let inf = bytes(&[f32::INFINITY, 1.0, 1.0, 1.0]);
         assert!(agree(&inf, &inf, &tolerance).is_ok());
         assert!(agree(&a, &inf, &tolerance).is_err());
+    }
+
+    #[test]
+    fn identical_non_finite_outputs_from_two_replicas_agree() {
+        let out = bytes(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1.0]);
+        let per_row = Tolerance::PerRow {
+            row_len: 2,
+            rows: vec![0.1, 0.1],
+        };
+        for tolerance in [
+            Tolerance::Exact,
+            Tolerance::Ulps(0),
+            Tolerance::Ulps(4),
+            per_row,
+        ] {
+            assert!(
+                agree(&out, &out.clone(), &tolerance).is_ok(),
+                "{tolerance:?}"
+            );
+            // An infinity never agrees with the other infinity or a finite value (but the largest
+            // float's neighbour, within ulps), nor NaN with a number.
+            for other in [
+                [f32::NAN, f32::NEG_INFINITY, f32::NEG_INFINITY, 1.0],
+                [f32::NAN, 1e30, f32::NEG_INFINITY, 1.0],
+                [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::NAN],
+                [0.0, f32::INFINITY, f32::NEG_INFINITY, 1.0],
+            ] {
+                assert!(
+                    agree(&out, &bytes(&other), &tolerance).is_err(),
+                    "{other:?}"
+                );
+            }
+        }
+        // A NaN of another bit pattern (GPUs differ in the NaN they produce) is still NaN to the
+        // float tolerances; Exact compares bytes, which may be integers.
+        let quiet_negative = f32::from_bits(0xffc0_0000);
+        let other_nan = bytes(&[quiet_negative, f32::INFINITY, f32::NEG_INFINITY, 1.0]);
+        assert!(agree(&out, &other_nan, &Tolerance::Ulps(0)).is_ok());
+        let per_row = Tolerance::PerRow {
+            row_len: 2,
+            rows: vec![0.0, 0.0],
+        };
+        assert!(agree(&out, &other_nan, &per_row).is_ok());
+        assert!(agree(&out, &other_nan, &Tolerance::Exact).is_err());
     }
 }

@@ -2,8 +2,11 @@
 //!
 //! `POST /v1/jobs` is a multipart/form-data upload: a `job` part with the [`JobSpec`] (JSON)
 //! and one part per input (`a` and `b` for matmul, the declared input names for a kernel).
-//! Everything is checked before anything is stored: the parts, the shapes and dtypes, the WGSL
-//! (with naga, [`glowworm::kernels::custom::validate`]) and the sizes. Then the inputs are cut
+//! Everything is checked before anything is stored: the parts, the shapes and dtypes, a matrix's
+//! values (finite, and a product that cannot overflow f32: [`MAX_PRODUCT_BOUND`]), the WGSL
+//! (with naga, [`glowworm::kernels::custom::validate`]) and the sizes. A kernel input sent as a
+//! .npy file (it starts with `\x93NUMPY`) is read as one: float32, int32 or uint32 in C order,
+//! and only its data is the input. Then the inputs are cut
 //! into units and written to the blob store, and one transaction checks the requester's quota
 //! and inserts the job.
 
@@ -18,7 +21,6 @@ use axum::extract::State;
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use glowworm::encoding::bytes_to_f32s;
 use glowworm::kernels::custom::{self, KernelError, Validated};
 use glowworm::wire::{JobList, JobSpec, JobStatus, KernelSpec, MatmulShape, MatmulSpec};
 use serde::Deserialize;
@@ -236,10 +238,88 @@ fn matmul_inputs(
             ),
         ));
     }
-    let decode = |data: &[u8]| {
-        bytes_to_f32s(data).map_err(|e| ApiError::bad_request("bad_input", e.to_string()))
-    };
-    Ok((decode(a_data)?, decode(b_data)?, shape))
+    let a = finite_f32s("A", a_data, shape.k)?;
+    let b = finite_f32s("B", b_data, shape.n)?;
+    check_product_bound(&a, &b, shape)?;
+    Ok((a, b, shape))
+}
+
+/// The largest bound on a row of the product that the relay accepts: half of `f32::MAX`.
+///
+/// [`check_product_bound`] computes, for each row i of A, `S_i = Σ_l |a_il| · max_j |b_lj|` in
+/// f64. Every partial sum of every element of row i of C, in any summation order, is at most
+/// `S_i` in exact arithmetic; computed in f32 each of the k roundings can grow it by a factor
+/// `(1 + 2^-24)`, so by at most `(1 + 2^-24)^16384 < 1.001` for the largest k. Below half of
+/// `f32::MAX` an honest GPU therefore stays a factor of about 2 from overflow whatever its
+/// summation order, tiling or fused multiply-adds, and a non-finite output is a wrong output
+/// (Freivalds' check rejects it soundly). The factor 2 rather than 1.001 costs requesters one
+/// binary exponent of 128 and leaves room for kernels that accumulate differently.
+pub const MAX_PRODUCT_BOUND: f64 = f32::MAX as f64 / 2.0;
+
+/// A matrix's little-endian f32 `data` (`cols` columns) as values, refusing the first element
+/// that is NaN or infinite (400 `non_finite_input`, naming `name`, the row and the column).
+/// One pass over the data: the values are checked as they are decoded.
+fn finite_f32s(name: &str, data: &[u8], cols: u32) -> Result<Vec<f32>, ApiError> {
+    let mut values = Vec::with_capacity(data.len() / 4);
+    for (index, word) in data.chunks_exact(4).enumerate() {
+        let value = f32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+        if !value.is_finite() {
+            let cols = cols.max(1) as usize;
+            return Err(ApiError::bad_request(
+                "non_finite_input",
+                format!(
+                    "{name} has {} at row {}, column {} (counting from 0); matrix inputs must \
+                     be finite f32 values: replace or drop NaN and infinities before uploading \
+                     (numpy: np.isfinite({}).all() checks, np.nan_to_num replaces)",
+                    describe_non_finite(value),
+                    index / cols,
+                    index % cols,
+                    name.to_lowercase()
+                ),
+            ));
+        }
+        values.push(value);
+    }
+    Ok(values)
+}
+
+fn describe_non_finite(value: f32) -> &'static str {
+    if value.is_nan() {
+        "NaN"
+    } else if value > 0.0 {
+        "inf"
+    } else {
+        "-inf"
+    }
+}
+
+/// Refuses a product that an honest GPU might not compute in f32 (400 `product_overflows`,
+/// naming the first row of A whose bound reaches [`MAX_PRODUCT_BOUND`]). O(mk + kn).
+fn check_product_bound(a: &[f32], b: &[f32], shape: MatmulShape) -> Result<(), ApiError> {
+    let (n, k) = (shape.n as usize, shape.k as usize);
+    let b_row_max: Vec<f64> = b
+        .chunks_exact(n)
+        .map(|row| f64::from(row.iter().fold(0f32, |max, v| max.max(v.abs()))))
+        .collect();
+    for (row, a_row) in a.chunks_exact(k).enumerate() {
+        let bound: f64 = a_row
+            .iter()
+            .zip(&b_row_max)
+            .map(|(&x, &y)| f64::from(x.abs()) * y)
+            .sum();
+        if bound >= MAX_PRODUCT_BOUND {
+            return Err(ApiError::bad_request(
+                "product_overflows",
+                format!(
+                    "row {row} of A times B could overflow f32: sum over l of |A[{row},l]| * \
+                     max_j |B[l,j]| is {bound:.3e}, and the relay accepts products whose every \
+                     row stays under f32::MAX / 2 = {MAX_PRODUCT_BOUND:.3e}. Scale A or B down \
+                     (for example by a power of two, which is exact) and scale the result back"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One matrix: its (rows, columns) and data, from a 2-D .npy or raw f32 of the `declared`
@@ -307,7 +387,11 @@ fn kernel_inputs(
 ) -> Result<Vec<Vec<u8>>, ApiError> {
     let mut inputs = Vec::with_capacity(spec.inputs.len());
     for (index, declared) in spec.inputs.iter().enumerate() {
-        let bytes = take_part(parts, &declared.name)?;
+        let mut bytes = take_part(parts, &declared.name)?;
+        if npy::is_npy(&bytes) {
+            let header = npy_header_len(&declared.name, &bytes)?;
+            bytes.drain(..header);
+        }
         let per_unit = if declared.shared {
             bytes.len() as u64
         } else {
@@ -337,6 +421,26 @@ fn kernel_inputs(
         "a kernel job has the part 'job' and one part per input",
     )?;
     Ok(inputs)
+}
+
+/// The length of the header of kernel input `name`, a .npy file: its array must be float32,
+/// int32 or uint32 in C order (400 `unsupported_dtype` or `bad_npy`). Only the data after the
+/// header is the input; the header is never given to the kernel.
+fn npy_header_len(name: &str, bytes: &[u8]) -> Result<usize, ApiError> {
+    match npy::parse(bytes, npy::KERNEL_DTYPES) {
+        Ok(array) => Ok(bytes.len() - array.data.len()),
+        Err(e @ npy::NpyError::Dtype { .. }) => Err(ApiError::bad_request(
+            "unsupported_dtype",
+            format!("input '{name}' is a .npy file: {e}"),
+        )),
+        Err(e) => Err(ApiError::bad_request(
+            "bad_npy",
+            format!(
+                "input '{name}' starts like a .npy file (\\x93NUMPY) but is not one the relay \
+                 can read: {e}"
+            ),
+        )),
+    }
 }
 
 fn take_part(parts: &mut HashMap<String, Vec<u8>>, name: &str) -> Result<Vec<u8>, ApiError> {
@@ -508,4 +612,64 @@ pub async fn get_result(
         return Ok(([(header::CONTENT_TYPE, NPY)], file).into_response());
     }
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(m: u32, n: u32, k: u32) -> MatmulShape {
+        MatmulShape { m, n, k }
+    }
+
+    fn message(error: ApiError) -> (&'static str, String) {
+        match error {
+            ApiError::Refused {
+                status,
+                code,
+                message,
+            } => {
+                assert_eq!(status, StatusCode::BAD_REQUEST);
+                (code, message)
+            }
+            other => panic!("not a refusal: {other}"),
+        }
+    }
+
+    #[test]
+    fn the_first_non_finite_element_is_named_by_row_and_column() {
+        let data = glowworm::encoding::f32s_to_bytes(&[1.0, 2.0, 3.0, f32::NEG_INFINITY, f32::NAN]);
+        let (code, text) = message(finite_f32s("B", &data, 2).unwrap_err());
+        assert_eq!(code, "non_finite_input");
+        assert!(text.starts_with("B has -inf at row 1, column 1"), "{text}");
+        assert_eq!(finite_f32s("A", &data[..12], 2).unwrap(), [1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn the_product_bound_is_refused_from_half_of_f32_max() {
+        let half = MAX_PRODUCT_BOUND as f32;
+        // A 2x2 times B 2x1: row 1 of A reaches the bound with |a| * max|b| summed over l.
+        let b = [1.0, 1.0];
+        assert!(
+            check_product_bound(&[1.0, 1.0, half / 2.0, half / 2.1], &b, shape(2, 1, 2)).is_ok()
+        );
+        let (code, text) = message(
+            check_product_bound(&[1.0, 1.0, -half / 2.0, half / 1.9], &b, shape(2, 1, 2))
+                .unwrap_err(),
+        );
+        assert_eq!(code, "product_overflows");
+        assert!(text.starts_with("row 1 of A"), "{text}");
+        // Large values that cancel still count: a partial sum could overflow on the way.
+        let (code, _) = message(
+            check_product_bound(&[f32::MAX, -f32::MAX], &[1.0, 1.0], shape(1, 1, 2)).unwrap_err(),
+        );
+        assert_eq!(code, "product_overflows");
+        // B's largest element of each row is what counts, whatever its column.
+        let (code, _) = message(
+            check_product_bound(&[1.0], &[0.0, -f32::MAX, 0.0], shape(1, 3, 1)).unwrap_err(),
+        );
+        assert_eq!(code, "product_overflows");
+        assert!(check_product_bound(&[0.5], &[0.0, -f32::MAX, 0.0], shape(1, 3, 1)).is_err());
+        assert!(check_product_bound(&[0.49], &[0.0, -f32::MAX, 0.0], shape(1, 3, 1)).is_ok());
+    }
 }

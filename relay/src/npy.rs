@@ -1,6 +1,11 @@
-//! NumPy `.npy` files of little-endian f32: reading requesters' uploads and writing results.
+//! NumPy `.npy` files: reading requesters' uploads and writing results.
 //!
-//! Hand-written rather than a library: the relay accepts one dtype (`<f4`) in C order, and
+//! Matrices are little-endian f32 (`<f4`, [`parse_f32`]); a kernel's inputs may also be int32
+//! or uint32 (`<i4`, `<u4`: [`parse`] with [`KERNEL_DTYPES`]), since its buffers are 4-byte words
+//! whatever the shader reads them as. The `glowworm` CLI reads its users' files with the same
+//! parser, so the two agree on what a .npy is.
+//!
+//! Hand-written rather than a library: the relay accepts a few 4-byte dtypes in C order, and
 //! NumPy's header is a short Python dict literal (`{'descr': '<f4', 'fortran_order': False,
 //! 'shape': (512, 384), }`) that a few lines read; the crates that read any .npy bring a Python
 //! literal parser with them. Format: <https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html>.
@@ -23,6 +28,16 @@ pub enum NpyError {
         "the array's dtype is {0}, not little-endian float32 ('<f4'); convert it with a.astype('<f4')"
     )]
     NotF32(String),
+    #[error(
+        "the array's dtype is {}; expected {}: convert it with a.astype(np.float32) (or np.int32, \
+         np.uint32) and save it again",
+        dtype_name(got),
+        allowed.iter().map(|d| dtype_name(d)).collect::<Vec<_>>().join(", ")
+    )]
+    Dtype {
+        got: String,
+        allowed: &'static [&'static str],
+    },
     #[error("the array is in Fortran order; save np.ascontiguousarray(a) instead")]
     FortranOrder,
     #[error("the array data is {got} bytes, but its shape {shape:?} needs {expected}")]
@@ -40,13 +55,61 @@ pub struct F32Array<'a> {
     pub data: &'a [u8],
 }
 
-/// Whether `bytes` look like a .npy file rather than raw f32.
+/// An array of 4-byte elements read from a .npy file: its dtype, shape and data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Array<'a> {
+    /// NumPy's `descr`, one of the dtypes asked for: `<f4`, `<i4` or `<u4`.
+    pub dtype: &'static str,
+    pub shape: Vec<usize>,
+    /// The array's elements, little-endian, in C order; the header is not part of it.
+    pub data: &'a [u8],
+}
+
+/// The dtypes a kernel input may have: float32, int32, uint32, little-endian (a shader's
+/// storage buffer holds 4-byte words).
+pub const KERNEL_DTYPES: &[&str] = &["<f4", "<i4", "<u4"];
+
+/// "float32 ('<f4')" for people; other dtypes as NumPy names them.
+pub fn dtype_name(descr: &str) -> String {
+    let kind = match descr.get(1..) {
+        Some("f2") => "float16",
+        Some("f4") => "float32",
+        Some("f8") => "float64",
+        Some("i1") => "int8",
+        Some("i2") => "int16",
+        Some("i4") => "int32",
+        Some("i8") => "int64",
+        Some("u1") => "uint8",
+        Some("u2") => "uint16",
+        Some("u4") => "uint32",
+        Some("u8") => "uint64",
+        Some("b1") => "bool",
+        _ => return format!("'{descr}'"),
+    };
+    let order = match descr.as_bytes().first() {
+        Some(b'>') if !descr.ends_with('1') => " big-endian",
+        _ => "",
+    };
+    format!("{kind}{order} ('{descr}')")
+}
+
+/// Whether `bytes` look like a .npy file rather than raw data.
 pub fn is_npy(bytes: &[u8]) -> bool {
     bytes.starts_with(MAGIC)
 }
 
 /// Reads a little-endian f32 C-order array of any number of dimensions.
 pub fn parse_f32(bytes: &[u8]) -> Result<F32Array<'_>, NpyError> {
+    match parse(bytes, &["<f4"]) {
+        Ok(Array { shape, data, .. }) => Ok(F32Array { shape, data }),
+        Err(NpyError::Dtype { got, .. }) => Err(NpyError::NotF32(got)),
+        Err(other) => Err(other),
+    }
+}
+
+/// Reads a C-order array whose dtype is one of `dtypes` (each of 4-byte elements, as
+/// [`KERNEL_DTYPES`]), of any number of dimensions.
+pub fn parse<'a>(bytes: &'a [u8], dtypes: &'static [&'static str]) -> Result<Array<'a>, NpyError> {
     if !is_npy(bytes) {
         return Err(NpyError::NotNpy);
     }
@@ -77,9 +140,12 @@ pub fn parse_f32(bytes: &[u8]) -> Result<F32Array<'_>, NpyError> {
     let header = std::str::from_utf8(header)
         .map_err(|_| NpyError::BadHeader("the header is not text".into()))?;
     let descr = string_value(header, "descr")?;
-    if descr != "<f4" {
-        return Err(NpyError::NotF32(descr));
-    }
+    let Some(&dtype) = dtypes.iter().find(|&&d| d == descr) else {
+        return Err(NpyError::Dtype {
+            got: descr,
+            allowed: dtypes,
+        });
+    };
     match bare_value(header, "fortran_order")? {
         "False" => {}
         "True" => return Err(NpyError::FortranOrder),
@@ -91,6 +157,7 @@ pub fn parse_f32(bytes: &[u8]) -> Result<F32Array<'_>, NpyError> {
     }
     let shape = shape_value(header)?;
     let data = &bytes[header_end..];
+    // Every dtype asked for has 4-byte elements.
     let expected = shape
         .iter()
         .try_fold(4u64, |n, &d| n.checked_mul(d as u64))
@@ -102,7 +169,7 @@ pub fn parse_f32(bytes: &[u8]) -> Result<F32Array<'_>, NpyError> {
             got: data.len() as u64,
         });
     }
-    Ok(F32Array { shape, data })
+    Ok(Array { dtype, shape, data })
 }
 
 /// The text after `'key':` in the header dict, trimmed.
@@ -250,5 +317,41 @@ mod tests {
         assert_eq!(parse_f32(&cut), Err(NpyError::TruncatedHeader));
         let no_shape = with_header("{'descr': '<f4', 'fortran_order': False}\n", &[]);
         assert!(matches!(parse_f32(&no_shape), Err(NpyError::BadHeader(_))));
+    }
+
+    #[test]
+    fn kernel_inputs_may_be_int32_or_uint32_but_not_float64() {
+        for dtype in KERNEL_DTYPES {
+            let file = with_header(
+                &format!("{{'descr': '{dtype}', 'fortran_order': False, 'shape': (2, 3), }}\n"),
+                &[7; 24],
+            );
+            let array = parse(&file, KERNEL_DTYPES).unwrap();
+            assert_eq!((array.dtype, array.shape.as_slice()), (*dtype, &[2, 3][..]));
+            assert_eq!(array.data, &[7; 24][..]);
+        }
+        let f8 = with_header(
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }\n",
+            &[0; 8],
+        );
+        let err = parse(&f8, KERNEL_DTYPES).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("float64 ('<f8')")
+                && message.contains("float32 ('<f4')")
+                && message.contains("astype(np.float32)"),
+            "{message}"
+        );
+        let big = with_header(
+            "{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }\n",
+            &[0; 4],
+        );
+        let message = parse(&big, KERNEL_DTYPES).unwrap_err().to_string();
+        assert!(message.contains("float32 big-endian ('>f4')"), "{message}");
+        let fortran = with_header(
+            "{'descr': '<i4', 'fortran_order': True, 'shape': (2, 2), }\n",
+            &[0; 16],
+        );
+        assert_eq!(parse(&fortran, KERNEL_DTYPES), Err(NpyError::FortranOrder));
     }
 }

@@ -141,8 +141,8 @@ impl Client {
     }
 
     /// `GET /v1/jobs/{id}/result` into `out`: a .npy file when `out` ends in .npy, else the raw
-    /// f32 bytes. Written to `out.part` first and renamed, so `out` is never half written.
-    /// Returns the bytes written.
+    /// bytes (f32 for a matmul, the kernel's words for a kernel). Written to `out.part` first
+    /// and renamed, so `out` is never half written. Returns the bytes written.
     pub async fn download_result(&self, id: i64, out: &Path) -> Result<u64> {
         let accept = if is_npy_path(out) {
             "application/x-npy"

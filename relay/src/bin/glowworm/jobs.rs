@@ -1,8 +1,14 @@
 //! Building a job upload from the command line: the `job` part (a [`JobSpec`]) and one file
 //! part per input, each read from disk with errors that name the file.
+//!
+//! A kernel input given as a .npy file (its name ends in .npy, or it starts with NumPy's magic
+//! string) is read with the relay's own parser (`glowworm_relay::npy`): float32, int32 or
+//! uint32, little-endian, C order; only its data is sent. Any other file is sent as raw bytes.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use glowworm::kernels::custom;
 use glowworm::wire::{JobSpec, KernelSpec, MatmulShape, MatmulSpec};
+use glowworm_relay::npy::{self as relay_npy, NpyError};
 use reqwest::multipart::{Form, Part};
 use std::path::{Path, PathBuf};
 
@@ -19,7 +25,39 @@ pub struct Input {
     /// The multipart part's name: "a", "b", or a kernel input's name.
     pub name: String,
     pub path: PathBuf,
+    /// What is uploaded: the whole file, or a kernel's .npy input's data without its header.
     pub bytes: Vec<u8>,
+    pub format: Format,
+}
+
+/// How an input file is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Format {
+    /// Sent as it is.
+    Raw,
+    /// A .npy array: its dtype (NumPy's `descr`) and shape. `header` is the header's length
+    /// when it is still in `bytes` (a matmul input, which the relay reads as .npy itself), 0
+    /// when only the data is sent.
+    Npy {
+        dtype: &'static str,
+        shape: Vec<usize>,
+        header: usize,
+    },
+}
+
+/// A .npy shape as NumPy prints it: "(1024,)", "(4, 256)".
+fn shape_text(shape: &[usize]) -> String {
+    match shape {
+        [one] => format!("({one},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 impl Input {
@@ -31,12 +69,106 @@ impl Input {
             name: name.to_string(),
             path: path.to_path_buf(),
             bytes,
+            format: Format::Raw,
         })
     }
 
-    /// Whether the bytes are a .npy file (by its magic string, whatever the file is called).
+    /// A matrix: sent whole (the relay reads .npy and raw f32 itself); a .npy file's dtype and
+    /// shape are noted for the progress line when they can be read.
+    pub fn matrix(name: &str, path: &Path) -> Result<Self> {
+        let mut input = Input::read(name, path)?;
+        if let Ok(array) = relay_npy::parse_f32(&input.bytes) {
+            input.format = Format::Npy {
+                dtype: "<f4",
+                shape: array.shape,
+                header: input.bytes.len() - array.data.len(),
+            };
+        }
+        Ok(input)
+    }
+
+    /// A kernel input: a .npy file (by its name or its magic string) is checked (dtype float32,
+    /// int32 or uint32, C order) and only its data kept; anything else is raw bytes.
+    pub fn kernel(name: &str, path: &Path) -> Result<Self> {
+        let mut input = Input::read(name, path)?;
+        if !crate::client::is_npy_path(path) && !relay_npy::is_npy(&input.bytes) {
+            return Ok(input);
+        }
+        let (dtype, shape, header) = match relay_npy::parse(&input.bytes, relay_npy::KERNEL_DTYPES)
+        {
+            Ok(array) => (
+                array.dtype,
+                array.shape,
+                input.bytes.len() - array.data.len(),
+            ),
+            Err(err) => bail!("{}", npy_refusal(path, &err)),
+        };
+        // Only the data goes up; but data that itself begins with the magic string would look
+        // like a .npy file to the relay, so then the whole file goes and the relay reads it.
+        let keep_header = relay_npy::is_npy(&input.bytes[header..]);
+        if !keep_header {
+            input.bytes.drain(..header);
+        }
+        input.format = Format::Npy {
+            dtype,
+            shape,
+            header: if keep_header { header } else { 0 },
+        };
+        Ok(input)
+    }
+
+    /// Whether the file is a .npy file (by its magic string, whatever the file is called).
     pub fn is_npy(&self) -> bool {
-        self.bytes.starts_with(crate::npy::MAGIC)
+        matches!(self.format, Format::Npy { .. }) || self.bytes.starts_with(crate::npy::MAGIC)
+    }
+
+    /// Bytes of array data (without a .npy header).
+    pub fn data_bytes(&self) -> u64 {
+        match self.format {
+            Format::Npy { header, .. } => (self.bytes.len() - header) as u64,
+            Format::Raw => self.bytes.len() as u64,
+        }
+    }
+
+    /// "x.npy: float32 (1024,), 4.0 KiB" or "y.bin: raw bytes, 4.0 KiB", for the progress line.
+    pub fn describe(&self) -> String {
+        let size = crate::show::bytes(self.data_bytes());
+        match &self.format {
+            Format::Npy { dtype, shape, .. } => format!(
+                "{}: {} {}, {size}",
+                self.path.display(),
+                relay_npy::dtype_name(dtype),
+                shape_text(shape)
+            ),
+            Format::Raw => format!("{}: raw bytes, {size}", self.path.display()),
+        }
+    }
+}
+
+/// Why a kernel's .npy input cannot be sent, in the requester's terms.
+fn npy_refusal(path: &Path, err: &NpyError) -> String {
+    let file = path.display();
+    let stem = path
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .filter(|stem| !stem.is_empty() && stem.chars().all(|c| c.is_alphanumeric() || c == '_'))
+        .unwrap_or_else(|| "x".to_string());
+    match err {
+        NpyError::Dtype { got, .. } => format!(
+            "{file} has dtype {}; kernel inputs are float32, int32 or uint32, little-endian. \
+             Convert it in NumPy with np.save('{file}', {stem}.astype(np.float32)) (or np.int32, \
+             np.uint32), or give raw bytes in a file not named .npy",
+            relay_npy::dtype_name(got)
+        ),
+        NpyError::FortranOrder => format!(
+            "{file} is in Fortran (column-major) order; kernel inputs are sent in C order. Save \
+             it with np.save('{file}', np.ascontiguousarray({stem}))"
+        ),
+        NpyError::NotNpy => format!(
+            "{file} is named .npy but is not a .npy file (it does not start with \\x93NUMPY); \
+             to send raw bytes, give a file not named .npy"
+        ),
+        other => format!("{file} is not a .npy file the relay can read: {other}"),
     }
 }
 
@@ -71,8 +203,8 @@ impl Upload {
 
 /// A matmul job C = A * B. `shape` is required when A or B is raw f32 rather than .npy.
 pub fn matmul(a: &Path, b: &Path, shape: Option<MatmulShape>) -> Result<Upload> {
-    let a = Input::read("a", a)?;
-    let b = Input::read("b", b)?;
+    let a = Input::matrix("a", a)?;
+    let b = Input::matrix("b", b)?;
     if shape.is_none() {
         for input in [&a, &b] {
             if !input.is_npy() {
@@ -125,12 +257,48 @@ pub fn kernel(spec_path: &Path, inputs: &[(String, PathBuf)]) -> Result<Upload> 
     }
     let files = inputs
         .iter()
-        .map(|(name, path)| Input::read(name, path))
+        .map(|(name, path)| Input::kernel(name, path))
         .collect::<Result<Vec<_>>>()?;
+    check_sizes(&spec, &files)?;
     Ok(Upload {
         spec: JobSpec::Kernel(spec),
         inputs: files,
     })
+}
+
+/// Checks each input's size against the spec before anything is uploaded: a split input divides
+/// into `units` equal shares of whole 4-byte words, and each unit's share is at least what the
+/// shader reads at its binding and within the relay's limit. A spec that does not validate is
+/// left to the relay, whose message names the problem.
+fn check_sizes(spec: &KernelSpec, files: &[Input]) -> Result<()> {
+    let Ok(validated) = custom::validate(spec) else {
+        return Ok(());
+    };
+    for (index, declared) in spec.inputs.iter().enumerate() {
+        let Some(input) = files.iter().find(|input| input.name == declared.name) else {
+            continue;
+        };
+        let bytes = input.data_bytes();
+        let units = u64::from(spec.units.max(1));
+        let per_unit = if declared.shared {
+            bytes
+        } else {
+            if !bytes.is_multiple_of(4 * units) {
+                bail!(
+                    "{}: input {:?} is {bytes} bytes; split between {units} units it must be a \
+                     multiple of {} bytes (4 per unit)",
+                    input.describe(),
+                    declared.name,
+                    4 * units
+                );
+            }
+            bytes / units
+        };
+        validated
+            .check_input(index, &declared.name, per_unit)
+            .map_err(|err| anyhow!("{}: {err}", input.describe()))?;
+    }
+    Ok(())
 }
 
 /// Parses a `KernelSpec` from JSON, accepting an optional `"kind": "kernel"`.
@@ -261,6 +429,61 @@ mod tests {
         assert!(
             format!("{missing:#}").contains("missing.npy"),
             "{missing:#}"
+        );
+    }
+
+    /// A .npy file of `data` as NumPy writes it.
+    fn npy_file(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while !(10 + header.len() + 1).is_multiple_of(64) {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut file = crate::npy::MAGIC.to_vec();
+        file.extend([1, 0]);
+        file.extend((header.len() as u16).to_le_bytes());
+        file.extend(header.as_bytes());
+        file.extend(data);
+        file
+    }
+
+    #[test]
+    fn kernel_inputs_in_npy_files_send_only_their_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        let data: Vec<u8> = (0..32).collect();
+        for dtype in ["<f4", "<i4", "<u4"] {
+            let input =
+                Input::kernel("x", &write("x.npy", &npy_file(dtype, "(2, 4)", &data))).unwrap();
+            assert_eq!(input.bytes, data, "{dtype}");
+            assert_eq!(input.data_bytes(), 32);
+            assert!(input.describe().contains("(2, 4)"), "{}", input.describe());
+        }
+        // Recognized by its magic string whatever it is called.
+        let misnamed = Input::kernel("x", &write("x.bin", &npy_file("<f4", "(8,)", &data)));
+        assert_eq!(misnamed.unwrap().bytes, data);
+        // Raw bytes are sent as they are.
+        let raw = Input::kernel("x", &write("x.f32", &data)).unwrap();
+        assert_eq!((raw.bytes, raw.format), (data.clone(), Format::Raw));
+        // Data that itself starts with the magic string: the whole file goes, for the relay to
+        // read, so that it is not mistaken for a header there.
+        let mut magic_data = crate::npy::MAGIC.to_vec();
+        magic_data.extend([0; 2]);
+        let file = npy_file("<u4", "(2,)", &magic_data);
+        let whole = Input::kernel("x", &write("m.npy", &file)).unwrap();
+        assert_eq!(whole.bytes, file);
+        assert_eq!(whole.data_bytes(), 8);
+
+        let int64 = Input::kernel("x", &write("i.npy", &npy_file("<i8", "(4,)", &data)));
+        let message = int64.unwrap_err().to_string();
+        assert!(
+            message.contains("int64 ('<i8')") && message.contains("i.astype(np.float32)"),
+            "{message}"
         );
     }
 }

@@ -5,7 +5,7 @@
 //! ```text
 //! export GLOWWORM_RELAY=https://relay.example GLOWWORM_API_KEY=gw_...
 //! glowworm submit matmul --a a.npy --b b.npy --out c.npy
-//! glowworm submit kernel --spec saxpy.json --input x=x.bin --input y=y.bin --out out.bin
+//! glowworm submit kernel --spec saxpy.json --input x=x.npy --input y=y.bin --out out.npy
 //! glowworm jobs
 //! ```
 
@@ -67,14 +67,16 @@ enum Command {
     /// Wait for a job to finish, showing its progress; download its result with --out.
     Wait {
         id: i64,
-        /// Where to write the result: .npy for a NumPy file, anything else for raw f32.
+        /// Where to write the result: a name ending in .npy gets a NumPy file (float32; shape
+        /// (m, n) for a matmul, flat for a kernel), any other name the raw bytes.
         #[arg(long)]
         out: Option<PathBuf>,
     },
     /// Download a finished job's result.
     Result {
         id: i64,
-        /// Where to write the result: .npy for a NumPy file, anything else for raw f32.
+        /// Where to write the result: a name ending in .npy gets a NumPy file (float32; shape
+        /// (m, n) for a matmul, flat for a kernel), any other name the raw bytes.
         #[arg(long)]
         out: PathBuf,
     },
@@ -93,9 +95,12 @@ enum Submit {
 #[derive(Args, Debug)]
 struct MatmulArgs {
     /// A (m x k): a .npy file (f32, C order, 2-D) or raw little-endian f32 with --m/--k/--n.
+    /// Every value must be finite, and no row of the product may come near f32's range: the
+    /// relay refuses NaN and infinities (non_finite_input) and products that could overflow
+    /// (product_overflows; scale the inputs down).
     #[arg(long)]
     a: PathBuf,
-    /// B (k x n): a .npy file or raw little-endian f32.
+    /// B (k x n): a .npy file or raw little-endian f32, finite.
     #[arg(long)]
     b: PathBuf,
     /// Rows of A and C; with --k and --n, required for raw f32 inputs.
@@ -116,7 +121,10 @@ struct KernelArgs {
     /// The kernel spec: JSON with wgsl, inputs, output, workgroups, units, replicas...
     #[arg(long)]
     spec: PathBuf,
-    /// An input's file, as NAME=PATH (NAME as in the spec's inputs); one per input.
+    /// An input's file, as NAME=PATH (NAME as in the spec's inputs); one per input. A .npy file
+    /// (float32, int32 or uint32, little-endian, C order) is checked and only its data sent;
+    /// any file not named .npy (and not starting with NumPy's magic string) is sent as raw
+    /// bytes, as is: the 4-byte little-endian words the shader reads.
     #[arg(long = "input", value_name = "NAME=PATH", value_parser = jobs::parse_input_arg)]
     inputs: Vec<(String, PathBuf)>,
     #[command(flatten)]
@@ -125,8 +133,8 @@ struct KernelArgs {
 
 #[derive(Args, Debug)]
 struct WaitArgs {
-    /// Where to write the result (default job-ID.npy): .npy for a NumPy file, anything else
-    /// for raw f32.
+    /// Where to write the result (default job-ID.npy): a name ending in .npy gets a NumPy file
+    /// (float32; shape (m, n) for a matmul, flat for a kernel), any other name the raw bytes.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Print the job's id and return at once instead of waiting.
@@ -219,6 +227,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 async fn submit(client: &Client, upload: jobs::Upload, wait: &WaitArgs) -> Result<ExitCode> {
     if let Some(out) = &wait.out {
         check_out_dir(out)?;
+    }
+    for input in &upload.inputs {
+        eprintln!("input {}: {}", input.name, input.describe());
     }
     eprintln!(
         "uploading {} of input to {}",
