@@ -135,7 +135,7 @@ fn formats_round_as_their_definitions_say() {
     assert_eq!(Format::Fp8E4M3.round(0.3), 0.3125);
     assert_eq!(Format::Fp8E4M3.round(1000.0), 448.0);
     assert_eq!(Format::Fp8E4M3.round(2f32.powi(-10)), 0.0);
-    assert_eq!(Format::Mantissa3.round(1e-20), 1.0 * 2f32.powi(-67));
+    assert_eq!(Format::Mantissa3.round(1e-20), 1.5 * 2f32.powi(-67));
     assert_eq!(Format::PowerOfTwo.round(-0.7), -0.5);
     assert_eq!(Format::PowerOfTwo.round(0.8), 1.0);
 }
