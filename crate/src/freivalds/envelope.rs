@@ -80,7 +80,13 @@ pub(super) fn exact_row(a: &[f32], b: &[f32], n: usize) -> Exact {
 }
 
 /// Checks one row: `a` (length k) times `b` (k x n) against the submitted row `c`.
-pub(super) fn check_row(a: &[f32], b: &[f32], c: &[f32], n: usize, k: usize) -> Result<(), Outlier> {
+pub(super) fn check_row(
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    n: usize,
+    k: usize,
+) -> Result<(), Outlier> {
     let exact = exact_row(a, b, n);
     let subnormals = 4.0 * (k + 1) as f64 * f32::MIN_POSITIVE as f64;
     let cap = (k + 2) as f64 * f32::EPSILON as f64;

@@ -196,7 +196,13 @@ pub fn check_counting(
     }
 
     // B r and w = Σ r² b², per row of B and vector: the weights of the A pass.
-    let weights: Vec<[f64; 4]> = (0..k).map(|l| probe(&b[l * n..(l + 1) * n], &probes)).collect();
+    let mut weights = Probes(Default::default());
+    for l in 0..k {
+        let sums = probe(&b[l * n..(l + 1) * n], &probes);
+        for (w, s) in weights.0.iter_mut().zip(sums) {
+            w.push(s);
+        }
+    }
 
     let subnormals = 4.0 * (n * (k + 1)) as f64 * f32::MIN_POSITIVE as f64;
     let spread = k as f64 / 2.0 + 1.0;
@@ -221,10 +227,10 @@ pub fn check_counting(
                 .map(|l| {
                     let row = &b[l * n..(l + 1) * n];
                     let mut sums = [0f64; 2];
-                    for (x, p) in row.iter().zip(&probes) {
+                    for (j, x) in row.iter().enumerate() {
                         let x = (*x as f64).abs();
-                        sums[0] += x * p[0].abs();
-                        sums[1] += x * p[1].abs();
+                        sums[0] += x * probes.0[0][j].abs();
+                        sums[1] += x * probes.0[1][j].abs();
                     }
                     sums
                 })
@@ -258,56 +264,85 @@ pub fn check_counting(
     Ok(())
 }
 
-/// Per column j, `[r1_j, r2_j, r1_j², r2_j²]`: two independent secret vectors with entries
-/// ±(1 + U[0, 1)), from `seed`.
-fn probe_vectors(seed: [u8; 32], n: usize) -> Vec<[f64; 4]> {
+/// Four weight vectors over the columns of a row: the probes `[r1, r2, r1², r2²]`, or for the
+/// A pass `[B r1, B r2, w1, w2]`.
+struct Probes([Vec<f64>; 4]);
+
+/// Two independent secret vectors with entries ±(1 + U[0, 1)), from `seed`, and their squares.
+fn probe_vectors(seed: [u8; 32], n: usize) -> Probes {
     let mut rng = ChaCha20Rng::from_seed(seed);
     let mut entry = || {
         let bits = rng.next_u64();
         let magnitude = 1.0 + (bits >> 11) as f64 / (1u64 << 53) as f64;
         if bits & 1 == 1 { -magnitude } else { magnitude }
     };
-    (0..n)
-        .map(|_| {
-            let (r1, r2) = (entry(), entry());
-            [r1, r2, r1 * r1, r2 * r2]
-        })
-        .collect()
+    let mut p: [Vec<f64>; 4] = Default::default();
+    for _ in 0..n {
+        let (r1, r2) = (entry(), entry());
+        p[0].push(r1);
+        p[1].push(r2);
+        p[2].push(r1 * r1);
+        p[3].push(r2 * r2);
+    }
+    Probes(p)
 }
 
-/// `[Σ x_j p_j[0], Σ x_j p_j[1], Σ x_j² p_j[2], Σ x_j² p_j[3]]` in f64, in four independent
-/// partial sums per loop so the compiler keeps SIMD lanes busy (floating-point sums are not
-/// reordered for it; the order does not matter here, every sum is f64 over f32 inputs, far
-/// inside the f32 tolerance the check allows).
+/// `[Σ x_j p[0]_j, Σ x_j p[1]_j, Σ x_j² p[2]_j, Σ x_j² p[3]_j]` in f64, as four sums over the
+/// row (it stays in L1 between them).
+///
+/// On x86-64 with AVX2 (every server CPU since about 2013) the loops are compiled a second time
+/// for 256-bit registers and chosen at run time: at 1024³ the check took 1.6 ms there against
+/// 2.5 ms with the baseline's SSE2.
+fn probe(x: &[f32], p: &Probes) -> [f64; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { probe_avx2(x, p) };
+    }
+    probe_portable(x, p)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn probe_avx2(x: &[f32], p: &Probes) -> [f64; 4] {
+    probe_portable(x, p)
+}
+
 #[inline(always)]
-fn probe(x: &[f32], p: &[[f64; 4]]) -> [f64; 4] {
-    const LANES: usize = 4;
-    let mut acc = [[0f64; 4]; LANES];
-    let (x_chunks, p_chunks) = (x.chunks_exact(LANES), p.chunks_exact(LANES));
-    let mut tail = [0f64; 4];
-    for (x, p) in x_chunks.remainder().iter().zip(p_chunks.remainder()) {
-        let v = *x as f64;
-        let f = [v, v, v * v, v * v];
-        for e in 0..4 {
-            tail[e] += f[e] * p[e];
-        }
-    }
-    for (xs, ps) in x_chunks.zip(p_chunks) {
+fn probe_portable(x: &[f32], p: &Probes) -> [f64; 4] {
+    let [p0, p1, p2, p3] = &p.0;
+    [
+        lane_sum(x, p0, |v| v),
+        lane_sum(x, p1, |v| v),
+        lane_sum(x, p2, |v| v * v),
+        lane_sum(x, p3, |v| v * v),
+    ]
+}
+
+/// Independent partial sums per loop: enough for the compiler to keep SIMD lanes busy without
+/// waiting on each addition, since floating-point sums are not reordered for it. One sum per
+/// loop: the vectoriser turns that into whole registers, where four sums interleaved per
+/// element defeated it (six times slower). The order of summation does not matter here: every
+/// sum is f64 over f32 inputs, far inside the f32 tolerance the check allows.
+const LANES: usize = 8;
+
+/// Σ f(x_j) w_j in f64, in [`LANES`] partial sums.
+#[inline(always)]
+fn lane_sum(x: &[f32], w: &[f64], f: impl Fn(f64) -> f64) -> f64 {
+    let mut sums = [0f64; LANES];
+    let (x_chunks, w_chunks) = (x.chunks_exact(LANES), w.chunks_exact(LANES));
+    let tail: f64 = x_chunks
+        .remainder()
+        .iter()
+        .zip(w_chunks.remainder())
+        .map(|(x, w)| f(*x as f64) * w)
+        .sum();
+    for (x, w) in x_chunks.zip(w_chunks) {
         for lane in 0..LANES {
-            let v = xs[lane] as f64;
-            let f = [v, v, v * v, v * v];
-            for e in 0..4 {
-                acc[lane][e] += f[e] * ps[lane][e];
-            }
+            sums[lane] += f(x[lane] as f64) * w[lane];
         }
     }
-    let mut out = tail;
-    for lane in acc {
-        for e in 0..4 {
-            out[e] += lane[e];
-        }
-    }
-    out
+    sums.iter().sum::<f64>() + tail
 }
 
 #[cfg(test)]

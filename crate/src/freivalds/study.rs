@@ -3,8 +3,8 @@
 //! and some it does not), the cheats the check must catch, and the residual that compares them.
 //! Not part of the relay's API.
 
-pub use super::envelope::{Order, family, simulate};
 use super::UNIT_ROUNDOFF;
+pub use super::envelope::{Order, family, simulate};
 use crate::wire::MatmulShape;
 
 /// SplitMix64: small, reproducible, good enough for test data.

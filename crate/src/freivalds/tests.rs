@@ -209,7 +209,7 @@ fn tier_two_judges_each_element_against_its_envelope() {
     let probes = probe_vectors([1; 32], n);
     let mut moved = c.clone();
     for j in 0..n {
-        let nudge = 0.5 * LAMBDA * UNIT_ROUNDOFF * exact.scale[j] * probes[j][0].signum();
+        let nudge = 0.5 * LAMBDA * UNIT_ROUNDOFF * exact.scale[j] * probes.0[0][j].signum();
         moved[j] = (exact.value[j] + nudge) as f32;
     }
     let mut tier2 = Tier2Rows::default();
@@ -255,7 +255,9 @@ fn checks_every_element_of_odd_shapes() {
             wrong[index] += 0.5;
             let verdict = check(&a, &b, &wrong, shape, [2; 32]);
             assert!(
-                verdict.as_ref().is_err_and(|e| e.row() == Some(index / shape.n as usize)),
+                verdict
+                    .as_ref()
+                    .is_err_and(|e| e.row() == Some(index / shape.n as usize)),
                 "element {index} of {shape:?} changed by 0.5 is caught in its row: {verdict:?}"
             );
         }
@@ -266,11 +268,7 @@ fn checks_every_element_of_odd_shapes() {
 /// and the pairwise tree and strided lanes on a power of two agree with a plain recursive sum.
 #[test]
 fn simulated_orders_compute_the_product() {
-    let shape = MatmulShape {
-        m: 1,
-        n: 3,
-        k: 64,
-    };
+    let shape = MatmulShape { m: 1, n: 3, k: 64 };
     let mut rng = Rng::new(5);
     let a = Data::Normal.matrix(64, &mut rng);
     let b = Data::Normal.matrix(64 * 3, &mut rng);
