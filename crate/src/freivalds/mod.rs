@@ -211,12 +211,12 @@ pub fn check_counting(
         let a_row = &a[i * k..(i + 1) * k];
         let a_sum = probe(a_row, &weights);
         let deviations = [(c_sum[0] - a_sum[0]).abs(), (c_sum[1] - a_sum[1]).abs()];
-        let within = (0..2).all(|v| {
+        let passes = (0..2).all(|v| {
             let tolerance =
                 MU * UNIT_ROUNDOFF * (spread * c_sum[2 + v] + a_sum[2 + v]).sqrt() + subnormals;
             deviations[v] <= tolerance
         });
-        if within {
+        if passes {
             continue;
         }
 
@@ -244,7 +244,7 @@ pub fn check_counting(
                 .map(|(x, w)| (*x as f64).abs() * w[v])
                 .sum();
             let tolerance = per_magnitude * magnitude + subnormals;
-            if !(deviation <= tolerance) {
+            if !within(deviation, tolerance) {
                 return Err(FreivaldsError::Mismatch {
                     row: i,
                     deviation,
@@ -262,6 +262,15 @@ pub fn check_counting(
         })?;
     }
     Ok(())
+}
+
+/// Whether `deviation` is at most `tolerance`; false where either is NaN (inputs with NaN: the
+/// product is not an f32 computation's).
+fn within(deviation: f64, tolerance: f64) -> bool {
+    matches!(
+        deviation.partial_cmp(&tolerance),
+        Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+    )
 }
 
 /// Four weight vectors over the columns of a row: the probes `[r1, r2, r1², r2²]`, or for the

@@ -1,3 +1,6 @@
+// Loops over columns index several per-column vectors at once.
+#![allow(clippy::needless_range_loop)]
+
 use super::study::{Cheat, Data, Format, Honest, Rng, honest_orders};
 use super::*;
 use crate::kernels::matmul::{reference, sample_matrix};
