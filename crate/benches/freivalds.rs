@@ -184,7 +184,7 @@ fn table(rows: &[Row]) -> String {
     let _ = writeln!(out, "# Freivalds' check against recomputing the product\n");
     let _ = writeln!(
         out,
-        "Check: `glowworm::freivalds::check` (one secret random vector, f64). Recomputations: \
+        "Check: `glowworm::freivalds::check` (two secret random-sign vectors, f64; tier 1 only, as for an honest result). Recomputations: \
          `glowworm::kernels::matmul::reference` (f64 accumulation, i-l-j loop order, vectorised, \
          one thread) and a straightforward f32 triple loop (i-j-l). All on the CPU, release build, \
          side by side in alternating rounds; medians. Square n×n×n unless stated. At n = 2048 \

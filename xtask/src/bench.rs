@@ -7,7 +7,10 @@
 //! - kernels: `crate/benches/kernels.rs`, tiled against naive WGSL matmul on the native adapter.
 //! - freivalds: `crate/benches/freivalds.rs`, the check against recomputing the product.
 //! - verification: `relay/benches/verification.rs`, cheating contributors against replication,
-//!   canaries and reputation: what is caught, what reaches job outputs, and the overhead.
+//!   canaries and reputation: what is caught, what reaches job outputs, and the overhead; then
+//!   `crate/benches/tolerance.rs`, Freivalds' tolerances: cheat kind x k -> share caught, honest
+//!   summation order x k -> share rejected, the margin between them, and tier 2's cost
+//!   (`target/bench/tolerance.md`).
 //! - browser: `tests/bench/browser.mjs`, wasm size, kernels in headless Chromium, and the time
 //!   from click to first verified result.
 //! - faults: `relay/tests/crash`, the relay binary killed with SIGKILL at 50 random points under
@@ -71,6 +74,8 @@ pub fn run(root: &Path, which: &[Which]) -> Result<()> {
             Which::Verification => {
                 process::step("Benchmark: verification under attack");
                 process::cargo(&["bench", "-p", "glowworm-relay", "--bench", "verification"])?;
+                process::step("Benchmark: Freivalds' tolerances (cheats caught, honest orders)");
+                process::cargo(&["bench", "-p", "glowworm", "--bench", "tolerance"])?;
             }
             Which::Faults => {
                 process::step("Benchmark: faults survived (SIGKILL under load)");
