@@ -306,6 +306,33 @@ mod tests {
         assert_eq!(std::fs::read(store.path(&hash)).unwrap(), b"a whole blob");
     }
 
+    /// A blob written piece by piece is the same file, under the same hash, as one written
+    /// whole; a writer dropped unfinished leaves nothing.
+    #[test]
+    fn a_blob_written_piece_by_piece_is_named_by_its_whole_hash() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = BlobStore::beside(&dir.path().join("relay.sqlite"));
+        let bytes: Vec<u8> = (0..3 * WRITER_BUFFER_BYTES + 5).map(|i| i as u8).collect();
+        let mut writer = store.writer().unwrap();
+        for piece in bytes.chunks(100_000) {
+            writer.write(piece).unwrap();
+        }
+        assert_eq!(writer.len(), bytes.len() as u64);
+        let hash = writer.finish().unwrap();
+        assert_eq!(hash, ContentHash::of(&bytes));
+        assert_eq!(std::fs::read(store.path(&hash)).unwrap(), bytes);
+        // Written again: the file is there already, and stays whole.
+        let mut again = store.writer().unwrap();
+        again.write(&bytes).unwrap();
+        assert_eq!(again.finish().unwrap(), hash);
+        assert_eq!(std::fs::read(store.path(&hash)).unwrap(), bytes);
+
+        let mut dropped = store.writer().unwrap();
+        dropped.write(b"half a blob").unwrap();
+        drop(dropped);
+        assert_eq!(store.remove_partial_writes().unwrap(), 0);
+    }
+
     /// Small inputs wait for their job's transaction, each once; big ones are files at once.
     /// Either way the store finds them under their hash.
     #[test]
