@@ -6,7 +6,8 @@
 //!   (matmul panels, kernel inputs) over [`SMALL_BLOB_BYTES`] and assembled job outputs, which
 //!   can be large. A file is written and synced under a temporary name in
 //!   `<database>.blobs/partial/` and then renamed, so a blob file is always whole; it is written
-//!   before the transaction that refers to it commits.
+//!   before the transaction that refers to it commits. A big one can be written piece by piece
+//!   ([`BlobStore::writer`]), hashed as it goes, so it never has to be in memory whole.
 //! - The database's `blobs` table: unit outputs, stored in the same transaction as their result;
 //!   job inputs of at most [`SMALL_BLOB_BYTES`], stored in the same transaction as their job
 //!   ([`StagedBlobs`]); and everything stored by relays from before the blob store.
@@ -16,7 +17,8 @@
 use crate::error::ApiError;
 use glowworm::hash::ContentHash;
 use rusqlite::{Connection, OptionalExtension, params};
-use std::io::Write;
+use sha2::{Digest, Sha256};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// Where a blob being written lives until it is renamed to its hash: one directory of the
@@ -113,32 +115,63 @@ impl BlobStore {
     /// Writes `bytes`, whose hash is `hash`, to their file unless it exists; durable when it
     /// returns.
     fn write(&self, hash: &ContentHash, bytes: &[u8]) -> Result<(), ApiError> {
+        if self.path(hash).exists() {
+            return Ok(());
+        }
+        let mut file = self.partial_file()?;
+        file.write_all(bytes)
+            .map_err(|e| self.io("writing in", e))?;
+        self.persist(file, hash)
+    }
+
+    /// Starts writing a blob piece by piece, for one too big to hold in memory (an assembled
+    /// job output): its bytes go to a temporary file as they come and are hashed on the way;
+    /// [`BlobWriter::finish`] names the file by its hash.
+    pub fn writer(&self) -> Result<BlobWriter<'_>, ApiError> {
+        Ok(BlobWriter {
+            store: self,
+            file: BufWriter::with_capacity(WRITER_BUFFER_BYTES, self.partial_file()?),
+            hasher: Sha256::new(),
+            bytes: 0,
+        })
+    }
+
+    fn io(&self, what: &str, e: std::io::Error) -> ApiError {
+        ApiError::Storage(format!("{what} {}: {e}", self.dir.display()))
+    }
+
+    /// A new temporary file in the partial directory, deleted unless persisted.
+    fn partial_file(&self) -> Result<tempfile::NamedTempFile, ApiError> {
+        let partial = self.dir.join(PARTIAL_DIR);
+        std::fs::create_dir_all(&partial).map_err(|e| self.io("creating", e))?;
+        tempfile::NamedTempFile::new_in(&partial).map_err(|e| self.io("writing in", e))
+    }
+
+    /// Syncs the whole temporary `file` and renames it to `hash`'s path (unless that exists:
+    /// the same bytes are there already), then syncs the directory, so the rename is durable
+    /// when it returns.
+    fn persist(&self, file: tempfile::NamedTempFile, hash: &ContentHash) -> Result<(), ApiError> {
         let path = self.path(hash);
         if path.exists() {
             return Ok(());
         }
         let parent = path.parent().expect("a blob path has a directory");
-        let io = |what: &str, e: std::io::Error| {
-            ApiError::Storage(format!("{what} {}: {e}", parent.display()))
-        };
-        let partial = self.dir.join(PARTIAL_DIR);
-        std::fs::create_dir_all(parent).map_err(|e| io("creating", e))?;
-        std::fs::create_dir_all(&partial).map_err(|e| io("creating", e))?;
-        let mut file =
-            tempfile::NamedTempFile::new_in(&partial).map_err(|e| io("writing in", e))?;
-        file.write_all(bytes).map_err(|e| io("writing in", e))?;
-        file.as_file().sync_all().map_err(|e| io("syncing in", e))?;
+        file.as_file()
+            .sync_all()
+            .map_err(|e| self.io("syncing in", e))?;
+        std::fs::create_dir_all(parent).map_err(|e| self.io("creating", e))?;
         file.persist(&path)
-            .map_err(|e| io("naming a blob in", e.error))?;
+            .map_err(|e| self.io("naming a blob in", e.error))?;
         // The rename is durable once the directory is synced.
         std::fs::File::open(parent)
             .and_then(|dir| dir.sync_all())
-            .map_err(|e| io("syncing", e))
+            .map_err(|e| self.io("syncing", e))
     }
 
     /// Deletes the temporary files of writes that a crash cut short (a killed relay leaves them
     /// behind; no blob refers to them), and returns how many there were. Call it when the relay
-    /// starts serving, before any upload: it would delete a write in progress.
+    /// starts, before it opens the database (whose assembler writes job outputs at once) and
+    /// before any upload: it would delete a write in progress.
     pub fn remove_partial_writes(&self) -> std::io::Result<usize> {
         let files = match std::fs::read_dir(self.dir.join(PARTIAL_DIR)) {
             Ok(files) => files,
@@ -166,6 +199,51 @@ impl BlobStore {
     pub fn get_required(&self, conn: &Connection, hash: &ContentHash) -> Result<Vec<u8>, ApiError> {
         self.get(conn, hash)?
             .ok_or_else(|| ApiError::Internal(format!("blob {hash} is missing")))
+    }
+}
+
+/// Bytes a [`BlobWriter`] gathers before it writes them to its file.
+const WRITER_BUFFER_BYTES: usize = 256 << 10;
+
+/// A blob file being written piece by piece ([`BlobStore::writer`]). Dropped before
+/// [`BlobWriter::finish`], it leaves nothing behind.
+pub struct BlobWriter<'a> {
+    store: &'a BlobStore,
+    file: BufWriter<tempfile::NamedTempFile>,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl BlobWriter<'_> {
+    /// Appends `bytes`.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), ApiError> {
+        self.hasher.update(bytes);
+        self.bytes += bytes.len() as u64;
+        self.file
+            .write_all(bytes)
+            .map_err(|e| self.store.io("writing in", e))
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Whether nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+
+    /// Syncs the file and names it by the hash of everything written, which it returns. When it
+    /// returns, the blob is durable, as after [`BlobStore::put`].
+    pub fn finish(self) -> Result<ContentHash, ApiError> {
+        let hash = ContentHash(self.hasher.finalize().into());
+        let file = self
+            .file
+            .into_inner()
+            .map_err(|e| self.store.io("writing in", e.into_error()))?;
+        self.store.persist(file, &hash)?;
+        Ok(hash)
     }
 }
 
@@ -226,6 +304,33 @@ mod tests {
         assert_eq!(store.remove_partial_writes().unwrap(), 1);
         assert_eq!(store.remove_partial_writes().unwrap(), 0);
         assert_eq!(std::fs::read(store.path(&hash)).unwrap(), b"a whole blob");
+    }
+
+    /// A blob written piece by piece is the same file, under the same hash, as one written
+    /// whole; a writer dropped unfinished leaves nothing.
+    #[test]
+    fn a_blob_written_piece_by_piece_is_named_by_its_whole_hash() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = BlobStore::beside(&dir.path().join("relay.sqlite"));
+        let bytes: Vec<u8> = (0..3 * WRITER_BUFFER_BYTES + 5).map(|i| i as u8).collect();
+        let mut writer = store.writer().unwrap();
+        for piece in bytes.chunks(100_000) {
+            writer.write(piece).unwrap();
+        }
+        assert_eq!(writer.len(), bytes.len() as u64);
+        let hash = writer.finish().unwrap();
+        assert_eq!(hash, ContentHash::of(&bytes));
+        assert_eq!(std::fs::read(store.path(&hash)).unwrap(), bytes);
+        // Written again: the file is there already, and stays whole.
+        let mut again = store.writer().unwrap();
+        again.write(&bytes).unwrap();
+        assert_eq!(again.finish().unwrap(), hash);
+        assert_eq!(std::fs::read(store.path(&hash)).unwrap(), bytes);
+
+        let mut dropped = store.writer().unwrap();
+        dropped.write(b"half a blob").unwrap();
+        drop(dropped);
+        assert_eq!(store.remove_partial_writes().unwrap(), 0);
     }
 
     /// Small inputs wait for their job's transaction, each once; big ones are files at once.

@@ -17,6 +17,14 @@
 //! - [`Db::read`]: read-only queries on a read connection (WAL readers never wait for the
 //!   writer), a few at a time on tokio's blocking pool. They see every committed change.
 //!
+//! Job outputs are assembled by a thread of their own ([`crate::assembly`]), off the writer:
+//! the transaction that verifies a job's last unit marks it (`jobs.assembling`) and calls
+//! [`assembly_due`]; once that transaction has committed, the writer wakes the assembler, which
+//! reads the units' outputs on a read connection of its own, streams the output into a blob
+//! file and marks the job done in a short grouped transaction. It also looks for such jobs
+//! when the database is opened (a crash between that commit and the output), every
+//! [`ASSEMBLY_SWEEP`], and again after [`ASSEMBLY_RETRY`] when an assembly failed.
+//!
 //! Input blobs are also kept in a bounded in-memory cache ([`Db::blob`]): they are immutable and
 //! named by their hash, so a cached copy can never be stale.
 //!
@@ -26,6 +34,7 @@
 //! thread itself checkpoints between two groups, copying only what the background thread has not,
 //! and the WAL starts over.
 
+use crate::assembly;
 use crate::blobs::BlobStore;
 use crate::error::{ApiError, OpenError};
 use crate::metrics::{self, Stage};
@@ -33,11 +42,12 @@ use axum::body::Bytes;
 use glowworm::cache::BlobCache;
 use glowworm::hash::ContentHash;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, oneshot};
 
@@ -63,6 +73,23 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 pub const WAL_LIMIT_FRAMES: i64 = 16 << 10;
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 64;
+/// How often the assembler looks for jobs waiting for their output without being woken.
+pub const ASSEMBLY_SWEEP: Duration = Duration::from_secs(30);
+/// How long the assembler waits before it tries again after an assembly failed (a full disk).
+pub const ASSEMBLY_RETRY: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// Set on the writer thread by a transaction that left a job waiting for its output
+    /// ([`assembly_due`]); the writer wakes the assembler after its next commit.
+    static ASSEMBLY_DUE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Says that the transaction running on this thread (the writer) leaves a job to assemble: the
+/// assembler is woken once it has committed. On another thread it does nothing; the
+/// assembler's periodic sweep finds the job.
+pub fn assembly_due() {
+    ASSEMBLY_DUE.with(|due| due.set(true));
+}
 
 /// A shared handle to the relay's database.
 #[derive(Clone)]
@@ -78,6 +105,9 @@ struct Inner {
     blobs: Mutex<BlobCache<Bytes>>,
     /// Job inputs and outputs on disk, beside the database file.
     store: BlobStore,
+    /// Taken by the assembler before it reads each unit's output; tests hold it
+    /// ([`Db::hold_assembly`]).
+    assembly_gate: Mutex<()>,
     /// Dropped with the last handle, which stops the checkpoint thread.
     _checkpoints: SyncSender<()>,
 }
@@ -149,9 +179,11 @@ impl Db {
         let wal_frames = Arc::new(AtomicI64::new(0));
         let (writer, jobs) = std::sync::mpsc::channel();
         let frames = wal_frames.clone();
+        // One pending wake is enough: the assembler looks for every job waiting when it wakes.
+        let (wake, woken) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("relay-db-writer".into())
-            .spawn(move || write_loop(conn, jobs, &frames))
+            .spawn(move || write_loop(conn, jobs, &frames, &wake))
             .map_err(|e| OpenError::Thread(e.to_string()))?;
         let (checkpoints, stop) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
@@ -159,17 +191,24 @@ impl Db {
             .spawn(move || checkpoint_loop(checkpointer, stop, &wal_frames))
             .map_err(|e| OpenError::Thread(e.to_string()))?;
 
-        Ok(Db {
-            inner: Arc::new(Inner {
-                path: path.to_path_buf(),
-                writer,
-                readers: Mutex::new(Vec::new()),
-                reader_permits: Semaphore::new(READERS),
-                blobs: Mutex::new(BlobCache::new(BLOB_CACHE_BYTES)),
-                store: BlobStore::beside(path),
-                _checkpoints: checkpoints,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            path: path.to_path_buf(),
+            writer,
+            readers: Mutex::new(Vec::new()),
+            reader_permits: Semaphore::new(READERS),
+            blobs: Mutex::new(BlobCache::new(BLOB_CACHE_BYTES)),
+            store: BlobStore::beside(path),
+            assembly_gate: Mutex::new(()),
+            _checkpoints: checkpoints,
+        });
+        // The assembler holds the database weakly: it stops when the writer does, once the
+        // last handle is dropped.
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("relay-assembler".into())
+            .spawn(move || assembly_loop(weak, woken))
+            .map_err(|e| OpenError::Thread(e.to_string()))?;
+        Ok(Db { inner })
     }
 
     fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -231,6 +270,7 @@ impl Db {
             ("units", "gpu_ms", "INTEGER NOT NULL DEFAULT 0"),
             ("units", "gpu_failures", "INTEGER NOT NULL DEFAULT 0"),
             ("jobs", "failure", "TEXT"),
+            ("jobs", "assembling", "INTEGER NOT NULL DEFAULT 0"),
             ("results", "state", "TEXT NOT NULL DEFAULT 'valid'"),
         ];
         for (table, column, definition) in ADDED_COLUMNS {
@@ -429,17 +469,19 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> (Result<T, ApiError>, bool) + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let asked = metrics::wall_start();
-        self.send(Job::Grouped(Box::new(move |conn| {
-            metrics::add_wall(Stage::DbQueue, asked);
-            let (result, usable) = match conn {
-                Ok(conn) => run(conn),
-                Err(failure) => (Err(failure.to_api_error()), true),
-            };
-            (reply_with(reply, result), usable)
-        })))?;
+        let (job, answer) = grouped_job(run);
+        self.send(job)?;
         answer.await.map_err(|_| gone())?
+    }
+
+    /// Holds the job output assembler before it reads its next unit's output, until the guard
+    /// is dropped. For tests: what happens while an output is being assembled.
+    #[doc(hidden)]
+    pub fn hold_assembly(&self) -> MutexGuard<'_, ()> {
+        self.inner
+            .assembly_gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs read-only `work` on a read connection on the blocking pool.
@@ -518,6 +560,100 @@ impl Db {
     }
 }
 
+/// The writer's job that runs `run` inside the group's transaction, and where its result
+/// arrives once the group has committed (or failed to).
+fn grouped_job<T, F>(run: F) -> (Job, oneshot::Receiver<Result<T, ApiError>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> (Result<T, ApiError>, bool) + Send + 'static,
+{
+    let (reply, answer) = oneshot::channel();
+    let asked = metrics::wall_start();
+    let job = Job::Grouped(Box::new(move |conn| {
+        metrics::add_wall(Stage::DbQueue, asked);
+        let (result, usable) = match conn {
+            Ok(conn) => run(conn),
+            Err(failure) => (Err(failure.to_api_error()), true),
+        };
+        (reply_with(reply, result), usable)
+    }));
+    (job, answer)
+}
+
+/// The assembler thread: assembles the outputs of the jobs waiting for them
+/// ([`crate::assembly`]) at start, whenever the writer wakes it after a commit that left one,
+/// every [`ASSEMBLY_SWEEP`], and [`ASSEMBLY_RETRY`] after a failure; until the writer stops.
+fn assembly_loop(inner: Weak<Inner>, woken: Receiver<()>) {
+    let mut reader = None;
+    loop {
+        let failed = match inner.upgrade() {
+            Some(inner) => !assemble_due(&inner, &mut reader),
+            None => return,
+        };
+        let wait = if failed {
+            ASSEMBLY_RETRY
+        } else {
+            ASSEMBLY_SWEEP
+        };
+        match woken.recv_timeout(wait) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Assembles every job waiting for its output, one at a time (so memory stays within one
+/// job's band, however many wait); returns whether all went well.
+fn assemble_due(inner: &Inner, reader: &mut Option<Connection>) -> bool {
+    let conn = match reader {
+        Some(conn) => conn,
+        None => match open_reader(&inner.path) {
+            Ok(conn) => reader.insert(conn),
+            Err(e) => {
+                tracing::error!("assembling job outputs: opening a read connection: {e}");
+                return false;
+            }
+        },
+    };
+    let due = match run_catching(|| assembly::due(conn)) {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::error!("looking for jobs to assemble: {e}");
+            return false;
+        }
+    };
+    let mut all_well = true;
+    for job in due {
+        let pause = || drop(inner.assembly_gate.lock());
+        let finished = run_catching(|| assembly::assemble(conn, &inner.store, &job, &pause))
+            .and_then(|output_hash| {
+                let (work, answer) = grouped_job(move |conn| {
+                    match in_savepoint(conn, |conn| {
+                        assembly::finish(conn, job.job_id, &output_hash)
+                    }) {
+                        Ok(result) => (result, true),
+                        Err(e) => (Err(ApiError::Database(e)), false),
+                    }
+                });
+                inner.writer.send(work).map_err(|_| gone())?;
+                answer.blocking_recv().map_err(|_| gone())?
+            });
+        if let Err(e) = finished {
+            tracing::error!("assembling the output of job {}: {e}", job.job_id);
+            all_well = false;
+        }
+    }
+    all_well
+}
+
+/// Wakes the assembler if a transaction that just committed left a job to assemble.
+fn wake_if_due(wake: &SyncSender<()>) {
+    if ASSEMBLY_DUE.with(|due| due.replace(false)) {
+        // Full: a wake is pending already, and it finds this job too.
+        let _ = wake.try_send(());
+    }
+}
+
 /// How a grouped closure's caller is answered once its group has committed (`None`) or failed.
 fn reply_with<T: Send + 'static>(
     reply: oneshot::Sender<Result<T, ApiError>>,
@@ -588,7 +724,12 @@ fn in_savepoint<T>(
 }
 
 /// The writer thread: takes what is queued, runs it, commits grouped closures together.
-fn write_loop(mut conn: Connection, jobs: Receiver<Job>, wal_frames: &AtomicI64) {
+fn write_loop(
+    mut conn: Connection,
+    jobs: Receiver<Job>,
+    wal_frames: &AtomicI64,
+    wake: &SyncSender<()>,
+) {
     let mut queued = Vec::with_capacity(MAX_GROUP);
     while let Ok(first) = jobs.recv() {
         queued.push(first);
@@ -603,6 +744,7 @@ fn write_loop(mut conn: Connection, jobs: Receiver<Job>, wal_frames: &AtomicI64)
             match job {
                 Job::Alone(work) => {
                     group.commit(&conn);
+                    wake_if_due(wake);
                     work(&mut conn);
                     // A closure that began a transaction and neither committed nor rolled it
                     // back would make every later group fail to begin.
@@ -610,6 +752,7 @@ fn write_loop(mut conn: Connection, jobs: Receiver<Job>, wal_frames: &AtomicI64)
                         tracing::error!("a database call left its transaction open; rolled back");
                         let _ = conn.execute_batch("ROLLBACK");
                     }
+                    wake_if_due(wake);
                 }
                 Job::Grouped(work) => match group.begin(&conn) {
                     Ok(()) => {
@@ -629,6 +772,7 @@ fn write_loop(mut conn: Connection, jobs: Receiver<Job>, wal_frames: &AtomicI64)
             }
         }
         group.commit(&conn);
+        wake_if_due(wake);
         if wal_frames.load(Ordering::Relaxed) >= WAL_LIMIT_FRAMES {
             let _span = metrics::span(Stage::Checkpoint);
             match checkpoint(&conn) {

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::units::{KernelUnit, Verify};
 use axum::http::StatusCode;
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
+use glowworm::encoding::f32s_to_bytes;
 use glowworm::hash::ContentHash;
 use glowworm::kernels::matmul;
 use glowworm::wire::{
@@ -391,12 +391,13 @@ pub fn fail(conn: &Connection, job_id: i64, why: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Cancels a queued job: its units that are not verified are cancelled, so they are leased no
+/// Cancels a queued job (not one whose output is being assembled: it is finished): its units that are not verified are cancelled, so they are leased no
 /// more, results for them are refused and their replicas waiting to be compared are never
 /// credited. Returns whether the job was queued. Run it inside a transaction.
 pub fn cancel(conn: &Connection, job_id: i64) -> Result<bool, ApiError> {
     let cancelled = conn.execute(
-        "UPDATE jobs SET state = 'cancelled' WHERE id = ?1 AND state = 'queued'",
+        "UPDATE jobs SET state = 'cancelled'
+         WHERE id = ?1 AND state = 'queued' AND assembling = 0",
         [job_id],
     )?;
     if cancelled == 0 {
@@ -416,20 +417,16 @@ pub fn cancel(conn: &Connection, job_id: i64) -> Result<bool, ApiError> {
     Ok(true)
 }
 
-/// When every unit of a queued job is verified: assembles its output into a blob in `store`
-/// and marks the job done. Returns whether it did. Run it inside the transaction that verified
-/// the last unit.
-pub fn complete_if_done(
-    conn: &Connection,
-    store: &BlobStore,
-    job_id: i64,
-) -> Result<bool, ApiError> {
-    let (state, kind, m, n): (String, String, usize, usize) = conn
-        .prepare_cached("SELECT state, kind, m, n FROM jobs WHERE id = ?1")?
-        .query_row([job_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-        })?;
-    if state != "queued" {
+/// When every unit of a queued job is verified: marks the job `assembling`, for the
+/// database's assembler thread to write its output and mark it done ([`crate::assembly`]), and
+/// wakes that thread once this transaction commits. Returns whether it did. Run it inside the
+/// transaction that verified the last unit. The output is not read here: the writer thread,
+/// which every result waits for, is never held by an output's size.
+pub fn complete_if_done(conn: &Connection, job_id: i64) -> Result<bool, ApiError> {
+    let (state, assembling): (String, bool) = conn
+        .prepare_cached("SELECT state, assembling FROM jobs WHERE id = ?1")?
+        .query_row([job_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    if state != "queued" || assembling {
         return Ok(false);
     }
     // Units are pending, leased, verified or failed: three probes of units_by_job_state.
@@ -443,53 +440,10 @@ pub fn complete_if_done(
     if unfinished {
         return Ok(false);
     }
-
-    let mut stmt = conn.prepare(
-        "SELECT row0, col0, m, n, result_hash FROM units
-         WHERE job_id = ?1 AND canary_of IS NULL ORDER BY row0, col0",
-    )?;
-    let units = stmt
-        .query_map([job_id], |row| {
-            Ok((
-                row.get::<_, usize>(0)?,
-                row.get::<_, usize>(1)?,
-                row.get::<_, usize>(2)?,
-                row.get::<_, usize>(3)?,
-                hash_column(row, 4)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let output = if kind == "kernel" {
-        let mut output = Vec::new();
-        for (_, _, _, _, result_hash) in units {
-            output.extend(store.get_required(conn, &result_hash)?);
-        }
-        output
-    } else {
-        let mut c = vec![0f32; m * n];
-        for (row0, col0, rows, cols, result_hash) in units {
-            let tile = bytes_to_f32s(&store.get_required(conn, &result_hash)?)
-                .map_err(|e| ApiError::Internal(format!("result blob {result_hash}: {e}")))?;
-            if tile.len() != rows * cols {
-                return Err(ApiError::Internal(format!(
-                    "result blob {result_hash} has {} values, expected {}",
-                    tile.len(),
-                    rows * cols
-                )));
-            }
-            for (i, tile_row) in tile.chunks_exact(cols).enumerate() {
-                let start = (row0 + i) * n + col0;
-                c[start..start + cols].copy_from_slice(tile_row);
-            }
-        }
-        f32s_to_bytes(&c)
-    };
-    let output_hash = store.put(&output)?;
-    conn.execute(
-        "UPDATE jobs SET state = 'done', output_hash = ?2 WHERE id = ?1",
-        params![job_id, output_hash.to_string()],
-    )?;
-    tracing::info!("job {job_id} done: output {output_hash}");
+    conn.prepare_cached("UPDATE jobs SET assembling = 1 WHERE id = ?1")?
+        .execute([job_id])?;
+    crate::db::assembly_due();
+    tracing::debug!("job {job_id}: every unit verified; its output is being assembled");
     Ok(true)
 }
 

@@ -19,8 +19,9 @@
 //!    replicated instead: [`replication`] compares the replicas of distinct contributors and
 //!    credits the agreeing majority; [`canaries`] repeat verified units as known-answer checks;
 //!    [`reputation`] trusts, and quarantines, contributors by their record.
-//! 5. When every unit of a job is verified, [`jobs::complete_if_done`] assembles C into a blob
-//!    and the job is done.
+//! 5. When every unit of a job is verified, [`jobs::complete_if_done`] marks it for assembly;
+//!    the database's assembler thread streams its output (C, or the unit outputs in order) into
+//!    a blob file off the writer thread ([`assembly`]), and then the job is done.
 //!
 //! A contributor can have its credits paid to an Ethereum address with one wallet signature:
 //! `POST /v1/auth/nonce` ([`nonces`]) hands out a single-use nonce, and `POST /v1/auth/link`
@@ -46,6 +47,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod assembly;
 pub mod blobs;
 pub mod canaries;
 pub mod clock;

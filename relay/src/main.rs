@@ -150,6 +150,18 @@ fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Before the database is opened: its assembler thread starts writing job outputs at once
+    // (those a crash left unwritten), and this would delete them.
+    let store = glowworm_relay::blobs::BlobStore::beside(&config.database);
+    let partial = store.remove_partial_writes().with_context(|| {
+        format!(
+            "removing unfinished blob files from {}",
+            store.dir().display()
+        )
+    })?;
+    if partial > 0 {
+        tracing::info!("removed {partial} unfinished blob files the last run left");
+    }
     let state = AppState::open(config.clone()).context("opening the relay's state")?;
     let interrupted = state
         .db
@@ -161,19 +173,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "{interrupted} leases were active when the relay last stopped; their units got \
              the attempt back"
         );
-    }
-    let partial = state
-        .db
-        .blob_store()
-        .remove_partial_writes()
-        .with_context(|| {
-            format!(
-                "removing unfinished blob files from {}",
-                state.db.blob_store().dir().display()
-            )
-        })?;
-    if partial > 0 {
-        tracing::info!("removed {partial} unfinished blob files the last run left");
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

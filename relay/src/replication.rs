@@ -96,7 +96,7 @@ pub fn passed_check(
         })?
         .collect::<Result<_, _>>()?;
     for (result_id, unit_id, output_hash) in waiting {
-        mark_unit_verified(conn, config, unit_id, &output_hash)?;
+        mark_unit_verified(conn, unit_id, &output_hash)?;
         credit(conn, result_id, account, unit_id, now_ms)?;
     }
     Ok(())
@@ -194,7 +194,6 @@ pub fn replicate_unsettled(
 
 fn mark_unit_verified(
     conn: &Connection,
-    config: &Config,
     unit_id: i64,
     output_hash: &ContentHash,
 ) -> Result<(), ApiError> {
@@ -205,7 +204,7 @@ fn mark_unit_verified(
     let job_id: i64 = conn
         .prepare_cached("SELECT job_id FROM units WHERE id = ?1")?
         .query_row([unit_id], |row| row.get(0))?;
-    jobs::complete_if_done(conn, &config.blob_store(), job_id)?;
+    jobs::complete_if_done(conn, job_id)?;
     Ok(())
 }
 
@@ -279,7 +278,7 @@ pub fn resolve(
                 return Ok(Verdict::Pending);
             }
             let winner = &replicas[best[0]];
-            mark_unit_verified(conn, config, unit_id, &winner.output_hash)?;
+            mark_unit_verified(conn, unit_id, &winner.output_hash)?;
             let answer = winner.output.clone();
             for replica in &replicas {
                 verdicts.push(judge(

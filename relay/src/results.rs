@@ -456,6 +456,6 @@ fn record_verified(
     replication::credit_valid(conn, result_id, &account, unit.id, flop, now_ms)?;
     contributors::touch(conn, public_key, now_ms)?;
     replication::passed_check(conn, config, public_key, &account, now_ms)?;
-    jobs::complete_if_done(conn, &config.blob_store(), unit.job_id)?;
+    jobs::complete_if_done(conn, unit.job_id)?;
     receipt(conn, unit, public_key, &account, flop)
 }

@@ -44,9 +44,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     requester_id INTEGER REFERENCES requesters(id),
     output_bytes INTEGER NOT NULL DEFAULT 0,
     -- Why a failed job failed, in words for its requester (jobs::fail).
-    failure      TEXT
+    failure      TEXT,
+    -- 1 while every unit is verified and the output is being assembled (relay/src/assembly.rs):
+    -- the job stays 'queued' until its output is written, then becomes 'done'.
+    assembling   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_requester ON jobs(requester_id, id) WHERE requester_id IS NOT NULL;
+-- Jobs waiting for their output: what the assembler looks for after each wake and at start.
+CREATE INDEX IF NOT EXISTS jobs_assembling ON jobs(id) WHERE assembling = 1;
 
 -- One tile of a matmul job's C: rows row0..row0+m, columns col0..col0+n, the full k, from the
 -- A row panel a_hash and the B column panel b_hash. Or one dispatch of a kernel job: row0 is its

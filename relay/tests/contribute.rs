@@ -166,6 +166,8 @@ async fn a_whole_job_completes_and_its_output_is_the_product() {
     // Tiles are 64 x 64, narrower at the right edge (96 = 64 + 32).
     assert_eq!(shapes, [(64, 64), (64, 32), (64, 64), (64, 32)]);
 
+    // The output is assembled off the writer, just after the last unit's transaction.
+    relay.assembled(job.job_id).await;
     let reply = relay.get(&format!("/v1/jobs/{}", job.job_id)).await;
     check_schema(&reply.json(), "JobStatus");
     let status: JobStatus = reply.json();

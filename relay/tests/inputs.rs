@@ -96,6 +96,7 @@ impl Served {
 
     /// A job's state, from the database (its status needs the requester's key over HTTP).
     async fn job_state(&self, id: i64) -> String {
+        self.relay.assembled(id).await;
         self.relay
             .state
             .db

@@ -101,6 +101,8 @@ async fn compute_everything(relay: &TestRelay) -> u32 {
         contributor.complete(relay, &lease).await;
         units += 1;
     }
+    // The outputs of the jobs this finished are assembled just after, off the writer.
+    relay.all_assembled().await;
     units
 }
 
@@ -647,6 +649,7 @@ async fn a_custom_kernel_job_is_replicated_verified_and_assembled_in_unit_order(
             credited += receipt.credited;
         }
     }
+    relay.assembled(job.id).await;
     let status: JobStatus = send(
         &relay,
         Method::GET,
@@ -716,6 +719,7 @@ async fn a_replica_that_disagrees_is_outvoted_and_never_credited() {
             .expect("another replica is wanted");
         common::accepted(&honest.submit(&relay, &lease, &good).await);
     }
+    relay.assembled(job.id).await;
     assert_eq!(cheater.balance(&relay).await, 0);
     let raw = send(
         &relay,

@@ -83,6 +83,17 @@ async fn the_worker_completes_a_job_and_is_credited_for_each_unit() {
     assert_eq!(info.units_verified, 6);
     assert_eq!(info.credits, 6 * flop_per_unit as i64);
     assert_eq!(totals.balance, info.credits);
+    // The job's output is assembled just after its last unit's transaction, off the writer.
+    let assembling = "SELECT COUNT(*) FROM jobs WHERE assembling = 1";
+    while state
+        .db
+        .read(move |conn| Ok(conn.query_row(assembling, [], |row| row.get::<_, i64>(0))?))
+        .await
+        .unwrap()
+        > 0
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let stats: Stats = reqwest::get(format!("{url}/v1/stats"))
         .await
         .unwrap()

@@ -230,8 +230,45 @@ impl TestRelay {
             .unwrap()
     }
 
-    /// A job's status.
+    /// A job's status, once its output is assembled if every unit is verified
+    /// ([`TestRelay::assembled`]; [`TestRelay::job_now`] for the status at once).
     pub async fn job(&self, job_id: i64) -> glowworm::wire::JobStatus {
+        self.assembled(job_id).await;
+        self.job_now(job_id).await
+    }
+
+    /// Waits until job `job_id` is no longer waiting for its output: the relay's assembler
+    /// thread writes it just after the transaction that verified the last unit.
+    pub async fn assembled(&self, job_id: i64) {
+        let started = std::time::Instant::now();
+        let sql = format!("SELECT assembling FROM jobs WHERE id = {job_id}");
+        while self.count(&sql).await != 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "job {job_id}'s output is not assembled after a minute"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits until no job is waiting for its output ([`TestRelay::assembled`]).
+    pub async fn all_assembled(&self) {
+        let started = std::time::Instant::now();
+        while self
+            .count("SELECT COUNT(*) FROM jobs WHERE assembling = 1")
+            .await
+            != 0
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "job outputs are not assembled after a minute"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A job's status as it is now.
+    pub async fn job_now(&self, job_id: i64) -> glowworm::wire::JobStatus {
         let reply = self.get(&format!("/v1/jobs/{job_id}")).await;
         assert_eq!(reply.status, StatusCode::OK);
         reply.json()
