@@ -681,7 +681,9 @@ impl Config {
                  idle_timeout_seconds and max_connections must be at least 1",
             );
         }
-        if self.nonce_seconds == 0 || self.max_pending_nonces == 0 || self.max_nonces_per_address == 0
+        if self.nonce_seconds == 0
+            || self.max_pending_nonces == 0
+            || self.max_nonces_per_address == 0
         {
             return invalid(
                 "nonce_seconds, max_pending_nonces and max_nonces_per_address must be at least 1",

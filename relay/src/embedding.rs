@@ -58,8 +58,10 @@ impl FrameHeaders {
                 .await
             {
                 // Registered origins are canonical: plain ASCII without quotes or semicolons.
-                Ok(origins) => HeaderValue::from_str(&format!("frame-ancestors {}", origins.join(" ")))
-                    .unwrap_or_else(|_| HeaderValue::from_static("frame-ancestors 'none'")),
+                Ok(origins) => {
+                    HeaderValue::from_str(&format!("frame-ancestors {}", origins.join(" ")))
+                        .unwrap_or_else(|_| HeaderValue::from_static("frame-ancestors 'none'"))
+                }
                 Err(e) => {
                     tracing::warn!("reading the partners' sites for frame-ancestors: {e}");
                     let listed = self.state.config.embed_origins.join(" ");

@@ -3,7 +3,9 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use glowworm_relay::{AppState, Config, ServeArgs, app, demo, leasing, partners, requesters, serve};
+use glowworm_relay::{
+    AppState, Config, ServeArgs, app, demo, leasing, partners, requesters, serve,
+};
 use std::io::{IsTerminal, Write};
 use tracing_subscriber::EnvFilter;
 
@@ -181,7 +183,8 @@ fn partners_command(command: PartnersCommand, config: Config) -> anyhow::Result<
             name,
             ..
         } => {
-            let partner = partners::register(&mut conn, name.as_deref(), &addresses, &origins, now)?;
+            let partner =
+                partners::register(&mut conn, name.as_deref(), &addresses, &origins, now)?;
             println!("{}", show(&partner));
             eprintln!(
                 "Partner {} is registered: leases naming {} from {} earn it {} bps of each \

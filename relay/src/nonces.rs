@@ -34,7 +34,7 @@ impl FromRequestParts<AppState> for Requester {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
         let ip = client_ip(&state.config, &parts.headers, &parts.extensions);
-        Ok(Requester(ip.map(|ip| requester_of(ip))))
+        Ok(Requester(ip.map(requester_of)))
     }
 }
 

@@ -194,7 +194,9 @@ pub fn check_registered(
              FROM partner_addresses JOIN partners ON partners.id = partner_addresses.partner_id
              WHERE partner_addresses.address = ?1",
         )?
-        .query_row(params![partner, origin], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row(params![partner, origin], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
         .optional()?;
     match registered {
         Some((None, true)) => Ok(()),

@@ -99,8 +99,8 @@ pub fn check(message: &Message, expected: &Expected) -> Result<(), ApiError> {
     };
     let on_domain = scheme_ok
         && uri
-        .authority_str()
-        .is_some_and(|authority| authority.eq_ignore_ascii_case(expected.domain));
+            .authority_str()
+            .is_some_and(|authority| authority.eq_ignore_ascii_case(expected.domain));
     if !on_domain {
         return Err(ApiError::bad_request(
             "wrong_uri",

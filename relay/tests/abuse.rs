@@ -262,7 +262,10 @@ async fn idle_connections_are_closed_after_their_last_request() {
     assert_eq!(reply.status(), StatusCode::OK);
     let since = Instant::now();
     let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
-    assert!(closed.is_ok(), "an idle HTTP/2 connection stayed open for 10 s");
+    assert!(
+        closed.is_ok(),
+        "an idle HTTP/2 connection stayed open for 10 s"
+    );
     let after = since.elapsed();
     assert!(
         (Duration::from_millis(900)..Duration::from_secs(6)).contains(&after),
@@ -279,7 +282,10 @@ async fn idle_connections_are_closed_after_their_last_request() {
     assert_eq!(reply.status(), StatusCode::OK);
     let since = Instant::now();
     let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
-    assert!(closed.is_ok(), "an idle HTTP/1 connection stayed open for 10 s");
+    assert!(
+        closed.is_ok(),
+        "an idle HTTP/1 connection stayed open for 10 s"
+    );
     assert!(since.elapsed() < Duration::from_secs(6));
 }
 
@@ -314,7 +320,8 @@ async fn connections_beyond_the_per_address_cap_are_refused_and_others_carry_on(
                     "refusal: {reply}"
                 );
                 if !reply.is_empty() {
-                    let body: Value = serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+                    let body: Value =
+                        serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
                     assert_eq!(body["error"]["code"], "too_many_connections");
                 }
                 refused += 1;
@@ -342,7 +349,10 @@ async fn connections_beyond_the_per_address_cap_are_refused_and_others_carry_on(
         if reply.as_ref().is_ok_and(|r| r.status() == 200) {
             break;
         }
-        assert!(Instant::now() < deadline, "the freed slot was never given back");
+        assert!(
+            Instant::now() < deadline,
+            "the freed slot was never given back"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -425,7 +425,10 @@ async fn a_partner_earns_nothing_on_keys_linked_to_any_of_its_addresses() {
         .get(&format!("/v1/accounts/{OTHER_PARTNER_EIP55}"))
         .await
         .json();
-    assert_eq!(account.credits, own_credit, "the contributor's credit is whole");
+    assert_eq!(
+        account.credits, own_credit,
+        "the contributor's credit is whole"
+    );
 
     // A visitor linked to someone else earns the partner its share.
     let theirs = lease_through(&relay, &visitor, PARTNER, "https://blog.example")
@@ -549,8 +552,15 @@ fn the_operator_commands_register_list_and_revoke_partners() {
         "http://127.0.0.2:8080",
     ]);
     assert!(ok, "{err}");
-    assert!(out.contains(PARTNER), "addresses are shown as EIP-55: {out}");
-    assert!(out.contains("https://blog.example http://127.0.0.2:8080") || out.contains("http://127.0.0.2:8080 https://blog.example"), "{out}");
+    assert!(
+        out.contains(PARTNER),
+        "addresses are shown as EIP-55: {out}"
+    );
+    assert!(
+        out.contains("https://blog.example http://127.0.0.2:8080")
+            || out.contains("http://127.0.0.2:8080 https://blog.example"),
+        "{out}"
+    );
     // A second address for the same partner, by naming one it has.
     let (ok, _, err) = relay_cmd(&[
         "partners",
@@ -563,15 +573,32 @@ fn the_operator_commands_register_list_and_revoke_partners() {
         "https://blog.example",
     ]);
     assert!(ok, "{err}");
-    let (ok, _, err) = relay_cmd(&["partners", "add", "--address", "0x12", "--origin", "https://a.example"]);
+    let (ok, _, err) = relay_cmd(&[
+        "partners",
+        "add",
+        "--address",
+        "0x12",
+        "--origin",
+        "https://a.example",
+    ]);
     assert!(!ok && err.contains("0x12"), "{err}");
-    let (ok, _, err) = relay_cmd(&["partners", "add", "--address", STRANGER, "--origin", "https://a.example/x"]);
+    let (ok, _, err) = relay_cmd(&[
+        "partners",
+        "add",
+        "--address",
+        STRANGER,
+        "--origin",
+        "https://a.example/x",
+    ]);
     assert!(!ok && err.contains("origin"), "{err}");
     let (ok, out, _) = relay_cmd(&["partners", "list"]);
     assert!(ok);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 1, "{out}");
-    assert!(lines[0].contains("blog") && lines[0].contains("active"), "{out}");
+    assert!(
+        lines[0].contains("blog") && lines[0].contains("active"),
+        "{out}"
+    );
     assert!(lines[0].contains(OTHER_PARTNER_EIP55), "{out}");
 
     // The relay on that database pays the partner on its sites, and no more once revoked.
@@ -701,9 +728,7 @@ fn partner_settings_come_in_layers_and_are_checked() {
         .contains("partner address")
     );
     // Partners of the settings are paid only on listed sites.
-    assert!(
-        refused(|c| c.partner_addresses = vec![PARTNER.into()]).contains("embed_origins")
-    );
+    assert!(refused(|c| c.partner_addresses = vec![PARTNER.into()]).contains("embed_origins"));
     assert!(
         refused(|c| c.embed_origins = vec!["https://a.example/".into()])
             .contains("\"https://a.example\"")

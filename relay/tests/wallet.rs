@@ -813,7 +813,9 @@ async fn the_domain_is_the_relays_public_origin_never_the_host_a_request_names()
         c.siwe_domain = Some("Relay.Glowworm.Test".into());
     })
     .await;
-    let reply = pinned.send(link_request_to(Some("evil.example"), &valid)).await;
+    let reply = pinned
+        .send(link_request_to(Some("evil.example"), &valid))
+        .await;
     assert_eq!(reply.status, StatusCode::OK);
 }
 
@@ -833,7 +835,11 @@ fn the_public_origin_defaults_to_the_listen_address_and_is_checked() {
         ..Config::default()
     };
     assert_eq!(config.siwe_domain(), "glowworm.example");
-    for bad in ["glowworm.example", "https://glowworm.example/", "https://Glowworm.example"] {
+    for bad in [
+        "glowworm.example",
+        "https://glowworm.example/",
+        "https://Glowworm.example",
+    ] {
         let config = Config {
             public_origin: Some(bad.into()),
             ..Config::default()
@@ -844,10 +850,9 @@ fn the_public_origin_defaults_to_the_listen_address_and_is_checked() {
 }
 
 fn nonce_request_from(peer: &str, forwarded: Option<&str>) -> Request<Body> {
-    let mut builder = Request::post("/v1/auth/nonce")
-        .extension(axum::extract::ConnectInfo(
-            peer.parse::<std::net::SocketAddr>().unwrap(),
-        ));
+    let mut builder = Request::post("/v1/auth/nonce").extension(axum::extract::ConnectInfo(
+        peer.parse::<std::net::SocketAddr>().unwrap(),
+    ));
     if let Some(forwarded) = forwarded {
         builder = builder.header("x-forwarded-for", forwarded);
     }
@@ -872,7 +877,9 @@ async fn one_address_cannot_take_every_nonce() {
             let reply = relay.send(nonce_request_from(peer, Some(&forged))).await;
             assert_eq!(reply.status, StatusCode::OK, "nonce {i} for {peer}");
         }
-        let refused = relay.send(nonce_request_from(second, Some("198.51.100.99"))).await;
+        let refused = relay
+            .send(nonce_request_from(second, Some("198.51.100.99")))
+            .await;
         refused.assert_error(429, "too_many_nonces");
         assert!(refused.headers.contains_key("retry-after"));
         let body: Value = refused.json();
@@ -886,7 +893,9 @@ async fn one_address_cannot_take_every_nonce() {
     }
     // Once its nonces expire the first address gets new ones.
     relay.advance(Duration::from_secs(60));
-    let reply = relay.send(nonce_request_from("203.0.113.7:5000", None)).await;
+    let reply = relay
+        .send(nonce_request_from("203.0.113.7:5000", None))
+        .await;
     assert_eq!(reply.status, StatusCode::OK);
 
     // Behind a trusted proxy the address is the forwarded one.
