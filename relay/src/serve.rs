@@ -354,3 +354,34 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_is_a_whole_json_reply() {
+        let text = std::str::from_utf8(TOO_MANY_CONNECTIONS).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"]["code"], "too_many_connections");
+    }
+
+    #[test]
+    fn connections_count_by_ipv4_address_and_ipv6_slash_64() {
+        let table = Arc::new(PerAddress::default());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = table.admit(ip("203.0.113.7"), 2).unwrap();
+        let _b = table.admit(ip("::ffff:203.0.113.7"), 2).unwrap();
+        assert!(table.admit(ip("203.0.113.7"), 2).is_none());
+        assert!(table.admit(ip("203.0.113.8"), 2).is_some());
+        drop(a);
+        assert!(table.admit(ip("203.0.113.7"), 2).is_some());
+        let _c = table.admit(ip("2001:db8:1:2::1"), 1).unwrap();
+        assert!(table.admit(ip("2001:db8:1:2:ffff::9"), 1).is_none());
+        assert!(table.admit(ip("2001:db8:1:3::1"), 1).is_some());
+        drop(_c);
+        assert!(table.open.lock().unwrap().len() <= 3, "empty buckets are removed");
+    }
+}
