@@ -382,6 +382,9 @@ mod tests {
         assert!(table.admit(ip("2001:db8:1:2:ffff::9"), 1).is_none());
         assert!(table.admit(ip("2001:db8:1:3::1"), 1).is_some());
         drop(_c);
-        assert!(table.open.lock().unwrap().len() <= 3, "empty buckets are removed");
+        assert!(
+            table.open.lock().unwrap().len() <= 3,
+            "empty buckets are removed"
+        );
     }
 }

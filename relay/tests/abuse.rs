@@ -9,8 +9,9 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use clap::Parser;
 use common::{Contributor, Reply, TestRelay};
-use glowworm_relay::{Config, app, serve};
+use glowworm_relay::{Config, ServeArgs, app, serve};
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -500,4 +501,34 @@ async fn a_full_disk_answers_503_and_the_relay_recovers_when_space_returns() {
     );
     earn_a_job(&relay, &contributor).await;
     assert!(contributor.balance(&relay).await > balance);
+}
+
+#[test]
+fn connection_settings_come_in_layers_and_are_checked() {
+    let defaults = Config::default();
+    assert_eq!(
+        (
+            defaults.max_connections_per_address,
+            defaults.idle_timeout_seconds,
+            defaults.header_timeout_seconds
+        ),
+        (64, 30, 10)
+    );
+    let args = ServeArgs::try_parse_from(["serve", "--max-connections-per-address", "8"]).unwrap();
+    let env = |name: &str| match name {
+        "GLOWWORM_MAX_CONNECTIONS_PER_ADDRESS" => Some("4".to_string()),
+        "GLOWWORM_IDLE_TIMEOUT_SECONDS" => Some("5".to_string()),
+        _ => None,
+    };
+    let config = Config::load(&args, env).unwrap();
+    assert_eq!(
+        (
+            config.max_connections_per_address,
+            config.idle_timeout_seconds
+        ),
+        (8, 5),
+        "flags beat env"
+    );
+    let args = ServeArgs::try_parse_from(["serve", "--idle-timeout-seconds", "0"]).unwrap();
+    assert!(Config::load(&args, |_| None).is_err());
 }
