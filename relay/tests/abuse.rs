@@ -304,30 +304,31 @@ async fn connections_beyond_the_per_address_cap_are_refused_and_others_carry_on(
         flood.push(connect_from("127.0.0.1", address).await);
     }
     // Those over the cap are answered 429 and closed at once; the first CAP stay open.
+    let outcomes = futures_util::future::join_all(flood.into_iter().map(|mut stream| async move {
+        let mut received = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut received));
+        match read.await {
+            Ok(_) => Err(String::from_utf8_lossy(&received).into_owned()),
+            Err(_) => Ok(stream),
+        }
+    }))
+    .await;
     let mut refused = 0;
     let mut held = Vec::new();
-    for mut stream in flood {
-        let mut received = Vec::new();
-        match tokio::time::timeout(
-            Duration::from_millis(200),
-            stream.read_to_end(&mut received),
-        )
-        .await
-        {
-            Ok(_) => {
-                let reply = String::from_utf8_lossy(&received);
+    for outcome in outcomes {
+        match outcome {
+            Ok(stream) => held.push(stream),
+            Err(reply) => {
                 assert!(
                     reply.is_empty() || reply.starts_with("HTTP/1.1 429"),
                     "refusal: {reply}"
                 );
-                if !reply.is_empty() {
-                    let body: Value =
-                        serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+                if let Some((_, body)) = reply.split_once("\r\n\r\n") {
+                    let body: Value = serde_json::from_str(body).unwrap();
                     assert_eq!(body["error"]["code"], "too_many_connections");
                 }
                 refused += 1;
             }
-            Err(_) => held.push(stream),
         }
     }
     assert_eq!((held.len(), refused), (CAP, 9 * CAP));
