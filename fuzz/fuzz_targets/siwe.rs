@@ -49,12 +49,14 @@ fuzz_target!(|input: &[u8]| {
     let now_ms = i64::try_from(issued_ms).unwrap_or(0);
     let own = Expected {
         domain: &domain,
+        scheme: None,
         chain_ids: &[message.chain_id],
         public_key: &public_key,
         now_ms,
     };
     let other = Expected {
         domain: "relay.example",
+        scheme: Some("https"),
         chain_ids: &[1],
         public_key: &"ab".repeat(32),
         now_ms: 1_750_000_000_000,

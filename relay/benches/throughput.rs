@@ -297,6 +297,8 @@ fn run(relay_rt: &Runtime, settings: &Settings, plan: Plan) -> anyhow::Result<Ru
         burst_per_address: settings.limits_rate,
         rate_per_key: settings.limits_rate,
         burst_per_key: settings.limits_rate,
+        // Every simulated contributor holds a connection from 127.0.0.1.
+        max_connections_per_address: 0,
         ..Config::default()
     };
     let state = AppState::open(config.clone())?;

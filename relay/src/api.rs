@@ -13,7 +13,7 @@ use crate::network::ClientNetwork;
 use crate::state::AppState;
 use crate::{embedding, job_api, jobs, limits, links, nonces, partners, results, stats};
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, delete, get, post};
 use axum::{Json, Router};
@@ -111,7 +111,7 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(cors(&state.config));
     let page = ServeDir::new(&state.config.www_dir).append_index_html_on_directories(true);
-    let frames = embedding::FrameHeaders::new(&state.config);
+    let frames = embedding::FrameHeaders::new(&state);
     api.fallback_service(page)
         .layer(axum::middleware::from_fn_with_state(
             frames,
@@ -205,7 +205,7 @@ async fn create_lease(
         network,
         adapter_class: request.adapter.as_ref().map(adapter_class).transpose()?,
     };
-    let attribution = partners::attribution(&state.config, &request)?;
+    let attribution = partners::registered_attribution(&state, &request).await?;
     let now = state.now_ms();
     let config = state.config.clone();
     let issued = state
@@ -316,34 +316,24 @@ async fn get_blob(
     Ok((headers, bytes).into_response())
 }
 
-async fn create_nonce(State(state): State<AppState>) -> Result<Json<NonceReply>, ApiError> {
+async fn create_nonce(
+    State(state): State<AppState>,
+    requester: nonces::Requester,
+) -> Result<Json<NonceReply>, ApiError> {
     let now = state.now_ms();
     let config = state.config.clone();
     let nonce = state
         .db
-        .call(move |conn| nonces::issue(conn, &config, now))
+        .call(move |conn| nonces::issue(conn, &config, &requester, now))
         .await?;
     Ok(Json(nonce))
 }
 
-/// The authority the client addressed: the Host header (HTTP/1.1), else the request target's
-/// authority (HTTP/2).
-fn request_host(headers: &HeaderMap, uri: &Uri) -> Option<String> {
-    headers
-        .get(header::HOST)
-        .and_then(|host| host.to_str().ok())
-        .map(String::from)
-        .or_else(|| uri.authority().map(|a| a.as_str().to_string()))
-}
-
 async fn link_wallet(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    uri: Uri,
     ApiJson(request): ApiJson<LinkRequest>,
 ) -> Result<Json<LinkReply>, ApiError> {
-    let host = request_host(&headers, &uri);
-    Ok(Json(links::link(&state, request, host).await?))
+    Ok(Json(links::link(&state, request).await?))
 }
 
 #[derive(Deserialize)]

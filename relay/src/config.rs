@@ -58,8 +58,19 @@ pub struct Config {
     pub header_timeout_seconds: u64,
     /// Most connections open at once; more wait to be accepted.
     pub max_connections: u32,
+    /// Most connections open at once from one IPv4 address or IPv6 /64; more are closed as
+    /// they are accepted. 0 means no cap; off with `trust_forwarded_for` (every connection then
+    /// comes from the proxy, which should cap them itself).
+    pub max_connections_per_address: u32,
+    /// Seconds a connection with no request in progress stays open after its last request
+    /// (HTTP/2; HTTP/1 keep-alive waits at most `header_timeout_seconds` for its next request).
+    pub idle_timeout_seconds: u64,
+    /// The origin people reach the relay at, such as "https://glowworm.example": Sign-In with
+    /// Ethereum messages must name its host as their domain and a URI on it. Unset means the
+    /// listen address ("http://127.0.0.1:8787"); never a request header.
+    pub public_origin: Option<String>,
     /// The domain (host, or host:port) Sign-In with Ethereum messages must name to link a
-    /// wallet; unset means the Host of the link request itself.
+    /// wallet; unset means the host of `public_origin` (kept for older configurations).
     pub siwe_domain: Option<String>,
     /// Chain ids a Sign-In with Ethereum message may name; empty means any.
     pub siwe_chain_ids: Vec<u64>,
@@ -70,6 +81,8 @@ pub struct Config {
     pub nonce_seconds: u64,
     /// Most unexpired nonces kept at once; more nonce requests are refused until some expire.
     pub max_pending_nonces: u32,
+    /// Most unexpired, unused nonces one IPv4 address or IPv6 /64 may hold at once.
+    pub max_nonces_per_address: u32,
 
     // Verification of results that no cheap check covers (see relay/src/replication.rs).
     /// Agreeing results from distinct contributors a replicated unit needs.
@@ -106,10 +119,12 @@ pub struct Config {
     /// A partner's share of each unit computed through its widget, in basis points of the
     /// contributor's credit, paid on top of it: floor(credited * bps / 10000). 1000 = 10%.
     pub partner_share_bps: u32,
-    /// Partner addresses whose widgets are accepted; empty means any address.
+    /// Partners registered by the settings, in addition to those registered in the database
+    /// (`glowworm-relay partners add`): each is paid on the sites of `embed_origins`.
     pub partner_addresses: Vec<String>,
-    /// Origins of the sites that may embed the widget (frame-ancestors of /widget.html, and the
-    /// origins leases may name); empty means any site.
+    /// Origins of the sites that may embed the widget (frame-ancestors of /widget.html, with
+    /// every registered partner's sites); empty means any site. Also the sites of the partners
+    /// of `partner_addresses`.
     pub embed_origins: Vec<String>,
 }
 
@@ -138,11 +153,15 @@ impl Default for Config {
             upload_timeout_seconds: 600,
             header_timeout_seconds: 10,
             max_connections: 10_000,
+            max_connections_per_address: 64,
+            idle_timeout_seconds: 30,
+            public_origin: None,
             siwe_domain: None,
             siwe_chain_ids: Vec::new(),
             eth_rpc_url: None,
             nonce_seconds: 600,
             max_pending_nonces: 100_000,
+            max_nonces_per_address: 16,
             replicas: 2,
             max_replicas: 5,
             distinct_networks: true,
@@ -260,7 +279,19 @@ pub struct ServeArgs {
     /// Most connections open at once [env: GLOWWORM_MAX_CONNECTIONS]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u32>,
-    /// Domain that wallet sign-in messages must name (default: the request's Host)
+    /// Most connections open at once from one IPv4 address or IPv6 /64, 0 for no cap
+    /// [env: GLOWWORM_MAX_CONNECTIONS_PER_ADDRESS]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_address: Option<u32>,
+    /// Seconds a connection with no request in progress stays open
+    /// [env: GLOWWORM_IDLE_TIMEOUT_SECONDS]
+    #[arg(long, value_name = "N")]
+    pub idle_timeout_seconds: Option<u64>,
+    /// The origin people reach the relay at, such as https://glowworm.example (default: the
+    /// listen address) [env: GLOWWORM_PUBLIC_ORIGIN]
+    #[arg(long, value_name = "ORIGIN")]
+    pub public_origin: Option<String>,
+    /// Domain that wallet sign-in messages must name (default: the host of public_origin)
     /// [env: GLOWWORM_SIWE_DOMAIN]
     #[arg(long, value_name = "HOST[:PORT]")]
     pub siwe_domain: Option<String>,
@@ -277,6 +308,10 @@ pub struct ServeArgs {
     /// Most unexpired sign-in nonces kept at once [env: GLOWWORM_MAX_PENDING_NONCES]
     #[arg(long, value_name = "N")]
     pub max_pending_nonces: Option<u32>,
+    /// Most unexpired, unused sign-in nonces one address may hold
+    /// [env: GLOWWORM_MAX_NONCES_PER_ADDRESS]
+    #[arg(long, value_name = "N")]
+    pub max_nonces_per_address: Option<u32>,
     /// Agreeing results a replicated unit needs [env: GLOWWORM_REPLICAS]
     #[arg(long, value_name = "N")]
     pub replicas: Option<u32>,
@@ -321,8 +356,9 @@ pub struct ServeArgs {
     /// [env: GLOWWORM_PARTNER_SHARE_BPS]
     #[arg(long, value_name = "BPS")]
     pub partner_share_bps: Option<u32>,
-    /// A partner address whose widget is accepted (repeat for more; none means any)
-    /// [env: GLOWWORM_PARTNER_ADDRESSES, comma-separated]
+    /// A partner registered by the settings, paid on the sites of --embed-origin (repeat for
+    /// more; see also `glowworm-relay partners add`) [env: GLOWWORM_PARTNER_ADDRESSES,
+    /// comma-separated]
     #[arg(long = "partner-address", value_name = "0x...")]
     pub partner_addresses: Vec<String>,
     /// An origin that may embed the widget, such as https://blog.example (repeat for more; none
@@ -421,6 +457,19 @@ impl Config {
             &mut self.header_timeout_seconds,
         )?;
         set_from_env(env, "GLOWWORM_MAX_CONNECTIONS", &mut self.max_connections)?;
+        set_from_env(
+            env,
+            "GLOWWORM_MAX_CONNECTIONS_PER_ADDRESS",
+            &mut self.max_connections_per_address,
+        )?;
+        set_from_env(
+            env,
+            "GLOWWORM_IDLE_TIMEOUT_SECONDS",
+            &mut self.idle_timeout_seconds,
+        )?;
+        if let Some(origin) = env("GLOWWORM_PUBLIC_ORIGIN") {
+            self.public_origin = Some(origin.trim().to_string()).filter(|s| !s.is_empty());
+        }
         if let Some(domain) = env("GLOWWORM_SIWE_DOMAIN") {
             self.siwe_domain = Some(domain.trim().to_string()).filter(|s| !s.is_empty());
         }
@@ -446,6 +495,11 @@ impl Config {
             env,
             "GLOWWORM_MAX_PENDING_NONCES",
             &mut self.max_pending_nonces,
+        )?;
+        set_from_env(
+            env,
+            "GLOWWORM_MAX_NONCES_PER_ADDRESS",
+            &mut self.max_nonces_per_address,
         )?;
         set_from_env(env, "GLOWWORM_REPLICAS", &mut self.replicas)?;
         set_from_env(env, "GLOWWORM_MAX_REPLICAS", &mut self.max_replicas)?;
@@ -536,6 +590,14 @@ impl Config {
             &mut self.header_timeout_seconds,
         );
         set(&args.max_connections, &mut self.max_connections);
+        set(
+            &args.max_connections_per_address,
+            &mut self.max_connections_per_address,
+        );
+        set(&args.idle_timeout_seconds, &mut self.idle_timeout_seconds);
+        if args.public_origin.is_some() {
+            self.public_origin = args.public_origin.clone();
+        }
         if args.siwe_domain.is_some() {
             self.siwe_domain = args.siwe_domain.clone();
         }
@@ -547,6 +609,10 @@ impl Config {
         }
         set(&args.nonce_seconds, &mut self.nonce_seconds);
         set(&args.max_pending_nonces, &mut self.max_pending_nonces);
+        set(
+            &args.max_nonces_per_address,
+            &mut self.max_nonces_per_address,
+        );
         set(&args.replicas, &mut self.replicas);
         set(&args.max_replicas, &mut self.max_replicas);
         set(&args.distinct_networks, &mut self.distinct_networks);
@@ -607,15 +673,30 @@ impl Config {
         if self.request_timeout_seconds == 0
             || self.upload_timeout_seconds == 0
             || self.header_timeout_seconds == 0
+            || self.idle_timeout_seconds == 0
             || self.max_connections == 0
         {
             return invalid(
-                "request_timeout_seconds, upload_timeout_seconds, header_timeout_seconds and \
-                 max_connections must be at least 1",
+                "request_timeout_seconds, upload_timeout_seconds, header_timeout_seconds, \
+                 idle_timeout_seconds and max_connections must be at least 1",
             );
         }
-        if self.nonce_seconds == 0 || self.max_pending_nonces == 0 {
-            return invalid("nonce_seconds and max_pending_nonces must be at least 1");
+        if self.nonce_seconds == 0
+            || self.max_pending_nonces == 0
+            || self.max_nonces_per_address == 0
+        {
+            return invalid(
+                "nonce_seconds, max_pending_nonces and max_nonces_per_address must be at least 1",
+            );
+        }
+        if let Some(origin) = &self.public_origin {
+            let canonical = crate::partners::canonical_origin(origin)
+                .map_err(|e| ConfigError::Invalid(format!("public_origin {e}")))?;
+            if &canonical != origin {
+                return Err(ConfigError::Invalid(format!(
+                    "public_origin {origin:?} must be written as browsers send it: {canonical:?}"
+                )));
+            }
         }
         if let Some(domain) = &self.siwe_domain
             && !crate::sign_in::is_domain(domain)
@@ -653,6 +734,30 @@ impl Config {
         }
         crate::partners::validate_config(self).map_err(ConfigError::Invalid)?;
         Ok(())
+    }
+
+    /// The origin people reach the relay at: `public_origin`, or else the listen address as an
+    /// origin ("http://127.0.0.1:8787"). The binary sets `public_origin` from the address it
+    /// actually bound when none is configured, so port 0 gets the port chosen.
+    pub fn public_origin(&self) -> String {
+        match &self.public_origin {
+            Some(origin) => origin.clone(),
+            None => crate::partners::canonical_origin(&format!("http://{}", self.listen))
+                .unwrap_or_else(|_| format!("http://{}", self.listen)),
+        }
+    }
+
+    /// The domain Sign-In with Ethereum messages must name: `siwe_domain`, or the host (and
+    /// port, unless the scheme's default) of [`Config::public_origin`]. Never a request header.
+    pub fn siwe_domain(&self) -> String {
+        if let Some(domain) = &self.siwe_domain {
+            return domain.clone();
+        }
+        let origin = self.public_origin();
+        origin
+            .split_once("://")
+            .map_or(origin.as_str(), |(_, authority)| authority)
+            .to_string()
     }
 
     /// How long a sign-in nonce lasts, in milliseconds.

@@ -313,6 +313,20 @@ impl Db {
         if !has_origin {
             conn.execute("ALTER TABLE ledger ADD COLUMN origin TEXT", [])?;
         }
+        // Who asked for each sign-in nonce (crate::nonces caps them per address).
+        let has_requester: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('nonces') WHERE name = 'requester'",
+            [],
+            |row| row.get(0),
+        )?;
+        if !has_requester {
+            conn.execute("ALTER TABLE nonces ADD COLUMN requester TEXT", [])?;
+        }
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS nonces_by_requester ON nonces(requester)
+             WHERE used_at_ms IS NULL",
+            [],
+        )?;
         if has_ledger && !has_balances {
             conn.execute(
                 "INSERT INTO balances (account, amount)

@@ -33,29 +33,27 @@ pub fn account_of(conn: &Connection, public_key: &str) -> Result<String, ApiErro
     Ok(address_of(conn, public_key)?.unwrap_or_else(|| public_key.to_string()))
 }
 
-/// Checks a link request and, if every check passes, links. `host` is the request's Host, the
-/// domain expected when `siwe_domain` is not configured.
-pub async fn link(
-    state: &AppState,
-    request: LinkRequest,
-    host: Option<String>,
-) -> Result<LinkReply, ApiError> {
+/// Checks a link request and, if every check passes, links. The message must name the relay's
+/// own domain ([`crate::Config::siwe_domain`]: the host of `public_origin`), whatever Host the
+/// request was sent with.
+pub async fn link(state: &AppState, request: LinkRequest) -> Result<LinkReply, ApiError> {
     let public_key = canonical_key(&request.public_key)?;
     let now = state.now_ms();
     let config = state.config.clone();
 
     let message = sign_in::parse(&request.message)?;
-    let domain = config.siwe_domain.clone().or(host).ok_or_else(|| {
-        ApiError::bad_request(
-            "wrong_domain",
-            "the request has no Host and the relay has no siwe_domain configured, so no \
-             message's domain can match",
-        )
-    })?;
+    let domain = config.siwe_domain();
+    let origin = config.public_origin();
+    // With siwe_domain set the URI may be http or https; else it is on the public origin.
+    let scheme = match &config.siwe_domain {
+        Some(_) => None,
+        None => origin.split_once("://").map(|(scheme, _)| scheme),
+    };
     sign_in::check(
         &message,
         &Expected {
             domain: &domain,
+            scheme,
             chain_ids: &config.siwe_chain_ids,
             public_key: &public_key,
             now_ms: now,

@@ -1,9 +1,11 @@
-//! `glowworm-relay`: runs the relay (`serve`, the default) and manages requesters' API keys
-//! (`keys create | list | revoke`).
+//! `glowworm-relay`: runs the relay (`serve`, the default), manages requesters' API keys
+//! (`keys create | list | revoke`) and registers partners (`partners add | list | revoke`).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use glowworm_relay::{AppState, Config, ServeArgs, app, demo, leasing, requesters, serve};
+use glowworm_relay::{
+    AppState, Config, ServeArgs, app, demo, leasing, partners, requesters, serve,
+};
 use std::io::{IsTerminal, Write};
 use tracing_subscriber::EnvFilter;
 
@@ -38,6 +40,56 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Register partners, whose widgets earn a share, and their sites, in the database the relay
+    /// serves from (a running relay sees changes at once).
+    Partners {
+        #[command(subcommand)]
+        command: PartnersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PartnersCommand {
+    /// Register a partner: its address(es) and the sites (origins) its widget is paid on. With an
+    /// address already registered, adds the other addresses and sites to that partner.
+    Add {
+        /// An Ethereum address of the partner (repeat for more): leases may name it, and the
+        /// partner earns no share of work credited to any of them.
+        #[arg(long = "address", value_name = "0x...", required = true)]
+        addresses: Vec<String>,
+        /// A site the partner embeds the widget on, such as https://blog.example (repeat for
+        /// more).
+        #[arg(long = "origin", value_name = "ORIGIN", required = true)]
+        origins: Vec<String>,
+        /// A name to recognize the partner by.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
+    /// List every partner, revoked ones included.
+    List {
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
+    /// Revoke a partner, by id, name or address: leases can no longer name it.
+    #[command(alias = "remove")]
+    Revoke {
+        #[arg(value_name = "ID_NAME_OR_ADDRESS")]
+        partner: String,
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
+}
+
+impl PartnersCommand {
+    fn settings(&self) -> &ServeArgs {
+        match self {
+            PartnersCommand::Add { settings, .. }
+            | PartnersCommand::List { settings }
+            | PartnersCommand::Revoke { settings, .. } => settings,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -98,7 +150,73 @@ async fn main() -> anyhow::Result<()> {
             let config = Config::load(command.settings(), env)?;
             keys(command, config)
         }
+        Some(Command::Partners { command }) => {
+            let config = Config::load(command.settings(), env)?;
+            partners_command(command, config)
+        }
     }
+}
+
+fn partners_command(command: PartnersCommand, config: Config) -> anyhow::Result<()> {
+    let state = AppState::open(config.clone()).context("opening the relay's database")?;
+    let now = state.now_ms();
+    let mut conn = rusqlite::Connection::open(&config.database)
+        .with_context(|| format!("opening {}", config.database.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let show = |p: &partners::Partner| {
+        let status = match p.revoked_at_ms {
+            Some(_) => "revoked",
+            None => "active",
+        };
+        format!(
+            "{:>4}  {:<20}  {status:<7}  {}  {}",
+            p.id,
+            p.name.as_deref().unwrap_or("-"),
+            p.addresses.join(","),
+            p.origins.join(" ")
+        )
+    };
+    match command {
+        PartnersCommand::Add {
+            addresses,
+            origins,
+            name,
+            ..
+        } => {
+            let partner =
+                partners::register(&mut conn, name.as_deref(), &addresses, &origins, now)?;
+            println!("{}", show(&partner));
+            eprintln!(
+                "Partner {} is registered: leases naming {} from {} earn it {} bps of each \
+                 verified unit, except work credited to its own addresses.",
+                partner.id,
+                partner.addresses.join(" or "),
+                partner.origins.join(", "),
+                config.partner_share_bps
+            );
+        }
+        PartnersCommand::List { .. } => {
+            let all = partners::list(&conn)?;
+            if all.is_empty() {
+                eprintln!(
+                    "No partners registered; register one with 'glowworm-relay partners add \
+                     --address 0x... --origin https://site.example'."
+                );
+            }
+            for partner in &all {
+                println!("{}", show(partner));
+            }
+        }
+        PartnersCommand::Revoke { partner, .. } => {
+            let revoked = partners::revoke(&conn, &partner, now)?;
+            eprintln!(
+                "Revoked partner {} ({}): leases can no longer name it.",
+                revoked.id,
+                revoked.addresses.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
@@ -149,7 +267,7 @@ fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(mut config: Config) -> anyhow::Result<()> {
     // Before the database is opened: its assembler thread starts writing job outputs at once
     // (those a crash left unwritten), and this would delete them.
     let store = glowworm_relay::blobs::BlobStore::beside(&config.database);
@@ -162,6 +280,33 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if partial > 0 {
         tracing::info!("removed {partial} unfinished blob files the last run left");
     }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let address = listener.local_addr()?;
+    if config.public_origin.is_none() {
+        // People reach the relay at the address it listens on (with the port chosen for port 0),
+        // unless the operator said otherwise; wallet sign-in messages must name it.
+        let bound = Config {
+            listen: address,
+            ..Config::default()
+        };
+        if !address.ip().is_loopback() || config.trust_forwarded_for {
+            tracing::warn!(
+                "public_origin is not set, so wallets can link only with messages for {}, the \
+                 address the relay listens on; behind a proxy or on a public address, set \
+                 public_origin (GLOWWORM_PUBLIC_ORIGIN, --public-origin) to the origin people \
+                 open, such as https://glowworm.example",
+                bound.public_origin()
+            );
+        }
+        config.public_origin = Some(bound.public_origin());
+    }
+    tracing::info!(
+        "wallet sign-in for {} (domain {})",
+        config.public_origin(),
+        config.siwe_domain()
+    );
     let state = AppState::open(config.clone()).context("opening the relay's state")?;
     let interrupted = state
         .db
@@ -174,10 +319,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
              the attempt back"
         );
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let address = listener.local_addr()?;
     tracing::info!(
         "database {}, page from {}, demo jobs {}",
         config.database.display(),

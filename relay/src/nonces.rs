@@ -3,21 +3,78 @@
 //! `POST /v1/auth/nonce` issues one ([`issue`]); the Sign-In with Ethereum message the wallet
 //! signs carries it, and only the successful link that names it uses it up ([`consume`], inside
 //! the link's transaction), so a refused link leaves its nonce usable. Expired nonces are deleted
-//! whenever one is issued, and at most `max_pending_nonces` unexpired ones exist at a time.
+//! whenever one is issued. At most `max_pending_nonces` unexpired ones exist at a time, and at
+//! most `max_nonces_per_address` unexpired, unused ones per requester ([`Requester`]: an IPv4
+//! address or IPv6 /64), so one client cannot take every nonce and leave others none.
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::network::client_ip;
 use crate::random;
+use crate::serve::address_bucket;
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use glowworm::wire::NonceReply;
 use rusqlite::{Connection, OptionalExtension, params};
+use std::convert::Infallible;
 
 /// Characters in an issued nonce (about 119 random bits).
 pub const NONCE_LEN: usize = 20;
 
-/// Issues a fresh nonce, usable for `nonce_seconds` from `now_ms`.
-pub fn issue(conn: &Connection, config: &Config, now_ms: i64) -> Result<NonceReply, ApiError> {
+/// Who asks for a nonce: the client's IPv4 address or IPv6 /64 (from `X-Forwarded-For` with
+/// `trust_forwarded_for`), or `None` for a request made without a socket (tests that call the
+/// router directly), which only the relay-wide cap bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requester(pub Option<String>);
+
+impl FromRequestParts<AppState> for Requester {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
+        let ip = client_ip(&state.config, &parts.headers, &parts.extensions);
+        Ok(Requester(ip.map(requester_of)))
+    }
+}
+
+/// The requester an address counts as: "203.0.113.7", or "2001:db8:1:2::/64".
+pub fn requester_of(ip: std::net::IpAddr) -> String {
+    match address_bucket(ip) {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("{v6}/64"),
+    }
+}
+
+/// Issues a fresh nonce to `requester`, usable for `nonce_seconds` from `now_ms`; 429
+/// `too_many_nonces` when the relay, or the requester, holds as many as it may.
+pub fn issue(
+    conn: &Connection,
+    config: &Config,
+    requester: &Requester,
+    now_ms: i64,
+) -> Result<NonceReply, ApiError> {
     conn.execute("DELETE FROM nonces WHERE expires_at_ms <= ?1", [now_ms])?;
+    if let Some(requester) = &requester.0 {
+        let (held, first_expiry): (i64, Option<i64>) = conn
+            .prepare_cached(
+                "SELECT COUNT(*), MIN(expires_at_ms) FROM nonces
+                 WHERE requester = ?1 AND used_at_ms IS NULL",
+            )?
+            .query_row([requester], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        if held >= i64::from(config.max_nonces_per_address) {
+            let seconds = first_expiry.map_or(0, |at| ((at - now_ms).max(0) + 999) / 1000);
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_nonces",
+                format!(
+                    "{requester} holds {held} unused sign-in nonces, the most one address may \
+                     ({}); use one of them, or ask again once the oldest expires in {seconds} s",
+                    config.max_nonces_per_address
+                ),
+            ));
+        }
+    }
     let pending: i64 = conn.query_row("SELECT COUNT(*) FROM nonces", [], |row| row.get(0))?;
     if pending >= i64::from(config.max_pending_nonces) {
         return Err(ApiError::new(
@@ -27,7 +84,13 @@ pub fn issue(conn: &Connection, config: &Config, now_ms: i64) -> Result<NonceRep
         ));
     }
     let nonce = random::alphanumeric(NONCE_LEN)?;
-    issue_nonce_with_value(conn, &nonce, now_ms, now_ms + config.nonce_ms())
+    insert(
+        conn,
+        &nonce,
+        requester.0.as_deref(),
+        now_ms,
+        now_ms + config.nonce_ms(),
+    )
 }
 
 /// Registers `nonce` as issued at `now_ms` and usable until `expires_ms`. [`issue`] uses it with
@@ -38,9 +101,19 @@ pub fn issue_nonce_with_value(
     now_ms: i64,
     expires_ms: i64,
 ) -> Result<NonceReply, ApiError> {
+    insert(conn, nonce, None, now_ms, expires_ms)
+}
+
+fn insert(
+    conn: &Connection,
+    nonce: &str,
+    requester: Option<&str>,
+    now_ms: i64,
+    expires_ms: i64,
+) -> Result<NonceReply, ApiError> {
     conn.execute(
-        "INSERT INTO nonces (nonce, issued_at_ms, expires_at_ms) VALUES (?1, ?2, ?3)",
-        params![nonce, now_ms, expires_ms],
+        "INSERT INTO nonces (nonce, issued_at_ms, expires_at_ms, requester) VALUES (?1, ?2, ?3, ?4)",
+        params![nonce, now_ms, expires_ms, requester],
     )?;
     Ok(NonceReply {
         nonce: nonce.to_string(),

@@ -223,7 +223,10 @@ CREATE TABLE IF NOT EXISTS nonces (
     nonce         TEXT PRIMARY KEY,
     issued_at_ms  INTEGER NOT NULL,
     expires_at_ms INTEGER NOT NULL,
-    used_at_ms    INTEGER
+    used_at_ms    INTEGER,
+    -- Who asked for it: an IPv4 address or an IPv6 /64 (crate::nonces); its index is made by
+    -- db.rs, after the column is added to older databases.
+    requester     TEXT
 );
 CREATE INDEX IF NOT EXISTS nonces_by_expiry ON nonces(expires_at_ms);
 
@@ -261,4 +264,25 @@ CREATE TABLE IF NOT EXISTS lease_partners (
     partner   TEXT NOT NULL,
     origin    TEXT NOT NULL,
     share_bps INTEGER NOT NULL CHECK (share_bps BETWEEN 0 AND 10000)
+) WITHOUT ROWID;
+
+-- Partners registered by the operator (`glowworm-relay partners add`, crate::partners): only
+-- they are paid a share, only for leases naming one of their addresses and one of their sites,
+-- and never for work credited to any of their addresses. Revoked partners keep their rows, so
+-- their addresses stay theirs.
+CREATE TABLE IF NOT EXISTS partners (
+    id               INTEGER PRIMARY KEY,
+    name             TEXT,
+    registered_at_ms INTEGER NOT NULL,
+    revoked_at_ms    INTEGER
+);
+CREATE TABLE IF NOT EXISTS partner_addresses (
+    address    TEXT PRIMARY KEY,  -- EIP-55; an address belongs to one partner
+    partner_id INTEGER NOT NULL REFERENCES partners(id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS partner_addresses_by_partner ON partner_addresses(partner_id);
+CREATE TABLE IF NOT EXISTS partner_origins (
+    partner_id INTEGER NOT NULL REFERENCES partners(id),
+    origin     TEXT NOT NULL,     -- canonical, as crate::partners::canonical_origin writes it
+    PRIMARY KEY (partner_id, origin)
 ) WITHOUT ROWID;

@@ -3,7 +3,10 @@
 //! [`parse`] reads a message with the `siwe` crate and insists it is written exactly as that crate
 //! writes it back, so the text the wallet showed and signed is the text checked. [`check`] then
 //! holds it to what the relay expects: its domain, a URI on that domain, an allowed chain, a
-//! validity window around now, and the session key in its resources. [`check_wallet_signature`]
+//! validity window around now, and the session key in its resources. The domain and the URI's
+//! scheme come from the relay's settings (`public_origin`, or `siwe_domain`), never from the
+//! request: a page on another site that gets a wallet to sign a message for itself cannot link
+//! with it, so the wallet's warning about a message for another site means what it says. [`check_wallet_signature`]
 //! recovers the signer of an EIP-191 `personal_sign` signature and, when the relay knows an
 //! Ethereum node, asks contract wallets themselves ([`crate::erc1271`]).
 //!
@@ -29,6 +32,8 @@ pub const EOA_SIGNATURE_BYTES: usize = 65;
 pub struct Expected<'a> {
     /// The relay's domain: host or host:port, compared without regard to case.
     pub domain: &'a str,
+    /// The scheme the message's URI must have ("https", say); `None` allows http and https.
+    pub scheme: Option<&'a str>,
     /// Allowed chain ids; empty allows any.
     pub chain_ids: &'a [u64],
     /// The session key (canonical lowercase hex) the message must name.
@@ -80,24 +85,29 @@ pub fn check(message: &Message, expected: &Expected) -> Result<(), ApiError> {
         return Err(ApiError::bad_request(
             "wrong_domain",
             format!(
-                "the message is for {domain:?}, but this relay signs in for {:?}",
+                "the message is for {domain:?}, but this relay signs in for {:?} (its public \
+                 origin); a message for another site is never accepted",
                 expected.domain
             ),
         ));
     }
     let uri = &message.uri;
-    let on_domain = matches!(
-        uri.scheme_str().to_ascii_lowercase().as_str(),
-        "http" | "https"
-    ) && uri
-        .authority_str()
-        .is_some_and(|authority| authority.eq_ignore_ascii_case(expected.domain));
+    let scheme = uri.scheme_str().to_ascii_lowercase();
+    let scheme_ok = match expected.scheme {
+        Some(expected) => scheme.eq_ignore_ascii_case(expected),
+        None => matches!(scheme.as_str(), "http" | "https"),
+    };
+    let on_domain = scheme_ok
+        && uri
+            .authority_str()
+            .is_some_and(|authority| authority.eq_ignore_ascii_case(expected.domain));
     if !on_domain {
         return Err(ApiError::bad_request(
             "wrong_uri",
             format!(
-                "the message's URI {:?} is not an http(s) URI on {:?}",
+                "the message's URI {:?} is not an {} URI on {:?}",
                 uri.as_str(),
+                expected.scheme.unwrap_or("http(s)"),
                 expected.domain
             ),
         ));
@@ -257,6 +267,7 @@ mod tests {
         let message = parse(&text).unwrap();
         let expected = Expected {
             domain: "127.0.0.1:8787",
+            scheme: Some("http"),
             chain_ids: &[1],
             public_key: &key.public_hex(),
             now_ms: 1_748_779_200_000, // 2025-06-01T12:00:00Z

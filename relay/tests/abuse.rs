@@ -1,6 +1,7 @@
 //! Abuse and failing storage: rate limits per address and per key, CORS closed on requester
-//! endpoints, slow clients cut off, and a locked database or a full disk answered with 503
-//! and recovered from, with nothing already stored lost.
+//! endpoints, slow, silent and idle clients cut off, connections capped per address, and a
+//! locked database or a full disk answered with 503 and recovered from, with nothing already
+//! stored lost.
 //!
 //! The listener tests run the real `serve::serve` on 127.0.0.1 port 0.
 
@@ -8,13 +9,14 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use clap::Parser;
 use common::{Contributor, Reply, TestRelay};
-use glowworm_relay::{Config, app, serve};
+use glowworm_relay::{Config, ServeArgs, app, serve};
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// The relay of `relay` served on a real listener; returns its address.
 async fn listen(relay: &TestRelay) -> SocketAddr {
@@ -198,6 +200,165 @@ async fn a_client_that_stalls_in_its_headers_is_disconnected() {
     assert_eq!(health.status(), 200);
 }
 
+/// A TCP connection to `address` from the local address `local` (any 127.x.y.z).
+async fn connect_from(local: &str, address: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(local.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(address).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed() {
+    let relay = TestRelay::with_config(|c| c.header_timeout_seconds = 1);
+    let address = listen(&relay).await;
+    // Not a byte: the relay cannot even tell HTTP/1 from HTTP/2.
+    let mut silent = TcpStream::connect(address).await.unwrap();
+    let (reply, after) = read_until_closed(&mut silent, Duration::from_secs(10)).await;
+    assert_eq!(reply, "");
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(5)).contains(&after),
+        "closed after {after:?}"
+    );
+    // HTTP/2's preface and settings, and then no request.
+    let mut h2 = TcpStream::connect(address).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let (_, after) = read_until_closed(&mut h2, Duration::from_secs(10)).await;
+    assert!(after < Duration::from_secs(6), "closed after {after:?}");
+
+    let health = reqwest::get(format!("http://{address}/v1/health"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_their_last_request() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let relay = TestRelay::with_config(|c| {
+        c.header_timeout_seconds = 2;
+        c.idle_timeout_seconds = 1;
+    });
+    let address = listen(&relay).await;
+    let health = || {
+        Request::get("/v1/health")
+            .header(header::HOST, "relay")
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+
+    // HTTP/2 with prior knowledge: its client answers the relay's pings, so only the idle
+    // timeout can close it.
+    let stream = TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let reply = sender.send_request(health()).await.unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    let since = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    assert!(
+        closed.is_ok(),
+        "an idle HTTP/2 connection stayed open for 10 s"
+    );
+    let after = since.elapsed();
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(6)).contains(&after),
+        "closed after {after:?}"
+    );
+
+    // An HTTP/1 keep-alive connection between requests.
+    let stream = TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let reply = sender.send_request(health()).await.unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    let since = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    assert!(
+        closed.is_ok(),
+        "an idle HTTP/1 connection stayed open for 10 s"
+    );
+    assert!(since.elapsed() < Duration::from_secs(6));
+}
+
+#[tokio::test]
+async fn connections_beyond_the_per_address_cap_are_refused_and_others_carry_on() {
+    const CAP: usize = 16;
+    let relay = TestRelay::with_config(|c| {
+        c.max_connections_per_address = CAP as u32;
+        c.header_timeout_seconds = 60; // the flood's connections would stay, but for the cap
+    });
+    let address = listen(&relay).await;
+    // One machine (127.0.0.1) opens 10 times its share of silent connections.
+    let mut flood = Vec::new();
+    for _ in 0..10 * CAP {
+        flood.push(connect_from("127.0.0.1", address).await);
+    }
+    // Those over the cap are answered 429 and closed at once; the first CAP stay open.
+    let outcomes = futures_util::future::join_all(flood.into_iter().map(|mut stream| async move {
+        let mut received = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut received));
+        match read.await {
+            Ok(_) => Err(String::from_utf8_lossy(&received).into_owned()),
+            Err(_) => Ok(stream),
+        }
+    }))
+    .await;
+    let mut refused = 0;
+    let mut held = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            Ok(stream) => held.push(stream),
+            Err(reply) => {
+                assert!(
+                    reply.is_empty() || reply.starts_with("HTTP/1.1 429"),
+                    "refusal: {reply}"
+                );
+                if let Some((_, body)) = reply.split_once("\r\n\r\n") {
+                    let body: Value = serde_json::from_str(body).unwrap();
+                    assert_eq!(body["error"]["code"], "too_many_connections");
+                }
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((held.len(), refused), (CAP, 9 * CAP));
+
+    // Another machine is served at once; this one only once it closes a connection.
+    let started = Instant::now();
+    let other = client_from("127.0.0.2");
+    let url = format!("http://{address}/v1/health");
+    assert_eq!(other.get(&url).send().await.unwrap().status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let same = client_from("127.0.0.1");
+    match same.get(&url).send().await {
+        Ok(reply) => assert_eq!(reply.status(), 429),
+        Err(e) => assert!(e.is_connect() || e.is_request(), "{e}"),
+    }
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = client_from("127.0.0.1").get(&url).send().await;
+        if reply.as_ref().is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed slot was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_client_that_stalls_in_its_body_gets_408() {
     let relay = TestRelay::with_config(|c| c.request_timeout_seconds = 1);
@@ -341,4 +502,34 @@ async fn a_full_disk_answers_503_and_the_relay_recovers_when_space_returns() {
     );
     earn_a_job(&relay, &contributor).await;
     assert!(contributor.balance(&relay).await > balance);
+}
+
+#[test]
+fn connection_settings_come_in_layers_and_are_checked() {
+    let defaults = Config::default();
+    assert_eq!(
+        (
+            defaults.max_connections_per_address,
+            defaults.idle_timeout_seconds,
+            defaults.header_timeout_seconds
+        ),
+        (64, 30, 10)
+    );
+    let args = ServeArgs::try_parse_from(["serve", "--max-connections-per-address", "8"]).unwrap();
+    let env = |name: &str| match name {
+        "GLOWWORM_MAX_CONNECTIONS_PER_ADDRESS" => Some("4".to_string()),
+        "GLOWWORM_IDLE_TIMEOUT_SECONDS" => Some("5".to_string()),
+        _ => None,
+    };
+    let config = Config::load(&args, env).unwrap();
+    assert_eq!(
+        (
+            config.max_connections_per_address,
+            config.idle_timeout_seconds
+        ),
+        (8, 5),
+        "flags beat env"
+    );
+    let args = ServeArgs::try_parse_from(["serve", "--idle-timeout-seconds", "0"]).unwrap();
+    assert!(Config::load(&args, |_| None).is_err());
 }

@@ -117,7 +117,10 @@ fn mistakes_in_any_layer_are_reported() {
 #[test]
 fn wallet_link_settings_come_in_layers_and_are_checked() {
     let defaults = Config::default();
-    assert_eq!(defaults.siwe_domain, None, "the request's Host by default");
+    assert_eq!(
+        defaults.siwe_domain, None,
+        "the host of public_origin by default"
+    );
     assert!(defaults.siwe_chain_ids.is_empty(), "any chain by default");
     assert_eq!(defaults.eth_rpc_url, None, "no contract wallets by default");
     assert_eq!(defaults.nonce_seconds, 600);

@@ -1,8 +1,10 @@
 //! Partner widgets: a lease names the partner and the embedding site; when its result is
 //! verified, the partner is credited a floored share on top of the contributor's credit, in the
-//! same transaction, with the origin; `GET /v1/partners/{address}` shows it by site. Bad
-//! attributions are refused before anything is written, and only the allowed sites may frame
-//! the widget page.
+//! same transaction, with the origin; `GET /v1/partners/{address}` shows it by site. Only
+//! partners the operator registered (`glowworm-relay partners add`) are paid, on their own sites,
+//! and never for work credited to any of their addresses: a stranger with free keys who names
+//! itself, a second address or a made-up site earns nothing. Bad attributions are refused before
+//! anything is written, and only the allowed sites may frame the widget page.
 
 mod common;
 
@@ -10,13 +12,73 @@ use axum::http::StatusCode;
 use clap::Parser;
 use common::{Contributor, TestRelay, check_schema};
 use glowworm::wire::{AccountInfo, Lease, PartnerInfo};
-use glowworm_relay::{Config, ServeArgs};
+use glowworm_relay::partners::{self, Partner};
+use glowworm_relay::{ApiError, Config, ServeArgs};
 use serde_json::{Value, json};
 
 /// Anvil's first two accounts: one EIP-55 address, one written in lowercase.
 const PARTNER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 const OTHER_PARTNER: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
 const OTHER_PARTNER_EIP55: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+
+/// A third address (Anvil's third account), never registered here unless a test says so.
+const STRANGER: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
+
+/// Registers a partner with `addresses` and `origins`, as `glowworm-relay partners add` does.
+async fn register(relay: &TestRelay, addresses: &[&str], origins: &[&str]) -> Partner {
+    let addresses: Vec<String> = addresses.iter().map(|s| s.to_string()).collect();
+    let origins: Vec<String> = origins.iter().map(|s| s.to_string()).collect();
+    let now = relay.clock_now();
+    relay
+        .state
+        .db
+        .call(move |conn| {
+            partners::register(conn, None, &addresses, &origins, now)
+                .map_err(|e| ApiError::Internal(e.to_string()))
+        })
+        .await
+        .unwrap()
+}
+
+/// Links `who`'s key to `address` (the evidence is not checked here; the wallet tests check
+/// links).
+async fn link_to(relay: &TestRelay, who: &Contributor, address: &str) {
+    let (key, address) = (who.public_key(), address.to_string());
+    relay
+        .state
+        .db
+        .call(move |conn| {
+            Ok(conn.execute(
+                "INSERT INTO links (public_key, address, chain_id, linked_at_ms, siwe_message,
+                                    wallet_signature, session_signature)
+                 VALUES (?1, ?2, 1, 0, 'm', 's', 's')",
+                [key.as_str(), address.as_str()],
+            )?)
+        })
+        .await
+        .unwrap();
+}
+
+/// The reply to a lease request through `partner`'s widget on `origin`.
+async fn lease_reply(
+    relay: &TestRelay,
+    who: &Contributor,
+    partner: &str,
+    origin: &str,
+) -> common::Reply {
+    relay
+        .post(
+            "/v1/leases",
+            &json!({ "public_key": who.public_key(), "partner": partner, "origin": origin }),
+        )
+        .await
+}
+
+async fn partner_shares(relay: &TestRelay) -> i64 {
+    relay
+        .count("SELECT COUNT(*) FROM ledger WHERE kind = 'partner_share'")
+        .await
+}
 
 /// Leases a unit through a partner's widget on `origin`; `Some(lease)` on 200, `None` on 204.
 async fn lease_through(
@@ -56,6 +118,12 @@ async fn partner(relay: &TestRelay, address: &str) -> PartnerInfo {
 #[tokio::test]
 async fn widget_units_credit_the_partner_a_floored_share_on_top_by_site() {
     let relay = TestRelay::new(); // the default share: 1000 bps, 10%
+    register(
+        &relay,
+        &[PARTNER],
+        &["https://blog.example", "http://forum.example:8080"],
+    )
+    .await;
     relay.queue_demo_job().await; // four units: two 64x64x64, two 64x32x64
     let (alice, bob, carol) = (Contributor::new(), Contributor::new(), Contributor::new());
 
@@ -163,6 +231,7 @@ async fn widget_units_credit_the_partner_a_floored_share_on_top_by_site() {
 #[tokio::test]
 async fn the_share_rate_is_configured_and_fixed_when_the_lease_is_issued() {
     let relay = TestRelay::with_config(|c| c.partner_share_bps = 2500);
+    register(&relay, &[PARTNER], &["https://blog.example"]).await;
     relay.queue_demo_job().await;
     let alice = Contributor::new();
     let lease = lease_through(&relay, &alice, PARTNER, "https://blog.example")
@@ -173,6 +242,7 @@ async fn the_share_rate_is_configured_and_fixed_when_the_lease_is_issued() {
 
     // A relay paying no share records the attribution and credits nothing more.
     let relay = TestRelay::with_config(|c| c.partner_share_bps = 0);
+    register(&relay, &[PARTNER], &["https://blog.example"]).await;
     relay.queue_demo_job().await;
     let lease = lease_through(&relay, &alice, PARTNER, "https://blog.example")
         .await
@@ -298,6 +368,7 @@ async fn bad_attributions_are_refused_before_anything_is_written() {
 #[tokio::test]
 async fn rejected_results_credit_no_partner() {
     let relay = TestRelay::new();
+    register(&relay, &[PARTNER], &["https://blog.example"]).await;
     relay.queue_demo_job().await;
     let mallory = Contributor::new();
     let lease = lease_through(&relay, &mallory, PARTNER, "https://blog.example")
@@ -316,24 +387,11 @@ async fn rejected_results_credit_no_partner() {
 #[tokio::test]
 async fn a_partner_earns_no_share_of_its_own_work() {
     let relay = TestRelay::new();
+    register(&relay, &[PARTNER], &["https://blog.example"]).await;
     relay.queue_demo_job().await;
+    // The partner's own device, linked to its address.
     let owner = Contributor::new();
-    // The partner's own device, linked to its address (the evidence is not checked here; the
-    // wallet tests check links).
-    let key = owner.public_key();
-    relay
-        .state
-        .db
-        .call(move |conn| {
-            Ok(conn.execute(
-                "INSERT INTO links (public_key, address, chain_id, linked_at_ms, siwe_message,
-                                    wallet_signature, session_signature)
-                 VALUES (?1, ?2, 1, 0, 'm', 's', 's')",
-                [key.as_str(), PARTNER],
-            )?)
-        })
-        .await
-        .unwrap();
+    link_to(&relay, &owner, PARTNER).await;
     let lease = lease_through(&relay, &owner, PARTNER, "https://blog.example")
         .await
         .unwrap();
@@ -344,17 +402,257 @@ async fn a_partner_earns_no_share_of_its_own_work() {
 }
 
 #[tokio::test]
+async fn a_partner_earns_nothing_on_keys_linked_to_any_of_its_addresses() {
+    let relay = TestRelay::new();
+    // One partner with two addresses; its widget names the first.
+    register(
+        &relay,
+        &[PARTNER, OTHER_PARTNER_EIP55],
+        &["https://blog.example"],
+    )
+    .await;
+    relay.queue_demo_job().await;
+    let (second_address, visitor) = (Contributor::new(), Contributor::new());
+    link_to(&relay, &second_address, OTHER_PARTNER_EIP55).await;
+    link_to(&relay, &visitor, STRANGER).await;
+
+    let own = lease_through(&relay, &second_address, PARTNER, "https://blog.example")
+        .await
+        .unwrap();
+    let own_credit = submit(&relay, &second_address, &own).await;
+    assert_eq!(partner_shares(&relay).await, 0, "no share of its own work");
+    let account: AccountInfo = relay
+        .get(&format!("/v1/accounts/{OTHER_PARTNER_EIP55}"))
+        .await
+        .json();
+    assert_eq!(
+        account.credits, own_credit,
+        "the contributor's credit is whole"
+    );
+
+    // A visitor linked to someone else earns the partner its share.
+    let theirs = lease_through(&relay, &visitor, PARTNER, "https://blog.example")
+        .await
+        .unwrap();
+    let credited = submit(&relay, &visitor, &theirs).await;
+    let info = partner(&relay, PARTNER).await;
+    assert_eq!((info.credits, info.units), (credited / 10, 1));
+}
+
+#[tokio::test]
+async fn strangers_naming_themselves_or_a_made_up_site_earn_nothing() {
+    // Nothing registered, the defaults: nobody is a partner.
+    let relay = TestRelay::new();
+    relay.queue_demo_job().await;
+    let before = relay.footprint().await;
+    // Twenty free keys, each naming as partner an address of its own (the address it linked,
+    // or any other) or a registered partner's address on a made-up site: every lease is
+    // refused before anything is written.
+    for i in 0..20 {
+        let key = Contributor::new();
+        if i % 2 == 0 {
+            link_to(&relay, &key, STRANGER).await;
+        }
+        lease_reply(&relay, &key, STRANGER, "https://blog.example")
+            .await
+            .assert_error(403, "partner_not_accepted");
+    }
+    assert_eq!(relay.footprint().await, before);
+
+    register(&relay, &[PARTNER], &["https://blog.example"]).await;
+    let mallory = Contributor::new();
+    for (named, origin, code) in [
+        (STRANGER, "https://blog.example", "partner_not_accepted"),
+        (PARTNER, "https://mallory.example", "origin_not_allowed"),
+        (PARTNER, "http://blog.example", "origin_not_allowed"),
+    ] {
+        lease_reply(&relay, &mallory, named, origin)
+            .await
+            .assert_error(403, code);
+    }
+    assert_eq!(relay.footprint().await, before);
+    assert_eq!(relay.count("SELECT COUNT(*) FROM lease_partners").await, 0);
+
+    // Without a partner the same keys contribute as ever, and no share is paid to anyone.
+    let lease = mallory.lease(&relay).await.unwrap();
+    submit(&relay, &mallory, &lease).await;
+    assert_eq!(partner_shares(&relay).await, 0);
+}
+
+#[tokio::test]
+async fn a_revoked_partner_is_refused_and_its_addresses_stay_its_own() {
+    let relay = TestRelay::new();
+    let registered = register(&relay, &[PARTNER], &["https://blog.example"]).await;
+    assert_eq!(registered.addresses, [PARTNER]);
+    relay.queue_demo_job().await;
+    let alice = Contributor::new();
+    // A lease issued before the partner is revoked still pays its share.
+    let lease = lease_through(&relay, &alice, PARTNER, "https://blog.example")
+        .await
+        .unwrap();
+    let now = relay.clock_now();
+    relay
+        .state
+        .db
+        .call(move |conn| {
+            partners::revoke(conn, PARTNER, now).map_err(|e| ApiError::Internal(e.to_string()))
+        })
+        .await
+        .unwrap();
+    lease_reply(&relay, &alice, PARTNER, "https://blog.example")
+        .await
+        .assert_error(403, "partner_not_accepted");
+    let credited = submit(&relay, &alice, &lease).await;
+    assert_eq!(partner(&relay, PARTNER).await.credits, credited / 10);
+
+    // Its address cannot be registered again, alone or beside another.
+    let refused = relay
+        .state
+        .db
+        .call(move |conn| {
+            let addresses = [STRANGER.to_string(), PARTNER.to_string()];
+            let origins = ["https://blog.example".to_string()];
+            Ok(partners::register(conn, None, &addresses, &origins, now)
+                .unwrap_err()
+                .to_string())
+        })
+        .await
+        .unwrap();
+    assert!(refused.contains("revoked"), "{refused}");
+}
+
+#[test]
+fn the_operator_commands_register_list_and_revoke_partners() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let database = dir.path().join("relay.sqlite");
+    let relay_cmd = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_glowworm-relay"))
+            .args(args)
+            .arg("--database")
+            .arg(&database)
+            .env_remove("GLOWWORM_CONFIG")
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = relay_cmd(&[
+        "partners",
+        "add",
+        "--name",
+        "blog",
+        "--address",
+        &PARTNER.to_lowercase(),
+        "--origin",
+        "https://Blog.Example",
+        "--origin",
+        "http://127.0.0.2:8080",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(PARTNER),
+        "addresses are shown as EIP-55: {out}"
+    );
+    assert!(
+        out.contains("https://blog.example http://127.0.0.2:8080")
+            || out.contains("http://127.0.0.2:8080 https://blog.example"),
+        "{out}"
+    );
+    // A second address for the same partner, by naming one it has.
+    let (ok, _, err) = relay_cmd(&[
+        "partners",
+        "add",
+        "--address",
+        PARTNER,
+        "--address",
+        OTHER_PARTNER,
+        "--origin",
+        "https://blog.example",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = relay_cmd(&[
+        "partners",
+        "add",
+        "--address",
+        "0x12",
+        "--origin",
+        "https://a.example",
+    ]);
+    assert!(!ok && err.contains("0x12"), "{err}");
+    let (ok, _, err) = relay_cmd(&[
+        "partners",
+        "add",
+        "--address",
+        STRANGER,
+        "--origin",
+        "https://a.example/x",
+    ]);
+    assert!(!ok && err.contains("origin"), "{err}");
+    let (ok, out, _) = relay_cmd(&["partners", "list"]);
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(
+        lines[0].contains("blog") && lines[0].contains("active"),
+        "{out}"
+    );
+    assert!(lines[0].contains(OTHER_PARTNER_EIP55), "{out}");
+
+    // The relay on that database pays the partner on its sites, and no more once revoked.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let relay = TestRelay::with_config(|c| c.database = database.clone());
+        relay.queue_demo_job().await;
+        let alice = Contributor::new();
+        assert!(
+            lease_through(&relay, &alice, OTHER_PARTNER, "http://127.0.0.2:8080")
+                .await
+                .is_some()
+        );
+        lease_reply(&relay, &alice, PARTNER, "https://elsewhere.example")
+            .await
+            .assert_error(403, "origin_not_allowed");
+        let (ok, _, err) = relay_cmd(&["partners", "remove", "blog"]);
+        assert!(ok, "{err}");
+        lease_reply(&relay, &alice, PARTNER, "https://blog.example")
+            .await
+            .assert_error(403, "partner_not_accepted");
+    });
+    let (_, out, _) = relay_cmd(&["partners", "list"]);
+    assert!(out.contains("revoked"), "{out}");
+    let (ok, _, err) = relay_cmd(&["partners", "revoke", "nobody"]);
+    assert!(!ok && err.contains("nobody"), "{err}");
+}
+
+#[tokio::test]
 async fn only_the_allowed_sites_may_frame_the_widget_and_no_site_the_page() {
     for (embed_origins, widget_policy) in [
         (vec![], "frame-ancestors *"),
         (
             vec!["https://blog.example", "http://127.0.0.2:8080"],
-            "frame-ancestors https://blog.example http://127.0.0.2:8080",
+            "frame-ancestors http://127.0.0.2:8080 https://blog.example https://partner.example",
         ),
     ] {
         let relay = TestRelay::with_config(|c| {
             c.embed_origins = embed_origins.iter().map(|s| s.to_string()).collect();
         });
+        // A registered partner's sites may frame it too, where the sites are listed; a revoked
+        // partner's may not.
+        register(&relay, &[PARTNER], &["https://partner.example"]).await;
+        register(&relay, &[OTHER_PARTNER], &["https://gone.example"]).await;
+        let now = relay.clock_now();
+        relay
+            .state
+            .db
+            .call(move |conn| {
+                partners::revoke(conn, OTHER_PARTNER_EIP55, now)
+                    .map_err(|e| ApiError::Internal(e.to_string()))
+            })
+            .await
+            .unwrap();
         let www = relay.dir.path().join("www");
         std::fs::create_dir_all(&www).unwrap();
         std::fs::write(www.join("index.html"), "<!doctype html><title>page</title>").unwrap();
@@ -422,7 +720,15 @@ fn partner_settings_come_in_layers_and_are_checked() {
         config.validate().unwrap_err().to_string()
     };
     assert!(refused(|c| c.partner_share_bps = 10_001).contains("partner_share_bps"));
-    assert!(refused(|c| c.partner_addresses = vec!["0x12".into()]).contains("partner address"));
+    assert!(
+        refused(|c| {
+            c.partner_addresses = vec!["0x12".into()];
+            c.embed_origins = vec!["https://a.example".into()];
+        })
+        .contains("partner address")
+    );
+    // Partners of the settings are paid only on listed sites.
+    assert!(refused(|c| c.partner_addresses = vec![PARTNER.into()]).contains("embed_origins"));
     assert!(
         refused(|c| c.embed_origins = vec!["https://a.example/".into()])
             .contains("\"https://a.example\"")

@@ -79,12 +79,13 @@ impl Case {
     }
 }
 
-/// A relay at the fixtures' "now", for their domain and chain, with `nonces` issued.
+/// A relay at the fixtures' "now", at their domain (its public origin) and for their chain,
+/// with `nonces` issued.
 async fn relay_with(fx: &Fixtures, nonces: &[&str], adjust: impl FnOnce(&mut Config)) -> TestRelay {
-    let domain = fx.domain.clone();
+    let origin = format!("https://{}", fx.domain);
     let chain = fx.chain_id;
     let relay = TestRelay::at(fx.now_unix_ms, |c| {
-        c.siwe_domain = Some(domain);
+        c.public_origin = Some(origin);
         c.siwe_chain_ids = vec![chain];
         adjust(c);
     });
@@ -762,24 +763,156 @@ fn link_request_to(host: Option<&str>, request: &LinkRequest) -> Request<Body> {
 }
 
 #[tokio::test]
-async fn without_siwe_domain_the_domain_is_the_host_the_request_was_sent_to() {
+async fn the_domain_is_the_relays_public_origin_never_the_host_a_request_names() {
     let fx = fixtures();
-    let relay = relay_with(&fx, &[fx.nonce("a")], |c| c.siwe_domain = None).await;
-    let request = fx.case("valid").request();
-    for host in [None, Some("evil.example"), Some("relay.glowworm.test:8443")] {
-        let reply = relay.send(link_request_to(host, &request)).await;
-        reply.assert_error(400, "wrong_domain");
+    // The defaults: no public_origin, so the relay signs in for its listen address,
+    // 127.0.0.1:8787, whatever the request's Host.
+    let relay = relay_with(&fx, &[fx.nonce("a")], |c| c.public_origin = None).await;
+    let evil = fx.case("wrong_domain"); // a message for evil.example, signed by wallet 1
+    assert!(evil.message.starts_with("evil.example wants you"));
+    for host in [None, Some("evil.example")] {
+        relay
+            .send(link_request_to(host, &evil.request()))
+            .await
+            .assert_error(400, "wrong_domain");
+    }
+    let valid = fx.case("valid").request();
+    for host in [None, Some("relay.glowworm.test"), Some("evil.example")] {
+        relay
+            .send(link_request_to(host, &valid))
+            .await
+            .assert_error(400, "wrong_domain");
     }
     assert_eq!(link_footprint(&relay).await[0], 0);
-    let reply = relay
-        .send(link_request_to(Some("Relay.Glowworm.Test"), &request))
+
+    // With the public origin set, the Host does not matter either: its own domain links, and a
+    // message for another site does not, even sent with that site as Host.
+    let public = relay_with(&fx, &[fx.nonce("a")], |_| {}).await;
+    public
+        .send(link_request_to(Some("evil.example"), &evil.request()))
+        .await
+        .assert_error(400, "wrong_domain");
+    let reply = public
+        .send(link_request_to(Some("evil.example"), &valid))
         .await;
     assert_eq!(linked(&reply).address, fx.wallets["wallet_1"]);
 
-    // With siwe_domain set, the Host does not matter.
-    let pinned = relay_with(&fx, &[fx.nonce("a")], |_| {}).await;
+    // The URI must be on the public origin, scheme included.
+    let plain = relay_with(&fx, &[fx.nonce("a")], |c| {
+        c.public_origin = Some("http://relay.glowworm.test".into())
+    })
+    .await;
+    plain
+        .send(link_request_to(None, &valid))
+        .await
+        .assert_error(400, "wrong_uri");
+
+    // siwe_domain, from older configurations, still names the domain (http or https URIs).
+    let pinned = relay_with(&fx, &[fx.nonce("a")], |c| {
+        c.public_origin = None;
+        c.siwe_domain = Some("Relay.Glowworm.Test".into());
+    })
+    .await;
     let reply = pinned
-        .send(link_request_to(Some("evil.example"), &request))
+        .send(link_request_to(Some("evil.example"), &valid))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[test]
+fn the_public_origin_defaults_to_the_listen_address_and_is_checked() {
+    let config = Config::default();
+    assert_eq!(config.public_origin(), "http://127.0.0.1:8787");
+    assert_eq!(config.siwe_domain(), "127.0.0.1:8787");
+    let config = Config {
+        listen: "[::1]:80".parse().unwrap(),
+        ..Config::default()
+    };
+    assert_eq!(config.public_origin(), "http://[::1]");
+    assert_eq!(config.siwe_domain(), "[::1]");
+    let config = Config {
+        public_origin: Some("https://glowworm.example".into()),
+        ..Config::default()
+    };
+    assert_eq!(config.siwe_domain(), "glowworm.example");
+    for bad in [
+        "glowworm.example",
+        "https://glowworm.example/",
+        "https://Glowworm.example",
+    ] {
+        let config = Config {
+            public_origin: Some(bad.into()),
+            ..Config::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("public_origin"), "{bad}: {error}");
+    }
+}
+
+fn nonce_request_from(peer: &str, forwarded: Option<&str>) -> Request<Body> {
+    let mut builder = Request::post("/v1/auth/nonce").extension(axum::extract::ConnectInfo(
+        peer.parse::<std::net::SocketAddr>().unwrap(),
+    ));
+    if let Some(forwarded) = forwarded {
+        builder = builder.header("x-forwarded-for", forwarded);
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_nonce() {
+    let relay = TestRelay::with_config(|c| {
+        c.max_nonces_per_address = 3;
+        c.nonce_seconds = 60;
+    });
+    // One client takes its three, then is refused, however it names itself in headers it is
+    // not trusted to set; IPv6 addresses count by their /64.
+    for (first, second) in [
+        ("203.0.113.7:5000", "203.0.113.7:6000"),
+        ("[2001:db8:1:2::1]:5000", "[2001:db8:1:2:ffff::9]:5000"),
+    ] {
+        for i in 0..3 {
+            let peer = if i % 2 == 0 { first } else { second };
+            let forged = format!("198.51.100.{i}");
+            let reply = relay.send(nonce_request_from(peer, Some(&forged))).await;
+            assert_eq!(reply.status, StatusCode::OK, "nonce {i} for {peer}");
+        }
+        let refused = relay
+            .send(nonce_request_from(second, Some("198.51.100.99")))
+            .await;
+        refused.assert_error(429, "too_many_nonces");
+        assert!(refused.headers.contains_key("retry-after"));
+        let body: Value = refused.json();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("expires in 60 s"), "{message}");
+    }
+    // Everyone else still gets nonces: the next address, the next /64.
+    for other in ["203.0.113.8:5000", "[2001:db8:1:3::1]:5000"] {
+        let reply = relay.send(nonce_request_from(other, None)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{other}");
+    }
+    // Once its nonces expire the first address gets new ones.
+    relay.advance(Duration::from_secs(60));
+    let reply = relay
+        .send(nonce_request_from("203.0.113.7:5000", None))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    // Behind a trusted proxy the address is the forwarded one.
+    let proxied = TestRelay::with_config(|c| {
+        c.max_nonces_per_address = 1;
+        c.trust_forwarded_for = true;
+    });
+    let reply = proxied
+        .send(nonce_request_from("127.0.0.1:5000", Some("203.0.113.7")))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    proxied
+        .send(nonce_request_from("127.0.0.1:5000", Some("203.0.113.7")))
+        .await
+        .assert_error(429, "too_many_nonces");
+    let reply = proxied
+        .send(nonce_request_from("127.0.0.1:5000", Some("203.0.113.8")))
         .await;
     assert_eq!(reply.status, StatusCode::OK);
 }

@@ -4,19 +4,22 @@
 // lease); after it, units are verified and both the contributor and the partner are credited;
 // a hidden tab pauses; Stop stops; a host page that clicks the button for the visitor, or hides
 // the card under a decoy, does not start it. The card is served with the headers of netlify.toml.
+// The partner is registered on the host page's origin with `glowworm-relay partners add`, as a
+// relay's operator does: the relay pays no share to a partner it does not know.
 //
 // Run from the repository root after `cargo xtask build` and `cargo build -p glowworm-relay`:
 //   node --test tests/e2e/widget.test.mjs
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import {
-  ConsoleLog, getJson, launchProfile, saveArtifacts, serveWithNetlifyHeaders, sleep, startRelay,
-  stopRelay, waitFor,
+  ConsoleLog, getJson, launchProfile, RELAY_BIN, saveArtifacts, serveWithNetlifyHeaders, sleep,
+  startRelay, stopRelay, waitFor,
 } from './harness.mjs';
 
 const PARTNER = '0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266';
@@ -76,8 +79,12 @@ describe('the partner widget', { timeout: 4 * TEST_TIMEOUT_MS }, () => {
 
   before(async () => {
     workDir = await mkdtemp(path.join(tmpdir(), 'glowworm-widget-'));
-    relay = await startRelay(workDir);
     host = await startHost(pages);
+    execFileSync(RELAY_BIN, [
+      'partners', 'add', '--name', 'blog', '--address', PARTNER, '--origin', host.url,
+      '--database', path.join(workDir, 'db.sqlite'),
+    ], { stdio: ['ignore', 'ignore', 'inherit'] });
+    relay = await startRelay(workDir);
     console.log(`relay: ${relay.url}, host: ${host.url}`);
   });
 

@@ -109,6 +109,10 @@ impl Relay {
             // Every simulated client is on 127.0.0.1: per-client rate limits would only slow
             // the load down (relay/tests/abuse.rs tests them).
             .args(["--rate-per-address", "0", "--rate-per-key", "0"])
+            .args(["--max-connections-per-address", "0"])
+            // The widget contributors' partner, registered on their site.
+            .args(["--partner-address", crate::load::PARTNER])
+            .args(["--embed-origin", "https://blog.example"])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
