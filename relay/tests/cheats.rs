@@ -102,7 +102,7 @@ fn cheats(a: &[f32], b: &[f32], shape: MatmulShape) -> Vec<(&'static str, Vec<f3
     // different depths for different elements.
     let skip = |every: usize| {
         let every = every.min(k);
-        move |element: usize, l: usize| (l + element) % every != 0
+        move |element: usize, l: usize| !(l + element).is_multiple_of(every)
     };
     let mut list = vec![
         (
