@@ -10,14 +10,16 @@ use k256::ecdsa::SigningKey;
 use sha3::{Digest, Keccak256};
 
 async fn start_relay(dir: &tempfile::TempDir) -> String {
+    // The relay signs in for its public origin, by default the address it listens on.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = Config {
         database: dir.path().join("relay.sqlite"),
         www_dir: dir.path().join("www"),
         demo_jobs: false,
+        listen: listener.local_addr().unwrap(),
         ..Config::default()
     };
     let state = AppState::open(config).expect("relay state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });
     url
