@@ -119,22 +119,20 @@ pub fn work<E: std::error::Error + 'static>(
     }
 }
 
-/// Asks for a unit; `None` when the relay has no work. `adapter` says which GPU computes it.
+/// Asks for a unit; `None` when the relay has no work. `adapter` says which GPU computes it;
+/// `now_ms` is the time the request is signed at (Unix milliseconds).
 pub async fn lease<T: Transport>(
     relay: &T,
     key: &ContributorKey,
     adapter: Option<&AdapterClass>,
+    now_ms: i64,
 ) -> Result<Option<Lease>, ProtocolError<T::Error>> {
-    let request = crate::wire::LeaseRequest {
-        public_key: key.public_hex(),
-        adapter: adapter.cloned(),
-        partner: None,
-        origin: None,
-    };
+    let request = crate::wire::LeaseRequest::signed(key, now_ms, adapter.cloned(), None, None);
     lease_with(relay, &request).await
 }
 
-/// Asks for a unit with a request of the caller's making (a partner widget's attribution, say).
+/// Asks for a unit with a signed request of the caller's making ([`crate::wire::LeaseRequest::signed`],
+/// with a partner widget's attribution, say).
 pub async fn lease_with<T: Transport>(
     relay: &T,
     request: &crate::wire::LeaseRequest,
@@ -254,10 +252,7 @@ pub async fn release<T: Transport>(
     lease: &Lease,
     reason: crate::wire::ReleaseReason,
 ) -> Result<(), ProtocolError<T::Error>> {
-    let body = crate::wire::ReleaseRequest {
-        public_key: key.public_hex(),
-        reason: Some(reason),
-    };
+    let body = crate::wire::ReleaseRequest::signed(key, &lease.lease_id, reason);
     let path = format!("/v1/leases/{}/release", lease.lease_id);
     let _: serde_json::Value = relay
         .post_json(&path, &body)

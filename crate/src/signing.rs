@@ -4,6 +4,12 @@
 //! the kernel and the SHA-256 of the output bytes, so a signature cannot be replayed onto another
 //! lease, unit, kernel or output.
 //!
+//! Asking for work and giving it back are signed too ([`lease_message`], [`release_message`]):
+//! they change the relay's state on the key's behalf (its leases in flight, its rate limit), so
+//! only the key's holder may make them. A lease request carries the time it was signed, which
+//! the relay accepts once per key and only near its own clock, so a captured request cannot be
+//! replayed; a release names its lease, which takes one release.
+//!
 //! Linking a wallet takes a second, differently domain-separated signature: the session key signs
 //! the very Sign-In with Ethereum message the wallet signed ([`link_message`]), so nobody can link
 //! someone else's public key to their own wallet, and a result signature can never pass for a
@@ -30,6 +36,92 @@ pub fn result_message(
     msg.extend_from_slice(&unit_id.to_be_bytes());
     msg.extend_from_slice(kernel_hash.as_bytes());
     msg.extend_from_slice(output_digest.as_bytes());
+    msg
+}
+
+/// Prefix of every signed lease request. Changing the message layout means changing this.
+pub const LEASE_DOMAIN: &[u8] = b"glowworm/lease/v1\0";
+
+/// What a lease request says besides the key and the time, each optional: the adapter's vendor
+/// and architecture, the partner and the embedding origin.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LeaseFields<'a> {
+    pub adapter: Option<(&'a str, &'a str)>,
+    pub partner: Option<&'a str>,
+    pub origin: Option<&'a str>,
+}
+
+/// Appends `u32be(len) || bytes` for `Some`, `u32be(0xffffffff)` for `None`, so that no two
+/// different requests give one message.
+fn push_field(msg: &mut Vec<u8>, field: Option<&str>) {
+    match field {
+        Some(text) => {
+            msg.extend_from_slice(&(text.len() as u32).to_be_bytes());
+            msg.extend_from_slice(text.as_bytes());
+        }
+        None => msg.extend_from_slice(&u32::MAX.to_be_bytes()),
+    }
+}
+
+/// The canonical bytes a contributor signs to ask for work:
+/// `LEASE_DOMAIN || public key hex || i64be(signed_at_ms) || vendor || architecture || partner
+/// || origin`, each text field as [`push_field`] writes it.
+pub fn lease_message(public_hex: &str, signed_at_ms: i64, fields: LeaseFields) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(LEASE_DOMAIN.len() + 64 + 8 + 64);
+    msg.extend_from_slice(LEASE_DOMAIN);
+    msg.extend_from_slice(public_hex.to_ascii_lowercase().as_bytes());
+    msg.extend_from_slice(&signed_at_ms.to_be_bytes());
+    push_field(&mut msg, fields.adapter.map(|(vendor, _)| vendor));
+    push_field(&mut msg, fields.adapter.map(|(_, architecture)| architecture));
+    push_field(&mut msg, fields.partner);
+    push_field(&mut msg, fields.origin);
+    msg
+}
+
+/// Signing times for one key's lease requests: the clock's time, or one millisecond after the
+/// last one when the clock has not moved on (several requests within a millisecond, or a clock
+/// set back), since the relay takes a key's requests only in increasing order.
+#[derive(Debug, Default)]
+pub struct SigningClock {
+    last_ms: std::sync::atomic::AtomicI64,
+}
+
+impl SigningClock {
+    pub const fn new() -> Self {
+        SigningClock {
+            last_ms: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+
+    /// The time to sign the next request at, given the clock reads `now_ms`.
+    pub fn next(&self, now_ms: i64) -> i64 {
+        use std::sync::atomic::Ordering;
+        let mut last = self.last_ms.load(Ordering::Relaxed);
+        loop {
+            let next = now_ms.max(last + 1);
+            match self.last_ms.compare_exchange_weak(
+                last,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+}
+
+/// Prefix of every signed release. Changing the message layout means changing this.
+pub const RELEASE_DOMAIN: &[u8] = b"glowworm/release/v1\0";
+
+/// The canonical bytes a contributor signs to give lease `lease_id` back, for `reason` (its
+/// wire name): `RELEASE_DOMAIN || u32be(len(lease_id)) || lease_id || reason`.
+pub fn release_message(lease_id: &str, reason: &str) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(RELEASE_DOMAIN.len() + 4 + lease_id.len() + reason.len());
+    msg.extend_from_slice(RELEASE_DOMAIN);
+    push_field(&mut msg, Some(lease_id));
+    msg.extend_from_slice(reason.as_bytes());
     msg
 }
 
@@ -111,6 +203,17 @@ impl ContributorKey {
         hex::encode(self.key.sign(&msg).to_bytes())
     }
 
+    /// Signs a lease request made at `signed_at_ms`; returns the signature as 128 hex characters.
+    pub fn sign_lease(&self, signed_at_ms: i64, fields: LeaseFields) -> String {
+        let msg = lease_message(&self.public_hex(), signed_at_ms, fields);
+        hex::encode(self.key.sign(&msg).to_bytes())
+    }
+
+    /// Signs the release of `lease_id` for `reason`; returns the signature as 128 hex characters.
+    pub fn sign_release(&self, lease_id: &str, reason: &str) -> String {
+        hex::encode(self.key.sign(&release_message(lease_id, reason)).to_bytes())
+    }
+
     /// Agrees to link this key to the wallet that signed `siwe_message`; returns the signature
     /// over [`link_message`] as 128 hex characters.
     pub fn sign_link(&self, siwe_message: &str) -> String {
@@ -167,7 +270,9 @@ fn verify_message(public_hex: &str, signature_hex: &str, msg: &[u8]) -> Result<(
     verify_message_with_key(&parse_public_key(public_hex)?, signature_hex, msg)
 }
 
-fn verify_message_with_key(
+/// Checks a signature over `msg` (such as a [`lease_message`] or [`release_message`]) with a
+/// parsed key (strict ed25519).
+pub fn verify_message_with_key(
     key: &VerifyingKey,
     signature_hex: &str,
     msg: &[u8],
@@ -199,6 +304,49 @@ mod tests {
             verify_result(&key.public_hex(), &sig, 7, "lease-a", &kh, &out),
             Ok(())
         );
+    }
+
+    #[test]
+    fn lease_and_release_signatures_cover_every_field() {
+        let key = ContributorKey::generate().unwrap();
+        let pk = parse_public_key(&key.public_hex()).unwrap();
+        let fields = LeaseFields {
+            adapter: Some(("nvidia", "hopper")),
+            partner: Some("0xabc"),
+            origin: Some("https://blog.example"),
+        };
+        let sig = key.sign_lease(1_000, fields);
+        let msg = |at, f| lease_message(&key.public_hex(), at, f);
+        assert_eq!(verify_message_with_key(&pk, &sig, &msg(1_000, fields)), Ok(()));
+        let mismatch = Err(SignatureError::Mismatch);
+        for changed in [
+            LeaseFields { adapter: None, ..fields },
+            LeaseFields { adapter: Some(("nvidiahopper", "")), ..fields },
+            LeaseFields { partner: None, ..fields },
+            LeaseFields { partner: Some(""), ..fields },
+            LeaseFields { origin: Some("https://evil.example"), ..fields },
+        ] {
+            assert_eq!(verify_message_with_key(&pk, &sig, &msg(1_000, changed)), mismatch);
+        }
+        assert_eq!(verify_message_with_key(&pk, &sig, &msg(1_001, fields)), mismatch);
+
+        let release = key.sign_release("lease-a", "stopped");
+        let check = |id, reason| verify_message_with_key(&pk, &release, &release_message(id, reason));
+        assert_eq!(check("lease-a", "stopped"), Ok(()));
+        assert_eq!(check("lease-b", "stopped"), mismatch);
+        assert_eq!(check("lease-a", "gpu_failed"), mismatch);
+        // Domain separation: a release signature is no result or lease signature.
+        assert_ne!(RELEASE_DOMAIN, LEASE_DOMAIN);
+        assert_ne!(RELEASE_DOMAIN, RESULT_DOMAIN);
+    }
+
+    #[test]
+    fn signing_times_always_move_forward() {
+        let clock = SigningClock::default();
+        assert_eq!(clock.next(1_000), 1_000);
+        assert_eq!(clock.next(1_000), 1_001);
+        assert_eq!(clock.next(990), 1_002, "a clock set back");
+        assert_eq!(clock.next(5_000), 5_000);
     }
 
     #[test]

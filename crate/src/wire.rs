@@ -28,12 +28,18 @@ impl MatmulShape {
     }
 }
 
-/// `POST /v1/leases`: a contributor asks for work.
+/// `POST /v1/leases`: a contributor asks for work, signed by its key
+/// ([`crate::signing::lease_message`]); [`LeaseRequest::signed`] makes one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
     /// The contributor's ed25519 public key, 64 hex characters.
     pub public_key: String,
+    /// When it was signed, Unix milliseconds: the relay takes each key's requests only in
+    /// increasing order and near its own clock, so a request cannot be replayed.
+    pub signed_at_ms: i64,
+    /// The key's ed25519 signature over [`crate::signing::lease_message`], 128 hex characters.
+    pub signature: String,
     /// The GPU's vendor and architecture, for relays that compare replicas only between
     /// adapters of the same kind (homogeneous redundancy). Optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,6 +161,9 @@ pub struct ResultReceipt {
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
     pub public_key: String,
+    /// The key's ed25519 signature over [`crate::signing::release_message`] of the lease id and
+    /// the reason's wire name ("stopped" when `reason` is absent), 128 hex characters.
+    pub signature: String,
     /// Why the lease is given back; older contributors say nothing (`Stopped` is assumed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<ReleaseReason>,
@@ -522,4 +531,54 @@ pub struct LedgerEntry {
     /// The session key that earned the credit or whose link moved it.
     pub public_key: Option<String>,
     pub created_at_unix_ms: i64,
+}
+
+impl LeaseRequest {
+    /// A lease request from `key`, signed at `now_ms` (Unix milliseconds), with the optional
+    /// adapter and partner attribution.
+    pub fn signed(
+        key: &crate::signing::ContributorKey,
+        now_ms: i64,
+        adapter: Option<AdapterClass>,
+        partner: Option<String>,
+        origin: Option<String>,
+    ) -> LeaseRequest {
+        let mut request = LeaseRequest {
+            public_key: key.public_hex(),
+            signed_at_ms: now_ms,
+            signature: String::new(),
+            adapter,
+            partner,
+            origin,
+        };
+        request.signature = key.sign_lease(now_ms, request.fields());
+        request
+    }
+
+    /// The fields its signature covers besides the key and the time.
+    pub fn fields(&self) -> crate::signing::LeaseFields<'_> {
+        crate::signing::LeaseFields {
+            adapter: self
+                .adapter
+                .as_ref()
+                .map(|a| (a.vendor.as_str(), a.architecture.as_str())),
+            partner: self.partner.as_deref(),
+            origin: self.origin.as_deref(),
+        }
+    }
+}
+
+impl ReleaseRequest {
+    /// `key`'s signed release of `lease_id` for `reason`.
+    pub fn signed(
+        key: &crate::signing::ContributorKey,
+        lease_id: &str,
+        reason: ReleaseReason,
+    ) -> ReleaseRequest {
+        ReleaseRequest {
+            public_key: key.public_hex(),
+            signature: key.sign_release(lease_id, reason.as_str()),
+            reason: Some(reason),
+        }
+    }
 }

@@ -11,7 +11,9 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::leasing;
 use crate::network::ClientNetwork;
 use crate::state::AppState;
-use crate::{embedding, job_api, jobs, limits, links, nonces, partners, results, stats};
+use crate::{
+    embedding, job_api, jobs, limits, links, nonces, partners, possession, results, stats,
+};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -199,14 +201,15 @@ async fn create_lease(
     ApiJson(request): ApiJson<LeaseRequest>,
 ) -> Result<Response, ApiError> {
     let public_key = canonical_key(&request.public_key)?;
-    limit_contributor(&state, &public_key)?;
+    let now = state.now_ms();
+    possession::check_lease_request(&state.signed_requests, &request, &public_key, now)?;
+    state.limit_contributor(&public_key)?;
     let asker = leasing::Asker {
         public_key,
         network,
         adapter_class: request.adapter.as_ref().map(adapter_class).transpose()?,
     };
     let attribution = partners::registered_attribution(&state, &request).await?;
-    let now = state.now_ms();
     let config = state.config.clone();
     let issued = state
         .db
@@ -248,7 +251,8 @@ async fn release_lease(
     ApiJson(request): ApiJson<ReleaseRequest>,
 ) -> Result<Json<ReleaseReceipt>, ApiError> {
     let key = canonical_key(&request.public_key)?;
-    limit_contributor(&state, &key)?;
+    possession::check_release(&request, &key, &lease_id)?;
+    state.limit_contributor(&key)?;
     let now = state.now_ms();
     state.leases.forget(&lease_id);
     let reason = request.reason.unwrap_or(ReleaseReason::Stopped);
@@ -264,13 +268,8 @@ async fn submit_result(
     State(state): State<AppState>,
     ApiJson(submission): ApiJson<ResultSubmission>,
 ) -> Result<Json<ResultReceipt>, ApiError> {
-    limit_contributor(&state, &canonical_key(&submission.public_key)?)?;
+    // The key's rate limit is charged once the result's signature is checked.
     Ok(Json(results::submit(&state, submission).await?))
-}
-
-/// The per-key rate limit of a contributor's (canonical) public key.
-fn limit_contributor(state: &AppState, key: &str) -> Result<(), ApiError> {
-    state.limits.check_key(&format!("contributor:{key}"))
 }
 
 fn parse_hash(text: &str) -> Result<ContentHash, ApiError> {

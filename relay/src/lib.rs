@@ -70,6 +70,7 @@ pub mod network;
 pub mod nonces;
 pub mod npy;
 pub mod partners;
+pub mod possession;
 pub mod random;
 pub mod replication;
 pub mod reputation;

@@ -73,6 +73,7 @@ pub async fn submit(
     lease.require_holder(&public_key)?;
     let output = decode_output(&submission.output, unit)?;
     check_signature(&submission, &public_key, unit, &output)?;
+    state.limit_contributor(&public_key)?;
     lease.require_open(now)?;
 
     // Replicas, and canaries (leases of a unit already verified by replication, judged against

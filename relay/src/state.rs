@@ -7,6 +7,7 @@ use crate::db::Db;
 use crate::error::OpenError;
 use crate::leasing::RecentLeases;
 use crate::limits::Limits;
+use crate::possession::SignedRequests;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -18,6 +19,8 @@ pub struct AppState {
     pub leases: Arc<RecentLeases>,
     /// Rate limits per client address and per key.
     pub limits: Arc<Limits>,
+    /// The last signed lease request of each key, against replays.
+    pub signed_requests: Arc<SignedRequests>,
 }
 
 impl AppState {
@@ -36,7 +39,14 @@ impl AppState {
             db,
             clock,
             leases: Arc::new(RecentLeases::default()),
+            signed_requests: Arc::new(SignedRequests::default()),
         })
+    }
+
+    /// Charges a request to the per-key rate limit of a contributor's (canonical) public key;
+    /// call it only once the request is known to come from the key.
+    pub fn limit_contributor(&self, key: &str) -> Result<(), crate::error::ApiError> {
+        self.limits.check_key(&format!("contributor:{key}"))
     }
 
     /// The current time in Unix milliseconds, from the state's clock.

@@ -137,6 +137,8 @@ fn the_schemas_fit_the_wire_types() {
             "LeaseRequest",
             serde_json::to_value(LeaseRequest {
                 public_key: "ab".repeat(32),
+                signed_at_ms: 1_700_000_000_000,
+                signature: "00".repeat(64),
                 adapter: Some(AdapterClass {
                     vendor: "nvidia".into(),
                     architecture: "hopper".into(),
@@ -150,6 +152,8 @@ fn the_schemas_fit_the_wire_types() {
             "LeaseRequest",
             serde_json::to_value(LeaseRequest {
                 public_key: "ab".repeat(32),
+                signed_at_ms: 1_700_000_000_000,
+                signature: "00".repeat(64),
                 adapter: None,
                 partner: Some(ADDRESS.into()),
                 origin: Some("https://blog.example".into()),
@@ -176,6 +180,7 @@ fn the_schemas_fit_the_wire_types() {
             "ReleaseRequest",
             serde_json::to_value(ReleaseRequest {
                 public_key: "ab".repeat(32),
+                signature: "00".repeat(64),
                 reason: Some(glowworm::wire::ReleaseReason::GpuFailed),
             })
             .unwrap(),

@@ -198,7 +198,7 @@ async fn lane(ctx: &Context<'_>) {
 /// One unit end to end; `None` when the relay has no work.
 async fn one_unit(ctx: &Context<'_>) -> Result<Option<ResultReceipt>, UnitError> {
     let Some(lease) =
-        protocol::lease(ctx.client, ctx.key, Some(&ctx.gpu.adapter().class())).await?
+        protocol::lease(ctx.client, ctx.key, Some(&ctx.gpu.adapter().class()), unix_ms()).await?
     else {
         return Ok(None);
     };
@@ -259,4 +259,15 @@ async fn input(ctx: &Context<'_>, blob: &BlobRef) -> Result<Arc<Vec<u8>>, UnitEr
         .borrow_mut()
         .insert(blob.hash, bytes.clone(), bytes.len());
     Ok(bytes)
+}
+
+/// The time to sign a lease request at: the system clock in Unix milliseconds, moving forward
+/// across the worker's lanes ([`glowworm::signing::SigningClock`]).
+fn unix_ms() -> i64 {
+    static CLOCK: glowworm::signing::SigningClock = glowworm::signing::SigningClock::new();
+    CLOCK.next(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    )
 }

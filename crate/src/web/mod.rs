@@ -86,8 +86,10 @@ struct Inner {
     kernels: RefCell<HashMap<ContentHash, KernelSource>>,
     blobs: RefCell<BlobCache<Rc<Vec<u8>>>>,
     prefetched: RefCell<Option<Prepared>>,
-    /// Every lease request: the key, and a partner widget's attribution when there is one.
-    lease_request: LeaseRequest,
+    /// What every lease request says besides the key and the time: the adapter, and a partner
+    /// widget's attribution when there is one. Each request is signed when it is made.
+    lease_template: LeaseRequest,
+    signing_clock: crate::signing::SigningClock,
 }
 
 /// One contributor: an ed25519 identity, a GPU device and a relay to work for.
@@ -113,8 +115,10 @@ impl Contributor {
             None => ContributorKey::generate()?,
         };
         let gpu = Gpu::new().await?;
-        let lease_request = LeaseRequest {
+        let lease_template = LeaseRequest {
             public_key: key.public_hex(),
+            signed_at_ms: 0,
+            signature: String::new(),
             adapter: Some(gpu.adapter().class()),
             partner,
             origin,
@@ -127,7 +131,8 @@ impl Contributor {
                 kernels: RefCell::new(HashMap::new()),
                 blobs: RefCell::new(BlobCache::new(BLOB_CACHE_BYTES)),
                 prefetched: RefCell::new(None),
-                lease_request,
+                lease_template,
+                signing_clock: Default::default(),
             }),
         })
     }
@@ -267,7 +272,15 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
 
 /// Leases a unit and brings its kernel and inputs into memory; `None` when the relay has no work.
 async fn prepare_next(inner: &Inner) -> Result<Option<Prepared>, StepError> {
-    let Some(lease) = protocol::lease_with(&inner.relay, &inner.lease_request).await? else {
+    let template = &inner.lease_template;
+    let request = LeaseRequest::signed(
+        &inner.key,
+        inner.signing_clock.next(js_sys::Date::now() as i64),
+        template.adapter.clone(),
+        template.partner.clone(),
+        template.origin.clone(),
+    );
+    let Some(lease) = protocol::lease_with(&inner.relay, &request).await? else {
         return Ok(None);
     };
     match fetch_inputs(inner, lease.clone()).await {

@@ -320,6 +320,8 @@ pub struct Contributor {
     pub key: ContributorKey,
     /// The address its lease requests come from (none: requests without a peer address).
     pub ip: Option<std::net::IpAddr>,
+    /// When its lease requests are signed.
+    pub clock: glowworm::signing::SigningClock,
 }
 
 impl Contributor {
@@ -327,6 +329,7 @@ impl Contributor {
         Contributor {
             key: ContributorKey::generate().unwrap(),
             ip: None,
+            clock: Default::default(),
         }
     }
 
@@ -343,15 +346,27 @@ impl Contributor {
         Contributor {
             key: ContributorKey::from_secret_bytes(seed).unwrap(),
             ip: None,
+            clock: Default::default(),
         }
+    }
+
+    /// A lease request signed now by the relay's clock (and later than this key's last one).
+    pub fn lease_request(&self, relay: &TestRelay) -> glowworm::wire::LeaseRequest {
+        let at = self.clock.next(relay.clock_now());
+        glowworm::wire::LeaseRequest::signed(&self.key, at, None, None, None)
     }
 
     /// Asks for work and returns the raw reply (any status).
     pub async fn lease_reply(&self, relay: &TestRelay) -> Reply {
-        let body = serde_json::json!({ "public_key": self.public_key() });
+        let body = self.lease_request(relay);
+        self.send_lease(relay, &body).await
+    }
+
+    /// Posts `body` (a lease request, maybe a forged one) as this contributor's connection.
+    pub async fn send_lease(&self, relay: &TestRelay, body: &impl Serialize) -> Reply {
         let mut request = Request::post("/v1/leases")
             .header("content-type", "application/json")
-            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .body(Body::from(serde_json::to_vec(body).unwrap()))
             .unwrap();
         if let Some(ip) = self.ip {
             request
@@ -361,6 +376,25 @@ impl Contributor {
                 )));
         }
         relay.send(request).await
+    }
+
+    /// Gives `lease` back for `reason` (None: say nothing, as older contributors do), signed;
+    /// returns the raw reply.
+    pub async fn release(
+        &self,
+        relay: &TestRelay,
+        lease: &Lease,
+        reason: Option<glowworm::wire::ReleaseReason>,
+    ) -> Reply {
+        let mut body = glowworm::wire::ReleaseRequest::signed(
+            &self.key,
+            &lease.lease_id,
+            reason.unwrap_or(glowworm::wire::ReleaseReason::Stopped),
+        );
+        body.reason = reason;
+        relay
+            .post(&format!("/v1/leases/{}/release", lease.lease_id), &body)
+            .await
     }
 
     /// Submits `output` for `lease`, correctly signed; returns the raw reply.

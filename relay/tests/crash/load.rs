@@ -325,14 +325,15 @@ impl Contributor {
 
     /// Asks for a unit once: `None` when there is none, or no answer.
     pub async fn lease(&self) -> Option<Lease> {
-        let request = LeaseRequest {
-            public_key: self.key.public_hex(),
-            adapter: None,
-            partner: self.through_partner.then(|| PARTNER.to_string()),
-            origin: self
-                .through_partner
+        static SIGNING: glowworm::signing::SigningClock = glowworm::signing::SigningClock::new();
+        let request = LeaseRequest::signed(
+            &self.key,
+            SIGNING.next(now_ms()),
+            None,
+            self.through_partner.then(|| PARTNER.to_string()),
+            self.through_partner
                 .then(|| "https://blog.example".to_string()),
-        };
+        );
         self.events.lease_sent.notify_waiters();
         match protocol::lease_with(&self.http, &request).await {
             Ok(Some(lease)) => {
