@@ -162,6 +162,8 @@ pub enum SignatureError {
 /// A contributor's ed25519 signing key.
 pub struct ContributorKey {
     key: SigningKey,
+    /// Times this key's lease requests are signed at, always moving forward.
+    lease_clock: SigningClock,
 }
 
 impl ContributorKey {
@@ -179,6 +181,7 @@ impl ContributorKey {
             .map_err(|_| SignatureError::MalformedSecretKey(bytes.len()))?;
         Ok(ContributorKey {
             key: SigningKey::from_bytes(&seed),
+            lease_clock: SigningClock::new(),
         })
     }
 
@@ -201,6 +204,13 @@ impl ContributorKey {
     ) -> String {
         let msg = result_message(unit_id, lease_id, kernel_hash, &ContentHash::of(output));
         hex::encode(self.key.sign(&msg).to_bytes())
+    }
+
+    /// The time to sign this key's next lease request at, given the clock reads `now_ms` (Unix
+    /// milliseconds): later than every earlier one ([`SigningClock`]), so requests made together
+    /// (a worker's lanes, say) never share a time the relay would take for a replay.
+    pub fn lease_time(&self, now_ms: i64) -> i64 {
+        self.lease_clock.next(now_ms)
     }
 
     /// Signs a lease request made at `signed_at_ms`; returns the signature as 128 hex characters.

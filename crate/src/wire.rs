@@ -534,8 +534,9 @@ pub struct LedgerEntry {
 }
 
 impl LeaseRequest {
-    /// A lease request from `key`, signed at `now_ms` (Unix milliseconds), with the optional
-    /// adapter and partner attribution.
+    /// A lease request from `key`, signed when the clock reads `now_ms` (Unix milliseconds; the
+    /// time signed is [`crate::signing::ContributorKey::lease_time`]), with the optional adapter
+    /// and partner attribution.
     pub fn signed(
         key: &crate::signing::ContributorKey,
         now_ms: i64,
@@ -543,15 +544,16 @@ impl LeaseRequest {
         partner: Option<String>,
         origin: Option<String>,
     ) -> LeaseRequest {
+        let signed_at_ms = key.lease_time(now_ms);
         let mut request = LeaseRequest {
             public_key: key.public_hex(),
-            signed_at_ms: now_ms,
+            signed_at_ms,
             signature: String::new(),
             adapter,
             partner,
             origin,
         };
-        request.signature = key.sign_lease(now_ms, request.fields());
+        request.signature = key.sign_lease(signed_at_ms, request.fields());
         request
     }
 

@@ -149,7 +149,7 @@ async fn simulate(cheat_percent: u32, target_units: i64) -> Row {
             relay: &relay,
             ip: Some(sims[i].ip),
         };
-        let lease = match protocol::lease(&transport, &sims[i].key, None).await {
+        let lease = match protocol::lease(&transport, &sims[i].key, None, relay.clock_now()).await {
             Ok(Some(lease)) => lease,
             Ok(None) => {
                 seed += 2;

@@ -6,10 +6,11 @@
 //! ([`crate::results`]); lease requests and releases are signed with their own domains
 //! ([`glowworm::signing::lease_message`], [`glowworm::signing::release_message`]).
 //!
-//! A lease request carries the time it was signed. [`SignedRequests`] takes a key's requests only
-//! in increasing order of that time and only within [`WINDOW_MS`] of the relay's clock, so a
-//! captured request cannot be replayed: while the key's last time is remembered, a replay is not
-//! newer; once it is forgotten (after twice the window without a request), a replay is too old.
+//! A lease request carries the time it was signed. [`SignedRequests`] takes each time once per
+//! key, only within [`WINDOW_MS`] of the relay's clock and not far below the key's latest, so a
+//! captured request cannot be replayed: while the key's times are remembered, a replay is taken
+//! already or too old for the key; once they are forgotten (after twice the window without a
+//! request), a replay is too old for the relay's clock.
 //! A relay restart forgets every key, which lets a request signed within the window before the
 //! restart be replayed once after it; that only leases work to the key that signed it. A release
 //! names its lease, which takes one release, so it needs no time.
@@ -32,15 +33,54 @@ pub const WINDOW_MS: i64 = 10 * 60 * 1000;
 /// Keys remembered before the ones idle longer than twice the window are forgotten.
 const SWEEP_AT: usize = 1 << 16;
 
-/// The last signing time accepted from each key lately.
+/// How many milliseconds below a key's latest signing time are still taken (once each): a
+/// worker's lanes sign their requests one after another but may deliver them out of order.
+const REORDER_MS: i64 = 128;
+
+/// The signing times taken from one key lately: the latest, and which of the [`REORDER_MS`]
+/// milliseconds below it were taken too (bit `i` is `latest - 1 - i`), as IPsec's anti-replay
+/// window does (RFC 4303, 3.4.3).
+#[derive(Debug, Clone, Copy)]
+struct Taken {
+    latest: i64,
+    below: u128,
+}
+
+impl Taken {
+    /// Takes `at` if it is new: later than the latest, or within [`REORDER_MS`] below it and
+    /// not taken yet.
+    fn take(&mut self, at: i64) -> bool {
+        if at > self.latest {
+            let shift = at - self.latest;
+            self.below = match u32::try_from(shift) {
+                Ok(shift) if shift <= 128 => {
+                    self.below.checked_shl(shift).unwrap_or(0) | (1u128 << (shift - 1))
+                }
+                _ => 0,
+            };
+            self.latest = at;
+            return true;
+        }
+        let offset = self.latest - 1 - at;
+        if !(0..REORDER_MS).contains(&offset) {
+            return false;
+        }
+        let bit = 1u128 << offset;
+        let fresh = self.below & bit == 0;
+        self.below |= bit;
+        fresh
+    }
+}
+
+/// The signing times taken from each key lately.
 #[derive(Default)]
 pub struct SignedRequests {
-    last: Mutex<HashMap<String, i64>>,
+    taken: Mutex<HashMap<String, Taken>>,
 }
 
 impl SignedRequests {
     /// Takes `signed_at_ms` from `key` (canonical hex) at `now_ms`, or refuses it (401) as too
-    /// far from the relay's clock or not newer than the key's last request.
+    /// far from the relay's clock, or as taken already (or too far below the key's latest).
     pub fn accept(&self, key: &str, signed_at_ms: i64, now_ms: i64) -> Result<(), ApiError> {
         let skew = signed_at_ms.saturating_sub(now_ms);
         if skew.abs() > WINDOW_MS {
@@ -57,24 +97,31 @@ impl SignedRequests {
                 ),
             ));
         }
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        if last.len() >= SWEEP_AT {
-            last.retain(|_, at| *at >= now_ms - 2 * WINDOW_MS);
+        let mut taken = self.taken.lock().unwrap_or_else(PoisonError::into_inner);
+        if taken.len() >= SWEEP_AT {
+            taken.retain(|_, seen| seen.latest >= now_ms - 2 * WINDOW_MS);
         }
-        match last.get(key) {
-            Some(&previous) if signed_at_ms <= previous => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "replayed_request",
-                format!(
-                    "this key already made a request signed at {previous} (Unix ms); each lease \
-                     request is signed anew with a later time"
-                ),
-            )),
-            _ => {
-                last.insert(key.to_string(), signed_at_ms);
-                Ok(())
-            }
+        let Some(seen) = taken.get_mut(key) else {
+            let first = Taken {
+                latest: signed_at_ms,
+                below: 0,
+            };
+            taken.insert(key.to_string(), first);
+            return Ok(());
+        };
+        if seen.take(signed_at_ms) {
+            return Ok(());
         }
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "replayed_request",
+            format!(
+                "this key already made a request signed at {signed_at_ms} (Unix ms), or one \
+                 more than {REORDER_MS} ms later ({}); each lease request is signed anew with \
+                 a later time",
+                seen.latest
+            ),
+        ))
     }
 }
 
@@ -127,11 +174,29 @@ mod tests {
         let now = 1_000_000_000;
         assert!(requests.accept("a", now, now).is_ok());
         assert!(requests.accept("a", now, now).is_err(), "a replay");
-        assert!(requests.accept("a", now - 1, now).is_err(), "an older one");
         assert!(requests.accept("a", now + 1, now).is_ok());
         assert!(requests.accept("b", now, now).is_ok(), "keys are apart");
         assert!(requests.accept("c", now - WINDOW_MS - 1, now).is_err());
         assert!(requests.accept("c", now + WINDOW_MS + 1, now).is_err());
         assert!(requests.accept("c", now - WINDOW_MS, now).is_ok());
+    }
+
+    #[test]
+    fn requests_signed_together_may_arrive_out_of_order_but_once_each() {
+        let requests = SignedRequests::default();
+        let now = 1_000_000_000;
+        for at in [now + 5, now + 3, now + 4, now + 1, now + 2, now + 200, now + 73] {
+            assert!(requests.accept("a", at, now).is_ok(), "{at}");
+        }
+        for at in [now + 3, now + 5, now + 200, now + 73] {
+            assert!(requests.accept("a", at, now).is_err(), "replay of {at}");
+        }
+        // More than REORDER_MS below the latest: refused, even though never seen.
+        assert!(requests.accept("a", now + 200 - REORDER_MS - 1, now).is_err());
+        assert!(requests.accept("a", now + 200 - REORDER_MS, now).is_ok());
+        // A jump past the whole window forgets the bits, not the latest.
+        assert!(requests.accept("a", now + 1_000, now).is_ok());
+        assert!(requests.accept("a", now + 999, now).is_ok());
+        assert!(requests.accept("a", now + 1_000, now).is_err());
     }
 }

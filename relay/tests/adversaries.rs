@@ -32,7 +32,7 @@ impl<'a> Sim<'a> {
     }
 
     async fn lease(&self) -> Lease {
-        protocol::lease(&self.relay, &self.key, None)
+        protocol::lease(&self.relay, &self.key, None, self.relay.relay.clock_now())
             .await
             .unwrap()
             .expect("work is queued")
@@ -90,7 +90,7 @@ async fn random_output_with_valid_signatures_is_never_credited_and_ends_in_quara
         );
     }
     assert_eq!(cheat.credits().await, 0);
-    match protocol::lease(&cheat.relay, &cheat.key, None).await {
+    match protocol::lease(&cheat.relay, &cheat.key, None, relay.clock_now()).await {
         Err(ProtocolError::Transport(e)) => {
             assert_eq!((e.status, e.code.as_str()), (403, "quarantined"))
         }
@@ -258,7 +258,7 @@ async fn colluders_behind_one_network_cannot_replicate_each_others_wrong_answer(
         },
     };
     assert!(
-        protocol::lease(&partner.relay, &partner.key, None)
+        protocol::lease(&partner.relay, &partner.key, None, relay.clock_now())
             .await
             .unwrap()
             .is_none(),

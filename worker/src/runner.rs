@@ -261,13 +261,10 @@ async fn input(ctx: &Context<'_>, blob: &BlobRef) -> Result<Arc<Vec<u8>>, UnitEr
     Ok(bytes)
 }
 
-/// The time to sign a lease request at: the system clock in Unix milliseconds, moving forward
-/// across the worker's lanes ([`glowworm::signing::SigningClock`]).
+/// The system clock in Unix milliseconds, which lease requests are signed by (the key keeps
+/// its lanes' requests in order: [`glowworm::signing::ContributorKey::lease_time`]).
 fn unix_ms() -> i64 {
-    static CLOCK: glowworm::signing::SigningClock = glowworm::signing::SigningClock::new();
-    CLOCK.next(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
-    )
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -89,7 +89,6 @@ struct Inner {
     /// What every lease request says besides the key and the time: the adapter, and a partner
     /// widget's attribution when there is one. Each request is signed when it is made.
     lease_template: LeaseRequest,
-    signing_clock: crate::signing::SigningClock,
 }
 
 /// One contributor: an ed25519 identity, a GPU device and a relay to work for.
@@ -132,7 +131,6 @@ impl Contributor {
                 blobs: RefCell::new(BlobCache::new(BLOB_CACHE_BYTES)),
                 prefetched: RefCell::new(None),
                 lease_template,
-                signing_clock: Default::default(),
             }),
         })
     }
@@ -275,7 +273,7 @@ async fn prepare_next(inner: &Inner) -> Result<Option<Prepared>, StepError> {
     let template = &inner.lease_template;
     let request = LeaseRequest::signed(
         &inner.key,
-        inner.signing_clock.next(js_sys::Date::now() as i64),
+        js_sys::Date::now() as i64,
         template.adapter.clone(),
         template.partner.clone(),
         template.origin.clone(),

@@ -320,8 +320,6 @@ pub struct Contributor {
     pub key: ContributorKey,
     /// The address its lease requests come from (none: requests without a peer address).
     pub ip: Option<std::net::IpAddr>,
-    /// When its lease requests are signed.
-    pub clock: glowworm::signing::SigningClock,
 }
 
 impl Contributor {
@@ -329,7 +327,6 @@ impl Contributor {
         Contributor {
             key: ContributorKey::generate().unwrap(),
             ip: None,
-            clock: Default::default(),
         }
     }
 
@@ -346,14 +343,12 @@ impl Contributor {
         Contributor {
             key: ContributorKey::from_secret_bytes(seed).unwrap(),
             ip: None,
-            clock: Default::default(),
         }
     }
 
     /// A lease request signed now by the relay's clock (and later than this key's last one).
     pub fn lease_request(&self, relay: &TestRelay) -> glowworm::wire::LeaseRequest {
-        let at = self.clock.next(relay.clock_now());
-        glowworm::wire::LeaseRequest::signed(&self.key, at, None, None, None)
+        glowworm::wire::LeaseRequest::signed(&self.key, relay.clock_now(), None, None, None)
     }
 
     /// Asks for work and returns the raw reply (any status).

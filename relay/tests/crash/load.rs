@@ -325,10 +325,9 @@ impl Contributor {
 
     /// Asks for a unit once: `None` when there is none, or no answer.
     pub async fn lease(&self) -> Option<Lease> {
-        static SIGNING: glowworm::signing::SigningClock = glowworm::signing::SigningClock::new();
         let request = LeaseRequest::signed(
             &self.key,
-            SIGNING.next(now_ms()),
+            now_ms(),
             None,
             self.through_partner.then(|| PARTNER.to_string()),
             self.through_partner
