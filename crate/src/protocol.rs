@@ -30,6 +30,11 @@ pub trait Transport {
         path: &str,
         body: &B,
     ) -> Result<Option<T>, Self::Error>;
+    /// The relay's error code (`ErrorBody.error.code`) when `error` is a refusal with one.
+    fn refusal_code(error: &Self::Error) -> Option<&str> {
+        let _ = error;
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,15 +137,16 @@ pub async fn lease<T: Transport>(
 }
 
 /// Asks for a unit with a signed request of the caller's making ([`crate::wire::LeaseRequest::signed`],
-/// with a partner widget's attribution, say).
+/// with a partner widget's attribution, say). A key that holds as many leases as the relay
+/// lets it (429 `lease_cap`) has no work for now either: `None`, and it asks again later.
 pub async fn lease_with<T: Transport>(
     relay: &T,
     request: &crate::wire::LeaseRequest,
 ) -> Result<Option<Lease>, ProtocolError<T::Error>> {
-    relay
-        .post_json_optional("/v1/leases", request)
-        .await
-        .map_err(ProtocolError::Transport)
+    match relay.post_json_optional("/v1/leases", request).await {
+        Err(e) if T::refusal_code(&e) == Some("lease_cap") => Ok(None),
+        other => other.map_err(ProtocolError::Transport),
+    }
 }
 
 /// Fetches a kernel's source and checks it is the one the lease names.

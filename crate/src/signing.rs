@@ -72,7 +72,10 @@ pub fn lease_message(public_hex: &str, signed_at_ms: i64, fields: LeaseFields) -
     msg.extend_from_slice(public_hex.to_ascii_lowercase().as_bytes());
     msg.extend_from_slice(&signed_at_ms.to_be_bytes());
     push_field(&mut msg, fields.adapter.map(|(vendor, _)| vendor));
-    push_field(&mut msg, fields.adapter.map(|(_, architecture)| architecture));
+    push_field(
+        &mut msg,
+        fields.adapter.map(|(_, architecture)| architecture),
+    );
     push_field(&mut msg, fields.partner);
     push_field(&mut msg, fields.origin);
     msg
@@ -327,21 +330,46 @@ mod tests {
         };
         let sig = key.sign_lease(1_000, fields);
         let msg = |at, f| lease_message(&key.public_hex(), at, f);
-        assert_eq!(verify_message_with_key(&pk, &sig, &msg(1_000, fields)), Ok(()));
+        assert_eq!(
+            verify_message_with_key(&pk, &sig, &msg(1_000, fields)),
+            Ok(())
+        );
         let mismatch = Err(SignatureError::Mismatch);
         for changed in [
-            LeaseFields { adapter: None, ..fields },
-            LeaseFields { adapter: Some(("nvidiahopper", "")), ..fields },
-            LeaseFields { partner: None, ..fields },
-            LeaseFields { partner: Some(""), ..fields },
-            LeaseFields { origin: Some("https://evil.example"), ..fields },
+            LeaseFields {
+                adapter: None,
+                ..fields
+            },
+            LeaseFields {
+                adapter: Some(("nvidiahopper", "")),
+                ..fields
+            },
+            LeaseFields {
+                partner: None,
+                ..fields
+            },
+            LeaseFields {
+                partner: Some(""),
+                ..fields
+            },
+            LeaseFields {
+                origin: Some("https://evil.example"),
+                ..fields
+            },
         ] {
-            assert_eq!(verify_message_with_key(&pk, &sig, &msg(1_000, changed)), mismatch);
+            assert_eq!(
+                verify_message_with_key(&pk, &sig, &msg(1_000, changed)),
+                mismatch
+            );
         }
-        assert_eq!(verify_message_with_key(&pk, &sig, &msg(1_001, fields)), mismatch);
+        assert_eq!(
+            verify_message_with_key(&pk, &sig, &msg(1_001, fields)),
+            mismatch
+        );
 
         let release = key.sign_release("lease-a", "stopped");
-        let check = |id, reason| verify_message_with_key(&pk, &release, &release_message(id, reason));
+        let check =
+            |id, reason| verify_message_with_key(&pk, &release, &release_message(id, reason));
         assert_eq!(check("lease-a", "stopped"), Ok(()));
         assert_eq!(check("lease-b", "stopped"), mismatch);
         assert_eq!(check("lease-a", "gpu_failed"), mismatch);

@@ -678,7 +678,14 @@ async fn one_unit(
     blobs: &mut BlobCache<Arc<Vec<f32>>>,
 ) -> Result<Cycle, ProtocolError<HttpError>> {
     let mut requests = vec!["POST /v1/leases"];
-    let Some(lease) = protocol::lease(http, key, None, glowworm_relay::Clock::now_ms(&glowworm_relay::SystemClock)).await? else {
+    let Some(lease) = protocol::lease(
+        http,
+        key,
+        None,
+        glowworm_relay::Clock::now_ms(&glowworm_relay::SystemClock),
+    )
+    .await?
+    else {
         return Ok(Cycle::NoWork);
     };
     if let std::collections::hash_map::Entry::Vacant(entry) = kernels.entry(lease.kernel.hash) {

@@ -197,7 +197,7 @@ async fn get_contributor(
 /// attribution is checked before anything is written, and recorded with the lease.
 async fn create_lease(
     State(state): State<AppState>,
-    ClientNetwork(network): ClientNetwork,
+    ClientNetwork { network, source }: ClientNetwork,
     ApiJson(request): ApiJson<LeaseRequest>,
 ) -> Result<Response, ApiError> {
     let public_key = canonical_key(&request.public_key)?;
@@ -207,6 +207,7 @@ async fn create_lease(
     let asker = leasing::Asker {
         public_key,
         network,
+        source,
         adapter_class: request.adapter.as_ref().map(adapter_class).transpose()?,
     };
     let attribution = partners::registered_attribution(&state, &request).await?;

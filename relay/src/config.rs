@@ -115,6 +115,21 @@ pub struct Config {
     pub max_gpu_failures: u32,
     /// Verify demo jobs by replication instead of Freivalds' check (to exercise replication).
     pub demo_replicate: bool,
+    // --- Leases in flight (crate::lease_caps) ---
+    /// Leases a key with no verified record may hold at once; each valid result in a row adds
+    /// one (an expired lease or an invalid result starts it over).
+    pub leases_per_new_key: u32,
+    /// Most leases one key may hold at once, however long its record.
+    pub max_leases_per_key: u32,
+    /// Most leases the keys linked to one wallet address may hold at once (their record, in a
+    /// row, adds one each to a starting `leases_per_new_key`).
+    pub max_leases_per_address: u32,
+    /// Leases the keys without a record (not trusted) may hold at once from one network; each
+    /// of their leases from it that expired or was rejected in the last ten minutes takes one
+    /// away (down to one). 0 turns the cap off.
+    pub new_leases_per_network: u32,
+    /// Most leases all keys may hold at once from one network. 0 turns the cap off.
+    pub max_leases_per_network: u32,
     // --- Partner widgets (crate::partners, crate::embedding) ---
     /// A partner's share of each unit computed through its widget, in basis points of the
     /// contributor's credit, paid on top of it: floor(credited * bps / 10000). 1000 = 10%.
@@ -175,6 +190,11 @@ impl Default for Config {
             unit_gpu_seconds: 300,
             max_gpu_failures: 3,
             demo_replicate: false,
+            leases_per_new_key: 2,
+            max_leases_per_key: 32,
+            max_leases_per_address: 128,
+            new_leases_per_network: 16,
+            max_leases_per_network: 512,
             partner_share_bps: 1000,
             partner_addresses: Vec::new(),
             embed_origins: Vec::new(),
@@ -352,6 +372,24 @@ pub struct ServeArgs {
     /// Verify demo jobs by replication [env: GLOWWORM_DEMO_REPLICATE]
     #[arg(long, value_name = "BOOL")]
     pub demo_replicate: Option<bool>,
+    /// Leases a key without a record may hold at once [env: GLOWWORM_LEASES_PER_NEW_KEY]
+    #[arg(long, value_name = "N")]
+    pub leases_per_new_key: Option<u32>,
+    /// Most leases one key may hold at once [env: GLOWWORM_MAX_LEASES_PER_KEY]
+    #[arg(long, value_name = "N")]
+    pub max_leases_per_key: Option<u32>,
+    /// Most leases the keys of one wallet address may hold at once
+    /// [env: GLOWWORM_MAX_LEASES_PER_ADDRESS]
+    #[arg(long, value_name = "N")]
+    pub max_leases_per_address: Option<u32>,
+    /// Leases keys without a record may hold at once from one network, 0 = no cap
+    /// [env: GLOWWORM_NEW_LEASES_PER_NETWORK]
+    #[arg(long, value_name = "N")]
+    pub new_leases_per_network: Option<u32>,
+    /// Most leases all keys may hold at once from one network, 0 = no cap
+    /// [env: GLOWWORM_MAX_LEASES_PER_NETWORK]
+    #[arg(long, value_name = "N")]
+    pub max_leases_per_network: Option<u32>,
     /// Partner share in basis points of the contributor's credit, on top of it (1000 = 10%)
     /// [env: GLOWWORM_PARTNER_SHARE_BPS]
     #[arg(long, value_name = "BPS")]
@@ -536,6 +574,31 @@ impl Config {
         set_from_env(env, "GLOWWORM_DEMO_REPLICATE", &mut self.demo_replicate)?;
         set_from_env(
             env,
+            "GLOWWORM_LEASES_PER_NEW_KEY",
+            &mut self.leases_per_new_key,
+        )?;
+        set_from_env(
+            env,
+            "GLOWWORM_MAX_LEASES_PER_KEY",
+            &mut self.max_leases_per_key,
+        )?;
+        set_from_env(
+            env,
+            "GLOWWORM_MAX_LEASES_PER_ADDRESS",
+            &mut self.max_leases_per_address,
+        )?;
+        set_from_env(
+            env,
+            "GLOWWORM_NEW_LEASES_PER_NETWORK",
+            &mut self.new_leases_per_network,
+        )?;
+        set_from_env(
+            env,
+            "GLOWWORM_MAX_LEASES_PER_NETWORK",
+            &mut self.max_leases_per_network,
+        )?;
+        set_from_env(
+            env,
             "GLOWWORM_PARTNER_SHARE_BPS",
             &mut self.partner_share_bps,
         )?;
@@ -632,6 +695,20 @@ impl Config {
         set(&args.unit_gpu_seconds, &mut self.unit_gpu_seconds);
         set(&args.max_gpu_failures, &mut self.max_gpu_failures);
         set(&args.demo_replicate, &mut self.demo_replicate);
+        set(&args.leases_per_new_key, &mut self.leases_per_new_key);
+        set(&args.max_leases_per_key, &mut self.max_leases_per_key);
+        set(
+            &args.max_leases_per_address,
+            &mut self.max_leases_per_address,
+        );
+        set(
+            &args.new_leases_per_network,
+            &mut self.new_leases_per_network,
+        );
+        set(
+            &args.max_leases_per_network,
+            &mut self.max_leases_per_network,
+        );
         set(&args.partner_share_bps, &mut self.partner_share_bps);
         if !args.partner_addresses.is_empty() {
             self.partner_addresses = args.partner_addresses.clone();
@@ -718,6 +795,15 @@ impl Config {
         }
         if self.unit_gpu_seconds == 0 || self.max_gpu_failures == 0 {
             return invalid("unit_gpu_seconds and max_gpu_failures must be at least 1");
+        }
+        if self.leases_per_new_key == 0
+            || self.max_leases_per_key < self.leases_per_new_key
+            || self.max_leases_per_address < self.leases_per_new_key
+        {
+            return invalid(
+                "leases_per_new_key must be at least 1, and max_leases_per_key and \
+                 max_leases_per_address at least leases_per_new_key",
+            );
         }
         if self.trust_after == 0 || self.quarantine_strikes == 0 || self.settle_seconds == 0 {
             return invalid(

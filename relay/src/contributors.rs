@@ -1,5 +1,10 @@
 //! Contributors: known by their ed25519 public key, with when they were first and last seen and
 //! the wallet address they linked, if any.
+//!
+//! Keys cost nothing, so a key gets a row only when it first earns something (a result of it is
+//! credited, [`earned`]); asking for work, giving it back or sending results only moves an
+//! existing row's last-seen time ([`seen`]). So made-up keys leave no rows, and
+//! `contributors_online` counts contributors that have earned.
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -58,18 +63,32 @@ fn parse_key(public_hex: &str) -> Result<VerifyingKey, ApiError> {
     })
 }
 
-/// Records that a contributor was seen now.
-pub fn touch(conn: &Connection, public_key: &str, now_ms: i64) -> Result<(), ApiError> {
+/// Records that a contributor that has earned before was seen now; a key without a row gets
+/// none.
+pub fn seen(conn: &Connection, public_key: &str, now_ms: i64) -> Result<(), ApiError> {
     conn.prepare_cached(
-        "INSERT INTO contributors (public_key, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?2)
-         ON CONFLICT (public_key) DO UPDATE SET last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms)",
+        "UPDATE contributors SET last_seen_ms = MAX(last_seen_ms, ?2) WHERE public_key = ?1",
     )?
     .execute(params![public_key, now_ms])?;
     Ok(())
 }
 
-/// What the relay knows of a contributor, or `None` if it was never seen. Its credits are the
-/// balance of the account its credits go to: its own, or its linked address's.
+/// Records that the key of result `result_id` earned now: its row is made if it has none.
+pub fn earned(conn: &Connection, result_id: i64, now_ms: i64) -> Result<(), ApiError> {
+    conn.prepare_cached(
+        "INSERT INTO contributors (public_key, first_seen_ms, last_seen_ms)
+         SELECT public_key, ?2, ?2 FROM results WHERE id = ?1
+         ON CONFLICT (public_key) DO UPDATE SET
+             last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms)",
+    )?
+    .execute(params![result_id, now_ms])?;
+    Ok(())
+}
+
+/// What the relay knows of a contributor, or `None` if it knows nothing: the key has not earned,
+/// sent a result or linked an address. Its credits are the balance of the account its credits
+/// go to: its own, or its linked address's. A key that has not earned yet is seen from its
+/// results (first and last) or, failing those, from its link.
 pub fn info(
     conn: &Connection,
     config: &Config,
@@ -77,7 +96,13 @@ pub fn info(
 ) -> Result<Option<ContributorInfo>, ApiError> {
     let seen: Option<(i64, i64)> = conn
         .query_row(
-            "SELECT first_seen_ms, last_seen_ms FROM contributors WHERE public_key = ?1",
+            "SELECT first_seen_ms, last_seen_ms FROM contributors WHERE public_key = ?1
+             UNION ALL
+             SELECT MIN(created_at), MAX(created_at) FROM results
+             WHERE public_key = ?1 HAVING COUNT(*) > 0
+             UNION ALL
+             SELECT linked_at_ms, linked_at_ms FROM links WHERE public_key = ?1
+             LIMIT 1",
             [public_key],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )

@@ -267,6 +267,8 @@ impl Db {
             ("leases", "on_trust", "INTEGER NOT NULL DEFAULT 0"),
             ("leases", "canary", "INTEGER NOT NULL DEFAULT 0"),
             ("leases", "release_reason", "TEXT"),
+            ("leases", "proven", "INTEGER NOT NULL DEFAULT 0"),
+            ("leases", "source", "TEXT"),
             ("units", "gpu_ms", "INTEGER NOT NULL DEFAULT 0"),
             ("units", "gpu_failures", "INTEGER NOT NULL DEFAULT 0"),
             ("jobs", "failure", "TEXT"),

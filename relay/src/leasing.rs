@@ -3,7 +3,13 @@
 //! A lease is `active` until its result is `submitted`, it is `released` by the contributor, its
 //! result is `rejected` by verification, or its deadline passes and it is `expired`. Expired leases
 //! are swept at the start of every lease and release request, which puts their units back in the
-//! queue (or fails them once their attempts are used up).
+//! queue; an expiry counts against its key and address (their run of valid results ends), never
+//! against the unit or its job. How many leases one key, address or network may hold at once is
+//! [`crate::lease_caps`]'s business, checked before a lease is issued.
+//!
+//! A lease is `proven` when its key was trusted as it was issued. Only a proven lease's failures
+//! count against its unit: a rejected result uses an attempt ([`units::requeue`]), and a kernel
+//! unit's GPU budget is charged only with proven leases' time ([`charge_gpu_time`]).
 
 use crate::config::Config;
 use crate::contributors;
@@ -11,7 +17,7 @@ use crate::error::ApiError;
 use crate::metrics::{self, Stage};
 use crate::random;
 use crate::units::{self, Holder, Unit, Verify, Work};
-use crate::{canaries, jobs, links, replication, reputation};
+use crate::{canaries, jobs, lease_caps, links, replication, reputation};
 use axum::http::StatusCode;
 use glowworm::hash::ContentHash;
 use glowworm::kernels;
@@ -28,12 +34,14 @@ pub struct LeaseRow {
     pub public_key: String,
     pub deadline_ms: i64,
     pub state: String,
+    /// Its key was trusted when it was issued: its failures count against its unit.
+    pub proven: bool,
 }
 
 pub fn get(conn: &Connection, lease_id: &str) -> Result<Option<LeaseRow>, ApiError> {
     let lease = conn
         .prepare_cached(
-            "SELECT lease_id, unit_id, public_key, deadline_ms, state FROM leases
+            "SELECT lease_id, unit_id, public_key, deadline_ms, state, proven FROM leases
              WHERE lease_id = ?1",
         )?
         .query_row([lease_id], |row| {
@@ -43,6 +51,7 @@ pub fn get(conn: &Connection, lease_id: &str) -> Result<Option<LeaseRow>, ApiErr
                 public_key: row.get(2)?,
                 deadline_ms: row.get(3)?,
                 state: row.get(4)?,
+                proven: row.get(5)?,
             })
         })
         .optional()?;
@@ -93,11 +102,14 @@ pub fn unknown_lease(lease_id: &str) -> ApiError {
     ApiError::not_found("unknown_lease", format!("no lease with id {lease_id:?}"))
 }
 
-/// Expires every active lease whose deadline passed before `now_ms`.
+/// Expires every active lease whose deadline passed before `now_ms`: its unit goes back to the
+/// queue, and its key and address lose their run of valid results. A proven lease of a kernel
+/// unit charges its time to the unit's GPU budget ([`charge_gpu_time`]).
 pub fn expire_overdue(conn: &Connection, config: &Config, now_ms: i64) -> Result<(), ApiError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT lease_id, unit_id, on_trust FROM leases
-         WHERE state = 'active' AND deadline_ms < ?1",
+        "UPDATE leases SET state = 'expired'
+         WHERE state = 'active' AND deadline_ms < ?1
+         RETURNING lease_id, unit_id, on_trust, public_key, account, deadline_ms",
     )?;
     let overdue = stmt
         .query_map([now_ms], |row| {
@@ -105,17 +117,22 @@ pub fn expire_overdue(conn: &Connection, config: &Config, now_ms: i64) -> Result
                 row.get::<_, String>(0)?,
                 row.get::<_, i64>(1)?,
                 row.get::<_, bool>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, Option<String>>(4)?,
+                row.get::<_, i64>(5)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    for (lease_id, unit_id, on_trust) in overdue {
-        conn.prepare_cached("UPDATE leases SET state = 'expired' WHERE lease_id = ?1")?
-            .execute([&lease_id])?;
+    for (lease_id, unit_id, on_trust, public_key, account, deadline_ms) in overdue {
         tracing::info!("lease {lease_id} of unit {unit_id} expired");
         if on_trust {
             end_trust(conn, config, unit_id)?;
         }
-        units::requeue_or_fail(conn, unit_id)?;
+        let account = account.unwrap_or_else(|| public_key.clone());
+        reputation::record_missed(conn, &reputation::subjects(&public_key, &account))?;
+        if !charge_gpu_time(conn, config, &lease_id, deadline_ms, false)? {
+            units::requeue(conn, unit_id, false)?;
+        }
     }
     Ok(())
 }
@@ -133,8 +150,10 @@ fn end_trust(conn: &Connection, config: &Config, unit_id: i64) -> Result<(), Api
 
 /// Adds the time lease `lease_id` held its kernel unit (issue to `now_ms`) to the unit's GPU
 /// time, counting a GPU failure when `failed`; a unit over `unit_gpu_seconds` or
-/// `max_gpu_failures` fails for good, and fails its job, with that reason. Matmul units run the
-/// relay's own kernels and are not charged. Returns whether the unit failed.
+/// `max_gpu_failures` fails for good, and fails its job, with that reason. Only proven leases
+/// are charged: a stranger's key that holds a lease to its deadline or says its GPU failed
+/// costs the job nothing. Matmul units run the relay's own kernels and are not charged.
+/// Returns whether the unit failed.
 pub fn charge_gpu_time(
     conn: &Connection,
     config: &Config,
@@ -148,7 +167,7 @@ pub fn charge_gpu_time(
                  gpu_ms = gpu_ms + MAX(0, ?2 - (SELECT issued_at_ms FROM leases
                                                  WHERE lease_id = ?1)),
                  gpu_failures = gpu_failures + ?3
-             WHERE id = (SELECT unit_id FROM leases WHERE lease_id = ?1)
+             WHERE id = (SELECT unit_id FROM leases WHERE lease_id = ?1 AND proven = 1)
                AND kernel_unit IS NOT NULL
              RETURNING id, job_id, gpu_ms, gpu_failures",
         )?
@@ -230,30 +249,20 @@ fn retire_kernel(conn: &Connection, unit: &mut Unit) -> Result<bool, ApiError> {
     Ok(true)
 }
 
-/// Gives back the attempt of every lease still active from before this start of the relay, and
-/// marks those leases `outlived_relay`; returns how many there were. Call it once when the relay
-/// starts serving (not from other users of the database, such as `keys`).
+/// Marks every lease still active from before this start of the relay `outlived_relay`;
+/// returns how many there were. Call it once when the relay starts serving (not from other
+/// users of the database, such as `keys`).
 ///
 /// A relay that crashes or restarts may have issued a lease whose reply never reached its
 /// contributor, or may have lost the contributor's result with the connection. Such a lease
-/// expires through no fault of the unit, so it must not count toward `max_attempts`: otherwise
-/// repeated restarts would fail healthy jobs. The lease itself stays active until its deadline,
-/// so a contributor that did get it can still submit its result.
-pub fn forgive_interrupted(conn: &Connection) -> Result<usize, ApiError> {
-    conn.execute(
-        "UPDATE units SET attempts = attempts -
-             (SELECT COUNT(*) FROM leases
-              WHERE leases.unit_id = units.id AND leases.state = 'active'
-                AND leases.outlived_relay = 0)
-         WHERE id IN (SELECT unit_id FROM leases
-                      WHERE state = 'active' AND outlived_relay = 0)",
-        [],
-    )?;
-    let leases = conn.execute(
+/// stays active until its deadline, so a contributor that did get it can still submit its
+/// result; should it expire, that costs its unit nothing (no expiry does), and the mark tells
+/// an operator reading the table why so many leases of that moment expired.
+pub fn mark_interrupted(conn: &Connection) -> Result<usize, ApiError> {
+    Ok(conn.execute(
         "UPDATE leases SET outlived_relay = 1 WHERE state = 'active' AND outlived_relay = 0",
         [],
-    )?;
-    Ok(leases)
+    )?)
 }
 
 /// A lease as issued: what the contributor receives, the row stored, and its unit.
@@ -270,6 +279,8 @@ pub struct Asker {
     pub public_key: String,
     /// The client's /24 or /64 network ([`crate::network`]), when known.
     pub network: Option<String>,
+    /// What the per-network lease caps count the lease against ([`crate::network::ClientNetwork`]).
+    pub source: Option<String>,
     /// "vendor/architecture" of the adapter, when the contributor said.
     pub adapter_class: Option<String>,
 }
@@ -281,8 +292,9 @@ const CANDIDATES: u32 = 8;
 
 /// Leases the oldest pending unit `asker` may take (or, now and then, a known-answer canary), or
 /// returns `None` when there is no work. Run it inside a transaction
-/// ([`crate::db::Db::batch_refusing_first`] does: it refuses a quarantined contributor before
-/// its first write, and after that only a database error can make it fail).
+/// ([`crate::db::Db::batch_refusing_first`] does: it refuses a quarantined contributor, and one
+/// over its lease caps, before its first write, and after that only a database error can make
+/// it fail).
 pub fn lease_next(
     conn: &Connection,
     config: &Config,
@@ -293,12 +305,19 @@ pub fn lease_next(
     let public_key = asker.public_key.as_str();
     let account = links::account_of(conn, public_key)?;
     reputation::refuse_quarantined(conn, public_key, &account)?;
+    let address = (account != public_key).then_some(account.as_str());
+    let proven = reputation::is_trusted(conn, config, public_key, &account)?;
+    let capped = lease_caps::Asker {
+        public_key,
+        address,
+        source: asker.source.as_deref(),
+        proven,
+    };
+    lease_caps::check(conn, config, &capped, now_ms)?;
     let lease_id = new_lease_id(now_ms)?;
-    contributors::touch(conn, public_key, now_ms)?;
     expire_overdue(conn, config, now_ms)?;
     replication::replicate_unsettled(conn, config, now_ms)?;
 
-    let address = (account != public_key).then_some(account.as_str());
     let adapter_class = asker
         .adapter_class
         .as_deref()
@@ -342,17 +361,27 @@ pub fn lease_next(
     {
         return lease_next(conn, config, asker, now_ms);
     }
+    let outstanding: u32 = if unit.verify == Verify::Replicate && !is_canary {
+        conn.prepare_cached(
+            "SELECT (SELECT COUNT(*) FROM leases WHERE unit_id = ?1 AND state = 'active')
+                  + (SELECT COUNT(*) FROM results WHERE unit_id = ?1 AND state = 'pending')",
+        )?
+        .query_row([unit.id], |row| row.get(0))?
+    } else {
+        0
+    };
     // A requester's kernel job asked for its replicas: only the relay's own replicated matmul
-    // units are left to a trusted contributor alone. The trust is this lease's: should it end
-    // without a result, the unit is replicated as usual (`end_trust`).
+    // units are left to a trusted contributor alone, and only while no other replica is out.
+    // The trust is this lease's: should it end without a result, the unit is replicated as
+    // usual (`end_trust`).
     let mut on_trust = false;
     if !is_canary
         && unit.verify == Verify::Replicate
         && matches!(unit.work, Work::Matmul { .. })
         && unit.canary_of.is_none()
-        && unit.attempts == 0
+        && outstanding == 0
         && unit.quorum > 1
-        && reputation::is_trusted(conn, config, public_key, &account)?
+        && proven
         && !random::chance(config.trusted_replication_permille)?
     {
         conn.prepare_cached(
@@ -364,33 +393,23 @@ pub fn lease_next(
     }
     let deadline_ms = now_ms + config.lease_ms();
     let lease = wire_lease(&unit, lease_id.clone(), deadline_ms)?;
-    let outstanding: u32 = if unit.verify == Verify::Replicate && !is_canary {
-        conn.prepare_cached(
-            "SELECT (SELECT COUNT(*) FROM leases WHERE unit_id = ?1 AND state = 'active')
-                  + (SELECT COUNT(*) FROM results WHERE unit_id = ?1 AND state = 'pending')",
-        )?
-        .query_row([unit.id], |row| row.get(0))?
-    } else {
-        0
-    };
     let state = if outstanding + 1 >= unit.replicas_needed {
         "leased"
     } else {
         "pending"
     };
-    // A canary's unit is verified already: its state and attempts stay as they are.
+    // A canary's unit is verified already: its state stays as it is.
     if !is_canary {
         conn.prepare_cached(
-            "UPDATE units SET state = ?2, attempts = attempts + 1,
-                              adapter_class = COALESCE(adapter_class, ?3)
+            "UPDATE units SET state = ?2, adapter_class = COALESCE(adapter_class, ?3)
              WHERE id = ?1",
         )?
         .execute(params![unit.id, state, adapter_class])?;
     }
     conn.prepare_cached(
         "INSERT INTO leases (lease_id, unit_id, public_key, issued_at_ms, deadline_ms, state,
-                             account, network, adapter_class, on_trust, canary)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, ?8, ?9, ?10)",
+                             account, network, adapter_class, on_trust, canary, proven, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         lease_id,
@@ -402,14 +421,18 @@ pub fn lease_next(
         asker.network,
         asker.adapter_class,
         on_trust,
-        is_canary
+        is_canary,
+        proven,
+        asker.source
     ])?;
+    contributors::seen(conn, public_key, now_ms)?;
     let row = LeaseRow {
         lease_id,
         unit_id: unit.id,
         public_key: public_key.to_string(),
         deadline_ms,
         state: "active".into(),
+        proven,
     };
     Ok(Some(Issued { lease, row, unit }))
 }
@@ -524,10 +547,10 @@ fn wire_lease(unit: &Unit, lease_id: String, deadline_ms: i64) -> Result<Lease, 
     })
 }
 
-/// Gives an active lease back unworked: its unit is pending again and the attempt is returned.
-/// A release because the GPU failed ([`ReleaseReason::GpuFailed`]) charges the lease's time to
-/// a kernel unit's budget ([`charge_gpu_time`]), so a kernel that never finishes (or loses
-/// every device it runs on) fails its job instead of going round forever. Releasing a lease
+/// Gives an active lease back unworked: its unit is pending again. A proven lease's release
+/// because the GPU failed ([`ReleaseReason::GpuFailed`]) charges the lease's time to a kernel
+/// unit's budget ([`charge_gpu_time`]), so a kernel that never finishes (or loses every device
+/// it runs on) fails its job instead of going round forever. Releasing a lease
 /// that is already released succeeds again, so a retry is harmless. Run it inside a
 /// transaction ([`crate::db::Db::batch`] does).
 pub fn release(
@@ -541,13 +564,12 @@ pub fn release(
     expire_overdue(conn, config, now_ms)?;
     let lease = get(conn, lease_id)?.ok_or_else(|| unknown_lease(lease_id))?;
     lease.require_holder(public_key)?;
-    contributors::touch(conn, public_key, now_ms)?;
+    contributors::seen(conn, public_key, now_ms)?;
     if lease.state != "released" {
         lease.require_open(now_ms)?;
-        // A lease that outlived a relay restart had its attempt given back then already.
-        let (outlived_relay, on_trust): (bool, bool) = conn
-            .prepare_cached("SELECT outlived_relay, on_trust FROM leases WHERE lease_id = ?1")?
-            .query_row([lease_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        let on_trust: bool = conn
+            .prepare_cached("SELECT on_trust FROM leases WHERE lease_id = ?1")?
+            .query_row([lease_id], |row| row.get(0))?;
         conn.prepare_cached(
             "UPDATE leases SET state = 'released', release_reason = ?2 WHERE lease_id = ?1",
         )?
@@ -560,7 +582,7 @@ pub fn release(
         {
             return Ok(());
         }
-        units::requeue_released(conn, lease.unit_id, !outlived_relay)?;
+        units::requeue_released(conn, lease.unit_id)?;
     }
     Ok(())
 }

@@ -61,6 +61,7 @@ pub mod error;
 pub mod extract;
 pub mod job_api;
 pub mod jobs;
+pub mod lease_caps;
 pub mod leasing;
 pub mod ledger;
 pub mod limits;

@@ -147,7 +147,7 @@ fn record(conn: &mut Connection, link: &Link, now_ms: i64) -> Result<LinkReply, 
                     link.session_signature
                 ],
             )?;
-            contributors::touch(&tx, &link.public_key, now_ms)?;
+            contributors::seen(&tx, &link.public_key, now_ms)?;
             ledger::move_for_link(&tx, &link.public_key, &link.address, now_ms)?
         }
     };

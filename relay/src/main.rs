@@ -310,13 +310,13 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     let state = AppState::open(config.clone()).context("opening the relay's state")?;
     let interrupted = state
         .db
-        .call(|conn| leasing::forgive_interrupted(conn))
+        .call(|conn| leasing::mark_interrupted(conn))
         .await
-        .context("giving back the attempts of leases the last run left active")?;
+        .context("marking the leases the last run left active")?;
     if interrupted > 0 {
         tracing::info!(
-            "{interrupted} leases were active when the relay last stopped; their units got \
-             the attempt back"
+            "{interrupted} leases were active when the relay last stopped; their contributors \
+             may still return them until their deadlines"
         );
     }
     tracing::info!(

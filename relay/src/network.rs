@@ -25,10 +25,17 @@ use axum::http::{Extensions, HeaderMap};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 
-/// The network a request came from, when known (requests made without a socket, as in tests
-/// that call the router directly, have none).
+/// Where a request came from, when known (requests made without a socket, as in tests that
+/// call the router directly, have neither).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientNetwork(pub Option<String>);
+pub struct ClientNetwork {
+    /// The network replicas of a unit must not share ([`network_of`]).
+    pub network: Option<String>,
+    /// What the per-network lease caps count against ([`crate::lease_caps`]): the network, or
+    /// on a loopback-only relay the loopback address itself, so that each local process (an
+    /// operator's worker, a test's simulated attacker) has caps of its own.
+    pub source: Option<String>,
+}
 
 impl FromRequestParts<AppState> for ClientNetwork {
     type Rejection = Infallible;
@@ -36,9 +43,11 @@ impl FromRequestParts<AppState> for ClientNetwork {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Infallible> {
         let address = client_ip(&state.config, &parts.headers, &parts.extensions);
         let local_only = state.config.listen.ip().is_loopback();
-        Ok(ClientNetwork(
-            address.and_then(|ip| network_of(ip, local_only)),
-        ))
+        let network = address.and_then(|ip| network_of(ip, local_only));
+        let source = network
+            .clone()
+            .or_else(|| address.map(|ip| format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })));
+        Ok(ClientNetwork { network, source })
     }
 }
 

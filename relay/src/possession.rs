@@ -185,14 +185,26 @@ mod tests {
     fn requests_signed_together_may_arrive_out_of_order_but_once_each() {
         let requests = SignedRequests::default();
         let now = 1_000_000_000;
-        for at in [now + 5, now + 3, now + 4, now + 1, now + 2, now + 200, now + 73] {
+        for at in [
+            now + 5,
+            now + 3,
+            now + 4,
+            now + 1,
+            now + 2,
+            now + 200,
+            now + 73,
+        ] {
             assert!(requests.accept("a", at, now).is_ok(), "{at}");
         }
         for at in [now + 3, now + 5, now + 200, now + 73] {
             assert!(requests.accept("a", at, now).is_err(), "replay of {at}");
         }
         // More than REORDER_MS below the latest: refused, even though never seen.
-        assert!(requests.accept("a", now + 200 - REORDER_MS - 1, now).is_err());
+        assert!(
+            requests
+                .accept("a", now + 200 - REORDER_MS - 1, now)
+                .is_err()
+        );
         assert!(requests.accept("a", now + 200 - REORDER_MS, now).is_ok());
         // A jump past the whole window forgets the bits, not the latest.
         assert!(requests.accept("a", now + 1_000, now).is_ok());

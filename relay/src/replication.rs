@@ -5,9 +5,13 @@
 //! contributors ([`crate::units::pending_for`] keeps keys, addresses, networks and, optionally,
 //! adapter kinds apart). Each result waits as `pending` until [`resolve`] finds a group of results
 //! that agree ([`glowworm::compare::agree`], with the kernel's float tolerance) and that is at
-//! least the unit's `quorum` and a strict majority of the results gathered: those are valid and
-//! credited, the rest invalid. When all `replicas_needed` results are in and no such group
-//! exists, the unit needs one more replica, up to `max_replicas`, after which it fails.
+//! least the unit's `quorum` and a strict majority of the results that count: those are valid
+//! and credited, the rest invalid. A result of an unproven key (one not trusted when it leased
+//! the unit) that agrees with no other does not count, so strangers sending garbage cannot keep
+//! a unit from being decided. When all `replicas_needed` results are in and no such group
+//! exists, the unit needs one more replica; once `max_replicas` results of proven keys disagree
+//! so, the kernel is at fault (it does not give one output everywhere) and the unit fails with
+//! its job. Disagreeing strangers alone never fail a job.
 //!
 //! Adaptive replication: a trusted contributor's replicated unit is usually given to it alone
 //! (`on_trust`, quorum 1). Its result is not credited at once: it is settled by the
@@ -18,6 +22,7 @@
 
 use crate::blobs::{self, hash_column};
 use crate::config::Config;
+use crate::contributors;
 use crate::error::ApiError;
 use crate::jobs;
 use crate::ledger;
@@ -70,6 +75,7 @@ pub fn credit_valid(
 ) -> Result<(), ApiError> {
     ledger::credit_verified_unit(conn, account, flop, unit_id, result_id, now_ms)?;
     partners::credit_share(conn, result_id, flop, now_ms)?;
+    contributors::earned(conn, result_id, now_ms)?;
     Ok(())
 }
 
@@ -212,6 +218,8 @@ fn mark_unit_verified(
 struct Replica {
     id: i64,
     public_key: String,
+    /// Its lease was proven: its key was trusted when it leased the unit.
+    proven: bool,
     output_hash: ContentHash,
     output: Vec<u8>,
 }
@@ -269,11 +277,18 @@ pub fn resolve(
         }
     }
     let total = replicas.len();
+    // Strangers' results that agree with nobody do not count.
+    let counted = total
+        - groups
+            .iter()
+            .filter(|g| g.len() == 1 && !replicas[g[0]].proven)
+            .count();
+    let proven = replicas.iter().filter(|r| r.proven).count();
     let best = groups
         .iter()
         .max_by_key(|g| (g.len(), std::cmp::Reverse(g[0])));
     match best {
-        Some(best) if best.len() >= quorum as usize && 2 * best.len() > total => {
+        Some(best) if best.len() >= quorum as usize && 2 * best.len() > counted => {
             if on_trust {
                 return Ok(Verdict::Pending);
             }
@@ -288,8 +303,11 @@ pub fn resolve(
             Ok(verdict_of(&replicas, &verdicts, result_id))
         }
         _ if total >= needed as usize => {
-            if needed >= config.max_replicas {
-                tracing::warn!("unit {unit_id}: {total} replicas and no majority; it fails");
+            if proven >= config.max_replicas as usize {
+                tracing::warn!(
+                    "unit {unit_id}: {total} replicas ({proven} of proven keys) and no majority; \
+                     it fails"
+                );
                 for replica in &replicas {
                     conn.prepare_cached(
                         "UPDATE results SET state = 'invalid', verified = 0 WHERE id = ?1",
@@ -305,9 +323,9 @@ pub fn resolve(
                     .unwrap_or(0);
                 if job_id != 0 {
                     let why = format!(
-                        "unit {unit_id}: {total} contributors' results found no majority that \
-                         agrees (a kernel must give the same output everywhere, within its \
-                         tolerance_ulps)"
+                        "unit {unit_id}: {total} contributors' results ({proven} of them from \
+                         contributors with a verified record) found no majority that agrees (a \
+                         kernel must give the same output everywhere, within its tolerance_ulps)"
                     );
                     jobs::fail(conn, job_id, &why)?;
                 }
@@ -366,20 +384,22 @@ fn verdict_of(replicas: &[Replica], verdicts: &[Verdict], result_id: i64) -> Ver
 }
 
 fn pending_replicas(conn: &Connection, unit_id: i64) -> Result<Vec<Replica>, ApiError> {
-    let rows: Vec<(i64, String, ContentHash)> = conn
+    let rows: Vec<(i64, String, ContentHash, bool)> = conn
         .prepare_cached(
-            "SELECT id, public_key, output_hash FROM results
-             WHERE unit_id = ?1 AND state = 'pending' ORDER BY id",
+            "SELECT results.id, results.public_key, results.output_hash, leases.proven
+             FROM results JOIN leases ON leases.lease_id = results.lease_id
+             WHERE results.unit_id = ?1 AND results.state = 'pending' ORDER BY results.id",
         )?
         .query_map([unit_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, hash_column(row, 2)?))
+            Ok((row.get(0)?, row.get(1)?, hash_column(row, 2)?, row.get(3)?))
         })?
         .collect::<Result<_, _>>()?;
     rows.into_iter()
-        .map(|(id, public_key, output_hash)| {
+        .map(|(id, public_key, output_hash, proven)| {
             Ok(Replica {
                 id,
                 public_key,
+                proven,
                 output: blobs::get_required(conn, &output_hash)?,
                 output_hash,
             })

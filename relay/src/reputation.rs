@@ -3,7 +3,9 @@
 //! Every checked result moves it: a valid one adds to the run of consecutive valid results, an
 //! invalid one ends the run and adds a strike. After `trust_after` valid results in a row a
 //! contributor is trusted (and its strikes are forgiven): its replicated units are then
-//! replicated only `trusted_replication_permille` of the time ([`crate::replication`]). At
+//! replicated only `trusted_replication_permille` of the time ([`crate::replication`]), its
+//! failures count against the units it held ([`crate::units`]) and it may hold more leases at
+//! once ([`crate::lease_caps`]). A lease that expires ends the run too, without a strike. At
 //! `quarantine_strikes` strikes it is quarantined for good: no more leases, and its results
 //! still waiting for verification are withheld, never credited. A key linked to an address
 //! answers for the address too, so an address cannot shed a bad record by starting new keys.
@@ -133,4 +135,24 @@ pub fn record_invalid<'a>(
         }
     }
     Ok(quarantined)
+}
+
+/// The subject's valid results in a row (0 for one never checked).
+pub fn run_of(conn: &Connection, subject: &str) -> Result<u32, ApiError> {
+    Ok(conn
+        .prepare_cached("SELECT consecutive_valid FROM reputation WHERE subject = ?1")?
+        .query_row([subject], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// A lease of each subject's expired without a result: their run of valid results ends (so
+/// they are no longer trusted, and their lease caps fall back to the start). No strike: a
+/// closed tab is no cheat. Subjects never checked get no row.
+pub fn record_missed(conn: &Connection, subjects: &[&str]) -> Result<(), ApiError> {
+    for subject in subjects {
+        conn.prepare_cached("UPDATE reputation SET consecutive_valid = 0 WHERE subject = ?1")?
+            .execute([subject])?;
+    }
+    Ok(())
 }

@@ -345,8 +345,8 @@ fn record_rejected(
     let result_id = insert_result(conn, lease, public_key, output_hash, "invalid", now_ms)?;
     conn.prepare_cached("UPDATE leases SET state = 'rejected' WHERE lease_id = ?1")?
         .execute([&lease.lease_id])?;
-    units::requeue_or_fail(conn, lease.unit_id)?;
-    contributors::touch(conn, public_key, now_ms)?;
+    units::requeue(conn, lease.unit_id, lease.proven)?;
+    contributors::seen(conn, public_key, now_ms)?;
     replication::failed_check(conn, config, result_id, public_key, now_ms)?;
     Ok(())
 }
@@ -401,7 +401,7 @@ fn record_replica(
     let _span = metrics::span(Stage::RecordTx);
     let stored = store_submitted(conn, lease, public_key, output, "pending", now_ms)?;
     let (account, result_id) = (stored.account, stored.result_id);
-    contributors::touch(conn, public_key, now_ms)?;
+    contributors::seen(conn, public_key, now_ms)?;
     let verdict = replication::resolve(conn, config, unit.id, result_id, tolerance, now_ms)?;
     // The lease's time counts towards a kernel unit's GPU budget (after the verdict: a unit
     // this result completed is not failed by it).
@@ -455,7 +455,6 @@ fn record_verified(
     conn.prepare_cached("UPDATE units SET state = 'verified', result_hash = ?2 WHERE id = ?1")?
         .execute(params![unit.id, stored.output_hash])?;
     replication::credit_valid(conn, result_id, &account, unit.id, flop, now_ms)?;
-    contributors::touch(conn, public_key, now_ms)?;
     replication::passed_check(conn, config, public_key, &account, now_ms)?;
     jobs::complete_if_done(conn, unit.job_id)?;
     receipt(conn, unit, public_key, &account, flop)

@@ -118,9 +118,8 @@ CREATE TABLE IF NOT EXISTS leases (
     account       TEXT,
     network       TEXT,
     adapter_class TEXT,
-    -- 1 when the relay stopped (crashed or was restarted) while this lease was active: its
-    -- unit got the attempt back at the next start (leasing::forgive_interrupted), since the
-    -- contributor may never have received it.
+    -- 1 when the relay stopped (crashed or was restarted) while this lease was active
+    -- (leasing::mark_interrupted): the contributor may never have received it.
     outlived_relay INTEGER NOT NULL DEFAULT 0,
     -- 1 when the unit was left to this lease's trusted contributor alone (replication.rs):
     -- trust belongs to this lease, and ends with it when it ends without a result.
@@ -129,10 +128,27 @@ CREATE TABLE IF NOT EXISTS leases (
     -- independent contributors, judged against that answer; its unit's state is not touched.
     canary         INTEGER NOT NULL DEFAULT 0,
     -- Why it was released, when the contributor said (wire::ReleaseReason).
-    release_reason TEXT
+    release_reason TEXT,
+    -- 1 when its key had a verified record (was trusted) when it was issued: only such a
+    -- lease's failures count against its unit and job; an unproven key's count against the key,
+    -- its address and its network (lease_caps.rs).
+    proven         INTEGER NOT NULL DEFAULT 0,
+    -- What the per-network lease caps count it against: the client's network, or on a
+    -- loopback-only relay its loopback address (network.rs).
+    source         TEXT
 );
 CREATE INDEX IF NOT EXISTS leases_by_state ON leases(state, deadline_ms);
 CREATE INDEX IF NOT EXISTS leases_by_unit ON leases(unit_id);
+-- Leases in flight per key, per linked address and per source (lease_caps.rs), and an
+-- unproven source's recent failures.
+CREATE INDEX IF NOT EXISTS leases_active_by_key ON leases(public_key, deadline_ms)
+    WHERE state = 'active';
+CREATE INDEX IF NOT EXISTS leases_active_by_account ON leases(account, deadline_ms)
+    WHERE state = 'active' AND account IS NOT NULL;
+CREATE INDEX IF NOT EXISTS leases_active_by_source ON leases(source, deadline_ms)
+    WHERE state = 'active' AND source IS NOT NULL;
+CREATE INDEX IF NOT EXISTS leases_unproven_by_source ON leases(source, deadline_ms)
+    WHERE proven = 0 AND source IS NOT NULL;
 
 -- Every signed submission that reached verification. state: 'valid' (credited), 'invalid',
 -- 'pending' (a replica waiting for the others, or a trusted result waiting to be settled; its

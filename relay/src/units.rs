@@ -2,8 +2,11 @@
 //! contributor leases, computes and returns.
 //!
 //! A unit moves `pending -> leased -> verified`, or back to `pending` when its lease expires, is
-//! released or its result is rejected. Each lease counts one attempt (a release gives it back,
-//! and so does a relay restart while the lease is active); a unit whose attempts are used up is `failed` for good, and fails its job.
+//! released or its result is rejected. A job fails only for its own fault, never because
+//! strangers cheated or vanished: a unit's attempts are used only by results of proven
+//! (trusted) keys that failed verification ([`requeue`]); expiries and releases, and anything an
+//! unproven key does, count against the key ([`crate::reputation`], [`crate::lease_caps`]). A
+//! unit whose attempts are used up is `failed` for good, and fails its job.
 
 use crate::blobs::hash_column;
 use crate::error::ApiError;
@@ -11,7 +14,7 @@ use crate::jobs;
 use glowworm::compare::Tolerance;
 use glowworm::hash::ContentHash;
 use glowworm::wire::{BlobRef, Dispatch, MatmulShape};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 /// A row of the `units` table.
@@ -217,49 +220,46 @@ pub fn pending_for(conn: &Connection, holder: &Holder, limit: u32) -> Result<Vec
 }
 
 /// After a lease ended without a verified result (expired or rejected): the unit goes back to
-/// `pending` (a replicated unit may already be pending, waiting for other replicas), or to
-/// `failed` when it has used all its attempts, which fails its job, unless the unit is a
-/// known-answer copy (a canary), which belongs to no job's output.
-pub fn requeue_or_fail(conn: &Connection, unit_id: i64) -> Result<(), ApiError> {
-    let (attempts, max_attempts, job_id, canary_of): (u32, u32, i64, Option<i64>) = conn
-        .prepare_cached(
-            "SELECT attempts, max_attempts, job_id, canary_of FROM units WHERE id = ?1",
-        )?
-        .query_row([unit_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-        })?;
-    if attempts >= max_attempts {
-        let failed = conn
-            .prepare_cached(
-                "UPDATE units SET state = 'failed'
-                 WHERE id = ?1 AND state IN ('leased', 'pending')",
-            )?
-            .execute([unit_id])?;
-        if failed > 0 && canary_of.is_none() {
-            let why = format!(
-                "unit {unit_id} used up its {max_attempts} attempts (leases that expired or \
-                 results that failed verification)"
-            );
-            jobs::fail(conn, job_id, &why)?;
-        }
-    } else {
+/// `pending` (a replicated unit may already be pending, waiting for other replicas). When
+/// `charged` (a proven key's result failed verification) it uses one of the unit's attempts,
+/// and a unit that has used them all is `failed` for good, which fails its job. A verified unit
+/// (a canary's) is left alone.
+pub fn requeue(conn: &Connection, unit_id: i64, charged: bool) -> Result<(), ApiError> {
+    if !charged {
         conn.prepare_cached(
             "UPDATE units SET state = 'pending' WHERE id = ?1 AND state = 'leased'",
         )?
         .execute([unit_id])?;
+        return Ok(());
+    }
+    let used: Option<(u32, u32, i64)> = conn
+        .prepare_cached(
+            "UPDATE units SET attempts = attempts + 1,
+                              state = CASE WHEN attempts + 1 >= max_attempts THEN 'failed'
+                                           ELSE 'pending' END
+             WHERE id = ?1 AND state IN ('leased', 'pending')
+             RETURNING attempts, max_attempts, job_id",
+        )?
+        .query_row([unit_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .optional()?;
+    if let Some((attempts, max_attempts, job_id)) = used
+        && attempts >= max_attempts
+    {
+        let why = format!(
+            "unit {unit_id} used up its {max_attempts} attempts (results of contributors with a \
+             verified record that failed verification)"
+        );
+        jobs::fail(conn, job_id, &why)?;
     }
     Ok(())
 }
 
-/// After a lease was given back unworked: the unit is pending again and, when `refund` (the
-/// attempt was not already given back at a relay restart), the attempt is returned.
-/// A replicated unit still gathering replicas stays `pending` while leased, and gets its attempt
-/// back all the same. A verified unit (a canary's) is left alone.
-pub fn requeue_released(conn: &Connection, unit_id: i64, refund: bool) -> Result<(), ApiError> {
+/// After a lease was given back unworked: the unit is pending again. A replicated unit still
+/// gathering replicas stays `pending` while leased. A verified unit (a canary's) is left alone.
+pub fn requeue_released(conn: &Connection, unit_id: i64) -> Result<(), ApiError> {
     conn.prepare_cached(
-        "UPDATE units SET state = 'pending', attempts = attempts - ?2
-         WHERE id = ?1 AND state IN ('leased', 'pending')",
+        "UPDATE units SET state = 'pending' WHERE id = ?1 AND state IN ('leased', 'pending')",
     )?
-    .execute(params![unit_id, i64::from(refund)])?;
+    .execute([unit_id])?;
     Ok(())
 }

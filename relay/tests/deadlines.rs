@@ -187,7 +187,7 @@ async fn leases_a_restart_interrupts_do_not_use_up_attempts() {
         relay
             .state
             .db
-            .call(|conn| glowworm_relay::leasing::forgive_interrupted(conn))
+            .call(|conn| glowworm_relay::leasing::mark_interrupted(conn))
             .await
             .unwrap()
     };

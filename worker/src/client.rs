@@ -95,6 +95,13 @@ impl RelayClient {
 }
 
 impl Transport for RelayClient {
+    fn refusal_code(error: &ClientError) -> Option<&str> {
+        match error {
+            ClientError::Refused { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
     type Error = ClientError;
 
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {

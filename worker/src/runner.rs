@@ -197,8 +197,13 @@ async fn lane(ctx: &Context<'_>) {
 
 /// One unit end to end; `None` when the relay has no work.
 async fn one_unit(ctx: &Context<'_>) -> Result<Option<ResultReceipt>, UnitError> {
-    let Some(lease) =
-        protocol::lease(ctx.client, ctx.key, Some(&ctx.gpu.adapter().class()), unix_ms()).await?
+    let Some(lease) = protocol::lease(
+        ctx.client,
+        ctx.key,
+        Some(&ctx.gpu.adapter().class()),
+        unix_ms(),
+    )
+    .await?
     else {
         return Ok(None);
     };

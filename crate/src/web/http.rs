@@ -110,6 +110,13 @@ impl Relay {
 impl Transport for Relay {
     type Error = HttpError;
 
+    fn refusal_code(error: &HttpError) -> Option<&str> {
+        match error {
+            HttpError::Refused { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, HttpError> {
         let response = self.send("GET", path, None).await?;
         self.json(path, response).await

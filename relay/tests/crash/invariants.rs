@@ -269,8 +269,8 @@ fn balances(
 }
 
 /// Every unit is verified, by exactly one valid result whose output is stored intact, and has
-/// counted one attempt per lease it was not given back from (by a release, or by a restart of the
-/// relay while the lease was active).
+/// counted one attempt per proven lease whose result was rejected: expiries, releases and
+/// crashes never use attempts.
 fn units(conn: &Connection, found: &mut Findings) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare(
         "SELECT units.id, units.state, units.result_hash, units.attempts,
@@ -279,8 +279,8 @@ fn units(conn: &Connection, found: &mut Findings) -> rusqlite::Result<()> {
                 (SELECT MIN(output_hash) FROM results
                  WHERE results.unit_id = units.id AND results.state = 'valid'),
                 (SELECT COUNT(*) FROM leases
-                 WHERE leases.unit_id = units.id AND leases.state != 'released'
-                   AND leases.outlived_relay = 0),
+                 WHERE leases.unit_id = units.id AND leases.state = 'rejected'
+                   AND leases.proven = 1),
                 (SELECT bytes FROM blobs WHERE blobs.hash = units.result_hash)
          FROM units",
     )?;
@@ -311,8 +311,7 @@ fn units(conn: &Connection, found: &mut Findings) -> rusqlite::Result<()> {
         }
         if attempts != leases {
             found.violation(format!(
-                "unit {id} counts {attempts} attempts but has {leases} leases neither released \
-                 nor outlived by the relay"
+                "unit {id} counts {attempts} attempts but has {leases} rejected proven leases"
             ));
         }
     }

@@ -45,8 +45,8 @@ use std::time::{Duration, Instant};
 const CONTRIBUTORS: usize = 6;
 /// Lease deadlines are short, so leases lost in a crash expire soon.
 const LEASE_SECONDS: u64 = 2;
-/// Attempts per unit, the relay's default: leases a crash interrupts get their attempt back at
-/// the next start (`leasing::forgive_interrupted`), so crashes alone must never fail a job.
+/// Attempts per unit, the relay's default: leases a crash interrupts expire, and expiries never
+/// use a unit's attempts, so crashes alone must never fail a job.
 const MAX_ATTEMPTS: u32 = 5;
 /// How long every job may take to finish after the last kill.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
