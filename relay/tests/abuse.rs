@@ -1,7 +1,8 @@
-//! Abuse and failing storage: rate limits per address and per key, CORS closed on requester
-//! endpoints, slow, silent and idle clients cut off, connections capped per address, and a
-//! locked database or a full disk answered with 503 and recovered from, with nothing already
-//! stored lost.
+//! Abuse and failing storage: rate limits per address and per key, lease requests and releases
+//! forged in another key's name or replayed refused (without spending that key's rate), CORS
+//! closed on requester endpoints, slow, silent and idle clients cut off, connections capped per
+//! address, and a locked database or a full disk answered with 503 and recovered from, with
+//! nothing already stored lost.
 //!
 //! The listener tests run the real `serve::serve` on 127.0.0.1 port 0.
 
@@ -10,7 +11,8 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use clap::Parser;
-use common::{Contributor, Reply, TestRelay};
+use common::{Contributor, Reply, TestRelay, assert_documented};
+use glowworm::wire::{LeaseRequest, ReleaseReason};
 use glowworm_relay::{Config, ServeArgs, app, serve};
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
@@ -92,6 +94,169 @@ async fn a_contributor_key_over_its_rate_gets_429_and_other_keys_carry_on() {
         other.lease_reply(&relay).await.status,
         StatusCode::NO_CONTENT
     );
+}
+
+#[tokio::test]
+async fn a_lease_request_forged_in_another_keys_name_is_refused_and_spends_none_of_its_rate() {
+    let relay = TestRelay::with_config(|c| {
+        c.rate_per_key = 1;
+        c.burst_per_key = 3;
+    });
+    relay.queue_demo_job().await; // four units
+    let (victim, mallory) = (Contributor::new(), Contributor::new());
+    for i in 0..10 {
+        // Mallory signs with its own key but names the victim's...
+        let mut forged = mallory.lease_request(&relay);
+        forged.public_key = victim.public_key();
+        // ...or writes the victim's request with a made-up signature.
+        let made_up = LeaseRequest {
+            public_key: victim.public_key(),
+            signed_at_ms: relay.clock_now() + i,
+            signature: format!("{i:02x}").repeat(64),
+            adapter: None,
+            partner: None,
+            origin: None,
+        };
+        for body in [&forged, &made_up] {
+            let reply = mallory.send_lease(&relay, body).await;
+            reply.assert_error(403, "bad_signature");
+            assert_documented(&reply, "post", "/v1/leases");
+        }
+    }
+    assert_eq!(
+        relay.count("SELECT COUNT(*) FROM leases").await,
+        0,
+        "no lease was issued in the victim's name"
+    );
+    // The victim's own requests still have its whole burst, and then its limit.
+    for _ in 0..3 {
+        assert_eq!(victim.lease_reply(&relay).await.status, StatusCode::OK);
+    }
+    victim
+        .lease_reply(&relay)
+        .await
+        .assert_error(429, "rate_limited");
+}
+
+#[tokio::test]
+async fn a_replayed_or_stale_lease_request_is_refused() {
+    let relay = TestRelay::new();
+    relay.queue_demo_job().await;
+    let alice = Contributor::new();
+    let captured = alice.lease_request(&relay);
+    assert_eq!(
+        alice.send_lease(&relay, &captured).await.status,
+        StatusCode::OK
+    );
+    // The same signed body again, at once or a minute later, is a replay.
+    for wait in [0, 60] {
+        relay.advance(Duration::from_secs(wait));
+        let replay = alice.send_lease(&relay, &captured).await;
+        replay.assert_error(401, "replayed_request");
+        assert_documented(&replay, "post", "/v1/leases");
+    }
+    assert_eq!(
+        relay.count("SELECT COUNT(*) FROM leases").await,
+        1,
+        "the replays leased nothing"
+    );
+    // A request signed anew is taken.
+    assert_eq!(alice.lease_reply(&relay).await.status, StatusCode::OK);
+    // Once the captured request is older than the window, it is refused as stale.
+    relay.advance(Duration::from_secs(11 * 60));
+    alice
+        .send_lease(&relay, &captured)
+        .await
+        .assert_error(401, "stale_request");
+
+    // Requests signed more than 10 minutes from the relay's clock, either way, are stale...
+    const MINUTE_MS: i64 = 60 * 1000;
+    let (late, early) = (Contributor::new(), Contributor::new());
+    let behind = LeaseRequest::signed(
+        &late.key,
+        relay.clock_now() - 11 * MINUTE_MS,
+        None,
+        None,
+        None,
+    );
+    let ahead = LeaseRequest::signed(
+        &early.key,
+        relay.clock_now() + 11 * MINUTE_MS,
+        None,
+        None,
+        None,
+    );
+    for (who, body) in [(&late, &behind), (&early, &ahead)] {
+        let reply = who.send_lease(&relay, body).await;
+        reply.assert_error(401, "stale_request");
+        assert_documented(&reply, "post", "/v1/leases");
+    }
+    // ...and within them a clock a little off is fine.
+    let off = Contributor::new();
+    let behind = LeaseRequest::signed(
+        &off.key,
+        relay.clock_now() - 9 * MINUTE_MS,
+        None,
+        None,
+        None,
+    );
+    assert_eq!(off.send_lease(&relay, &behind).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_forged_release_is_refused_and_the_lease_stays_with_its_holder() {
+    let relay = TestRelay::new();
+    relay.queue_demo_job().await;
+    let (victim, mallory) = (Contributor::new(), Contributor::new());
+    let lease = victim.lease(&relay).await.unwrap();
+    let earlier = victim.lease(&relay).await.unwrap();
+    assert_eq!(
+        victim.release(&relay, &earlier, None).await.status,
+        StatusCode::OK
+    );
+    let path = format!("/v1/leases/{}/release", lease.lease_id);
+
+    // Mallory signs with its own key but names the victim's.
+    let mut forged = mallory.release_request(&lease.lease_id, None);
+    forged.public_key = victim.public_key();
+    // The victim's signature of a release "stopped", sent as "gpu_failed" (which would charge
+    // the unit's GPU budget).
+    let mut altered = victim.release_request(&lease.lease_id, Some(ReleaseReason::Stopped));
+    altered.reason = Some(ReleaseReason::GpuFailed);
+    // The victim's signed release of its earlier lease, sent for this one.
+    let moved = victim.release_request(&earlier.lease_id, None);
+    for body in [&forged, &altered, &moved] {
+        let reply = relay.post(&path, body).await;
+        reply.assert_error(403, "bad_signature");
+        assert_documented(&reply, "post", "/v1/leases/{lease_id}/release");
+    }
+    let mut garbled = victim.release_request(&lease.lease_id, None);
+    garbled.signature = "not hex".into();
+    let reply = relay.post(&path, &garbled).await;
+    reply.assert_error(400, "bad_signature_format");
+    assert_documented(&reply, "post", "/v1/leases/{lease_id}/release");
+
+    // The lease is still the victim's, nothing was charged to its unit, and its result counts.
+    let unit = |sql: &str| sql.replace("UNIT", &lease.unit_id.to_string());
+    assert_eq!(
+        relay
+            .count(&unit(
+                "SELECT COUNT(*) FROM leases WHERE unit_id = UNIT AND state = 'active'"
+            ))
+            .await,
+        1
+    );
+    assert_eq!(
+        relay
+            .count(&unit(
+                "SELECT gpu_ms + gpu_failures FROM units WHERE id = UNIT"
+            ))
+            .await,
+        0
+    );
+    let receipt = victim.complete(&relay, &lease).await;
+    assert_eq!(receipt.status, "verified");
+    assert_eq!(receipt.credited, lease.flop as i64);
 }
 
 #[tokio::test]

@@ -251,23 +251,12 @@ async fn a_released_lease_returns_its_unit_without_using_an_attempt() {
     relay.queue_demo_job().await;
     let (alice, bob) = (Contributor::new(), Contributor::new());
     let lease = alice.lease(&relay).await.unwrap();
-    let path = format!("/v1/leases/{}/release", lease.lease_id);
 
     // Only its holder may release it.
-    let refused = relay
-        .post(
-            &path,
-            &serde_json::json!({ "public_key": bob.public_key() }),
-        )
-        .await;
+    let refused = bob.release(&relay, &lease, None).await;
     refused.assert_error(403, "wrong_contributor");
 
-    let reply = relay
-        .post(
-            &path,
-            &serde_json::json!({ "public_key": alice.public_key() }),
-        )
-        .await;
+    let reply = alice.release(&relay, &lease, None).await;
     assert_eq!(reply.status, StatusCode::OK);
     check_schema(&reply.json(), "ReleaseReceipt");
     assert_eq!(
@@ -282,12 +271,7 @@ async fn a_released_lease_returns_its_unit_without_using_an_attempt() {
         "the attempt was given back"
     );
     // Releasing again is harmless.
-    let again = relay
-        .post(
-            &path,
-            &serde_json::json!({ "public_key": alice.public_key() }),
-        )
-        .await;
+    let again = alice.release(&relay, &lease, None).await;
     assert_eq!(again.status, StatusCode::OK);
 
     // The unit goes to the next contributor; the released lease can no longer be submitted.
@@ -301,11 +285,8 @@ async fn a_released_lease_returns_its_unit_without_using_an_attempt() {
     assert_eq!(alice.balance(&relay).await, 0);
 
     // Unknown leases are 404.
-    relay
-        .post(
-            "/v1/leases/0123/release",
-            &serde_json::json!({ "public_key": alice.public_key() }),
-        )
+    alice
+        .release_id(&relay, "0123", None)
         .await
         .assert_error(404, "unknown_lease");
 }

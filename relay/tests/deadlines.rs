@@ -22,12 +22,10 @@ async fn a_unit_not_returned_in_time_goes_to_another_contributor() {
     relay.advance(Duration::from_secs(60));
     let next = quick.lease(&relay).await.unwrap();
     assert_ne!(next.unit_id, lease.unit_id, "not expired yet");
-    relay
-        .post(
-            &format!("/v1/leases/{}/release", next.lease_id),
-            &serde_json::json!({ "public_key": quick.public_key() }),
-        )
-        .await;
+    assert_eq!(
+        quick.release(&relay, &next, None).await.status,
+        StatusCode::OK
+    );
 
     // One millisecond later it has passed: the late result is refused.
     relay.advance(Duration::from_millis(1));
@@ -204,12 +202,10 @@ async fn leases_a_restart_interrupts_do_not_use_up_attempts() {
     // A lease that outlived a restart and is then released is not refunded twice.
     let released = contributor.lease(&relay).await.unwrap();
     restart().await;
-    relay
-        .post(
-            &format!("/v1/leases/{}/release", released.lease_id),
-            &serde_json::json!({ "public_key": contributor.public_key() }),
-        )
-        .await;
+    assert_eq!(
+        contributor.release(&relay, &released, None).await.status,
+        StatusCode::OK
+    );
     assert_eq!(attempts().await, 0);
     assert_eq!(
         relay

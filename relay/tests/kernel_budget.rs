@@ -12,7 +12,7 @@ use common::{Contributor, TestRelay};
 use glowworm::encoding::f32s_to_bytes;
 use glowworm::kernels::custom::samples;
 use glowworm::kernels::matmul;
-use glowworm::wire::Lease;
+use glowworm::wire::{Lease, ReleaseReason};
 use std::time::Duration;
 
 const N: u32 = 64;
@@ -43,14 +43,14 @@ async fn relay_with_kernel_job(
     (relay, job_id)
 }
 
-async fn release(relay: &TestRelay, who: &Contributor, lease: &Lease, reason: Option<&str>) {
-    let mut body = serde_json::json!({ "public_key": who.public_key() });
-    if let Some(reason) = reason {
-        body["reason"] = reason.into();
-    }
-    let reply = relay
-        .post(&format!("/v1/leases/{}/release", lease.lease_id), &body)
-        .await;
+/// `who` gives `lease` back for `reason`, signed; asserts it is released.
+async fn release(
+    relay: &TestRelay,
+    who: &Contributor,
+    lease: &Lease,
+    reason: Option<ReleaseReason>,
+) {
+    let reply = who.release(relay, lease, reason).await;
     assert_eq!(
         reply.status,
         StatusCode::OK,
@@ -69,7 +69,7 @@ async fn a_kernel_that_fails_the_gpu_of_three_contributors_fails_its_job_with_th
             .await
             .unwrap_or_else(|| panic!("the unit is offered again after {i} GPU failures"));
         relay.advance(Duration::from_secs(5));
-        release(&relay, &contributor, &lease, Some("gpu_failed")).await;
+        release(&relay, &contributor, &lease, Some(ReleaseReason::GpuFailed)).await;
     }
     let job = relay.job(job_id).await;
     assert_eq!((job.state.as_str(), job.units_failed), ("failed", 1));
@@ -99,13 +99,13 @@ async fn a_kernel_over_its_gpu_time_budget_fails_its_job() {
     let first = Contributor::new();
     let lease = first.lease(&relay).await.unwrap();
     relay.advance(Duration::from_secs(60));
-    release(&relay, &first, &lease, Some("gpu_failed")).await;
+    release(&relay, &first, &lease, Some(ReleaseReason::GpuFailed)).await;
     assert_eq!(relay.job(job_id).await.state, "queued", "60 s of 100 used");
 
     let second = Contributor::new();
     let lease = second.lease(&relay).await.unwrap();
     relay.advance(Duration::from_secs(50));
-    release(&relay, &second, &lease, Some("gpu_failed")).await;
+    release(&relay, &second, &lease, Some(ReleaseReason::GpuFailed)).await;
     let job = relay.job(job_id).await;
     assert_eq!(job.state, "failed");
     let failure = job.failure.unwrap();
@@ -126,10 +126,10 @@ async fn stopping_is_never_charged_to_the_unit() {
     // keeps its budget and its attempts.
     for reason in [
         None,
-        Some("stopped"),
-        Some("fetch_failed"),
+        Some(ReleaseReason::Stopped),
+        Some(ReleaseReason::FetchFailed),
         None,
-        Some("stopped"),
+        Some(ReleaseReason::Stopped),
     ] {
         let contributor = Contributor::new();
         let lease = contributor.lease(&relay).await.unwrap();
@@ -146,14 +146,21 @@ async fn stopping_is_never_charged_to_the_unit() {
     // An unknown reason is a 400 naming the field, and changes nothing.
     let contributor = Contributor::new();
     let lease = contributor.lease(&relay).await.unwrap();
+    let mut body =
+        serde_json::to_value(contributor.release_request(&lease.lease_id, None)).unwrap();
+    body["reason"] = "bored".into();
     let reply = relay
-        .post(
-            &format!("/v1/leases/{}/release", lease.lease_id),
-            &serde_json::json!({ "public_key": contributor.public_key(), "reason": "bored" }),
-        )
+        .post(&format!("/v1/leases/{}/release", lease.lease_id), &body)
         .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&reply.body).contains("reason"));
+    assert_eq!(
+        relay
+            .count("SELECT COUNT(*) FROM leases WHERE state = 'active'")
+            .await,
+        1,
+        "the lease is still held"
+    );
 }
 
 #[tokio::test]

@@ -284,6 +284,16 @@ fn the_schemas_fit_the_wire_types() {
     let mut lease = samples[0].1.clone();
     lease.as_object_mut().unwrap().remove("flop");
     assert!(std::panic::catch_unwind(|| check_schema(&lease, "Lease")).is_err());
+    let (name, request) = &samples[3];
+    assert_eq!(*name, "LeaseRequest");
+    for signature in ["00".repeat(63), "zz".repeat(64)] {
+        let mut request = request.clone();
+        request["signature"] = signature.into();
+        assert!(std::panic::catch_unwind(|| check_schema(&request, "LeaseRequest")).is_err());
+    }
+    let mut unsigned = request.clone();
+    unsigned.as_object_mut().unwrap().remove("signed_at_ms");
+    assert!(std::panic::catch_unwind(|| check_schema(&unsigned, "LeaseRequest")).is_err());
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use common::{Contributor, TestRelay, check_schema};
 use glowworm::wire::{AccountInfo, Lease, PartnerInfo};
 use glowworm_relay::partners::{self, Partner};
 use glowworm_relay::{ApiError, Config, ServeArgs};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Anvil's first two accounts: one EIP-55 address, one written in lowercase.
 const PARTNER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
@@ -59,18 +59,14 @@ async fn link_to(relay: &TestRelay, who: &Contributor, address: &str) {
         .unwrap();
 }
 
-/// The reply to a lease request through `partner`'s widget on `origin`.
+/// The reply to a lease request through `partner`'s widget on `origin`, signed.
 async fn lease_reply(
     relay: &TestRelay,
     who: &Contributor,
     partner: &str,
     origin: &str,
 ) -> common::Reply {
-    relay
-        .post(
-            "/v1/leases",
-            &json!({ "public_key": who.public_key(), "partner": partner, "origin": origin }),
-        )
+    who.lease_reply_with(relay, None, Some(partner), Some(origin))
         .await
 }
 
@@ -87,12 +83,7 @@ async fn lease_through(
     partner: &str,
     origin: &str,
 ) -> Option<Lease> {
-    let reply = relay
-        .post(
-            "/v1/leases",
-            &json!({ "public_key": who.public_key(), "partner": partner, "origin": origin }),
-        )
-        .await;
+    let reply = lease_reply(relay, who, partner, origin).await;
     match reply.status {
         StatusCode::OK => Some(reply.json()),
         StatusCode::NO_CONTENT => None,
@@ -269,84 +260,90 @@ async fn bad_attributions_are_refused_before_anything_is_written() {
     });
     relay.queue_demo_job().await;
     let alice = Contributor::new();
-    let key = alice.public_key();
     let before = relay.footprint().await;
+    // Each request is signed with the attribution it names, as a widget would send it.
+    let signed = |partner: Option<&str>, origin: Option<&str>| {
+        serde_json::to_value(alice.lease_request_with(&relay, None, partner, origin)).unwrap()
+    };
+    let endless = format!("https://{}.example", "a".repeat(300));
+    let mut not_a_string = signed(None, Some("https://blog.example"));
+    not_a_string["partner"] = 5.into();
+    let mut bad_key = signed(Some(PARTNER), Some("https://blog.example"));
+    bad_key["public_key"] = "zz".into();
     let cases: Vec<(&str, Value, u16, &str)> = vec![
         (
             "partner without origin",
-            json!({ "public_key": key, "partner": PARTNER }),
+            signed(Some(PARTNER), None),
             400,
             "incomplete_attribution",
         ),
         (
             "origin without partner",
-            json!({ "public_key": key, "origin": "https://blog.example" }),
+            signed(None, Some("https://blog.example")),
             400,
             "incomplete_attribution",
         ),
         (
             "not an address",
-            json!({ "public_key": key, "partner": "0x1234", "origin": "https://blog.example" }),
+            signed(Some("0x1234"), Some("https://blog.example")),
             400,
             "bad_address",
         ),
         (
             "wrong checksum",
-            json!({ "public_key": key, "partner": "0xF39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
-                    "origin": "https://blog.example" }),
+            signed(
+                Some("0xF39Fd6e51aad88F6F4ce6aB8827279cffFb92266"),
+                Some("https://blog.example"),
+            ),
             400,
             "bad_checksum",
         ),
         (
             "a URL, not an origin",
-            json!({ "public_key": key, "partner": PARTNER, "origin": "https://blog.example/post/1" }),
+            signed(Some(PARTNER), Some("https://blog.example/post/1")),
             400,
             "bad_origin",
         ),
         (
             "not http",
-            json!({ "public_key": key, "partner": PARTNER, "origin": "file:///etc" }),
+            signed(Some(PARTNER), Some("file:///etc")),
             400,
             "bad_origin",
         ),
         (
             "an opaque origin",
-            json!({ "public_key": key, "partner": PARTNER, "origin": "null" }),
+            signed(Some(PARTNER), Some("null")),
             400,
             "bad_origin",
         ),
         (
             "an endless origin",
-            json!({ "public_key": key, "partner": PARTNER,
-                    "origin": format!("https://{}.example", "a".repeat(300)) }),
+            signed(Some(PARTNER), Some(&endless)),
             400,
             "bad_origin",
         ),
         (
             "partner not a string",
-            json!({ "public_key": key, "partner": 5, "origin": "https://blog.example" }),
+            not_a_string,
             400,
             "malformed_request",
         ),
         (
             "a partner the relay does not accept",
-            json!({ "public_key": key, "partner": "0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc",
-                    "origin": "https://blog.example" }),
+            signed(
+                Some("0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc"),
+                Some("https://blog.example"),
+            ),
             403,
             "partner_not_accepted",
         ),
         (
             "a site that may not embed",
-            json!({ "public_key": key, "partner": PARTNER, "origin": "https://evil.example" }),
+            signed(Some(PARTNER), Some("https://evil.example")),
             403,
             "origin_not_allowed",
         ),
-        (
-            "bad key first",
-            json!({ "public_key": "zz", "partner": PARTNER, "origin": "https://blog.example" }),
-            400,
-            "bad_public_key",
-        ),
+        ("bad key first", bad_key, 400, "bad_public_key"),
     ];
     for (name, body, status, code) in cases {
         let reply = relay.post("/v1/leases", &body).await;

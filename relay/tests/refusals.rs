@@ -5,7 +5,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{Contributor, TestRelay};
+use common::{Contributor, TestRelay, assert_documented};
 use glowworm::encoding::to_base64;
 use glowworm::wire::Lease;
 
@@ -181,13 +181,43 @@ async fn each_bad_submission_is_named_and_changes_nothing() {
 async fn bad_lease_requests_and_lookups_are_named() {
     let relay = TestRelay::new();
     relay.queue_demo_job().await;
-    relay
-        .post(
-            "/v1/leases",
-            &serde_json::json!({ "public_key": "zz".repeat(32) }),
-        )
-        .await
-        .assert_error(400, "bad_public_key");
+    let alice = Contributor::new();
+    let with = |change: &dyn Fn(&mut serde_json::Value)| {
+        let mut body = serde_json::to_value(alice.lease_request(&relay)).unwrap();
+        change(&mut body);
+        body
+    };
+    let cases: Vec<(serde_json::Value, u16, &str)> = vec![
+        // The key's format is checked before its signature.
+        (
+            with(&|b| b["public_key"] = "zz".repeat(32).into()),
+            400,
+            "bad_public_key",
+        ),
+        (
+            with(&|b| b["signature"] = "xyz".into()),
+            400,
+            "bad_signature_format",
+        ),
+        (
+            with(&|b| {
+                b.as_object_mut().unwrap().remove("signature");
+            }),
+            400,
+            "malformed_request",
+        ),
+        // The time is signed too: another one breaks the signature.
+        (
+            with(&|b| b["signed_at_ms"] = 1.into()),
+            403,
+            "bad_signature",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let reply = relay.post("/v1/leases", &body).await;
+        reply.assert_error(status, code);
+        assert_documented(&reply, "post", "/v1/leases");
+    }
     relay
         .post("/v1/leases", &serde_json::json!({ "key": "x" }))
         .await
@@ -259,12 +289,7 @@ async fn a_busy_database_is_503_unavailable() {
     // Another process holds the write lock (the relay waits 5 s for it, then gives up).
     let other = rusqlite::Connection::open(&relay.state.config.database).unwrap();
     other.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let reply = relay
-        .post(
-            "/v1/leases",
-            &serde_json::json!({ "public_key": Contributor::new().public_key() }),
-        )
-        .await;
+    let reply = Contributor::new().lease_reply(&relay).await;
     reply.assert_error(503, "unavailable");
     assert_eq!(reply.headers["retry-after"], "1");
     other.execute_batch("ROLLBACK").unwrap();

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use common::{Contributor, TestRelay, accepted};
 use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
 use glowworm::kernels::matmul;
-use glowworm::wire::{Lease, MatmulShape};
+use glowworm::wire::{AdapterClass, Lease, MatmulShape};
 use std::time::Duration;
 
 /// One 64 x 64 unit of k = 64.
@@ -313,12 +313,7 @@ async fn canaries_repeat_a_verified_unit_and_catch_a_wrong_answer() {
         if lease.unit_id == l1.unit_id {
             break lease;
         }
-        let released = relay
-            .post(
-                &format!("/v1/leases/{}/release", lease.lease_id),
-                &serde_json::json!({ "public_key": c2.public_key() }),
-            )
-            .await;
+        let released = c2.release(&relay, &lease, None).await;
         assert_eq!(released.status, StatusCode::OK);
     };
     let out = c1.compute(&relay, &l1).await;
@@ -519,12 +514,7 @@ async fn a_unit_given_back_by_a_trusted_key_is_replicated_for_the_next() {
         if expire {
             relay.advance(Duration::from_secs(relay.state.config.lease_seconds + 1));
         } else {
-            let released = relay
-                .post(
-                    &format!("/v1/leases/{}/release", held.lease_id),
-                    &serde_json::json!({ "public_key": trusted.public_key() }),
-                )
-                .await;
+            let released = trusted.release(&relay, &held, None).await;
             assert_eq!(released.status, StatusCode::OK);
         }
 
@@ -692,21 +682,13 @@ async fn a_replicated_unit_whose_kernel_was_retired_mid_replica_fails_instead_of
 async fn adapters_are_named_freely_but_not_with_control_characters() {
     let relay = TestRelay::new();
     relay.queue_job(ONE_UNIT, None, 50).await;
-    let key = Contributor::new().public_key();
+    let contributor = Contributor::new();
     let ask = |vendor: &str| {
-        serde_json::json!({
-            "public_key": key,
-            "adapter": { "vendor": vendor, "architecture": "llvmpipe (LLVM 15.0.6, 256 bits)" }
-        })
+        let adapter = adapter(vendor, "llvmpipe (LLVM 15.0.6, 256 bits)");
+        contributor.lease_reply_with(&relay, Some(adapter), None, None)
     };
-    relay
-        .post("/v1/leases", &ask("bad\nvendor"))
-        .await
-        .assert_error(400, "bad_adapter");
-    assert_eq!(
-        relay.post("/v1/leases", &ask("Mesa/X.org")).await.status,
-        StatusCode::OK
-    );
+    ask("bad\nvendor").await.assert_error(400, "bad_adapter");
+    assert_eq!(ask("Mesa/X.org").await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -717,10 +699,7 @@ async fn with_homogeneous_redundancy_replicas_are_compared_only_between_adapters
     });
     relay.queue_job(ONE_UNIT, Some(2), 60).await;
     let ask = |who: &Contributor, vendor: &str, architecture: &str| {
-        serde_json::json!({
-            "public_key": who.public_key(),
-            "adapter": { "vendor": vendor, "architecture": architecture }
-        })
+        who.lease_request_with(&relay, Some(adapter(vendor, architecture)), None, None)
     };
     let first = Contributor::new();
     let reply = relay
@@ -745,6 +724,13 @@ async fn with_homogeneous_redundancy_replicas_are_compared_only_between_adapters
         .await;
     let second: Lease = leased(&reply);
     assert_eq!(second.unit_id, lease.unit_id);
+}
+
+fn adapter(vendor: &str, architecture: &str) -> AdapterClass {
+    AdapterClass {
+        vendor: vendor.into(),
+        architecture: architecture.into(),
+    }
 }
 
 fn leased(reply: &common::Reply) -> Lease {

@@ -8,7 +8,7 @@ use common::TestRelay;
 use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes, to_base64};
 use glowworm::kernels::matmul;
 use glowworm::signing::ContributorKey;
-use glowworm::wire::{KernelSource, Lease, ResultReceipt, ResultSubmission};
+use glowworm::wire::{KernelSource, Lease, LeaseRequest, ResultReceipt, ResultSubmission};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -93,7 +93,13 @@ async fn the_binary_serves_a_contributor_over_real_http_and_stops_on_sigterm() {
     let lease: Lease = loop {
         let reply = http
             .post(format!("{base}/v1/leases"))
-            .json(&serde_json::json!({ "public_key": key.public_hex() }))
+            .json(&LeaseRequest::signed(
+                &key,
+                glowworm_relay::Clock::now_ms(&glowworm_relay::SystemClock),
+                None,
+                None,
+                None,
+            ))
             .send()
             .await
             .unwrap();

@@ -351,9 +351,41 @@ impl Contributor {
         glowworm::wire::LeaseRequest::signed(&self.key, relay.clock_now(), None, None, None)
     }
 
+    /// A lease request naming `adapter` and the partner widget's `partner` and `origin`, signed
+    /// with them now by the relay's clock. The fields need not be valid: the relay checks the
+    /// signature first, so a test of a bad field signs it as a contributor would send it.
+    pub fn lease_request_with(
+        &self,
+        relay: &TestRelay,
+        adapter: Option<glowworm::wire::AdapterClass>,
+        partner: Option<&str>,
+        origin: Option<&str>,
+    ) -> glowworm::wire::LeaseRequest {
+        glowworm::wire::LeaseRequest::signed(
+            &self.key,
+            relay.clock_now(),
+            adapter,
+            partner.map(str::to_string),
+            origin.map(str::to_string),
+        )
+    }
+
     /// Asks for work and returns the raw reply (any status).
     pub async fn lease_reply(&self, relay: &TestRelay) -> Reply {
         let body = self.lease_request(relay);
+        self.send_lease(relay, &body).await
+    }
+
+    /// Asks for work naming `adapter`, `partner` and `origin` (signed with them); returns the
+    /// raw reply.
+    pub async fn lease_reply_with(
+        &self,
+        relay: &TestRelay,
+        adapter: Option<glowworm::wire::AdapterClass>,
+        partner: Option<&str>,
+        origin: Option<&str>,
+    ) -> Reply {
+        let body = self.lease_request_with(relay, adapter, partner, origin);
         self.send_lease(relay, &body).await
     }
 
@@ -381,15 +413,39 @@ impl Contributor {
         lease: &Lease,
         reason: Option<glowworm::wire::ReleaseReason>,
     ) -> Reply {
+        self.release_id(relay, &lease.lease_id, reason).await
+    }
+
+    /// Gives back the lease `lease_id` (which may be unknown or another's) for `reason`,
+    /// signed; returns the raw reply.
+    pub async fn release_id(
+        &self,
+        relay: &TestRelay,
+        lease_id: &str,
+        reason: Option<glowworm::wire::ReleaseReason>,
+    ) -> Reply {
+        relay
+            .post(
+                &format!("/v1/leases/{lease_id}/release"),
+                &self.release_request(lease_id, reason),
+            )
+            .await
+    }
+
+    /// This contributor's signed release of `lease_id` for `reason` (None: the body names no
+    /// reason, and the signature is over "stopped", as older contributors send it).
+    pub fn release_request(
+        &self,
+        lease_id: &str,
+        reason: Option<glowworm::wire::ReleaseReason>,
+    ) -> glowworm::wire::ReleaseRequest {
         let mut body = glowworm::wire::ReleaseRequest::signed(
             &self.key,
-            &lease.lease_id,
+            lease_id,
             reason.unwrap_or(glowworm::wire::ReleaseReason::Stopped),
         );
         body.reason = reason;
-        relay
-            .post(&format!("/v1/leases/{}/release", lease.lease_id), &body)
-            .await
+        body
     }
 
     /// Submits `output` for `lease`, correctly signed; returns the raw reply.
@@ -519,9 +575,39 @@ pub fn openapi() -> Value {
     serde_json::from_str(glowworm_relay::OPENAPI_JSON).expect("openapi.json is JSON")
 }
 
+/// Asserts the OpenAPI document lists `reply`'s status among the replies of `method path` (as
+/// the document writes them: "post", "/v1/leases/{lease_id}/release") and, where that reply's
+/// description names its codes, the reply's error code among them.
+pub fn assert_documented(reply: &Reply, method: &str, path: &str) {
+    let doc = openapi();
+    let status = reply.status.as_u16().to_string();
+    let mut response = &doc["paths"][path][method]["responses"][&status];
+    assert!(
+        response.is_object(),
+        "openapi.json does not document {status} for {method} {path}"
+    );
+    if let Some(reference) = response["$ref"].as_str() {
+        response = doc
+            .pointer(reference.trim_start_matches('#'))
+            .expect("the reference resolves");
+    }
+    let description = response["description"].as_str().unwrap_or_default();
+    let Some((_, codes)) = description.split_once("Codes:") else {
+        return;
+    };
+    let code = reply.json::<Value>()["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        codes.contains(&format!("`{code}`")),
+        "openapi.json does not name {status} {code} for {method} {path}: {description}"
+    );
+}
+
 /// Asserts `value` fits the OpenAPI component schema `name` (the subset of JSON Schema the
 /// document uses: type, properties, required, additionalProperties, items, enum, oneOf, $ref,
-/// pattern of hex strings and addresses, minItems/maxItems, minimum).
+/// pattern of hex strings, signatures and addresses, minItems/maxItems, minimum).
 pub fn check_schema(value: &Value, name: &str) {
     let doc = openapi();
     let schema = &doc["components"]["schemas"][name];
@@ -623,6 +709,9 @@ fn fits(doc: &Value, value: &Value, schema: &Value, at: &str) -> Result<(), Stri
                 }
                 Some("^[0-9a-f]{64}$") => is_hex64 && !text.chars().any(|c| c.is_ascii_uppercase()),
                 Some("^[0-9a-fA-F]{64}$") => is_hex64,
+                Some("^[0-9a-fA-F]{128}$") => {
+                    text.len() == 128 && text.chars().all(|c| c.is_ascii_hexdigit())
+                }
                 Some(other) => {
                     return Err(format!("{at}: the checker does not know pattern {other}"));
                 }
