@@ -38,6 +38,8 @@ pub struct Asker<'a> {
     pub source: Option<&'a str>,
     /// Whether the key (and its address) has a verified record: it is trusted.
     pub proven: bool,
+    /// Whether a lease of the key's expired and is not swept yet: its run has ended already.
+    pub missed: bool,
 }
 
 /// Refuses (429 `lease_cap`) a lease that would take `asker` over one of its caps at `now_ms`.
@@ -48,8 +50,12 @@ pub fn check(
     asker: &Asker,
     now_ms: i64,
 ) -> Result<(), ApiError> {
-    let key_cap =
-        grown(config, reputation::run_of(conn, asker.public_key)?).min(config.max_leases_per_key);
+    let run = if asker.missed {
+        0
+    } else {
+        reputation::run_of(conn, asker.public_key)?
+    };
+    let key_cap = grown(config, run).min(config.max_leases_per_key);
     let held = in_flight(conn, "public_key", asker.public_key, now_ms)?;
     if held >= key_cap {
         return Err(capped(format!(
@@ -107,6 +113,16 @@ fn grown(config: &Config, run: u32) -> u32 {
 
 fn capped(message: String) -> ApiError {
     ApiError::new(StatusCode::TOO_MANY_REQUESTS, "lease_cap", message)
+}
+
+/// Whether `public_key` holds a lease whose deadline passed before `now_ms` (not swept yet).
+pub fn has_overdue(conn: &Connection, public_key: &str, now_ms: i64) -> Result<bool, ApiError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM leases
+                            WHERE public_key = ?1 AND state = 'active' AND deadline_ms < ?2)",
+        )?
+        .query_row(params![public_key, now_ms], |row| row.get(0))?)
 }
 
 /// Leases still in flight at `now_ms` whose `column` (public_key, account or source, each

@@ -306,12 +306,15 @@ pub fn lease_next(
     let account = links::account_of(conn, public_key)?;
     reputation::refuse_quarantined(conn, public_key, &account)?;
     let address = (account != public_key).then_some(account.as_str());
-    let proven = reputation::is_trusted(conn, config, public_key, &account)?;
+    // A lease of the key's that expired but is not swept yet ends its run already.
+    let missed = lease_caps::has_overdue(conn, public_key, now_ms)?;
+    let proven = !missed && reputation::is_trusted(conn, config, public_key, &account)?;
     let capped = lease_caps::Asker {
         public_key,
         address,
         source: asker.source.as_deref(),
         proven,
+        missed,
     };
     lease_caps::check(conn, config, &capped, now_ms)?;
     let lease_id = new_lease_id(now_ms)?;

@@ -101,6 +101,7 @@ async fn a_lease_request_forged_in_another_keys_name_is_refused_and_spends_none_
     let relay = TestRelay::with_config(|c| {
         c.rate_per_key = 1;
         c.burst_per_key = 3;
+        c.leases_per_new_key = 3;
     });
     relay.queue_demo_job().await; // four units
     let (victim, mallory) = (Contributor::new(), Contributor::new());

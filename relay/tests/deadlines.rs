@@ -1,5 +1,6 @@
 //! Leases end: late results are refused and their units reissued, wrong results are rejected
-//! without credit, and a unit that keeps failing is failed for good, failing its job.
+//! without credit, and a unit whose proven contributors keep failing it is failed for good,
+//! failing its job. Expiries, restarts and strangers' wrong results never fail a job.
 
 mod common;
 
@@ -34,7 +35,7 @@ async fn a_unit_not_returned_in_time_goes_to_another_contributor() {
         .await
         .assert_error(410, "lease_expired");
 
-    // The unit goes to another contributor, on its second attempt.
+    // The unit goes to another contributor; the expiry used none of its attempts.
     let reissued = quick.lease(&relay).await.unwrap();
     assert_eq!(reissued.unit_id, lease.unit_id);
     assert_ne!(reissued.lease_id, lease.lease_id);
@@ -48,7 +49,7 @@ async fn a_unit_not_returned_in_time_goes_to_another_contributor() {
         relay
             .count("SELECT attempts FROM units WHERE state = 'leased' ORDER BY id LIMIT 1")
             .await,
-        2
+        0
     );
     // The old lease stays refused, now that it is marked expired.
     relay
@@ -111,76 +112,107 @@ async fn a_result_with_one_wrong_element_is_rejected_and_the_unit_reissued() {
     assert_eq!(honest.balance(&relay).await, lease.flop as i64);
 }
 
+/// Only a result of a proven key (trusted when it leased the unit) that fails verification
+/// uses one of the unit's attempts: a stranger's wrong result and any expiry count against the
+/// key alone. Here a proven key is one with a valid result (`trust_after` = 1).
 #[tokio::test]
-async fn a_unit_that_uses_up_its_attempts_fails_and_fails_its_job() {
-    // Two units, two attempts each.
+async fn a_unit_that_proven_contributors_keep_failing_fails_and_fails_its_job() {
+    // Six units, two attempts each.
     let relay = TestRelay::with_config(|c| {
         c.max_attempts = 2;
-        c.demo_m = 64;
-        c.demo_n = 128;
+        c.trust_after = 1;
+        c.demo_m = 128;
+        c.demo_n = 192;
         c.demo_k = 64;
     });
     let job = relay.queue_demo_job().await;
-    let contributor = Contributor::new();
+    let (alice, bob, carol) = (Contributor::new(), Contributor::new(), Contributor::new());
+    for proven in [&alice, &bob, &carol] {
+        proven.earn(&relay).await;
+    }
+    let attempts = || relay.count("SELECT MAX(attempts) FROM units");
 
-    // Attempt 1: the lease expires.
-    let first = contributor.lease(&relay).await.unwrap();
+    // Strangers' zeros and a proven key's expired lease: no attempt used.
+    for _ in 0..5 {
+        let stranger = Contributor::new();
+        let lease = stranger.lease(&relay).await.unwrap();
+        let zeros = vec![0u8; lease.output_bytes as usize];
+        relay
+            .post("/v1/results", &stranger.submission(&lease, &zeros))
+            .await
+            .assert_error(422, "verification_failed");
+    }
+    let expired = alice.lease(&relay).await.unwrap();
     relay.advance(Duration::from_secs(61));
-    // Attempt 2: a wrong result is rejected, and that was the last attempt.
-    let second = contributor.lease(&relay).await.unwrap();
-    assert_eq!(second.unit_id, first.unit_id);
-    let zeros = vec![0u8; second.output_bytes as usize];
-    relay
-        .post("/v1/results", &contributor.submission(&second, &zeros))
-        .await
-        .assert_error(422, "verification_failed");
 
-    // The job has failed, so its other unit is not worth leasing any more.
+    // Attempt 1: bob's wrong result. Attempt 2: carol's, and that was the last.
+    for cheat in [&bob, &carol] {
+        let lease = cheat.lease(&relay).await.unwrap();
+        assert_eq!(lease.unit_id, expired.unit_id);
+        assert_eq!(
+            alice.info(&relay).await.reputation.consecutive_valid,
+            0,
+            "the expiry (swept by this lease) ended alice's run, and used no attempt"
+        );
+        let zeros = vec![0u8; lease.output_bytes as usize];
+        relay
+            .post("/v1/results", &cheat.submission(&lease, &zeros))
+            .await
+            .assert_error(422, "verification_failed");
+    }
+    assert_eq!(attempts().await, 2);
+    assert_eq!(
+        relay
+            .count("SELECT COUNT(*) FROM leases WHERE state = 'rejected' AND proven = 0")
+            .await,
+        5,
+        "the strangers' rejected leases were not proven"
+    );
+
+    // The job has failed, so its other units are not worth leasing any more.
     assert!(
-        contributor.lease(&relay).await.is_none(),
+        Contributor::new().lease(&relay).await.is_none(),
         "nothing to lease"
     );
     let status: JobStatus = relay.get(&format!("/v1/jobs/{}", job.job_id)).await.json();
     assert_eq!(status.state, "failed");
+    assert!(
+        status
+            .failure
+            .as_deref()
+            .is_some_and(|why| why.contains("verified record")),
+        "{:?}",
+        status.failure
+    );
     assert_eq!(
         (
             status.units_total,
             status.units_failed,
-            status.units_pending
+            status.units_verified
         ),
-        (2, 1, 1)
+        (6, 1, 3)
     );
     assert_eq!(status.output_hash, None);
     let stats: Stats = relay.get("/v1/stats").await.json();
-    assert_eq!(
-        (stats.units_failed, stats.units_pending, stats.jobs_done),
-        (1, 0, 0)
-    );
-    assert_eq!(contributor.balance(&relay).await, 0);
+    assert_eq!((stats.units_failed, stats.units_pending), (1, 0));
 
     // The failed job no longer holds up the demo generator.
     let next = relay.queue_demo_job().await;
     assert_ne!(next.job_id, job.job_id);
 }
 
+/// Leasing a unit and letting the lease expire, over and over, from fresh keys and across
+/// relay restarts, never fails its job: an expiry is the key's fault, never the unit's. The
+/// relay marks leases a restart interrupted (their contributors may never have received them).
 #[tokio::test]
-async fn expiry_alone_exhausts_attempts() {
-    let relay = one_unit_with_two_attempts();
+async fn expiries_and_restarts_never_use_up_attempts() {
+    let relay = TestRelay::with_config(|c| {
+        c.max_attempts = 2;
+        c.demo_m = 64;
+        c.demo_n = 64;
+        c.demo_k = 64;
+    });
     let job = relay.queue_demo_job().await;
-    let contributor = Contributor::new();
-    two_expiries_fail_the_job(&relay, &contributor, job.job_id).await;
-}
-
-/// A relay that stops (crash or restart) while leases are active gives their units the attempt
-/// back when it starts again: their contributors may never have received them, so restarts
-/// alone must not fail a job. The attempt is given back once per lease, however often the relay
-/// restarts, and a release afterwards does not give it back a second time.
-#[tokio::test]
-async fn leases_a_restart_interrupts_do_not_use_up_attempts() {
-    let relay = one_unit_with_two_attempts();
-    let job = relay.queue_demo_job().await;
-    let contributor = Contributor::new();
-    let attempts = || relay.count("SELECT attempts FROM units");
     let restart = || async {
         relay
             .state
@@ -189,53 +221,36 @@ async fn leases_a_restart_interrupts_do_not_use_up_attempts() {
             .await
             .unwrap()
     };
-
-    // Two leases cut short by restarts: each gets its attempt back, once.
-    for _ in 0..2 {
-        contributor.lease(&relay).await.expect("an attempt is left");
-        assert_eq!(attempts().await, 1);
-        assert_eq!(restart().await, 1, "one lease was active");
-        assert_eq!(restart().await, 0, "a second restart forgives nothing more");
-        assert_eq!(attempts().await, 0);
+    for round in 0..6 {
+        let expirer = Contributor::new();
+        expirer
+            .lease(&relay)
+            .await
+            .expect("the unit is still pending");
+        if round % 2 == 0 {
+            assert_eq!(restart().await, 1, "one lease was active");
+            assert_eq!(restart().await, 0, "marked once");
+        }
         relay.advance(Duration::from_secs(61));
     }
-    // A lease that outlived a restart and is then released is not refunded twice.
-    let released = contributor.lease(&relay).await.unwrap();
-    restart().await;
-    assert_eq!(
-        contributor.release(&relay, &released, None).await.status,
-        StatusCode::OK
-    );
-    assert_eq!(attempts().await, 0);
+    assert_eq!(relay.count("SELECT attempts FROM units").await, 0);
     assert_eq!(
         relay
             .count("SELECT COUNT(*) FROM leases WHERE outlived_relay = 1")
             .await,
         3
     );
-
-    // Without restarts, expiries count again: two more and the unit fails.
-    two_expiries_fail_the_job(&relay, &contributor, job.job_id).await;
-}
-
-/// A relay whose demo jobs are a single 64x64x64 unit with two attempts.
-fn one_unit_with_two_attempts() -> TestRelay {
-    TestRelay::with_config(|c| {
-        c.max_attempts = 2;
-        c.demo_m = 64;
-        c.demo_n = 64;
-        c.demo_k = 64;
-    })
-}
-
-/// `contributor` leases job `job_id`'s one unit and lets the lease expire, twice; then the unit
-/// has used its two attempts: nothing is left to lease and the job has failed.
-async fn two_expiries_fail_the_job(relay: &TestRelay, contributor: &Contributor, job_id: i64) {
-    for _ in 0..2 {
-        contributor.lease(relay).await.expect("an attempt is left");
-        relay.advance(Duration::from_secs(61));
-    }
-    assert!(contributor.lease(relay).await.is_none());
-    let status: JobStatus = relay.get(&format!("/v1/jobs/{job_id}")).await.json();
-    assert_eq!((status.state.as_str(), status.units_failed), ("failed", 1));
+    // A lease released after a restart is simply given back.
+    let released = Contributor::new();
+    let lease = released.lease(&relay).await.unwrap();
+    restart().await;
+    assert_eq!(
+        released.release(&relay, &lease, None).await.status,
+        StatusCode::OK
+    );
+    // Someone finally computes it, and the job is done.
+    Contributor::new().earn(&relay).await;
+    relay.assembled(job.job_id).await;
+    let status: JobStatus = relay.get(&format!("/v1/jobs/{}", job.job_id)).await.json();
+    assert_eq!(status.state, "done");
 }
