@@ -2,8 +2,10 @@
 //! browser's watchdog resets the device; a native worker may hang). Each unit has a GPU budget,
 //! measured by the relay: the time from each lease to its result, or to a release that reports
 //! the GPU failing, and the number of such failures. A unit over either fails its job, with a
-//! reason the requester sees; a plain release (the person pressed Stop) is never charged. And a
-//! job's status says why its units wait.
+//! reason the requester sees; a plain release (the person pressed Stop) is never charged. Only
+//! proven keys' leases (trusted when issued) are charged: a stranger that holds a lease to its
+//! deadline or says its GPU failed costs the job nothing. And a job's status says why its units
+//! wait.
 
 mod common;
 
@@ -25,14 +27,18 @@ fn saxpy_output() -> Vec<u8> {
     ))
 }
 
-/// A relay with a one-unit SAXPY job (2 replicas); returns the relay and the job id.
+/// A relay with `proven` contributors with a record ([`TestRelay::proven_contributors`]) and
+/// then a one-unit SAXPY job (2 replicas); returns the relay, the job id and the contributors.
 async fn relay_with_kernel_job(
+    proven: usize,
     adjust: impl FnOnce(&mut glowworm_relay::Config),
-) -> (TestRelay, i64) {
+) -> (TestRelay, i64, Vec<Contributor>) {
     let relay = TestRelay::with_config(|c| {
         c.canary_permille = 0;
+        c.trust_after = 1;
         adjust(c);
     });
+    let contributors = relay.proven_contributors(proven).await;
     let inputs = vec![
         f32s_to_bytes(&matmul::sample_matrix(N, 1)),
         f32s_to_bytes(&matmul::sample_matrix(N, 2)),
@@ -40,7 +46,7 @@ async fn relay_with_kernel_job(
     let job_id = relay
         .queue_kernel_job(samples::saxpy_spec(N, 1), inputs)
         .await;
-    (relay, job_id)
+    (relay, job_id, contributors)
 }
 
 /// `who` gives `lease` back for `reason`, signed; asserts it is released.
@@ -61,15 +67,27 @@ async fn release(
 
 #[tokio::test]
 async fn a_kernel_that_fails_the_gpu_of_three_contributors_fails_its_job_with_the_reason() {
-    let (relay, job_id) = relay_with_kernel_job(|_| {}).await;
-    for i in 0..3 {
-        let contributor = Contributor::new();
+    let (relay, job_id, proven) = relay_with_kernel_job(3, |_| {}).await;
+    // Strangers saying their GPU failed, however many, are not charged.
+    for _ in 0..5 {
+        let stranger = Contributor::new();
+        let lease = stranger.lease(&relay).await.unwrap();
+        relay.advance(Duration::from_secs(50));
+        release(&relay, &stranger, &lease, Some(ReleaseReason::GpuFailed)).await;
+    }
+    assert_eq!(
+        relay
+            .count("SELECT gpu_ms + gpu_failures FROM units WHERE kernel_unit IS NOT NULL")
+            .await,
+        0
+    );
+    for (i, contributor) in proven.iter().enumerate() {
         let lease = contributor
             .lease(&relay)
             .await
             .unwrap_or_else(|| panic!("the unit is offered again after {i} GPU failures"));
         relay.advance(Duration::from_secs(5));
-        release(&relay, &contributor, &lease, Some(ReleaseReason::GpuFailed)).await;
+        release(&relay, contributor, &lease, Some(ReleaseReason::GpuFailed)).await;
     }
     let job = relay.job(job_id).await;
     assert_eq!((job.state.as_str(), job.units_failed), ("failed", 1));
@@ -90,22 +108,31 @@ async fn a_kernel_that_fails_the_gpu_of_three_contributors_fails_its_job_with_th
 
 #[tokio::test]
 async fn a_kernel_over_its_gpu_time_budget_fails_its_job() {
-    let (relay, job_id) = relay_with_kernel_job(|c| {
+    let (relay, job_id, proven) = relay_with_kernel_job(2, |c| {
         c.unit_gpu_seconds = 100;
         c.max_gpu_failures = 10;
         c.lease_seconds = 600;
     })
     .await;
-    let first = Contributor::new();
-    let lease = first.lease(&relay).await.unwrap();
+    // A stranger holding the unit to its deadline is not charged; a proven key's expired lease
+    // is, for its whole time.
+    let stranger = Contributor::new();
+    stranger.lease(&relay).await.unwrap();
+    relay.advance(Duration::from_secs(601));
+    let lease = proven[0].lease(&relay).await.unwrap();
+    assert_eq!(
+        relay
+            .count("SELECT gpu_ms FROM units WHERE kernel_unit IS NOT NULL")
+            .await,
+        0
+    );
     relay.advance(Duration::from_secs(60));
-    release(&relay, &first, &lease, Some(ReleaseReason::GpuFailed)).await;
+    release(&relay, &proven[0], &lease, Some(ReleaseReason::GpuFailed)).await;
     assert_eq!(relay.job(job_id).await.state, "queued", "60 s of 100 used");
 
-    let second = Contributor::new();
-    let lease = second.lease(&relay).await.unwrap();
+    let lease = proven[1].lease(&relay).await.unwrap();
     relay.advance(Duration::from_secs(50));
-    release(&relay, &second, &lease, Some(ReleaseReason::GpuFailed)).await;
+    release(&relay, &proven[1], &lease, Some(ReleaseReason::GpuFailed)).await;
     let job = relay.job(job_id).await;
     assert_eq!(job.state, "failed");
     let failure = job.failure.unwrap();
@@ -117,24 +144,26 @@ async fn a_kernel_over_its_gpu_time_budget_fails_its_job() {
 
 #[tokio::test]
 async fn stopping_is_never_charged_to_the_unit() {
-    let (relay, job_id) = relay_with_kernel_job(|c| {
+    let (relay, job_id, proven) = relay_with_kernel_job(5, |c| {
         c.unit_gpu_seconds = 10;
         c.max_gpu_failures = 1;
     })
     .await;
     // Many people press Stop after a long while (or say nothing, as older pages do): the unit
     // keeps its budget and its attempts.
-    for reason in [
+    for (reason, contributor) in [
         None,
         Some(ReleaseReason::Stopped),
         Some(ReleaseReason::FetchFailed),
         None,
         Some(ReleaseReason::Stopped),
-    ] {
-        let contributor = Contributor::new();
+    ]
+    .into_iter()
+    .zip(&proven)
+    {
         let lease = contributor.lease(&relay).await.unwrap();
         relay.advance(Duration::from_secs(30));
-        release(&relay, &contributor, &lease, reason).await;
+        release(&relay, contributor, &lease, reason).await;
     }
     assert_eq!(relay.job(job_id).await.state, "queued");
     assert_eq!(
@@ -165,7 +194,7 @@ async fn stopping_is_never_charged_to_the_unit() {
 
 #[tokio::test]
 async fn results_count_towards_the_budget_and_a_job_says_why_its_units_wait() {
-    let (relay, job_id) = relay_with_kernel_job(|c| c.distinct_networks = true).await;
+    let (relay, job_id, proven) = relay_with_kernel_job(1, |c| c.distinct_networks = true).await;
     let waiting = relay.job(job_id).await.waiting;
     assert_eq!(
         waiting
@@ -175,7 +204,7 @@ async fn results_count_towards_the_budget_and_a_job_says_why_its_units_wait() {
         [("queued", 1)]
     );
 
-    let first = Contributor::at("203.0.113.5");
+    let first = &proven[0]; // at 198.18.0.1
     let lease = first.lease(&relay).await.unwrap();
     let waiting = relay.job(job_id).await.waiting;
     assert_eq!(
@@ -187,10 +216,16 @@ async fn results_count_towards_the_budget_and_a_job_says_why_its_units_wait() {
     );
     relay.advance(Duration::from_secs(2));
     common::accepted(&first.submit(&relay, &lease, &saxpy_output()).await);
-    assert_eq!(relay.count("SELECT gpu_ms FROM units").await, 2_000);
+    assert_eq!(
+        relay
+            .count("SELECT gpu_ms FROM units WHERE kernel_unit IS NOT NULL")
+            .await,
+        2_000,
+        "a proven key's time to its result"
+    );
 
     // One replica in; its neighbour on the same /24 may not supply the second.
-    let neighbour = Contributor::at("203.0.113.6");
+    let neighbour = Contributor::at("198.18.0.6");
     assert!(neighbour.lease(&relay).await.is_none());
     let job = relay.job(job_id).await;
     let [replicas] = &job.waiting[..] else {
@@ -205,7 +240,7 @@ async fn results_count_towards_the_budget_and_a_job_says_why_its_units_wait() {
         replicas.detail
     );
 
-    let elsewhere = Contributor::at("198.51.100.20");
+    let elsewhere = Contributor::at("203.0.113.20");
     let lease = elsewhere.lease(&relay).await.unwrap();
     common::accepted(&elsewhere.submit(&relay, &lease, &saxpy_output()).await);
     let job = relay.job(job_id).await;

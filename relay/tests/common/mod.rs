@@ -282,6 +282,34 @@ impl TestRelay {
             .expect("no open units, so tick queues a job")
     }
 
+    /// `n` contributors with a verified record (proven keys: trusted, so their failures count
+    /// against the units they hold), each from its own network (198.18.i.1).
+    /// Needs `trust_after` = 1: each earns one demo unit; every unit of the demo jobs this queues
+    /// is computed, so none is left pending to get in the way of what a test queues next.
+    pub async fn proven_contributors(&self, n: usize) -> Vec<Contributor> {
+        assert_eq!(
+            self.state.config.trust_after, 1,
+            "proven_contributors needs trust_after = 1"
+        );
+        let contributors: Vec<Contributor> = (0..n)
+            .map(|i| Contributor::at(&format!("198.18.{i}.1")))
+            .collect();
+        let mut earned = 0;
+        loop {
+            let pending = self
+                .count("SELECT COUNT(*) FROM units WHERE state IN ('pending', 'leased')")
+                .await;
+            if earned >= n && pending == 0 {
+                return contributors;
+            }
+            if pending == 0 {
+                self.queue_demo_job().await;
+            }
+            contributors[earned % n].earn(self).await;
+            earned += 1;
+        }
+    }
+
     pub fn clock_now(&self) -> i64 {
         glowworm_relay::Clock::now_ms(&self.clock)
     }
