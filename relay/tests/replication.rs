@@ -373,11 +373,12 @@ async fn canaries_repeat_a_verified_unit_and_catch_a_wrong_answer() {
         (before.units_total, before.units_verified, "queued"),
         "canaries are not part of the job"
     );
-    // Neither canary touched the unit: verified, with the two attempts of its real replicas.
+    // Neither canary touched the unit: verified, and no attempt used (the cheat was no proven
+    // key, and a canary's lease never charges its unit).
     assert_eq!(
         relay
             .count(&format!(
-                "SELECT COUNT(*) FROM units WHERE id = {} AND state = 'verified' AND attempts = 2",
+                "SELECT COUNT(*) FROM units WHERE id = {} AND state = 'verified' AND attempts = 0",
                 l1.unit_id
             ))
             .await,
