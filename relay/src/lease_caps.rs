@@ -56,7 +56,7 @@ pub fn check(
         reputation::run_of(conn, asker.public_key)?
     };
     let key_cap = grown(config, run).min(config.max_leases_per_key);
-    let held = in_flight(conn, "public_key", asker.public_key, now_ms)?;
+    let held = in_flight(conn, "public_key", asker.public_key, now_ms, key_cap)?;
     if held >= key_cap {
         return Err(capped(format!(
             "this key holds {held} leases, the most it may hold now ({} + 1 for each valid \
@@ -67,7 +67,7 @@ pub fn check(
     if let Some(address) = asker.address {
         let cap =
             grown(config, reputation::run_of(conn, address)?).min(config.max_leases_per_address);
-        let held = in_flight(conn, "account", address, now_ms)?;
+        let held = in_flight(conn, "account", address, now_ms, cap)?;
         if held >= cap {
             return Err(capped(format!(
                 "the keys linked to {address} hold {held} leases, the most they may hold now \
@@ -80,7 +80,13 @@ pub fn check(
         return Ok(());
     };
     if config.max_leases_per_network > 0 {
-        let held = in_flight(conn, "source", source, now_ms)?;
+        let held = in_flight(
+            conn,
+            "source",
+            source,
+            now_ms,
+            config.max_leases_per_network,
+        )?;
         if held >= config.max_leases_per_network {
             return Err(capped(format!(
                 "contributors on network {source} hold {held} leases, the most one network \
@@ -90,7 +96,7 @@ pub fn check(
         }
     }
     if !asker.proven && config.new_leases_per_network > 0 {
-        let (held, failed) = unproven_of(conn, source, now_ms)?;
+        let (held, failed) = unproven_of(conn, source, now_ms, config.new_leases_per_network)?;
         let cap = config.new_leases_per_network.saturating_sub(failed).max(1);
         if held >= cap {
             return Err(capped(format!(
@@ -126,30 +132,50 @@ pub fn has_overdue(conn: &Connection, public_key: &str, now_ms: i64) -> Result<b
 }
 
 /// Leases still in flight at `now_ms` whose `column` (public_key, account or source, each
-/// indexed over active leases) is `value`.
-fn in_flight(conn: &Connection, column: &str, value: &str, now_ms: i64) -> Result<u32, ApiError> {
+/// indexed over active leases) is `value`, counted up to `cap`.
+fn in_flight(
+    conn: &Connection,
+    column: &str,
+    value: &str,
+    now_ms: i64,
+    cap: u32,
+) -> Result<u32, ApiError> {
     let sql = format!(
-        "SELECT COUNT(*) FROM leases
-         WHERE {column} = ?1 AND state = 'active' AND deadline_ms >= ?2"
+        "SELECT COUNT(*) FROM (SELECT 1 FROM leases
+                               WHERE {column} = ?1 AND state = 'active' AND deadline_ms >= ?2
+                                 AND {column} IS NOT NULL
+                               LIMIT ?3)"
     );
     Ok(conn
         .prepare_cached(&sql)?
-        .query_row(params![value, now_ms], |row| row.get(0))?)
+        .query_row(params![value, now_ms, cap], |row| row.get(0))?)
 }
 
 /// Leases of unproven keys from `source`: how many are in flight at `now_ms`, and how many
-/// expired (swept or not) or were rejected within [`BACKOFF_WINDOW_MS`].
-fn unproven_of(conn: &Connection, source: &str, now_ms: i64) -> Result<(u32, u32), ApiError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT
-                 COALESCE(SUM(state = 'active' AND deadline_ms >= ?2), 0),
-                 COALESCE(SUM(state IN ('expired', 'rejected')
-                              OR (state = 'active' AND deadline_ms < ?2)), 0)
-             FROM leases
-             WHERE source = ?1 AND proven = 0 AND deadline_ms >= ?3",
-        )?
-        .query_row(params![source, now_ms, now_ms - BACKOFF_WINDOW_MS], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?)
+/// expired (swept or not) or were rejected within [`BACKOFF_WINDOW_MS`], each counted up to
+/// `cap`.
+fn unproven_of(
+    conn: &Connection,
+    source: &str,
+    now_ms: i64,
+    cap: u32,
+) -> Result<(u32, u32), ApiError> {
+    let since = now_ms - BACKOFF_WINDOW_MS;
+    let count = |sql: &str, from: i64, to: i64| -> Result<u32, ApiError> {
+        Ok(conn
+            .prepare_cached(sql)?
+            .query_row(params![source, from, to, cap], |row| row.get(0))?)
+    };
+    let active = "SELECT COUNT(*) FROM (SELECT 1 FROM leases
+                      WHERE source = ?1 AND state = 'active' AND proven = 0
+                        AND source IS NOT NULL AND deadline_ms >= ?2 AND deadline_ms < ?3
+                      LIMIT ?4)";
+    let failed = "SELECT COUNT(*) FROM (SELECT 1 FROM leases
+                      WHERE source = ?1 AND state IN ('expired', 'rejected') AND proven = 0
+                        AND source IS NOT NULL AND deadline_ms >= ?2 AND deadline_ms < ?3
+                      LIMIT ?4)";
+    let held = count(active, now_ms, i64::MAX)?;
+    let overdue = count(active, since, now_ms)?;
+    let failed = count(failed, since, i64::MAX)?;
+    Ok((held, (overdue + failed).min(cap)))
 }

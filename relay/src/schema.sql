@@ -139,16 +139,19 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 CREATE INDEX IF NOT EXISTS leases_by_state ON leases(state, deadline_ms);
 CREATE INDEX IF NOT EXISTS leases_by_unit ON leases(unit_id);
--- Leases in flight per key, per linked address and per source (lease_caps.rs), and an
--- unproven source's recent failures.
+-- Leases in flight per key, per linked address and per source, and the unproven leases of a
+-- source in flight and lately failed (lease_caps.rs: each count stops at the cap, so a few
+-- index entries are read whatever the traffic).
 CREATE INDEX IF NOT EXISTS leases_active_by_key ON leases(public_key, deadline_ms)
     WHERE state = 'active';
 CREATE INDEX IF NOT EXISTS leases_active_by_account ON leases(account, deadline_ms)
     WHERE state = 'active' AND account IS NOT NULL;
 CREATE INDEX IF NOT EXISTS leases_active_by_source ON leases(source, deadline_ms)
     WHERE state = 'active' AND source IS NOT NULL;
-CREATE INDEX IF NOT EXISTS leases_unproven_by_source ON leases(source, deadline_ms)
-    WHERE proven = 0 AND source IS NOT NULL;
+CREATE INDEX IF NOT EXISTS leases_unproven_active ON leases(source, deadline_ms)
+    WHERE state = 'active' AND proven = 0 AND source IS NOT NULL;
+CREATE INDEX IF NOT EXISTS leases_unproven_failed ON leases(source, deadline_ms)
+    WHERE state IN ('expired', 'rejected') AND proven = 0 AND source IS NOT NULL;
 
 -- Every signed submission that reached verification. state: 'valid' (credited), 'invalid',
 -- 'pending' (a replica waiting for the others, or a trusted result waiting to be settled; its

@@ -484,10 +484,15 @@ impl Contributor {
     }
 
     /// The contributor's info as the relay shows it.
-    pub async fn info(&self, relay: &TestRelay) -> glowworm::wire::ContributorInfo {
-        let reply = relay
+    /// `GET /v1/contributors/{key}`, any answer.
+    pub async fn info_reply(&self, relay: &TestRelay) -> Reply {
+        relay
             .get(&format!("/v1/contributors/{}", self.public_key()))
-            .await;
+            .await
+    }
+
+    pub async fn info(&self, relay: &TestRelay) -> glowworm::wire::ContributorInfo {
+        let reply = self.info_reply(relay).await;
         assert_eq!(reply.status, StatusCode::OK);
         check_schema(&reply.json(), "ContributorInfo");
         reply.json()
@@ -522,6 +527,23 @@ impl Contributor {
                 None
             }
             other => panic!(
+                "lease request answered {other}: {}",
+                String::from_utf8_lossy(&reply.body)
+            ),
+        }
+    }
+
+    /// Asks for work as a stranger may be answered: a lease, or `None` for no work (204), a
+    /// key at its lease cap (429 `lease_cap`) or a quarantined key (403 `quarantined`); any
+    /// other answer fails the test.
+    pub async fn try_lease(&self, relay: &TestRelay) -> Option<Lease> {
+        let reply = self.lease_reply(relay).await;
+        let code = (reply.status != StatusCode::OK && reply.status != StatusCode::NO_CONTENT)
+            .then(|| reply.json::<Value>()["error"]["code"].clone());
+        match (reply.status.as_u16(), code.as_ref().and_then(Value::as_str)) {
+            (200, _) => Some(reply.json()),
+            (204, _) | (429, Some("lease_cap")) | (403, Some("quarantined")) => None,
+            (other, _) => panic!(
                 "lease request answered {other}: {}",
                 String::from_utf8_lossy(&reply.body)
             ),
