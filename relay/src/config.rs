@@ -24,7 +24,8 @@ pub struct Config {
     pub demo_jobs: bool,
     /// How long a contributor has to return a leased unit.
     pub lease_seconds: u64,
-    /// How many leases a unit gets before it is failed for good.
+    /// Results of proven (trusted) keys that may fail verification on one unit before it is
+    /// failed for good, failing its job; expiries and unproven keys' results never count.
     pub max_attempts: u32,
     /// Rows and columns of C per unit (each unit takes the full K).
     pub unit_size: u32,
@@ -87,7 +88,8 @@ pub struct Config {
     // Verification of results that no cheap check covers (see relay/src/replication.rs).
     /// Agreeing results from distinct contributors a replicated unit needs.
     pub replicas: u32,
-    /// Most results a replicated unit gathers while its replicas disagree, before it fails.
+    /// Results of proven keys that may disagree on a replicated unit before it fails (strangers'
+    /// lone results do not count).
     pub max_replicas: u32,
     /// Never send two replicas of a unit to the same /24 (IPv4) or /64 (IPv6) network.
     pub distinct_networks: bool,
@@ -243,7 +245,7 @@ pub struct ServeArgs {
     /// Seconds a contributor has to return a leased unit [env: GLOWWORM_LEASE_SECONDS]
     #[arg(long, value_name = "N")]
     pub lease_seconds: Option<u64>,
-    /// Leases a unit gets before it is failed [env: GLOWWORM_MAX_ATTEMPTS]
+    /// Trusted contributors' failed results a unit takes before it fails [env: GLOWWORM_MAX_ATTEMPTS]
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
     /// Rows and columns of C per unit [env: GLOWWORM_UNIT_SIZE]
