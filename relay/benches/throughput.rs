@@ -297,8 +297,11 @@ fn run(relay_rt: &Runtime, settings: &Settings, plan: Plan) -> anyhow::Result<Ru
         burst_per_address: settings.limits_rate,
         rate_per_key: settings.limits_rate,
         burst_per_key: settings.limits_rate,
-        // Every simulated contributor holds a connection from 127.0.0.1.
+        // Every simulated contributor holds a connection from 127.0.0.1: one network, whose
+        // new keys would otherwise share 16 leases.
         max_connections_per_address: 0,
+        new_leases_per_network: 0,
+        max_leases_per_network: 0,
         ..Config::default()
     };
     let state = AppState::open(config.clone())?;
