@@ -3,11 +3,13 @@
 //! The input is one JSON request body. The relay decodes it with serde_json (axum's `Json`
 //! extractor) as one of the `glowworm::wire` requests:
 //!
-//! - `POST /v1/leases`: [`LeaseRequest`], then its public key (`contributors::canonical_key`)
-//!   and partner attribution (`partners::attribution`: EIP-55 address, web origin);
+//! - `POST /v1/leases`: [`LeaseRequest`], then its public key (`contributors::canonical_key`),
+//!   its signature and signing time (`possession::check_lease_request`) and partner attribution
+//!   (`partners::attribution`: EIP-55 address, web origin);
 //! - `POST /v1/results`: [`ResultSubmission`], then the key, the output (base64, then f32) and
 //!   the signature (`signing::verify_result`: hex, strict ed25519);
-//! - `POST /v1/leases/{id}/release`: [`ReleaseRequest`], then the key;
+//! - `POST /v1/leases/{id}/release`: [`ReleaseRequest`], then the key and its signature
+//!   (`possession::check_release`);
 //! - `POST /v1/auth/link`: [`LinkRequest`], then the key, the session key's signature
 //!   (`signing::verify_link`) and the wallet signature's form (`sign_in::parse_wallet_signature`;
 //!   the message itself is the `siwe` target's);
@@ -34,6 +36,7 @@ use glowworm_relay::accounts::canonical_address;
 use glowworm_relay::contributors::canonical_key;
 use glowworm_relay::network::{client_ip, network_of};
 use glowworm_relay::partners::{attribution, canonical_origin};
+use glowworm_relay::possession::{SignedRequests, check_lease_request, check_release};
 use glowworm_relay::sign_in::parse_wallet_signature;
 use libfuzzer_sys::fuzz_target;
 use serde::Serialize;
@@ -42,6 +45,14 @@ use serde::de::DeserializeOwned;
 fuzz_target!(|body: &[u8]| {
     if let Some(request) = decode::<LeaseRequest>(body) {
         check_key(&request.public_key);
+        if let Ok(key) = canonical_key(&request.public_key) {
+            // A request taken once is refused the second time: each signing time is taken once.
+            let requests = SignedRequests::default();
+            let now = request.signed_at_ms;
+            if check_lease_request(&requests, &request, &key, now).is_ok() {
+                assert!(check_lease_request(&requests, &request, &key, now).is_err());
+            }
+        }
         if let Ok(Some(found)) = attribution(&Config::default(), &request) {
             assert_eq!(canonical_origin(&found.origin), Ok(found.origin.clone()));
             assert_eq!(canonical_address(&found.partner).ok(), Some(found.partner));
@@ -67,6 +78,9 @@ fuzz_target!(|body: &[u8]| {
     }
     if let Some(release) = decode::<ReleaseRequest>(body) {
         check_key(&release.public_key);
+        if let Ok(key) = canonical_key(&release.public_key) {
+            let _ = check_release(&release, &key, "0195a3f2c0de00112233445566778899");
+        }
     }
     if let Some(link) = decode::<LinkRequest>(body) {
         check_key(&link.public_key);

@@ -6,16 +6,19 @@
 //! 1. A job C = A * B is split into tiles of C ([`jobs::create_matmul`]); each unit's inputs, an
 //!    A row panel and a B column panel, are stored once as content-addressed [`blobs`]. While no
 //!    other work is queued, the [`demo`] generator makes such jobs.
-//! 2. `POST /v1/leases` ([`leasing::lease_next`]) first expires overdue leases, then leases the
-//!    oldest pending unit to the contributor until a deadline, one attempt of its
-//!    `max_attempts`.
+//! 2. `POST /v1/leases` checks that the request is signed by the key it names and is no replay
+//!    ([`possession`]), and that the key, its linked address and its network hold fewer leases
+//!    than they may ([`lease_caps`]); then [`leasing::lease_next`] expires overdue leases and
+//!    leases the oldest pending unit to the contributor until a deadline.
 //! 3. The contributor fetches the kernel (`GET /v1/kernels/{hash}`, from
 //!    [`glowworm::kernels`]) and the input blobs (`GET /v1/blobs/{hash}`), computes, signs
 //!    and posts the output to `POST /v1/results`.
 //! 4. [`results::submit`] checks the lease, the holder, the output size and the signature,
 //!    runs Freivalds' check ([`glowworm::freivalds`]), and in one transaction stores the output,
 //!    marks the unit verified and appends 2·m·n·k credits to the append-only [`ledger`]. A unit
-//!    that fails too often is failed for good, and fails its job. Units no cheap check covers are
+//!    whose proven contributors (trusted when they leased it) fail it too often is failed for
+//!    good, and fails its job; what strangers do is charged to them, never to the job
+//!    ([`units`]). Units no cheap check covers are
 //!    replicated instead: [`replication`] compares the replicas of distinct contributors and
 //!    credits the agreeing majority; [`canaries`] repeat verified units as known-answer checks;
 //!    [`reputation`] trusts, and quarantines, contributors by their record.
