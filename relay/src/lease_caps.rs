@@ -20,7 +20,6 @@
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::reputation;
 use axum::http::StatusCode;
 use rusqlite::{Connection, params};
 
@@ -38,8 +37,11 @@ pub struct Asker<'a> {
     pub source: Option<&'a str>,
     /// Whether the key (and its address) has a verified record: it is trusted.
     pub proven: bool,
-    /// Whether a lease of the key's expired and is not swept yet: its run has ended already.
-    pub missed: bool,
+    /// The key's valid results in a row (0 when a lease of its expired and is not swept yet:
+    /// its run has ended already).
+    pub key_run: u32,
+    /// The linked address's valid results in a row (0 without an address).
+    pub address_run: u32,
 }
 
 /// Refuses (429 `lease_cap`) a lease that would take `asker` over one of its caps at `now_ms`.
@@ -50,13 +52,8 @@ pub fn check(
     asker: &Asker,
     now_ms: i64,
 ) -> Result<(), ApiError> {
-    let run = if asker.missed {
-        0
-    } else {
-        reputation::run_of(conn, asker.public_key)?
-    };
-    let key_cap = grown(config, run).min(config.max_leases_per_key);
-    let held = in_flight(conn, "public_key", asker.public_key, now_ms, key_cap)?;
+    let key_cap = grown(config, asker.key_run).min(config.max_leases_per_key);
+    let held = in_flight(conn, Holder::Key, asker.public_key, now_ms, key_cap)?;
     if held >= key_cap {
         return Err(capped(format!(
             "this key holds {held} leases, the most it may hold now ({} + 1 for each valid \
@@ -65,9 +62,8 @@ pub fn check(
         )));
     }
     if let Some(address) = asker.address {
-        let cap =
-            grown(config, reputation::run_of(conn, address)?).min(config.max_leases_per_address);
-        let held = in_flight(conn, "account", address, now_ms, cap)?;
+        let cap = grown(config, asker.address_run).min(config.max_leases_per_address);
+        let held = in_flight(conn, Holder::Account, address, now_ms, cap)?;
         if held >= cap {
             return Err(capped(format!(
                 "the keys linked to {address} hold {held} leases, the most they may hold now \
@@ -82,7 +78,7 @@ pub fn check(
     if config.max_leases_per_network > 0 {
         let held = in_flight(
             conn,
-            "source",
+            Holder::Source,
             source,
             now_ms,
             config.max_leases_per_network,
@@ -125,23 +121,43 @@ fn capped(message: String) -> ApiError {
 pub fn has_overdue(conn: &Connection, public_key: &str, now_ms: i64) -> Result<bool, ApiError> {
     Ok(conn
         .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM leases
+            "SELECT EXISTS (SELECT 1 FROM leases INDEXED BY leases_active_by_key
                             WHERE public_key = ?1 AND state = 'active' AND deadline_ms < ?2)",
         )?
         .query_row(params![public_key, now_ms], |row| row.get(0))?)
 }
 
-/// Leases still in flight at `now_ms` whose `column` (public_key, account or source, each
-/// indexed over active leases) is `value`, counted up to `cap`.
+/// What leases in flight are counted by: the column, and the index over active leases that
+/// serves it (named, so that no other plan is chosen: without it SQLite may walk every active
+/// lease).
+#[derive(Debug, Clone, Copy)]
+enum Holder {
+    Key,
+    Account,
+    Source,
+}
+
+impl Holder {
+    fn column_and_index(self) -> (&'static str, &'static str) {
+        match self {
+            Holder::Key => ("public_key", "leases_active_by_key"),
+            Holder::Account => ("account", "leases_active_by_account"),
+            Holder::Source => ("source", "leases_in_flight_by_source"),
+        }
+    }
+}
+
+/// Leases still in flight at `now_ms` held by `holder` `value`, counted up to `cap`.
 fn in_flight(
     conn: &Connection,
-    column: &str,
+    holder: Holder,
     value: &str,
     now_ms: i64,
     cap: u32,
 ) -> Result<u32, ApiError> {
+    let (column, index) = holder.column_and_index();
     let sql = format!(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM leases
+        "SELECT COUNT(*) FROM (SELECT 1 FROM leases INDEXED BY {index}
                                WHERE {column} = ?1 AND state = 'active' AND deadline_ms >= ?2
                                  AND {column} IS NOT NULL
                                LIMIT ?3)"
@@ -166,11 +182,11 @@ fn unproven_of(
             .prepare_cached(sql)?
             .query_row(params![source, from, to, cap], |row| row.get(0))?)
     };
-    let active = "SELECT COUNT(*) FROM (SELECT 1 FROM leases
+    let active = "SELECT COUNT(*) FROM (SELECT 1 FROM leases INDEXED BY leases_in_flight_by_source
                       WHERE source = ?1 AND state = 'active' AND proven = 0
                         AND source IS NOT NULL AND deadline_ms >= ?2 AND deadline_ms < ?3
                       LIMIT ?4)";
-    let failed = "SELECT COUNT(*) FROM (SELECT 1 FROM leases
+    let failed = "SELECT COUNT(*) FROM (SELECT 1 FROM leases INDEXED BY leases_unproven_failed
                       WHERE source = ?1 AND state IN ('expired', 'rejected') AND proven = 0
                         AND source IS NOT NULL AND deadline_ms >= ?2 AND deadline_ms < ?3
                       LIMIT ?4)";

@@ -21,7 +21,7 @@ use crate::{canaries, jobs, lease_caps, links, replication, reputation};
 use axum::http::StatusCode;
 use glowworm::hash::ContentHash;
 use glowworm::kernels;
-use glowworm::wire::{BlobRef, KernelRef, Lease, ReleaseReason};
+use glowworm::wire::{BlobRef, KernelRef, Lease, ReleaseReason, Reputation};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -304,17 +304,20 @@ pub fn lease_next(
     let _span = metrics::span(Stage::LeaseTx);
     let public_key = asker.public_key.as_str();
     let account = links::account_of(conn, public_key)?;
-    reputation::refuse_quarantined(conn, public_key, &account)?;
+    let standing = reputation::Standing::of(conn, config, public_key, &account)?;
+    standing.refuse_quarantined(public_key, &account)?;
     let address = (account != public_key).then_some(account.as_str());
     // A lease of the key's that expired but is not swept yet ends its run already.
     let missed = lease_caps::has_overdue(conn, public_key, now_ms)?;
-    let proven = !missed && reputation::is_trusted(conn, config, public_key, &account)?;
+    let proven = !missed && standing.trusted();
+    let run = |r: &Reputation| u32::try_from(r.consecutive_valid).unwrap_or(u32::MAX);
     let capped = lease_caps::Asker {
         public_key,
         address,
         source: asker.source.as_deref(),
         proven,
-        missed,
+        key_run: if missed { 0 } else { run(&standing.key) },
+        address_run: standing.address.as_ref().map(run).unwrap_or(0),
     };
     lease_caps::check(conn, config, &capped, now_ms)?;
     let lease_id = new_lease_id(now_ms)?;

@@ -51,6 +51,59 @@ pub fn get(conn: &Connection, config: &Config, subject: &str) -> Result<Reputati
     Ok(reputation)
 }
 
+/// A key's record and its linked address's, read once for a lease request.
+#[derive(Debug, Clone)]
+pub struct Standing {
+    pub key: Reputation,
+    /// The linked address's record; `None` for a key that linked none.
+    pub address: Option<Reputation>,
+}
+
+impl Standing {
+    /// Reads the records of `public_key` and of `account` (the key itself when it linked no
+    /// address).
+    pub fn of(
+        conn: &Connection,
+        config: &Config,
+        public_key: &str,
+        account: &str,
+    ) -> Result<Standing, ApiError> {
+        Ok(Standing {
+            key: get(conn, config, public_key)?,
+            address: (account != public_key)
+                .then(|| get(conn, config, account))
+                .transpose()?,
+        })
+    }
+
+    /// Refuses (403 `quarantined`) a quarantined key, or a key whose address is quarantined.
+    pub fn refuse_quarantined(&self, public_key: &str, account: &str) -> Result<(), ApiError> {
+        if self.key.quarantined {
+            return Err(quarantined(public_key));
+        }
+        if self.address.as_ref().is_some_and(|a| a.quarantined) {
+            return Err(quarantined(account));
+        }
+        Ok(())
+    }
+
+    /// Trusted: enough valid results in a row, and neither the key nor its address quarantined.
+    pub fn trusted(&self) -> bool {
+        self.key.trusted && !self.address.as_ref().is_some_and(|a| a.quarantined)
+    }
+}
+
+fn quarantined(subject: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "quarantined",
+        format!(
+            "{subject} is quarantined after repeated invalid results: it gets no more work and \
+             its pending credits are withheld"
+        ),
+    )
+}
+
 /// Whether `public_key` is trusted: enough valid results in a row, and neither it nor its
 /// address quarantined.
 pub fn is_trusted(
@@ -77,14 +130,7 @@ pub fn refuse_quarantined(
             .optional()?
             .flatten();
         if quarantined.is_some() {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "quarantined",
-                format!(
-                    "{subject} is quarantined after repeated invalid results: it gets no more \
-                     work and its pending credits are withheld"
-                ),
-            ));
+            return Err(self::quarantined(subject));
         }
     }
     Ok(())
@@ -135,15 +181,6 @@ pub fn record_invalid<'a>(
         }
     }
     Ok(quarantined)
-}
-
-/// The subject's valid results in a row (0 for one never checked).
-pub fn run_of(conn: &Connection, subject: &str) -> Result<u32, ApiError> {
-    Ok(conn
-        .prepare_cached("SELECT consecutive_valid FROM reputation WHERE subject = ?1")?
-        .query_row([subject], |row| row.get(0))
-        .optional()?
-        .unwrap_or(0))
 }
 
 /// A lease of each subject's expired without a result: their run of valid results ends (so

@@ -146,10 +146,8 @@ CREATE INDEX IF NOT EXISTS leases_active_by_key ON leases(public_key, deadline_m
     WHERE state = 'active';
 CREATE INDEX IF NOT EXISTS leases_active_by_account ON leases(account, deadline_ms)
     WHERE state = 'active' AND account IS NOT NULL;
-CREATE INDEX IF NOT EXISTS leases_active_by_source ON leases(source, deadline_ms)
+CREATE INDEX IF NOT EXISTS leases_in_flight_by_source ON leases(source, proven, deadline_ms)
     WHERE state = 'active' AND source IS NOT NULL;
-CREATE INDEX IF NOT EXISTS leases_unproven_active ON leases(source, deadline_ms)
-    WHERE state = 'active' AND proven = 0 AND source IS NOT NULL;
 CREATE INDEX IF NOT EXISTS leases_unproven_failed ON leases(source, deadline_ms)
     WHERE state IN ('expired', 'rejected') AND proven = 0 AND source IS NOT NULL;
 
