@@ -56,7 +56,7 @@ use glowworm::protocol::{self, ProtocolError, Transport};
 use glowworm::signing::ContributorKey;
 use glowworm::wire::{
     ErrorBody, JobStatus, Lease, LeaseRequest, MatmulShape, ReleaseReason, ReleaseRequest,
-    ResultReceipt, Stats,
+    ResultReceipt, Stats, Waiting,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -140,6 +140,8 @@ struct Settings {
     seconds: u64,
     seed: u64,
     out: PathBuf,
+    /// `GLOWWORM_ABUSE_KEEP=1`: keep each run's directory (database, relay log) for a look.
+    keep: bool,
 }
 
 impl Settings {
@@ -163,6 +165,7 @@ impl Settings {
             out: var("GLOWWORM_ABUSE_OUT")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| target.join("bench/abuse.md")),
+            keep: var("GLOWWORM_ABUSE_KEEP").is_some_and(|v| v != "0"),
         })
     }
 }
@@ -560,7 +563,7 @@ fn open_connections(pid: u32) -> usize {
 struct RunReport {
     attacked: bool,
     jobs: Vec<JobRecord>,
-    /// Completion times of the completed jobs, seconds, sorted.
+    /// Completion times of the jobs, seconds, sorted; infinite for a job that did not complete.
     completion_s: Vec<f64>,
     /// Health-check latencies during the honest submissions, ms, sorted; and failures.
     health_ms: Vec<f64>,
@@ -596,7 +599,11 @@ fn run(settings: &Settings, attacked: bool) -> Result<RunReport> {
         "A (honest only)"
     };
     eprintln!("abuse soak: run {name} ...");
-    let dir = tempfile::TempDir::new()?;
+    let mut dir = tempfile::TempDir::new()?;
+    if settings.keep {
+        dir.disable_cleanup(true);
+        eprintln!("abuse soak: run {name} keeps {}", dir.path().display());
+    }
     let database = dir.path().join("relay.sqlite");
     let www = dir.path().join("www");
     std::fs::create_dir_all(&www)?;
@@ -688,9 +695,10 @@ fn run(settings: &Settings, attacked: bool) -> Result<RunReport> {
         requesters,
         health,
     } = honest;
+    // A job that did not complete counts as taking forever.
     let mut completion_s: Vec<f64> = jobs
         .iter()
-        .filter_map(|j| j.took.map(|t| t.as_secs_f64()))
+        .map(|j| j.took.map_or(f64::INFINITY, |t| t.as_secs_f64()))
         .collect();
     completion_s.sort_by(f64::total_cmp);
     let window = WARMUP..WARMUP + Duration::from_secs(settings.seconds);
@@ -973,6 +981,9 @@ struct JobRecord {
     took: Option<Duration>,
     /// "done", "failed", "cancelled", "unfinished" or "upload failed: ...".
     state: String,
+    /// What its units waited for at the last poll (the relay's `waiting`), and why it failed.
+    waiting: Vec<Waiting>,
+    failure: Option<String>,
 }
 
 #[derive(Default)]
@@ -1053,12 +1064,16 @@ async fn requester(
                     jobs.push(JobRecord {
                         took: None,
                         state: "unfinished".into(),
+                        waiting: Vec::new(),
+                        failure: None,
                     });
                     unfinished.push_back((id, jobs.len() - 1, began));
                 }
                 Err(e) => jobs.push(JobRecord {
                     took: None,
                     state: format!("upload failed: {e}"),
+                    waiting: Vec::new(),
+                    failure: None,
                 }),
             }
             j += 1;
@@ -1081,9 +1096,13 @@ async fn requester(
                         jobs[index].state = "done".into();
                     }
                     Ok(status) if status.state == "queued" => {
+                        jobs[index].waiting = status.waiting;
                         unfinished.push_back((id, index, began))
                     }
-                    Ok(status) => jobs[index].state = status.state,
+                    Ok(status) => {
+                        jobs[index].state = status.state;
+                        jobs[index].failure = status.failure;
+                    }
                     Err(e) => {
                         tally.note(format!("poll: bad reply: {e}"));
                         unfinished.push_back((id, index, began));
@@ -1175,6 +1194,13 @@ struct DbFacts {
     lease_keys_other: u64,
     results_other: BTreeMap<String, u64>,
     reputation_quarantined: i64,
+    /// The honest jobs' units: how many, how many were leased to other keys at least once, the
+    /// most leases to other keys of one unit, and the longest from a unit's first lease to its
+    /// verified result (ms).
+    units_total: u64,
+    units_leased_to_others: u64,
+    most_leases_to_others: u64,
+    longest_unit_ms: i64,
 }
 
 impl DbFacts {
@@ -1264,6 +1290,31 @@ impl DbFacts {
                 *facts.results_other.entry(state).or_default() += n as u64;
             }
         }
+        let mut by_unit: HashMap<i64, u64> = HashMap::new();
+        let mut unit_leases = conn.prepare("SELECT unit_id, public_key FROM leases")?;
+        for row in unit_leases.query_map([], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })? {
+            let (unit, key) = row?;
+            let others = by_unit.entry(unit).or_default();
+            if !honest.contains(&key) {
+                *others += 1;
+            }
+        }
+        facts.units_total =
+            conn.query_row("SELECT COUNT(*) FROM units", [], |row| row.get::<_, i64>(0))? as u64;
+        facts.units_leased_to_others = by_unit.values().filter(|n| **n > 0).count() as u64;
+        facts.most_leases_to_others = by_unit.values().copied().max().unwrap_or(0);
+        facts.longest_unit_ms = conn.query_row(
+            "SELECT COALESCE(MAX(verified_at - first_lease), 0) FROM (
+                 SELECT (SELECT MIN(issued_at_ms) FROM leases WHERE unit_id = u.id) AS first_lease,
+                        (SELECT MIN(created_at) FROM results
+                         WHERE unit_id = u.id AND state = 'valid') AS verified_at
+                 FROM units u)
+             WHERE verified_at IS NOT NULL",
+            [],
+            |row| row.get(0),
+        )?;
         facts.reputation_quarantined = conn.query_row(
             "SELECT COUNT(*) FROM reputation WHERE quarantined_at_ms IS NOT NULL",
             [],
@@ -1300,8 +1351,10 @@ impl LogSummary {
             let message = line
                 .split_once(level)
                 .map_or(line.as_str(), |(_, rest)| rest.trim());
-            let head: String = message.chars().take(90).collect();
-            *summary.kinds.entry(format!("{level} {head}")).or_default() += 1;
+            *summary
+                .kinds
+                .entry(format!("{level} {}", normalize(message)))
+                .or_default() += 1;
         }
         summary
     }
@@ -1320,6 +1373,29 @@ impl LogSummary {
             eprintln!("  {n:>7} x {kind}");
         }
     }
+}
+
+/// A log message with its numbers and hex strings (unit ids, keys, hashes) replaced by `#`,
+/// cut to 120 characters, so that messages of one kind group together.
+fn normalize(message: &str) -> String {
+    let mut out = String::new();
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let numeric =
+            word.chars().any(|c| c.is_ascii_digit()) && word.chars().all(|c| c.is_ascii_hexdigit());
+        out.push_str(if numeric { "#" } else { word.as_str() });
+        word.clear();
+    };
+    for c in message.chars() {
+        if c.is_ascii_alphanumeric() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out.chars().take(120).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1828,6 +1904,15 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[index]
 }
 
+/// Seconds, or "never" for a job that did not complete.
+fn seconds_or_never(seconds: f64) -> String {
+    if seconds.is_finite() {
+        format!("{seconds:.2}")
+    } else {
+        "never".into()
+    }
+}
+
 fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
@@ -1924,14 +2009,33 @@ fn render(settings: &Settings, a: &RunReport, b: &RunReport) -> (String, Vec<Str
         job_cell(b),
         "100% completed",
     );
+    let unfinished_why = |r: &RunReport| {
+        let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+        for job in r.jobs.iter().filter(|j| j.state != "done") {
+            if let Some(failure) = &job.failure {
+                *reasons.entry(format!("failed: {failure}")).or_default() += 1;
+            }
+            for waiting in &job.waiting {
+                *reasons
+                    .entry(format!("{} ({})", waiting.reason, waiting.detail))
+                    .or_default() += waiting.units as u64;
+            }
+        }
+        counts(&reasons)
+    };
+    if a.jobs.iter().chain(&b.jobs).any(|j| j.state != "done") {
+        row(
+            &mut out,
+            "jobs not completed: their units' last waiting reasons (units)",
+            unfinished_why(a),
+            unfinished_why(b),
+            "",
+        );
+    }
     let times = |r: &RunReport| {
-        format!(
-            "{:.2} / {:.2} / {:.2} / {:.2}",
-            percentile(&r.completion_s, 0.5),
-            percentile(&r.completion_s, 0.9),
-            percentile(&r.completion_s, 0.99),
-            percentile(&r.completion_s, 1.0)
-        )
+        [0.5, 0.9, 0.99, 1.0]
+            .map(|q| seconds_or_never(percentile(&r.completion_s, q)))
+            .join(" / ")
     };
     row(
         &mut out,
@@ -1947,7 +2051,7 @@ fn render(settings: &Settings, a: &RunReport, b: &RunReport) -> (String, Vec<Str
         } else if x.is_finite() {
             format!("{x:.2}x (missed)")
         } else {
-            "n/a (missed)".to_string()
+            "unbounded: jobs never completed (missed)".to_string()
         }
     };
     row(
@@ -2142,6 +2246,23 @@ fn render(settings: &Settings, a: &RunReport, b: &RunReport) -> (String, Vec<Str
         leases(b),
         "",
     );
+    let units = |r: &RunReport| {
+        format!(
+            "{} of {} / {} / {:.1} s",
+            r.database.units_leased_to_others,
+            r.database.units_total,
+            r.database.most_leases_to_others,
+            r.database.longest_unit_ms as f64 / 1000.0
+        )
+    };
+    row(
+        &mut out,
+        "honest jobs' units leased to other keys at least once / most such leases of one unit / \
+         longest from a unit's first lease to its verified result",
+        units(a),
+        units(b),
+        "",
+    );
     row(
         &mut out,
         "attackers' results (by state) / keys quarantined",
@@ -2207,39 +2328,63 @@ fn render(settings: &Settings, a: &RunReport, b: &RunReport) -> (String, Vec<Str
 
     let ratio_p50 = ratio(0.5);
     let ratio_p90 = ratio(0.9);
+    let times = |x: f64| {
+        if x.is_finite() {
+            format!("{x:.2}x")
+        } else {
+            "unbounded".into()
+        }
+    };
+    let (_, done_a, _, _) = jobs(a);
     let (_, done_b, _, _) = jobs(b);
-    let _ = writeln!(
+    let _ = write!(
         out,
-        "\nWhat it means: with the default limits, {} of {} honest jobs completed beside the \
-         attackers ({} without them); their completion time was {:.2}x (p50) and {:.2}x (p90) \
-         of the quiet run's, against a goal of at most 1.5x ({}). Attackers were credited {} \
-         and added {} contributors rows. Leases the hoarders and expirers took come back only \
-         when they expire ({LEASE_SECONDS} s here), so an honest job one of whose units they \
-         hold waits about that long: that is what stretches the completion time, and the lease \
-         caps per network bound how many units they can hold. The relay's memory went from \
-         {:.0} to {:.0} MB under attack ({:.0} to {:.0} MB without), and the health check's \
-         p99 was {:.1} ms under attack ({:.1} ms without). Correctness: {}. Rerun: `cargo \
-         xtask bench abuse` (GLOWWORM_ABUSE_SECONDS, GLOWWORM_ABUSE_SEED).",
-        done_b,
+        "\nWhat it means: with the relay's default limits, {done_b} of {} honest jobs completed \
+         beside the attackers ({done_a} of {} without them), and their completion time was {} \
+         (p50) and {} (p90) of the quiet run's: the goal of at most 1.5x was {}.",
         b.jobs.len(),
-        format_args!("{} of {}", jobs(a).1, a.jobs.len()),
-        ratio_p50,
-        ratio_p90,
+        a.jobs.len(),
+        times(ratio_p50),
+        times(ratio_p90),
         if ratio_p50 <= 1.5 && ratio_p90 <= 1.5 {
             "met"
         } else {
             "missed"
         },
+    );
+    if b.database.units_leased_to_others > 0 {
+        let _ = write!(
+            out,
+            " {} of the {} honest units were leased to attackers' keys at least once, one of \
+             them {} times. A unit an attacker holds comes back only when its lease expires \
+             ({LEASE_SECONDS} s here), and then goes to whoever asks first; attackers that ask \
+             more often than honest contributors (who rest 1 s after a 204) take it again, so a \
+             job with such a unit waits whole lease periods (the longest unit took {:.0} s from \
+             its first lease to its verified result). The lease caps bound how many units the \
+             attackers hold at once, not how long they keep one unit from the honest.",
+            b.database.units_leased_to_others,
+            b.database.units_total,
+            b.database.most_leases_to_others,
+            b.database.longest_unit_ms as f64 / 1000.0
+        );
+    }
+    let _ = writeln!(
+        out,
+        " Attackers were credited {} and got {} contributors rows. The relay's memory went from \
+         {:.0} to {:.0} MB under attack ({:.0} to {:.0} MB without), holding up to {} sockets; \
+         the health check's p99 was {:.1} ms under attack ({:.1} ms without).\n\nCorrectness: \
+         {}.\n\nRerun: `cargo xtask bench abuse` (GLOWWORM_ABUSE_SECONDS, GLOWWORM_ABUSE_SEED).",
         b.database.other_credits,
         b.database.contributor_rows_other,
         mb(b.memory_start),
         mb(b.memory_end),
         mb(a.memory_start),
         mb(a.memory_end),
+        b.relay_sockets_peak,
         percentile(&b.health_ms, 0.99),
         percentile(&a.health_ms, 0.99),
         if failures.is_empty() {
-            "pass (every honest job completed, no attacker credited, no rows for keys that \
+            "pass (every honest job completed, no attacker was credited, no rows for keys that \
              never earned)"
                 .to_string()
         } else {
