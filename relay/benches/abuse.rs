@@ -578,6 +578,8 @@ struct RunReport {
     memory_peak_sampled: u64,
     memory_hwm: u64,
     memory_series: Vec<(f64, u64)>,
+    /// The relay's CPU time so far (s), every 10 s: (seconds since the start, CPU seconds).
+    cpu_series: Vec<(f64, f64)>,
     /// Most sockets the relay held open at once (sampled with the memory).
     relay_sockets_peak: usize,
     relay_cpu_s: f64,
@@ -623,17 +625,20 @@ fn run(settings: &Settings, attacked: bool) -> Result<RunReport> {
         let sampling = sampling.clone();
         std::thread::spawn(move || {
             let mut series = vec![(0.0, memory_start)];
+            let mut cpu = vec![(0.0, 0.0)];
             let mut sockets = 0;
             let mut next = t0 + MEMORY_EVERY;
             while sampling.load(Ordering::Relaxed) {
                 if Instant::now() >= next {
-                    series.push(((Instant::now() - t0).as_secs_f64(), memory_of(pid).0));
+                    let at = (Instant::now() - t0).as_secs_f64();
+                    series.push((at, memory_of(pid).0));
+                    cpu.push((at, cpu_seconds(pid) - cpu_start));
                     sockets = sockets.max(open_connections(pid));
                     next += MEMORY_EVERY;
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            (series, sockets)
+            (series, cpu, sockets)
         })
     };
 
@@ -677,7 +682,7 @@ fn run(settings: &Settings, attacked: bool) -> Result<RunReport> {
         serde_json::from_slice::<Stats>(&body).ok()
     });
     sampling.store(false, Ordering::Relaxed);
-    let (mut memory_series, relay_sockets_peak) =
+    let (mut memory_series, cpu_series, relay_sockets_peak) =
         sampler.join().map_err(|_| anyhow!("sampler panicked"))?;
     memory_series.push((wall_s, memory_after));
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -731,6 +736,7 @@ fn run(settings: &Settings, attacked: bool) -> Result<RunReport> {
         memory_peak_sampled,
         memory_hwm,
         memory_series,
+        cpu_series,
         relay_sockets_peak,
         relay_cpu_s,
         wall_s,
@@ -2130,6 +2136,26 @@ fn render(settings: &Settings, a: &RunReport, b: &RunReport) -> (String, Vec<Str
             b.relay_cpu_s,
             100.0 * b.relay_cpu_s / b.wall_s
         ),
+        "",
+    );
+    let cpu_by_minute = |r: &RunReport| {
+        let minute = (60.0 / MEMORY_EVERY.as_secs_f64()).round() as usize;
+        r.cpu_series
+            .windows(minute + 1)
+            .step_by(minute)
+            .map(|w| {
+                let (t0, c0) = w[0];
+                let (t1, c1) = w[minute];
+                format!("{:.0}", 100.0 * (c1 - c0) / (t1 - t0))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    row(
+        &mut out,
+        "relay CPU minute by minute, % of one core",
+        cpu_by_minute(a),
+        cpu_by_minute(b),
         "",
     );
     row(
