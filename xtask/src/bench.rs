@@ -20,6 +20,12 @@
 //!   simulated contributors: sustained results/s, errors, p99 latency and the relay process's
 //!   memory (at the window's start and end, peak, growth per minute; the load generator runs in
 //!   a process of its own) (`target/bench/load.md`).
+//! - abuse: `relay/benches/abuse.rs`, a soak of the relay binary with its default limits:
+//!   honest requesters and contributors alone, then the same honest work beside hoarders,
+//!   expirers, garbage senders, key-spenders and silent connections from loopback addresses,
+//!   5 minutes each (`GLOWWORM_ABUSE_SECONDS`): honest jobs completed, their completion time
+//!   against the quiet run's, the relay's memory, health-check latency, and credits to
+//!   attackers (`target/bench/abuse.md`).
 
 use crate::{deps, process, wasm};
 use anyhow::Result;
@@ -34,6 +40,7 @@ pub enum Which {
     Browser,
     Faults,
     Load,
+    Abuse,
 }
 
 pub fn run(root: &Path, which: &[Which]) -> Result<()> {
@@ -45,6 +52,7 @@ pub fn run(root: &Path, which: &[Which]) -> Result<()> {
         Which::Browser,
         Which::Faults,
         Which::Load,
+        Which::Abuse,
     ];
     let chosen = if which.is_empty() { &all[..] } else { which };
     std::fs::create_dir_all(root.join("target/bench"))?;
@@ -115,6 +123,20 @@ pub fn run(root: &Path, which: &[Which]) -> Result<()> {
                             "load held by 1,000 contributors".as_ref(),
                         ),
                         ("GLOWWORM_BENCH_OUT", out.as_os_str()),
+                    ],
+                )?;
+            }
+            Which::Abuse => {
+                process::step("Benchmark: honest work beside attackers (abuse soak)");
+                let seconds =
+                    std::env::var_os("GLOWWORM_ABUSE_SECONDS").unwrap_or_else(|| "300".into());
+                let out = std::env::var_os("GLOWWORM_ABUSE_OUT")
+                    .unwrap_or_else(|| root.join("target/bench/abuse.md").into_os_string());
+                process::cargo_with_env(
+                    &["bench", "-p", "glowworm-relay", "--bench", "abuse"],
+                    &[
+                        ("GLOWWORM_ABUSE_SECONDS", seconds.as_os_str()),
+                        ("GLOWWORM_ABUSE_OUT", out.as_os_str()),
                     ],
                 )?;
             }
