@@ -271,6 +271,8 @@ impl Db {
             ("leases", "source", "TEXT"),
             ("units", "gpu_ms", "INTEGER NOT NULL DEFAULT 0"),
             ("units", "gpu_failures", "INTEGER NOT NULL DEFAULT 0"),
+            ("units", "misses", "INTEGER NOT NULL DEFAULT 0"),
+            ("units", "held_until_ms", "INTEGER NOT NULL DEFAULT 0"),
             ("jobs", "failure", "TEXT"),
             ("jobs", "assembling", "INTEGER NOT NULL DEFAULT 0"),
             ("results", "state", "TEXT NOT NULL DEFAULT 'valid'"),

@@ -16,7 +16,7 @@ use crate::contributors;
 use crate::error::ApiError;
 use crate::metrics::{self, Stage};
 use crate::random;
-use crate::units::{self, Holder, Unit, Verify, Work};
+use crate::units::{self, Holder, Miss, Unit, Verify, Work};
 use crate::{canaries, jobs, lease_caps, links, replication, reputation};
 use axum::http::StatusCode;
 use glowworm::hash::ContentHash;
@@ -109,7 +109,7 @@ pub fn expire_overdue(conn: &Connection, config: &Config, now_ms: i64) -> Result
     let mut stmt = conn.prepare_cached(
         "UPDATE leases SET state = 'expired'
          WHERE state = 'active' AND deadline_ms < ?1
-         RETURNING lease_id, unit_id, on_trust, public_key, account, deadline_ms",
+         RETURNING lease_id, unit_id, on_trust, public_key, account, deadline_ms, proven",
     )?;
     let overdue = stmt
         .query_map([now_ms], |row| {
@@ -120,10 +120,11 @@ pub fn expire_overdue(conn: &Connection, config: &Config, now_ms: i64) -> Result
                 row.get::<_, String>(3)?,
                 row.get::<_, Option<String>>(4)?,
                 row.get::<_, i64>(5)?,
+                row.get::<_, bool>(6)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    for (lease_id, unit_id, on_trust, public_key, account, deadline_ms) in overdue {
+    for (lease_id, unit_id, on_trust, public_key, account, deadline_ms, proven) in overdue {
         tracing::info!("lease {lease_id} of unit {unit_id} expired");
         if on_trust {
             end_trust(conn, config, unit_id)?;
@@ -131,7 +132,13 @@ pub fn expire_overdue(conn: &Connection, config: &Config, now_ms: i64) -> Result
         let account = account.unwrap_or_else(|| public_key.clone());
         reputation::record_missed(conn, &reputation::subjects(&public_key, &account))?;
         if !charge_gpu_time(conn, config, &lease_id, deadline_ms, false)? {
-            units::requeue(conn, unit_id, false)?;
+            let miss = if proven {
+                Miss::ProvenExpired
+            } else {
+                Miss::Unproven
+            };
+            // The miss happened at the deadline, whenever the sweep comes.
+            units::requeue(conn, config, unit_id, miss, deadline_ms)?;
         }
     }
     Ok(())
@@ -337,6 +344,7 @@ pub fn lease_next(
         address,
         network,
         adapter_class,
+        proven,
     };
     let canary = if random::chance(config.canary_permille)? {
         canaries::pick(conn, &holder)?
@@ -348,12 +356,12 @@ pub fn lease_next(
         Some(canary) => canary,
         None => {
             // The oldest first: a Freivalds-checked unit (most of them) is taken as it is.
-            let mut candidates = units::pending_for(conn, &holder, 1)?;
+            let mut candidates = units::pending_for(conn, &holder, 1, now_ms)?;
             if candidates
                 .first()
                 .is_some_and(|u| u.verify == Verify::Replicate)
             {
-                candidates = units::pending_for(conn, &holder, CANDIDATES)?;
+                candidates = units::pending_for(conn, &holder, CANDIDATES, now_ms)?;
             }
             let Some(unit) = pick(candidates)? else {
                 return Ok(None);

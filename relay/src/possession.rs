@@ -30,7 +30,9 @@ use std::sync::{Mutex, PoisonError};
 /// whose clocks are a little off.
 pub const WINDOW_MS: i64 = 10 * 60 * 1000;
 
-/// Keys remembered before the ones idle longer than twice the window are forgotten.
+/// Keys remembered before the first sweep of those idle longer than twice the window. After a
+/// sweep the next one waits until the map has doubled, so a flood of new keys costs each
+/// request O(1) on average, never a walk of the whole map.
 const SWEEP_AT: usize = 1 << 16;
 
 /// How many milliseconds below a key's latest signing time are still taken (once each): a
@@ -75,7 +77,14 @@ impl Taken {
 /// The signing times taken from each key lately.
 #[derive(Default)]
 pub struct SignedRequests {
-    taken: Mutex<HashMap<String, Taken>>,
+    taken: Mutex<Remembered>,
+}
+
+#[derive(Default)]
+struct Remembered {
+    keys: HashMap<String, Taken>,
+    /// The size at which the next sweep runs (at least [`SWEEP_AT`]).
+    sweep_at: usize,
 }
 
 impl SignedRequests {
@@ -97,10 +106,14 @@ impl SignedRequests {
                 ),
             ));
         }
-        let mut taken = self.taken.lock().unwrap_or_else(PoisonError::into_inner);
-        if taken.len() >= SWEEP_AT {
-            taken.retain(|_, seen| seen.latest >= now_ms - 2 * WINDOW_MS);
+        let mut remembered = self.taken.lock().unwrap_or_else(PoisonError::into_inner);
+        if remembered.keys.len() >= remembered.sweep_at.max(SWEEP_AT) {
+            remembered
+                .keys
+                .retain(|_, seen| seen.latest >= now_ms - 2 * WINDOW_MS);
+            remembered.sweep_at = 2 * remembered.keys.len();
         }
+        let taken = &mut remembered.keys;
         let Some(seen) = taken.get_mut(key) else {
             let first = Taken {
                 latest: signed_at_ms,

@@ -345,7 +345,12 @@ fn record_rejected(
     let result_id = insert_result(conn, lease, public_key, output_hash, "invalid", now_ms)?;
     conn.prepare_cached("UPDATE leases SET state = 'rejected' WHERE lease_id = ?1")?
         .execute([&lease.lease_id])?;
-    units::requeue(conn, lease.unit_id, lease.proven)?;
+    let miss = if lease.proven {
+        units::Miss::ProvenRejected
+    } else {
+        units::Miss::Unproven
+    };
+    units::requeue(conn, config, lease.unit_id, miss, now_ms)?;
     contributors::seen(conn, public_key, now_ms)?;
     replication::failed_check(conn, config, result_id, public_key, now_ms)?;
     Ok(())

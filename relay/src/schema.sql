@@ -93,7 +93,12 @@ CREATE TABLE IF NOT EXISTS units (
     -- failing, and how many such releases there were: a kernel unit's time budget
     -- (leasing::charge_gpu_time).
     gpu_ms          INTEGER NOT NULL DEFAULT 0,
-    gpu_failures    INTEGER NOT NULL DEFAULT 0
+    gpu_failures    INTEGER NOT NULL DEFAULT 0,
+    -- Leases of keys without a record that ended without a result (expired, rejected), and
+    -- until when, after the last of them, only keys with a record may lease it (units.rs:
+    -- requeue), so that strangers cannot take it again and again.
+    misses          INTEGER NOT NULL DEFAULT 0,
+    held_until_ms   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS units_by_state ON units(state, id);
 -- Verified replicated units, newest last: where canaries are drawn from, without walking every

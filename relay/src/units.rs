@@ -9,6 +9,7 @@
 //! unit whose attempts are used up is `failed` for good, and fails its job.
 
 use crate::blobs::hash_column;
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::jobs;
 use glowworm::compare::Tolerance;
@@ -185,15 +186,24 @@ pub struct Holder<'a> {
     pub network: Option<&'a str>,
     /// Set only when the relay compares replicas between adapters of one kind.
     pub adapter_class: Option<&'a str>,
+    /// The key has a verified record (is trusted): it may take units strangers failed lately.
+    pub proven: bool,
 }
 
-/// Up to `limit` of the oldest pending units of queued jobs that `holder` may take, oldest first.
-pub fn pending_for(conn: &Connection, holder: &Holder, limit: u32) -> Result<Vec<Unit>, ApiError> {
+/// Up to `limit` of the oldest pending units of queued jobs that `holder` may take at `now_ms`,
+/// oldest first.
+pub fn pending_for(
+    conn: &Connection,
+    holder: &Holder,
+    limit: u32,
+    now_ms: i64,
+) -> Result<Vec<Unit>, ApiError> {
     let sql = concat!(
         "SELECT ",
         unit_columns!(),
         " FROM units JOIN jobs ON jobs.id = units.job_id
          WHERE units.state = 'pending' AND jobs.state = 'queued'
+           AND (?6 OR units.held_until_ms <= ?7)
            AND (units.verify = 'freivalds' OR (
                 NOT EXISTS (SELECT 1 FROM leases
                             WHERE leases.unit_id = units.id
@@ -211,7 +221,9 @@ pub fn pending_for(conn: &Connection, holder: &Holder, limit: u32) -> Result<Vec
                 holder.address,
                 holder.network,
                 holder.adapter_class,
-                limit
+                limit,
+                holder.proven,
+                now_ms
             ],
             from_row,
         )?
@@ -219,37 +231,86 @@ pub fn pending_for(conn: &Connection, holder: &Holder, limit: u32) -> Result<Vec
     Ok(units)
 }
 
-/// After a lease ended without a verified result (expired or rejected): the unit goes back to
-/// `pending` (a replicated unit may already be pending, waiting for other replicas). When
-/// `charged` (a proven key's result failed verification) it uses one of the unit's attempts,
-/// and a unit that has used them all is `failed` for good, which fails its job. A verified unit
-/// (a canary's) is left alone.
-pub fn requeue(conn: &Connection, unit_id: i64, charged: bool) -> Result<(), ApiError> {
-    if !charged {
-        conn.prepare_cached(
-            "UPDATE units SET state = 'pending' WHERE id = ?1 AND state = 'leased'",
-        )?
-        .execute([unit_id])?;
-        return Ok(());
-    }
-    let used: Option<(u32, u32, i64)> = conn
-        .prepare_cached(
-            "UPDATE units SET attempts = attempts + 1,
-                              state = CASE WHEN attempts + 1 >= max_attempts THEN 'failed'
-                                           ELSE 'pending' END
-             WHERE id = ?1 AND state IN ('leased', 'pending')
-             RETURNING attempts, max_attempts, job_id",
-        )?
-        .query_row([unit_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-        .optional()?;
-    if let Some((attempts, max_attempts, job_id)) = used
-        && attempts >= max_attempts
-    {
-        let why = format!(
-            "unit {unit_id} used up its {max_attempts} attempts (results of contributors with a \
-             verified record that failed verification)"
-        );
-        jobs::fail(conn, job_id, &why)?;
+/// How a lease ended without a verified result, and whose it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    /// A proven key's result failed verification: one of the unit's attempts.
+    ProvenRejected,
+    /// A proven key's lease expired: the key's fault, not the unit's.
+    ProvenExpired,
+    /// A key without a record let its lease expire or sent a wrong result: the key's fault.
+    /// The unit is held for keys with a record for a while ([`hold_ms`]), so that strangers
+    /// who ask more often than honest contributors cannot take it again and again.
+    Unproven,
+}
+
+/// How long a unit that strangers failed `misses` times in all is held for keys with a record:
+/// a lease period, doubling with each miss, at most [`MAX_HOLD_MS`]. Keys without a record
+/// take it again after that, so on a relay where nobody has a record yet it still gets done.
+pub fn hold_ms(lease_ms: i64, misses: u32) -> i64 {
+    let doublings = misses.saturating_sub(1).min(16);
+    lease_ms.saturating_mul(1 << doublings).min(MAX_HOLD_MS)
+}
+
+/// The longest a unit is held for keys with a record: ten minutes.
+pub const MAX_HOLD_MS: i64 = 10 * 60 * 1000;
+
+/// After a lease ended without a verified result (`miss`, at `missed_at_ms`: the deadline of an
+/// expired lease, the time of a rejected result): the unit goes back to `pending` (a
+/// replicated unit may already be pending, waiting for other replicas). A proven key's rejected
+/// result uses one of the unit's attempts, and a unit that has used them all is `failed` for
+/// good, which fails its job. A verified unit (a canary's) is left alone.
+pub fn requeue(
+    conn: &Connection,
+    config: &Config,
+    unit_id: i64,
+    miss: Miss,
+    missed_at_ms: i64,
+) -> Result<(), ApiError> {
+    match miss {
+        Miss::ProvenExpired => {
+            conn.prepare_cached(
+                "UPDATE units SET state = 'pending' WHERE id = ?1 AND state = 'leased'",
+            )?
+            .execute([unit_id])?;
+        }
+        Miss::Unproven => {
+            let misses: Option<u32> = conn
+                .prepare_cached(
+                    "UPDATE units SET misses = misses + 1,
+                                      state = CASE state WHEN 'leased' THEN 'pending' ELSE state END
+                     WHERE id = ?1 AND state IN ('leased', 'pending')
+                     RETURNING misses",
+                )?
+                .query_row([unit_id], |row| row.get(0))
+                .optional()?;
+            if let Some(misses) = misses {
+                let until = missed_at_ms.saturating_add(hold_ms(config.lease_ms(), misses));
+                conn.prepare_cached("UPDATE units SET held_until_ms = ?2 WHERE id = ?1")?
+                    .execute(rusqlite::params![unit_id, until])?;
+            }
+        }
+        Miss::ProvenRejected => {
+            let used: Option<(u32, u32, i64)> = conn
+                .prepare_cached(
+                    "UPDATE units SET attempts = attempts + 1,
+                                      state = CASE WHEN attempts + 1 >= max_attempts
+                                                   THEN 'failed' ELSE 'pending' END
+                     WHERE id = ?1 AND state IN ('leased', 'pending')
+                     RETURNING attempts, max_attempts, job_id",
+                )?
+                .query_row([unit_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                .optional()?;
+            if let Some((attempts, max_attempts, job_id)) = used
+                && attempts >= max_attempts
+            {
+                let why = format!(
+                    "unit {unit_id} used up its {max_attempts} attempts (results of contributors \
+                     with a verified record that failed verification)"
+                );
+                jobs::fail(conn, job_id, &why)?;
+            }
+        }
     }
     Ok(())
 }

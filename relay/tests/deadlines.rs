@@ -12,9 +12,11 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn a_unit_not_returned_in_time_goes_to_another_contributor() {
-    let relay = TestRelay::new();
+    let relay = TestRelay::with_config(|c| c.trust_after = 1);
+    let quick = relay.proven_contributors(1).await.remove(0);
+    let quick_before = quick.balance(&relay).await;
     relay.queue_demo_job().await;
-    let (slow, quick) = (Contributor::new(), Contributor::new());
+    let slow = Contributor::new();
 
     let lease = slow.lease(&relay).await.unwrap();
     let output = slow.compute(&relay, &lease).await;
@@ -35,7 +37,13 @@ async fn a_unit_not_returned_in_time_goes_to_another_contributor() {
         .await
         .assert_error(410, "lease_expired");
 
-    // The unit goes to another contributor; the expiry used none of its attempts.
+    // The unit goes to another contributor; the expiry used none of its attempts. A stranger
+    // let it expire, so for a lease period only a key with a record may take it.
+    let newcomer = Contributor::new().lease(&relay).await.unwrap();
+    assert_ne!(
+        newcomer.unit_id, lease.unit_id,
+        "held for keys with a record"
+    );
     let reissued = quick.lease(&relay).await.unwrap();
     assert_eq!(reissued.unit_id, lease.unit_id);
     assert_ne!(reissued.lease_id, lease.lease_id);
@@ -62,14 +70,19 @@ async fn a_unit_not_returned_in_time_goes_to_another_contributor() {
         .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(slow.balance(&relay).await, 0);
-    assert_eq!(quick.balance(&relay).await, lease.flop as i64);
+    assert_eq!(
+        quick.balance(&relay).await - quick_before,
+        lease.flop as i64
+    );
 }
 
 #[tokio::test]
 async fn a_result_with_one_wrong_element_is_rejected_and_the_unit_reissued() {
-    let relay = TestRelay::new();
+    let relay = TestRelay::with_config(|c| c.trust_after = 1);
+    let honest = relay.proven_contributors(1).await.remove(0);
+    let ledger_before = relay.count("SELECT COUNT(*) FROM ledger").await;
     relay.queue_demo_job().await;
-    let (cheat, honest) = (Contributor::new(), Contributor::new());
+    let cheat = Contributor::new();
 
     let lease = cheat.lease(&relay).await.unwrap();
     let output = cheat.compute(&relay, &lease).await;
@@ -82,7 +95,10 @@ async fn a_result_with_one_wrong_element_is_rejected_and_the_unit_reissued() {
         .await;
     reply.assert_error(422, "verification_failed");
     assert_eq!(cheat.balance(&relay).await, 0);
-    assert_eq!(relay.count("SELECT COUNT(*) FROM ledger").await, 0);
+    assert_eq!(
+        relay.count("SELECT COUNT(*) FROM ledger").await,
+        ledger_before
+    );
     assert_eq!(
         relay
             .count("SELECT COUNT(*) FROM results WHERE verified = 0")
@@ -109,7 +125,10 @@ async fn a_result_with_one_wrong_element_is_rejected_and_the_unit_reissued() {
         .post("/v1/results", &honest.submission(&reissued, &output))
         .await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(honest.balance(&relay).await, lease.flop as i64);
+    assert_eq!(
+        relay.count("SELECT COUNT(*) FROM ledger").await,
+        ledger_before + 1
+    );
 }
 
 /// Only a result of a proven key (trusted when it leased the unit) that fails verification
@@ -132,8 +151,10 @@ async fn a_unit_that_proven_contributors_keep_failing_fails_and_fails_its_job() 
     }
     let attempts = || relay.count("SELECT MAX(attempts) FROM units");
 
-    // Strangers' zeros and a proven key's expired lease: no attempt used.
+    // Strangers' zeros and a proven key's expired lease: no attempt used. (A unit a stranger
+    // failed is held a while for keys with a record; the next stranger waits that out.)
     for _ in 0..5 {
+        relay.pass_holds();
         let stranger = Contributor::new();
         let lease = stranger.lease(&relay).await.unwrap();
         let zeros = vec![0u8; lease.output_bytes as usize];
@@ -222,6 +243,7 @@ async fn expiries_and_restarts_never_use_up_attempts() {
             .unwrap()
     };
     for round in 0..6 {
+        relay.pass_holds();
         let expirer = Contributor::new();
         expirer
             .lease(&relay)
@@ -240,7 +262,8 @@ async fn expiries_and_restarts_never_use_up_attempts() {
             .await,
         3
     );
-    // A lease released after a restart is simply given back.
+    // A lease released after a restart is simply given back (a release holds nothing).
+    relay.pass_holds();
     let released = Contributor::new();
     let lease = released.lease(&relay).await.unwrap();
     restart().await;

@@ -310,6 +310,14 @@ impl TestRelay {
         }
     }
 
+    /// Lets the longest hold pass: a unit that keys without a record failed is held for keys
+    /// with one for at most `units::MAX_HOLD_MS`, after which a new key may take it again.
+    pub fn pass_holds(&self) {
+        self.advance(Duration::from_millis(
+            glowworm_relay::units::MAX_HOLD_MS as u64 + 1,
+        ));
+    }
+
     pub fn clock_now(&self) -> i64 {
         glowworm_relay::Clock::now_ms(&self.clock)
     }
