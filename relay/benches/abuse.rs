@@ -2381,12 +2381,13 @@ fn render(settings: &Settings, a: &RunReport, b: &RunReport) -> (String, Vec<Str
         let _ = write!(
             out,
             " {} of the {} honest units were leased to attackers' keys at least once, one of \
-             them {} times. A unit an attacker holds comes back only when its lease expires \
-             ({LEASE_SECONDS} s here), and then goes to whoever asks first; attackers that ask \
-             more often than honest contributors (who rest 1 s after a 204) take it again, so a \
-             job with such a unit waits whole lease periods (the longest unit took {:.0} s from \
-             its first lease to its verified result). The lease caps bound how many units the \
-             attackers hold at once, not how long they keep one unit from the honest.",
+             them {} times. A unit a hoarder or expirer takes comes back only when its lease \
+             expires ({LEASE_SECONDS} s here); after that it is held for keys with a record \
+             (the honest ones, once they have 10 valid results in a row) for a lease period, \
+             doubling with each stranger's miss, so a job with such a unit waits about one \
+             lease period (the longest unit took {:.0} s from its first lease to its verified \
+             result). The lease caps bound how many units the attackers hold at once; a fresh \
+             unit still goes to whoever asks first, record or not.",
             b.database.units_leased_to_others,
             b.database.units_total,
             b.database.most_leases_to_others,
