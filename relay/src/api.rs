@@ -187,7 +187,8 @@ async fn get_contributor(
         .ok_or_else(|| {
             ApiError::not_found(
                 "unknown_contributor",
-                "no contributor with this public key has been seen",
+                "this relay knows nothing of this public key: it has earned nothing, sent no \
+                 result and linked no address",
             )
         })?;
     Ok(Json(info))
