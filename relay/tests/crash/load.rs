@@ -244,6 +244,15 @@ impl Http {
 impl Transport for Http {
     type Error = HttpError;
 
+    /// A key holding as many leases as it may (a crash cut off the replies of some) has no
+    /// work for now, as the page and the worker take it (`protocol::lease_with`).
+    fn refusal_code(error: &HttpError) -> Option<&str> {
+        match error {
+            HttpError::Refused { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, HttpError> {
         let request = self.client.get(self.url(path)?);
         Self::parse(&self.send(request).await?.1)
