@@ -104,19 +104,6 @@ fn quarantined(subject: &str) -> ApiError {
     )
 }
 
-/// Whether `public_key` is trusted: enough valid results in a row, and neither it nor its
-/// address quarantined.
-pub fn is_trusted(
-    conn: &Connection,
-    config: &Config,
-    public_key: &str,
-    account: &str,
-) -> Result<bool, ApiError> {
-    // A key that linked no address is its own account: one look is enough.
-    Ok(get(conn, config, public_key)?.trusted
-        && (account == public_key || !get(conn, config, account)?.quarantined))
-}
-
 /// Refuses a quarantined key, or a key whose address is quarantined.
 pub fn refuse_quarantined(
     conn: &Connection,
