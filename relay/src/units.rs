@@ -186,9 +186,16 @@ pub struct Holder<'a> {
     pub network: Option<&'a str>,
     /// Set only when the relay compares replicas between adapters of one kind.
     pub adapter_class: Option<&'a str>,
-    /// The key has a verified record (is trusted): it may take units strangers failed lately.
+    /// The key has a verified record (is trusted): it may take units strangers failed lately,
+    /// and units of new jobs at once.
     pub proven: bool,
 }
+
+/// First pick: while a key with a record holds a lease (so proven contributors are at work),
+/// units of a job younger than this go to keys with a record only; keys without one get them
+/// once they are older. Hoarders then get only what the proven contributors left, instead of
+/// whatever they ask for first. A relay where nobody has a record gives everything to anyone.
+pub const FIRST_PICK_MS: i64 = 2_000;
 
 /// Up to `limit` of the oldest pending units of queued jobs that `holder` may take at `now_ms`,
 /// oldest first.
@@ -203,7 +210,10 @@ pub fn pending_for(
         unit_columns!(),
         " FROM units JOIN jobs ON jobs.id = units.job_id
          WHERE units.state = 'pending' AND jobs.state = 'queued'
-           AND (?6 OR units.held_until_ms <= ?7)
+           AND (?6 OR (units.held_until_ms <= ?7
+                       AND (jobs.created_at <= ?7 - ?8 OR NOT EXISTS
+                            (SELECT 1 FROM leases INDEXED BY leases_proven_active
+                             WHERE state = 'active' AND proven = 1 AND deadline_ms >= ?7))))
            AND (units.verify = 'freivalds' OR (
                 NOT EXISTS (SELECT 1 FROM leases
                             WHERE leases.unit_id = units.id
@@ -223,7 +233,8 @@ pub fn pending_for(
                 holder.adapter_class,
                 limit,
                 holder.proven,
-                now_ms
+                now_ms,
+                FIRST_PICK_MS
             ],
             from_row,
         )?

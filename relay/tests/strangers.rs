@@ -311,3 +311,41 @@ async fn strangers_disagreeing_never_fail_a_kernel_job_but_proven_contributors_d
         "{failure}"
     );
 }
+
+/// While a key with a record is at work, a new job's units go to such keys first: a new key
+/// gets them only once they are `FIRST_PICK_MS` old, so hoarders get what the proven
+/// contributors left.
+#[tokio::test]
+async fn keys_with_a_record_get_the_first_pick_of_new_units() {
+    let relay = TestRelay::with_config(|c| c.trust_after = 1);
+    let proven = relay.proven_contributors(1).await.remove(0);
+    // Nobody with a record at work: a new job's units go to anyone at once.
+    let (first, _, _) = relay.queue_job(SIXTEEN_UNITS, None, 11).await;
+    let held = Contributor::new()
+        .lease(&relay)
+        .await
+        .expect("anyone, at once");
+    assert_eq!(held.job_id, first);
+    honest_finish(&relay, first).await;
+
+    // The proven key at work: the next job's units are its first, for two seconds.
+    let (second, _, _) = relay.queue_job(SIXTEEN_UNITS, None, 12).await;
+    let lease = proven.lease(&relay).await.expect("first pick");
+    assert_eq!(lease.job_id, second);
+    let stranger = Contributor::new();
+    assert!(
+        stranger.lease(&relay).await.is_none(),
+        "not yet for a new key"
+    );
+    relay.advance(Duration::from_millis(
+        glowworm_relay::units::FIRST_PICK_MS as u64,
+    ));
+    assert_eq!(
+        stranger
+            .lease(&relay)
+            .await
+            .expect("the job is old enough")
+            .job_id,
+        second
+    );
+}
