@@ -153,9 +153,8 @@ CREATE INDEX IF NOT EXISTS leases_active_by_account ON leases(account, deadline_
     WHERE state = 'active' AND account IS NOT NULL;
 CREATE INDEX IF NOT EXISTS leases_in_flight_by_source ON leases(source, proven, deadline_ms)
     WHERE state = 'active' AND source IS NOT NULL;
--- Whether any key with a record is at work now (units.rs: first pick).
-CREATE INDEX IF NOT EXISTS leases_proven_active ON leases(deadline_ms)
-    WHERE state = 'active' AND proven = 1;
+-- Whether keys with a record are at work lately (units.rs: first pick).
+CREATE INDEX IF NOT EXISTS leases_proven_recent ON leases(issued_at_ms) WHERE proven = 1;
 CREATE INDEX IF NOT EXISTS leases_unproven_failed ON leases(source, deadline_ms)
     WHERE state IN ('expired', 'rejected') AND proven = 0 AND source IS NOT NULL;
 

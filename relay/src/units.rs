@@ -191,11 +191,15 @@ pub struct Holder<'a> {
     pub proven: bool,
 }
 
-/// First pick: while a key with a record holds a lease (so proven contributors are at work),
+/// First pick: while keys with a record are at work (one was issued a lease in the last
+/// [`FIRST_PICK_WINDOW_MS`]),
 /// units of a job younger than this go to keys with a record only; keys without one get them
 /// once they are older. Hoarders then get only what the proven contributors left, instead of
 /// whatever they ask for first. A relay where nobody has a record gives everything to anyone.
 pub const FIRST_PICK_MS: i64 = 2_000;
+
+/// How recent a proven key's lease must be for the first pick to apply: a minute.
+pub const FIRST_PICK_WINDOW_MS: i64 = 60_000;
 
 /// Up to `limit` of the oldest pending units of queued jobs that `holder` may take at `now_ms`,
 /// oldest first.
@@ -212,8 +216,8 @@ pub fn pending_for(
          WHERE units.state = 'pending' AND jobs.state = 'queued'
            AND (?6 OR (units.held_until_ms <= ?7
                        AND (jobs.created_at <= ?7 - ?8 OR NOT EXISTS
-                            (SELECT 1 FROM leases INDEXED BY leases_proven_active
-                             WHERE state = 'active' AND proven = 1 AND deadline_ms >= ?7))))
+                            (SELECT 1 FROM leases INDEXED BY leases_proven_recent
+                             WHERE proven = 1 AND issued_at_ms >= ?7 - ?9))))
            AND (units.verify = 'freivalds' OR (
                 NOT EXISTS (SELECT 1 FROM leases
                             WHERE leases.unit_id = units.id
@@ -234,7 +238,8 @@ pub fn pending_for(
                 limit,
                 holder.proven,
                 now_ms,
-                FIRST_PICK_MS
+                FIRST_PICK_MS,
+                FIRST_PICK_WINDOW_MS
             ],
             from_row,
         )?

@@ -312,14 +312,18 @@ async fn strangers_disagreeing_never_fail_a_kernel_job_but_proven_contributors_d
     );
 }
 
-/// While a key with a record is at work, a new job's units go to such keys first: a new key
+/// While keys with a record are at work (leased in the last minute), a new job's units go to
+/// such keys first: a new key
 /// gets them only once they are `FIRST_PICK_MS` old, so hoarders get what the proven
 /// contributors left.
 #[tokio::test]
 async fn keys_with_a_record_get_the_first_pick_of_new_units() {
     let relay = TestRelay::with_config(|c| c.trust_after = 1);
     let proven = relay.proven_contributors(1).await.remove(0);
-    // Nobody with a record at work: a new job's units go to anyone at once.
+    // Nobody with a record at work in the last minute: a new job's units go to anyone at once.
+    relay.advance(Duration::from_millis(
+        glowworm_relay::units::FIRST_PICK_WINDOW_MS as u64 + 1,
+    ));
     let (first, _, _) = relay.queue_job(SIXTEEN_UNITS, None, 11).await;
     let held = Contributor::new()
         .lease(&relay)
