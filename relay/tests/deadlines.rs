@@ -16,6 +16,7 @@ async fn a_unit_not_returned_in_time_goes_to_another_contributor() {
     let quick = relay.proven_contributors(1).await.remove(0);
     let quick_before = quick.balance(&relay).await;
     relay.queue_demo_job().await;
+    relay.pass_first_pick();
     let slow = Contributor::new();
 
     let lease = slow.lease(&relay).await.unwrap();
@@ -82,6 +83,7 @@ async fn a_result_with_one_wrong_element_is_rejected_and_the_unit_reissued() {
     let honest = relay.proven_contributors(1).await.remove(0);
     let ledger_before = relay.count("SELECT COUNT(*) FROM ledger").await;
     relay.queue_demo_job().await;
+    relay.pass_first_pick();
     let cheat = Contributor::new();
 
     let lease = cheat.lease(&relay).await.unwrap();

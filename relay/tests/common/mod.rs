@@ -318,6 +318,13 @@ impl TestRelay {
         ));
     }
 
+    /// Lets a new job's first pick (units only for keys with a record) run out.
+    pub fn pass_first_pick(&self) {
+        self.advance(Duration::from_millis(
+            glowworm_relay::units::FIRST_PICK_MS as u64 + 1,
+        ));
+    }
+
     pub fn clock_now(&self) -> i64 {
         glowworm_relay::Clock::now_ms(&self.clock)
     }
