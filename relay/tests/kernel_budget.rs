@@ -46,6 +46,7 @@ async fn relay_with_kernel_job(
     let job_id = relay
         .queue_kernel_job(samples::saxpy_spec(N, 1), inputs)
         .await;
+    relay.pass_first_pick();
     (relay, job_id, contributors)
 }
 

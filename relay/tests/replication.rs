@@ -414,6 +414,7 @@ async fn a_unit_settled_on_one_trusted_result_never_serves_as_a_canary() {
     accepted(&trusted.submit(&relay, &lease, &output).await);
     // A neighbour on the trusted key's network holds the second unit, so the trusted key's
     // next lease is the Freivalds-checked unit: its check.
+    relay.pass_first_pick();
     let neighbour = Contributor::at("203.0.113.6");
     let held = neighbour.lease(&relay).await.unwrap();
     assert_ne!(held.unit_id, lease.unit_id);
@@ -520,6 +521,7 @@ async fn a_unit_given_back_by_a_trusted_key_is_replicated_for_the_next() {
         }
 
         // A fresh key takes it and answers zeros, then passes a check of its own.
+        relay.pass_first_pick();
         let fresh = Contributor::new();
         let lease = fresh
             .lease(&relay)
@@ -532,6 +534,7 @@ async fn a_unit_given_back_by_a_trusted_key_is_replicated_for_the_next() {
             "pending"
         );
         relay.queue_job(ONE_UNIT, None, 42).await;
+        relay.pass_first_pick();
         fresh.earn(&relay).await;
         assert_eq!(
             relay
@@ -581,6 +584,7 @@ async fn a_trusted_contributor_caught_cheating_has_its_unchecked_results_replica
     assert!(!turncoat.info(&relay).await.reputation.trusted);
 
     // The unit it was trusted with is replicated after all; the honest majority wins.
+    relay.pass_first_pick();
     for _ in 0..2 {
         let honest = Contributor::new();
         let replica = honest.lease(&relay).await.expect("replicated after all");
