@@ -20,7 +20,8 @@
 use crate::blobs::{BlobStore, StagedBlobs, hash_column};
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::units::{KernelUnit, Verify};
+use crate::result_rows;
+use crate::units::{self, KernelUnit, UnitFailed, Verify};
 use axum::http::StatusCode;
 use glowworm::encoding::f32s_to_bytes;
 use glowworm::hash::ContentHash;
@@ -391,6 +392,14 @@ pub fn fail(conn: &Connection, job_id: i64, why: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Fails the job of a unit that failed for good, if one did.
+pub fn fail_for(conn: &Connection, failed: Option<UnitFailed>) -> Result<(), ApiError> {
+    match failed {
+        Some(UnitFailed { job_id, why }) => fail(conn, job_id, &why),
+        None => Ok(()),
+    }
+}
+
 /// Cancels a queued job (not one whose output is being assembled: it is finished): its units that are not verified are cancelled, so they are leased no
 /// more, results for them are refused and their replicas waiting to be compared are never
 /// credited. Returns whether the job was queued. Run it inside a transaction.
@@ -403,17 +412,8 @@ pub fn cancel(conn: &Connection, job_id: i64) -> Result<bool, ApiError> {
     if cancelled == 0 {
         return Ok(false);
     }
-    conn.execute(
-        "UPDATE units SET state = 'cancelled'
-         WHERE job_id = ?1 AND state IN ('pending', 'leased')",
-        [job_id],
-    )?;
-    conn.execute(
-        "UPDATE results SET state = 'cancelled'
-         WHERE state = 'pending'
-           AND unit_id IN (SELECT id FROM units WHERE job_id = ?1 AND state = 'cancelled')",
-        [job_id],
-    )?;
+    units::cancel_unfinished_of_job(conn, job_id)?;
+    result_rows::cancel_pending_of_job(conn, job_id)?;
     Ok(true)
 }
 

@@ -16,8 +16,8 @@ use crate::contributors;
 use crate::error::ApiError;
 use crate::metrics::{self, Stage};
 use crate::random;
-use crate::units::{self, Holder, Miss, Unit, Verify, Work};
-use crate::{canaries, jobs, lease_caps, links, replication, reputation};
+use crate::units::{self, Holder, Miss, Unit, UnitState, Verify, Work};
+use crate::{canaries, jobs, lease_caps, links, reputation};
 use axum::http::StatusCode;
 use glowworm::hash::ContentHash;
 use glowworm::kernels;
@@ -26,6 +26,22 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+crate::sql_enum! {
+    /// Where a lease is (`leases.state`).
+    pub enum LeaseState {
+        /// Issued; its contributor may submit until its deadline.
+        Active = "active",
+        /// A result for it was accepted (valid or pending).
+        Submitted = "submitted",
+        /// Its deadline passed without a result.
+        Expired = "expired",
+        /// Its contributor gave it back unworked.
+        Released = "released",
+        /// Its result failed verification.
+        Rejected = "rejected",
+    }
+}
+
 /// A row of the `leases` table.
 #[derive(Debug, Clone)]
 pub struct LeaseRow {
@@ -33,7 +49,7 @@ pub struct LeaseRow {
     pub unit_id: i64,
     pub public_key: String,
     pub deadline_ms: i64,
-    pub state: String,
+    pub state: LeaseState,
     /// Its key was trusted when it was issued: its failures count against its unit.
     pub proven: bool,
 }
@@ -61,15 +77,15 @@ pub fn get(conn: &Connection, lease_id: &str) -> Result<Option<LeaseRow>, ApiErr
 impl LeaseRow {
     /// Refuses unless the lease is active and its deadline has not passed at `now_ms`.
     pub fn require_open(&self, now_ms: i64) -> Result<(), ApiError> {
-        match self.state.as_str() {
-            "submitted" => Err(ApiError::new(
+        match self.state {
+            LeaseState::Submitted => Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "already_submitted",
                 format!("a result for lease {} was already accepted", self.lease_id),
             )),
-            "active" if now_ms <= self.deadline_ms => Ok(()),
+            LeaseState::Active if now_ms <= self.deadline_ms => Ok(()),
             _ => {
-                let why = if self.state == "active" {
+                let why = if self.state == LeaseState::Active {
                     "its deadline passed"
                 } else {
                     self.state.as_str()
@@ -95,6 +111,13 @@ impl LeaseRow {
             ))
         }
     }
+}
+
+/// Closes lease `lease_id`: its result was accepted (`Submitted`) or rejected (`Rejected`).
+pub fn close(conn: &Connection, lease_id: &str, state: LeaseState) -> Result<(), ApiError> {
+    conn.prepare_cached("UPDATE leases SET state = ?2 WHERE lease_id = ?1")?
+        .execute(params![lease_id, state])?;
+    Ok(())
 }
 
 /// The 404 for a lease id the relay never issued.
@@ -127,7 +150,7 @@ pub fn expire_overdue(conn: &Connection, config: &Config, now_ms: i64) -> Result
     for (lease_id, unit_id, on_trust, public_key, account, deadline_ms, proven) in overdue {
         tracing::info!("lease {lease_id} of unit {unit_id} expired");
         if on_trust {
-            end_trust(conn, config, unit_id)?;
+            units::end_trust(conn, config, unit_id)?;
         }
         let account = account.unwrap_or_else(|| public_key.clone());
         reputation::record_missed(conn, &reputation::subjects(&public_key, &account))?;
@@ -138,20 +161,10 @@ pub fn expire_overdue(conn: &Connection, config: &Config, now_ms: i64) -> Result
                 Miss::Unproven
             };
             // The miss happened at the deadline, whenever the sweep comes.
-            units::requeue(conn, config, unit_id, miss, deadline_ms)?;
+            let failed = units::requeue(conn, config, unit_id, miss, deadline_ms)?;
+            jobs::fail_for(conn, failed)?;
         }
     }
-    Ok(())
-}
-
-/// A lease that held a unit on trust ended without a result: the trust was its contributor's,
-/// so the unit is replicated as usual by whoever takes it next.
-fn end_trust(conn: &Connection, config: &Config, unit_id: i64) -> Result<(), ApiError> {
-    conn.prepare_cached(
-        "UPDATE units SET on_trust = 0, quorum = ?2, replicas_needed = ?2
-         WHERE id = ?1 AND on_trust = 1",
-    )?
-    .execute(params![unit_id, config.replicas])?;
     Ok(())
 }
 
@@ -168,7 +181,7 @@ pub fn charge_gpu_time(
     now_ms: i64,
     failed: bool,
 ) -> Result<bool, ApiError> {
-    let charged: Option<(i64, i64, i64, u32)> = conn
+    let charged: Option<(i64, i64, u32)> = conn
         .prepare_cached(
             "UPDATE units SET
                  gpu_ms = gpu_ms + MAX(0, ?2 - (SELECT issued_at_ms FROM leases
@@ -176,13 +189,13 @@ pub fn charge_gpu_time(
                  gpu_failures = gpu_failures + ?3
              WHERE id = (SELECT unit_id FROM leases WHERE lease_id = ?1 AND proven = 1)
                AND kernel_unit IS NOT NULL
-             RETURNING id, job_id, gpu_ms, gpu_failures",
+             RETURNING id, gpu_ms, gpu_failures",
         )?
         .query_row(params![lease_id, now_ms, i64::from(failed)], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })
         .optional()?;
-    let Some((unit_id, job_id, gpu_ms, failures)) = charged else {
+    let Some((unit_id, gpu_ms, failures)) = charged else {
         return Ok(false);
     };
     let why = if failures >= config.max_gpu_failures {
@@ -202,15 +215,10 @@ pub fn charge_gpu_time(
     } else {
         return Ok(false);
     };
-    let failed_now = conn
-        .prepare_cached(
-            "UPDATE units SET state = 'failed' WHERE id = ?1 AND state IN ('pending', 'leased')",
-        )?
-        .execute([unit_id])?;
-    if failed_now > 0 {
-        jobs::fail(conn, job_id, &why)?;
-    }
-    Ok(failed_now > 0)
+    let failed = units::fail_unfinished(conn, unit_id, why)?;
+    let failed_now = failed.is_some();
+    jobs::fail_for(conn, failed)?;
+    Ok(failed_now)
 }
 
 /// A matmul unit made by an older relay names a tiled kernel the catalogue no longer has (the
@@ -233,13 +241,12 @@ fn retire_kernel(conn: &Connection, unit: &mut Unit) -> Result<bool, ApiError> {
             "unit {} names a kernel not in the catalogue and a replica is being computed; it fails",
             unit.id
         );
-        conn.prepare_cached("UPDATE units SET state = 'failed' WHERE id = ?1")?
-            .execute([unit.id])?;
         let why = format!(
             "unit {} named a kernel this relay no longer has while a replica was being computed",
             unit.id
         );
-        jobs::fail(conn, unit.job_id, &why)?;
+        let failed = units::fail(conn, unit.id, why)?;
+        jobs::fail_for(conn, failed)?;
         return Ok(false);
     }
     let current = kernels::matmul::TILED.hash();
@@ -329,7 +336,7 @@ pub fn lease_next(
     lease_caps::check(conn, config, &capped, now_ms)?;
     let lease_id = new_lease_id(now_ms)?;
     expire_overdue(conn, config, now_ms)?;
-    replication::replicate_unsettled(conn, config, now_ms)?;
+    units::replicate_unsettled(conn, config, now_ms)?;
 
     let adapter_class = asker
         .adapter_class
@@ -398,32 +405,25 @@ pub fn lease_next(
         && proven
         && !random::chance(config.trusted_replication_permille)?
     {
-        conn.prepare_cached(
-            "UPDATE units SET on_trust = 1, quorum = 1, replicas_needed = 1 WHERE id = ?1",
-        )?
-        .execute([unit.id])?;
+        units::put_on_trust(conn, unit.id)?;
         (unit.on_trust, unit.quorum, unit.replicas_needed) = (true, 1, 1);
         on_trust = true;
     }
     let deadline_ms = now_ms + config.lease_ms();
     let lease = wire_lease(&unit, lease_id.clone(), deadline_ms)?;
     let state = if outstanding + 1 >= unit.replicas_needed {
-        "leased"
+        UnitState::Leased
     } else {
-        "pending"
+        UnitState::Pending
     };
     // A canary's unit is verified already: its state stays as it is.
     if !is_canary {
-        conn.prepare_cached(
-            "UPDATE units SET state = ?2, adapter_class = COALESCE(adapter_class, ?3)
-             WHERE id = ?1",
-        )?
-        .execute(params![unit.id, state, adapter_class])?;
+        units::mark_leased(conn, unit.id, state, adapter_class)?;
     }
     conn.prepare_cached(
         "INSERT INTO leases (lease_id, unit_id, public_key, issued_at_ms, deadline_ms, state,
                              account, network, adapter_class, on_trust, canary, proven, source)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?13, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         lease_id,
@@ -437,7 +437,8 @@ pub fn lease_next(
         on_trust,
         is_canary,
         proven,
-        asker.source
+        asker.source,
+        LeaseState::Active
     ])?;
     contributors::seen(conn, public_key, now_ms)?;
     let row = LeaseRow {
@@ -445,7 +446,7 @@ pub fn lease_next(
         unit_id: unit.id,
         public_key: public_key.to_string(),
         deadline_ms,
-        state: "active".into(),
+        state: LeaseState::Active,
         proven,
     };
     Ok(Some(Issued { lease, row, unit }))
@@ -579,17 +580,17 @@ pub fn release(
     let lease = get(conn, lease_id)?.ok_or_else(|| unknown_lease(lease_id))?;
     lease.require_holder(public_key)?;
     contributors::seen(conn, public_key, now_ms)?;
-    if lease.state != "released" {
+    if lease.state != LeaseState::Released {
         lease.require_open(now_ms)?;
         let on_trust: bool = conn
             .prepare_cached("SELECT on_trust FROM leases WHERE lease_id = ?1")?
             .query_row([lease_id], |row| row.get(0))?;
         conn.prepare_cached(
-            "UPDATE leases SET state = 'released', release_reason = ?2 WHERE lease_id = ?1",
+            "UPDATE leases SET state = ?3, release_reason = ?2 WHERE lease_id = ?1",
         )?
-        .execute(params![lease_id, reason.as_str()])?;
+        .execute(params![lease_id, reason.as_str(), LeaseState::Released])?;
         if on_trust {
-            end_trust(conn, config, lease.unit_id)?;
+            units::end_trust(conn, config, lease.unit_id)?;
         }
         if reason == ReleaseReason::GpuFailed
             && charge_gpu_time(conn, config, lease_id, now_ms, true)?
@@ -599,4 +600,14 @@ pub fn release(
         units::requeue_released(conn, lease.unit_id)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LeaseState;
+
+    #[test]
+    fn lease_states_are_the_schemas() {
+        crate::sql_enum::assert_matches_schema("leases", "state", LeaseState::TEXTS);
+    }
 }

@@ -12,6 +12,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 /// The ledger kind of a credit for a verified unit.
 pub const UNIT_VERIFIED: &str = "unit_verified";
+/// The ledger kind of a partner's share of a credit for a verified unit.
+pub const PARTNER_SHARE: &str = "partner_share";
 /// The ledger kind of the debit of a session key's own account when it links a wallet.
 pub const LINK_OUT: &str = "link_out";
 /// The ledger kind of the matching credit of the linked address.
@@ -37,6 +39,41 @@ pub fn credit_verified_unit(
         unit_id,
         result_id,
         now_ms
+    ])?;
+    Ok(())
+}
+
+/// A partner's share of a credit: what [`crate::settlement`] credits a partner on top of
+/// the contributor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// The partner's address.
+    pub partner: String,
+    /// The site the widget ran on.
+    pub origin: String,
+    pub unit_id: i64,
+    pub amount: i64,
+}
+
+/// Credits a partner its `share` of the credit for the verified result `result_id`.
+pub fn credit_partner_share(
+    conn: &Connection,
+    share: &Share,
+    result_id: i64,
+    now_ms: i64,
+) -> Result<(), ApiError> {
+    conn.prepare_cached(
+        "INSERT INTO ledger (account, amount, kind, unit_id, result_id, created_at_ms, origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        share.partner,
+        share.amount,
+        PARTNER_SHARE,
+        share.unit_id,
+        result_id,
+        now_ms,
+        share.origin
     ])?;
     Ok(())
 }

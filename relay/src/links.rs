@@ -33,6 +33,14 @@ pub fn account_of(conn: &Connection, public_key: &str) -> Result<String, ApiErro
     Ok(address_of(conn, public_key)?.unwrap_or_else(|| public_key.to_string()))
 }
 
+/// The session keys linked to `address`.
+pub fn keys_of(conn: &Connection, address: &str) -> Result<Vec<String>, ApiError> {
+    Ok(conn
+        .prepare_cached("SELECT public_key FROM links WHERE address = ?1")?
+        .query_map([address], |row| row.get(0))?
+        .collect::<Result<_, _>>()?)
+}
+
 /// Checks a link request and, if every check passes, links. The message must name the relay's
 /// own domain ([`crate::Config::siwe_domain`]: the host of `public_origin`), whatever Host the
 /// request was sent with.

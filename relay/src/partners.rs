@@ -7,7 +7,7 @@
 //! [`registered_attribution`] that the partner is registered and the origin is one of its sites,
 //! before anything is written; [`record_lease`] stores them beside the new lease in
 //! `lease_partners`, with the share rate of that moment. When the lease's result is verified and
-//! its contributor credited, [`credit_share`] credits the partner in the same transaction: a
+//! its contributor credited, [`share_for`] says what [`crate::settlement`] credits the partner in the same transaction: a
 //! `partner_share` ledger entry of `floor(credited * share_bps / 10000)` on top of the
 //! contributor's credit, with the embedding origin. The contributor's own credit is never reduced.
 //!
@@ -24,7 +24,7 @@ use crate::accounts::canonical_address;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
-use crate::links;
+use crate::ledger::Share;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -33,7 +33,6 @@ use glowworm::wire::{LeaseRequest, PartnerInfo, PartnerSite};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The ledger kind of a partner's share of a verified unit.
-pub const PARTNER_SHARE: &str = "partner_share";
 /// Basis points in one whole: a share of 10000 bps equals the contributor's credit.
 pub const BPS_PER_WHOLE: u32 = 10_000;
 /// The longest origin accepted.
@@ -234,60 +233,40 @@ pub fn record_lease(
     Ok(())
 }
 
-/// Credits the partner of the lease of the verified result `result_id`, if it has one, its share
-/// of the `credited` amount. Run it in the transaction that credits the contributor, right after
-/// that credit, so both happen or neither; it reads the lease, unit and key from the result's row,
-/// so it needs nothing else from the caller. Nothing is written when the share rounds to 0 or the
-/// contributor's credits go to an address of the partner's own: the one the lease named, or any
-/// other address registered to the same partner.
-pub fn credit_share(
+/// The share of `credited` (credited to `account`) that the partner whose widget computed
+/// result `result_id` earns, if any: the lease named it (`lease_partners`), the share rounds to
+/// more than 0, and the contributor's credits do not go to an address of the partner's own (the
+/// one the lease named, or any other address registered to the same partner).
+pub fn share_for(
     conn: &Connection,
     result_id: i64,
+    account: &str,
     credited: i64,
-    now_ms: i64,
-) -> Result<(), ApiError> {
-    let attributed: Option<(String, String, u32, i64, String)> = conn
+) -> Result<Option<Share>, ApiError> {
+    let attributed: Option<(String, String, u32, i64)> = conn
         .prepare_cached(
             "SELECT lease_partners.partner, lease_partners.origin, lease_partners.share_bps,
-                    results.unit_id, results.public_key
+                    results.unit_id
              FROM results JOIN lease_partners ON lease_partners.lease_id = results.lease_id
              WHERE results.id = ?1",
         )?
         .query_row([result_id], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-            ))
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
         })
         .optional()?;
-    let Some((partner, origin, share_bps, unit_id, public_key)) = attributed else {
-        return Ok(());
+    let Some((partner, origin, share_bps, unit_id)) = attributed else {
+        return Ok(None);
     };
     let amount = share_of(credited, share_bps);
-    if amount <= 0 {
-        return Ok(());
+    if amount <= 0 || account == partner || same_partner(conn, &partner, account)? {
+        return Ok(None);
     }
-    let account = links::account_of(conn, &public_key)?;
-    if account == partner || same_partner(conn, &partner, &account)? {
-        return Ok(());
-    }
-    conn.prepare_cached(
-        "INSERT INTO ledger (account, amount, kind, unit_id, result_id, created_at_ms, origin)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
+    Ok(Some(Share {
         partner,
-        amount,
-        PARTNER_SHARE,
+        origin,
         unit_id,
-        result_id,
-        now_ms,
-        origin
-    ])?;
-    Ok(())
+        amount,
+    }))
 }
 
 /// What `address` (EIP-55) earned as a partner; zeros for one that earned nothing.

@@ -1,26 +1,29 @@
-//! Result submissions: checked, verified with Freivalds' check, then credited, in that order.
+//! Result submissions: checked, verified, then settled, in that order and never back.
 //!
 //! [`submit`] refuses a submission at the first check it fails, each with its own code: the key,
-//! the lease, the unit, the holder, the output, the signature, whether the lease is still open,
-//! and finally the product itself. The expensive check runs outside the database lock. Only then
-//! does one transaction (which re-checks that the lease is still open, so two racing copies of a
-//! result cannot both be credited) store the output, mark lease and unit, and credit the ledger:
-//! the contributor's own account, or the address it linked ([`links::account_of`]).
+//! the lease, the unit, the holder, the output, the signature, whether the lease is still open.
+//! Then it chooses the verifier: Freivalds' check of the product for a matmul unit (run outside
+//! the database writer), or, for a replicated unit, a comparison with the other replicas
+//! ([`replication::decide`]). Only then does one transaction (which re-checks that the lease is
+//! still open, so two racing copies of a result cannot both be credited) store the result, close
+//! the lease, and hand the verdict to [`settlement`], which credits the contributor's own account
+//! or the address it linked ([`links::account_of`]).
 
 use crate::blobs;
 use crate::config::Config;
 use crate::contributors::{self, canonical_key};
 use crate::error::ApiError;
-use crate::jobs;
-use crate::leasing::{self, LeaseRow};
+use crate::leasing::{self, LeaseRow, LeaseState};
 use crate::ledger;
 use crate::links;
 use crate::metrics::{self, Stage};
 use crate::random;
-use crate::replication::{self, Verdict};
+use crate::replication;
 use crate::reputation;
+use crate::result_rows::{self, ResultState};
+use crate::settlement::{self, Verdict};
 use crate::state::AppState;
-use crate::units::{self, Unit, Verify, Work};
+use crate::units::{self, Unit, UnitState, Verify, Work};
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use glowworm::compare::Tolerance;
@@ -30,7 +33,7 @@ use glowworm::hash::ContentHash;
 use glowworm::kernels::matmul;
 use glowworm::signing::{SignatureError, verify_result_with_key};
 use glowworm::wire::{MatmulShape, ResultReceipt, ResultSubmission};
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 use std::sync::Arc;
 
 /// Checks, verifies and credits one result.
@@ -289,10 +292,7 @@ fn reread_open_lease(conn: &Connection, lease_id: &str, now_ms: i64) -> Result<(
 /// 410 `job_cancelled` when the unit's job was cancelled after the lease was issued: nothing
 /// more is credited for it.
 fn refuse_cancelled(conn: &Connection, unit_id: i64) -> Result<(), ApiError> {
-    let state: String = conn
-        .prepare_cached("SELECT state FROM units WHERE id = ?1")?
-        .query_row([unit_id], |row| row.get(0))?;
-    if state == "cancelled" {
+    if units::state_of(conn, unit_id)? == UnitState::Cancelled {
         return Err(ApiError::new(
             StatusCode::GONE,
             "job_cancelled",
@@ -302,36 +302,9 @@ fn refuse_cancelled(conn: &Connection, unit_id: i64) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Stores a result in `state` ('valid', 'invalid' or 'pending'; see the schema).
-fn insert_result(
-    conn: &Connection,
-    lease: &LeaseRow,
-    public_key: &str,
-    output_hash: &str,
-    state: &str,
-    now_ms: i64,
-) -> Result<i64, ApiError> {
-    conn.prepare_cached(
-        "INSERT INTO results (unit_id, lease_id, public_key, output_hash, verified, created_at,
-                              state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-        lease.unit_id,
-        lease.lease_id,
-        public_key,
-        output_hash,
-        state == "valid",
-        now_ms,
-        state
-    ])?;
-    Ok(conn.last_insert_rowid())
-}
-
-/// Turns down a result that failed verification: the lease is rejected and the unit goes back
-/// to the queue (or fails), nothing is credited, and the contributor's reputation takes a
-/// strike ([`replication::failed_check`]). Run it inside a transaction ([`crate::db::Db::batch`]
-/// does).
+/// Turns down a result that failed verification: it is stored invalid, the lease is rejected,
+/// and [`settlement::checked_invalid`] requeues the unit and strikes the contributor. Nothing
+/// is credited. Run it inside a transaction ([`crate::db::Db::batch`] does).
 fn record_rejected(
     conn: &Connection,
     config: &Config,
@@ -342,25 +315,33 @@ fn record_rejected(
 ) -> Result<(), ApiError> {
     let _span = metrics::span(Stage::RecordTx);
     reread_open_lease(conn, &lease.lease_id, now_ms)?;
-    let result_id = insert_result(conn, lease, public_key, output_hash, "invalid", now_ms)?;
-    conn.prepare_cached("UPDATE leases SET state = 'rejected' WHERE lease_id = ?1")?
-        .execute([&lease.lease_id])?;
-    let miss = if lease.proven {
-        units::Miss::ProvenRejected
-    } else {
-        units::Miss::Unproven
-    };
-    units::requeue(conn, config, lease.unit_id, miss, now_ms)?;
+    let result_id = result_rows::insert(
+        conn,
+        lease.unit_id,
+        &lease.lease_id,
+        public_key,
+        output_hash,
+        ResultState::Invalid,
+        now_ms,
+    )?;
+    leasing::close(conn, &lease.lease_id, LeaseState::Rejected)?;
     contributors::seen(conn, public_key, now_ms)?;
-    replication::failed_check(conn, config, result_id, public_key, now_ms)?;
-    Ok(())
+    settlement::checked_invalid(
+        conn,
+        config,
+        lease.unit_id,
+        result_id,
+        public_key,
+        lease.proven,
+        now_ms,
+    )
 }
 
 /// An accepted result as [`store_submitted`] stored it.
 struct Stored {
     /// Where its credits go: the key's own account or the address it linked.
     account: String,
-    output_hash: String,
+    output_hash: ContentHash,
     result_id: i64,
 }
 
@@ -372,17 +353,24 @@ fn store_submitted(
     lease: &LeaseRow,
     public_key: &str,
     output: &[u8],
-    state: &str,
+    state: ResultState,
     now_ms: i64,
 ) -> Result<Stored, ApiError> {
     let account = links::account_of(conn, public_key)?;
     reputation::refuse_quarantined(conn, public_key, &account)?;
     reread_open_lease(conn, &lease.lease_id, now_ms)?;
     refuse_cancelled(conn, lease.unit_id)?;
-    let output_hash = blobs::store(conn, output)?.to_string();
-    let result_id = insert_result(conn, lease, public_key, &output_hash, state, now_ms)?;
-    conn.prepare_cached("UPDATE leases SET state = 'submitted' WHERE lease_id = ?1")?
-        .execute([&lease.lease_id])?;
+    let output_hash = blobs::store(conn, output)?;
+    let result_id = result_rows::insert(
+        conn,
+        lease.unit_id,
+        &lease.lease_id,
+        public_key,
+        &output_hash.to_string(),
+        state,
+        now_ms,
+    )?;
+    leasing::close(conn, &lease.lease_id, LeaseState::Submitted)?;
     Ok(Stored {
         account,
         output_hash,
@@ -390,8 +378,9 @@ fn store_submitted(
     })
 }
 
-/// Stores a replica of a replicated unit, pending, and compares it with the others
-/// ([`replication::resolve`]). Run it inside a transaction ([`crate::db::Db::batch`] does).
+/// Stores a replica of a replicated unit, pending, compares it with the others
+/// ([`replication::decide`]) and settles what that decided ([`settlement::replicas`]). Run it
+/// inside a transaction ([`crate::db::Db::batch`] does).
 #[allow(clippy::too_many_arguments)]
 fn record_replica(
     conn: &Connection,
@@ -404,10 +393,20 @@ fn record_replica(
     now_ms: i64,
 ) -> Result<(Verdict, ResultReceipt), ApiError> {
     let _span = metrics::span(Stage::RecordTx);
-    let stored = store_submitted(conn, lease, public_key, output, "pending", now_ms)?;
+    let stored = store_submitted(
+        conn,
+        lease,
+        public_key,
+        output,
+        ResultState::Pending,
+        now_ms,
+    )?;
     let (account, result_id) = (stored.account, stored.result_id);
     contributors::seen(conn, public_key, now_ms)?;
-    let verdict = replication::resolve(conn, config, unit.id, result_id, tolerance, now_ms)?;
+    let (replicas, decision) = replication::decide(conn, config, unit.id, tolerance)?;
+    let verdict = settlement::replicas(
+        conn, config, unit.id, &replicas, decision, result_id, now_ms,
+    )?;
     // The lease's time counts towards a kernel unit's GPU budget (after the verdict: a unit
     // this result completed is not failed by it).
     leasing::charge_gpu_time(conn, config, &lease.lease_id, now_ms, false)?;
@@ -439,10 +438,10 @@ fn receipt(
     })
 }
 
-/// Accepts a verified result: stores it, closes the lease, marks the unit verified, credits the
-/// ledger and counts it for the contributor ([`replication::passed_check`], which also settles
-/// what it left waiting on trust). Run it inside a transaction, so that all of it happens or
-/// none ([`crate::db::Db::batch_refusing_first`] does: its refusals come before any write).
+/// Accepts a verified result: stores it, closes the lease, and has [`settlement::checked_valid`]
+/// mark the unit verified, credit the ledger and count it for the contributor. Run it inside a
+/// transaction, so that all of it happens or none ([`crate::db::Db::batch_refusing_first`]
+/// does: its refusals come before any write).
 fn record_verified(
     conn: &Connection,
     config: &Config,
@@ -455,12 +454,17 @@ fn record_verified(
     let _span = metrics::span(Stage::RecordTx);
     let flop = i64::try_from(unit.flop)
         .map_err(|_| ApiError::Internal(format!("unit {} is too large to credit", unit.id)))?;
-    let stored = store_submitted(conn, lease, public_key, output, "valid", now_ms)?;
-    let (account, result_id) = (stored.account, stored.result_id);
-    conn.prepare_cached("UPDATE units SET state = 'verified', result_hash = ?2 WHERE id = ?1")?
-        .execute(params![unit.id, stored.output_hash])?;
-    replication::credit_valid(conn, result_id, &account, unit.id, flop, now_ms)?;
-    replication::passed_check(conn, config, public_key, &account, now_ms)?;
-    jobs::complete_if_done(conn, unit.job_id)?;
-    receipt(conn, unit, public_key, &account, flop)
+    let stored = store_submitted(conn, lease, public_key, output, ResultState::Valid, now_ms)?;
+    settlement::checked_valid(
+        conn,
+        config,
+        unit.id,
+        stored.result_id,
+        public_key,
+        &stored.account,
+        &stored.output_hash,
+        flop,
+        now_ms,
+    )?;
+    receipt(conn, unit, public_key, &stored.account, flop)
 }

@@ -11,12 +11,35 @@
 use crate::blobs::hash_column;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::jobs;
 use glowworm::compare::Tolerance;
 use glowworm::hash::ContentHash;
 use glowworm::wire::{BlobRef, Dispatch, MatmulShape};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
+
+crate::sql_enum! {
+    /// Where a unit is (`units.state`).
+    pub enum UnitState {
+        /// Waiting to be leased (a replicated unit gathering replicas may be leased and pending).
+        Pending = "pending",
+        /// Leased as often as it needs to be; waiting for results.
+        Leased = "leased",
+        /// Its output is decided (`units.result_hash`).
+        Verified = "verified",
+        /// Failed for good; its job failed with it.
+        Failed = "failed",
+        /// Its job was cancelled.
+        Cancelled = "cancelled",
+    }
+}
+
+/// A unit failed for good: its job fails with this reason ([`crate::jobs::fail_for`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a unit that failed fails its job"]
+pub struct UnitFailed {
+    pub job_id: i64,
+    pub why: String,
+}
 
 /// A row of the `units` table.
 #[derive(Debug, Clone)]
@@ -31,7 +54,7 @@ pub struct Unit {
     pub work: Work,
     /// Credits a verified result earns.
     pub flop: u64,
-    pub state: String,
+    pub state: UnitState,
     pub attempts: u32,
     pub max_attempts: u32,
     /// How its output is verified.
@@ -275,14 +298,14 @@ pub const MAX_HOLD_MS: i64 = 10 * 60 * 1000;
 /// expired lease, the time of a rejected result): the unit goes back to `pending` (a
 /// replicated unit may already be pending, waiting for other replicas). A proven key's rejected
 /// result uses one of the unit's attempts, and a unit that has used them all is `failed` for
-/// good, which fails its job. A verified unit (a canary's) is left alone.
+/// good, which fails its job (returned). A verified unit (a canary's) is left alone.
 pub fn requeue(
     conn: &Connection,
     config: &Config,
     unit_id: i64,
     miss: Miss,
     missed_at_ms: i64,
-) -> Result<(), ApiError> {
+) -> Result<Option<UnitFailed>, ApiError> {
     match miss {
         Miss::ProvenExpired => {
             conn.prepare_cached(
@@ -303,7 +326,7 @@ pub fn requeue(
             if let Some(misses) = misses {
                 let until = missed_at_ms.saturating_add(hold_ms(config.lease_ms(), misses));
                 conn.prepare_cached("UPDATE units SET held_until_ms = ?2 WHERE id = ?1")?
-                    .execute(rusqlite::params![unit_id, until])?;
+                    .execute(params![unit_id, until])?;
             }
         }
         Miss::ProvenRejected => {
@@ -324,11 +347,11 @@ pub fn requeue(
                     "unit {unit_id} used up its {max_attempts} attempts (results of contributors \
                      with a verified record that failed verification)"
                 );
-                jobs::fail(conn, job_id, &why)?;
+                return Ok(Some(UnitFailed { job_id, why }));
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// After a lease was given back unworked: the unit is pending again. A replicated unit still
@@ -339,4 +362,178 @@ pub fn requeue_released(conn: &Connection, unit_id: i64) -> Result<(), ApiError>
     )?
     .execute([unit_id])?;
     Ok(())
+}
+
+/// The state of unit `unit_id`.
+pub fn state_of(conn: &Connection, unit_id: i64) -> Result<UnitState, ApiError> {
+    Ok(conn
+        .prepare_cached("SELECT state FROM units WHERE id = ?1")?
+        .query_row([unit_id], |row| row.get(0))?)
+}
+
+/// A lease was issued for the unit: it is `state` now (`Leased` once it has all the replicas it
+/// needs out, else still `Pending`), and a replicated unit remembers the adapter kind of its
+/// first replica.
+pub fn mark_leased(
+    conn: &Connection,
+    unit_id: i64,
+    state: UnitState,
+    adapter_class: Option<&str>,
+) -> Result<(), ApiError> {
+    conn.prepare_cached(
+        "UPDATE units SET state = ?2, adapter_class = COALESCE(adapter_class, ?3) WHERE id = ?1",
+    )?
+    .execute(params![unit_id, state, adapter_class])?;
+    Ok(())
+}
+
+/// The unit's output is decided: it is verified with that output, and no longer on trust.
+/// Returns its job.
+pub fn mark_verified(
+    conn: &Connection,
+    unit_id: i64,
+    output_hash: &ContentHash,
+) -> Result<i64, ApiError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE units SET state = ?2, on_trust = 0, result_hash = ?3 WHERE id = ?1
+             RETURNING job_id",
+        )?
+        .query_row(
+            params![unit_id, UnitState::Verified, output_hash.to_string()],
+            |row| row.get(0),
+        )?)
+}
+
+/// Fails the unit for good with `why`; its job fails with it, unless it is a canary (a copy of
+/// a verified unit, whose failure is nobody's job's).
+pub fn fail(conn: &Connection, unit_id: i64, why: String) -> Result<Option<UnitFailed>, ApiError> {
+    let job_id: Option<i64> = conn
+        .prepare_cached(
+            "UPDATE units SET state = ?2 WHERE id = ?1
+             RETURNING CASE WHEN canary_of IS NULL THEN job_id END",
+        )?
+        .query_row(params![unit_id, UnitState::Failed], |row| row.get(0))?;
+    Ok(job_id.map(|job_id| UnitFailed { job_id, why }))
+}
+
+/// Fails the unit for good with `why` if it is still pending or leased (failing its job);
+/// `None` when it was not.
+pub fn fail_unfinished(
+    conn: &Connection,
+    unit_id: i64,
+    why: String,
+) -> Result<Option<UnitFailed>, ApiError> {
+    let job_id: Option<i64> = conn
+        .prepare_cached(
+            "UPDATE units SET state = 'failed' WHERE id = ?1 AND state IN ('pending', 'leased')
+             RETURNING job_id",
+        )?
+        .query_row([unit_id], |row| row.get(0))
+        .optional()?;
+    Ok(job_id.map(|job_id| UnitFailed { job_id, why }))
+}
+
+/// Cancels every unit of job `job_id` that is not finished. Returns how many.
+pub fn cancel_unfinished_of_job(conn: &Connection, job_id: i64) -> Result<usize, ApiError> {
+    Ok(conn.execute(
+        "UPDATE units SET state = 'cancelled'
+         WHERE job_id = ?1 AND state IN ('pending', 'leased')",
+        [job_id],
+    )?)
+}
+
+/// A replicated unit whose results found no majority: it wants `needed` results now, and is
+/// pending again.
+pub fn want_replicas(conn: &Connection, unit_id: i64, needed: u32) -> Result<(), ApiError> {
+    conn.prepare_cached("UPDATE units SET replicas_needed = ?2, state = ?3 WHERE id = ?1")?
+        .execute(params![unit_id, needed, UnitState::Pending])?;
+    Ok(())
+}
+
+/// Leaves the unit to one trusted contributor's result, for now (adaptive replication).
+pub fn put_on_trust(conn: &Connection, unit_id: i64) -> Result<(), ApiError> {
+    conn.prepare_cached(
+        "UPDATE units SET on_trust = 1, quorum = 1, replicas_needed = 1 WHERE id = ?1",
+    )?
+    .execute([unit_id])?;
+    Ok(())
+}
+
+/// A lease that held a unit on trust ended without a result: the trust was its contributor's,
+/// so the unit is replicated as usual by whoever takes it next.
+pub fn end_trust(conn: &Connection, config: &Config, unit_id: i64) -> Result<(), ApiError> {
+    conn.prepare_cached(
+        "UPDATE units SET on_trust = 0, quorum = ?2, replicas_needed = ?2
+         WHERE id = ?1 AND on_trust = 1",
+    )?
+    .execute(params![unit_id, config.replicas])?;
+    Ok(())
+}
+
+/// Gives every unit that waits on a trusted result of `public_key` to more contributors.
+pub fn replicate_on_trust_of(
+    conn: &Connection,
+    config: &Config,
+    public_key: &str,
+) -> Result<(), ApiError> {
+    conn.prepare_cached(
+        "UPDATE units SET on_trust = 0, quorum = ?2, replicas_needed = ?2, state = 'pending'
+         WHERE on_trust = 1 AND state = 'leased' AND id IN
+               (SELECT unit_id FROM results WHERE public_key = ?1 AND state = 'pending')",
+    )?
+    .execute(params![public_key, config.replicas])?;
+    Ok(())
+}
+
+/// The units waiting on results of `public_key` (about to be withheld) go to other
+/// contributors, with at least the usual quorum.
+pub fn replicate_pending_of(
+    conn: &Connection,
+    config: &Config,
+    public_key: &str,
+) -> Result<(), ApiError> {
+    conn.prepare_cached(
+        "UPDATE units SET state = 'pending',
+                          quorum = MAX(quorum, ?2), replicas_needed = MAX(replicas_needed, ?2)
+         WHERE state IN ('leased', 'pending') AND id IN
+               (SELECT unit_id FROM results WHERE public_key = ?1 AND state = 'pending')",
+    )?
+    .execute(params![public_key, config.replicas])?;
+    Ok(())
+}
+
+/// Units left on trust whose result has waited longer than `settle_seconds` for a later check
+/// of its contributor are replicated after all. Runs with every lease request.
+pub fn replicate_unsettled(
+    conn: &Connection,
+    config: &Config,
+    now_ms: i64,
+) -> Result<(), ApiError> {
+    // A read first: most leases find nothing overdue, and a read costs less than an UPDATE.
+    let overdue: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM results WHERE state = 'pending' AND created_at < ?1)",
+        )?
+        .query_row([now_ms - config.settle_ms()], |row| row.get(0))?;
+    if !overdue {
+        return Ok(());
+    }
+    conn.prepare_cached(
+        "UPDATE units SET on_trust = 0, quorum = ?2, replicas_needed = ?2, state = 'pending'
+         WHERE on_trust = 1 AND state = 'leased' AND id IN
+               (SELECT unit_id FROM results WHERE state = 'pending' AND created_at < ?1)",
+    )?
+    .execute(params![now_ms - config.settle_ms(), config.replicas])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UnitState;
+
+    #[test]
+    fn unit_states_are_the_schemas() {
+        crate::sql_enum::assert_matches_schema("units", "state", UnitState::TEXTS);
+    }
 }
