@@ -60,8 +60,8 @@ pub struct Config {
         default_value = "www"
     )]
     pub www_dir: PathBuf,
-    /// Do not generate demo jobs (the demo job generator keeps contributors busy while no other
-    /// work is queued; GLOWWORM_DEMO_JOBS=false, or demo_jobs = false in the file, does the same).
+    /// Whether the demo job generator keeps contributors busy while no other work is queued;
+    /// --no-demo turns it off (as do GLOWWORM_DEMO_JOBS=false and demo_jobs = false in the file).
     #[arg(
         long = "no-demo",
         env = "GLOWWORM_DEMO_JOBS",
@@ -633,7 +633,7 @@ impl Config {
                 set_default(&mut settings, &key, Some(values));
             }
         }
-        for (key, values) in env_values(&settings, &env)? {
+        for (key, values) in env_values(&env)? {
             set_default(&mut settings, &key, values);
         }
         for (key, values) in &args.flags {
@@ -864,11 +864,10 @@ fn toml_texts(value: toml::Value) -> Vec<String> {
 /// comma-separated (empty items dropped); `None` (unset) for an empty value of a setting without
 /// a default. A value the setting cannot take is refused with the variable's name.
 fn env_values(
-    settings: &[Arg],
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<(String, Option<Vec<String>>)>, ConfigError> {
     let mut found = Vec::new();
-    for arg in settings {
+    for arg in &settings() {
         let Some(name) = arg.get_env().map(|n| n.to_string_lossy().into_owned()) else {
             continue;
         };

@@ -368,3 +368,41 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn each_subcommand_shows_only_its_own_flags() {
+        Cli::command().debug_assert();
+        let longs = |path: &[&str]| -> Vec<String> {
+            let mut command = Cli::command();
+            for name in path {
+                command = command.find_subcommand(name).unwrap().clone();
+            }
+            let args = command.get_arguments();
+            args.filter_map(|a| a.get_long().map(String::from))
+                .collect()
+        };
+        assert!(longs(&["serve"]).contains(&"lease-seconds".to_string()));
+        assert!(
+            longs(&[]).contains(&"lease-seconds".to_string()),
+            "serve is the default"
+        );
+        for path in [
+            &["keys", "create"][..],
+            &["keys", "list"],
+            &["partners", "add"],
+        ] {
+            let flags = longs(path);
+            assert!(flags.contains(&"config".to_string()), "{path:?}");
+            assert!(flags.contains(&"database".to_string()), "{path:?}");
+            assert!(
+                !flags.contains(&"lease-seconds".to_string()),
+                "{path:?}: {flags:?}"
+            );
+        }
+    }
+}
