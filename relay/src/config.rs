@@ -866,9 +866,7 @@ type EnvValue = (String, Option<Vec<String>>);
 /// The settings whose `GLOWWORM_*` variable `env` finds, with their values: trimmed; a list's
 /// comma-separated (empty items dropped); `None` (unset) for an empty value of a setting without
 /// a default. A value the setting cannot take is refused with the variable's name.
-fn env_values(
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<Vec<EnvValue>, ConfigError> {
+fn env_values(env: &impl Fn(&str) -> Option<String>) -> Result<Vec<EnvValue>, ConfigError> {
     let mut found = Vec::new();
     for arg in &settings() {
         let Some(name) = arg.get_env().map(|n| n.to_string_lossy().into_owned()) else {
