@@ -461,6 +461,7 @@ impl Default for Config {
     }
 }
 
+/// Why the settings could not be loaded, naming the layer and setting at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -509,8 +510,8 @@ fn config_arg() -> Arg {
         .value_name("FILE")
         .value_parser(clap::value_parser!(PathBuf))
         .help(format!(
-            "TOML file of settings: the keys are the flags' names with underscores (lists as \
-             arrays) [env: {CONFIG_ENV}]"
+            "TOML config file: each setting's key is its flag's name with underscores (lists are \
+             arrays, named in the plural; demo_jobs = false for --no-demo) [env: {CONFIG_ENV}]"
         ))
 }
 
@@ -623,25 +624,27 @@ impl Config {
         args: &ServeArgs,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut settings = settings();
+        // Each layer's values become the settings' defaults in turn, so each overrides the last.
+        let mut declared = settings();
         let file = args
             .config
             .clone()
             .or_else(|| env(CONFIG_ENV).map(PathBuf::from));
         if let Some(path) = file {
             for (key, values) in file_values(&path)? {
-                set_default(&mut settings, &key, Some(values));
+                let values = values.into_iter().map(OsString::from).collect();
+                set_default(&mut declared, &key, Some(values));
             }
         }
         for (key, values) in env_values(&env)? {
-            set_default(&mut settings, &key, values);
+            let values = values.map(|v| v.into_iter().map(OsString::from).collect());
+            set_default(&mut declared, &key, values);
         }
         for (key, values) in &args.flags {
-            let values = values.iter().map(|v| v.to_string_lossy().into_owned());
-            set_default(&mut settings, key, Some(values.collect()));
+            set_default(&mut declared, key, Some(values.clone()));
         }
         let config =
-            Config::from_settings(settings).map_err(|e| ConfigError::Invalid(clap_message(&e)))?;
+            Config::from_settings(declared).map_err(|e| ConfigError::Invalid(clap_message(&e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -655,11 +658,6 @@ impl Config {
         Config::from_arg_matches(&matches)
     }
 
-    /// The defaults overridden by the keys present in a TOML file.
-    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = read_file(path)?;
-        parse_file(path, &text)
-    }
     /// Refuses settings the relay cannot work with. (The partner settings are checked by
     /// `partners::validate_config` when the relay opens.)
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -811,7 +809,7 @@ impl Config {
 
 /// Makes `values` the default of the setting `id` in `settings`; `None` leaves it without one
 /// (unset, for a setting that may be unset).
-fn set_default(settings: &mut [Arg], id: &str, values: Option<Vec<String>>) {
+fn set_default(settings: &mut [Arg], id: &str, values: Option<Vec<OsString>>) {
     for arg in settings.iter_mut().filter(|arg| arg.get_id() == id) {
         *arg = match values.clone() {
             Some(values) => arg.clone().default_values(values),
