@@ -1,209 +1,467 @@
-//! The relay's settings: one [`Config`] struct, built in layers.
+//! The relay's settings: one [`Config`] struct, each setting declared once.
 //!
-//! Each layer overrides the one before it: the defaults, then a TOML file (`--config` or
-//! `GLOWWORM_CONFIG`), then `GLOWWORM_*` environment variables, then command-line flags
-//! ([`ServeArgs`]). [`Config::load`] applies all four.
+//! Each field of [`Config`] is one setting, and its declaration says all there is to it: the doc
+//! comment is its `--help` text, the field's name is its TOML key, and its `#[arg]` attribute
+//! gives its flag, its `GLOWWORM_*` environment variable and its default. Nothing else lists the
+//! settings: [`Config::default`], the TOML file, the environment and the flags all go through
+//! these declarations ([`settings`]).
+//!
+//! Settings come in layers, each overriding the one before it: the declared defaults, then a TOML
+//! file (`--config` or `GLOWWORM_CONFIG`), then `GLOWWORM_*` environment variables, then flags.
+//! [`Config::load`] makes each layer's values the defaults of the settings' clap arguments in
+//! turn, then lets clap parse them all into a [`Config`], and validates it.
+//!
+//! The environment is read by [`Config::load`] (through the lookup it is given), not by clap
+//! while it parses the command line: values are trimmed, lists are comma-separated, an empty
+//! value unsets a setting that has no default, and a bad value is reported with the variable's
+//! name ([`ConfigError::BadEnv`]). The flags' help still names each variable.
+//!
+//! This module is at the bottom of the relay: it imports nothing of it but [`crate::origin`], a
+//! leaf of pure checks.
 
+use crate::origin::{canonical_origin, is_domain};
+use clap::parser::ValueSource;
+use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
 use serde::Deserialize;
-use std::fmt::Display;
+use std::error::Error as _;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-/// Everything the relay can be told.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// The environment variable naming the TOML file, like `--config`.
+pub const CONFIG_ENV: &str = "GLOWWORM_CONFIG";
+
+/// Everything the relay can be told. Each field is one setting: its TOML key is the field's name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields)]
+#[group(skip)]
 pub struct Config {
-    /// Address to listen on; port 0 picks a free port.
+    /// Address to listen on, such as 127.0.0.1:8787; port 0 picks a free port.
+    #[arg(
+        long,
+        env = "GLOWWORM_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8787"
+    )]
     pub listen: SocketAddr,
     /// SQLite database file; its parent directories are created.
+    #[arg(
+        long,
+        env = "GLOWWORM_DATABASE",
+        value_name = "PATH",
+        default_value = "data/glowworm.sqlite"
+    )]
     pub database: PathBuf,
-    /// Directory of the static page, served at `/`.
+    /// Directory of the static page, served at /.
+    #[arg(
+        long,
+        env = "GLOWWORM_WWW_DIR",
+        value_name = "DIR",
+        default_value = "www"
+    )]
     pub www_dir: PathBuf,
-    /// Whether the demo job generator keeps contributors busy.
+    /// Whether the demo job generator keeps contributors busy while no other work is queued;
+    /// --no-demo turns it off (as do GLOWWORM_DEMO_JOBS=false and demo_jobs = false in the file).
+    #[arg(
+        long = "no-demo",
+        env = "GLOWWORM_DEMO_JOBS",
+        action = ArgAction::SetFalse,
+        default_value_t = true
+    )]
     pub demo_jobs: bool,
-    /// How long a contributor has to return a leased unit.
+    /// Seconds a contributor has to return a leased unit.
+    #[arg(
+        long,
+        env = "GLOWWORM_LEASE_SECONDS",
+        value_name = "N",
+        default_value_t = 60
+    )]
     pub lease_seconds: u64,
-    /// Results of proven (trusted) keys that may fail verification on one unit before it is
-    /// failed for good, failing its job; expiries and unproven keys' results never count.
+    /// Results of proven (trusted) keys that may fail verification on one unit before it fails
+    /// for good, failing its job; expiries and unproven keys' results never count.
+    #[arg(
+        long,
+        env = "GLOWWORM_MAX_ATTEMPTS",
+        value_name = "N",
+        default_value_t = 5
+    )]
     pub max_attempts: u32,
     /// Rows and columns of C per unit (each unit takes the full K).
+    #[arg(
+        long,
+        env = "GLOWWORM_UNIT_SIZE",
+        value_name = "N",
+        default_value_t = 64
+    )]
     pub unit_size: u32,
-    /// Shape of the demo jobs: A is demo_m x demo_k, B is demo_k x demo_n.
+    /// Rows of A and C in demo jobs.
+    #[arg(long, env = "GLOWWORM_DEMO_M", value_name = "N", default_value_t = 256)]
     pub demo_m: u32,
+    /// Columns of B and C in demo jobs.
+    #[arg(long, env = "GLOWWORM_DEMO_N", value_name = "N", default_value_t = 256)]
     pub demo_n: u32,
+    /// Columns of A and rows of B in demo jobs.
+    #[arg(long, env = "GLOWWORM_DEMO_K", value_name = "N", default_value_t = 256)]
     pub demo_k: u32,
-    /// Largest request body accepted.
+    /// Largest request body accepted, in bytes (8 MiB).
+    #[arg(long, env = "GLOWWORM_MAX_BODY_BYTES", value_name = "BYTES", default_value_t = 8 << 20)]
     pub max_body_bytes: usize,
-    /// Largest job upload (`POST /v1/jobs`, all parts together).
+    /// Largest job upload (POST /v1/jobs, all parts together), in bytes (256 MiB).
+    #[arg(
+        long,
+        env = "GLOWWORM_MAX_UPLOAD_BYTES",
+        value_name = "BYTES",
+        default_value_t = 256 << 20
+    )]
     pub max_upload_bytes: usize,
-    /// The quota of a new API key: most units of its queued jobs at once.
+    /// The quota of a new API key: most units of its requester's queued jobs at once.
+    #[arg(
+        long,
+        env = "GLOWWORM_DEFAULT_QUOTA_UNITS",
+        value_name = "UNITS",
+        default_value_t = 100_000
+    )]
     pub default_quota_units: u64,
-    /// Origins allowed to call the contributor API from a browser; empty means any origin.
-    /// Requester endpoints (`/v1/jobs...`) are never open to other origins.
+    /// An origin allowed to call the contributor API from a browser (repeat for more; the
+    /// environment variable is comma-separated); none means any origin. Requester endpoints
+    /// (/v1/jobs...) are never open to other origins.
+    #[arg(
+        long = "cors-origin",
+        env = "GLOWWORM_CORS_ORIGINS",
+        value_name = "ORIGIN"
+    )]
     pub cors_origins: Vec<String>,
-    // --- Abuse (crate::limits, crate::serve) ---
+
+    // Limits against abuse (relay/src/limits.rs, relay/src/serve.rs).
     /// Requests per second from one IPv4 address or IPv6 /64; 0 means no limit.
+    #[arg(
+        long,
+        env = "GLOWWORM_RATE_PER_ADDRESS",
+        value_name = "N",
+        default_value_t = 200
+    )]
     pub rate_per_address: u32,
     /// Requests one address may make at once before its rate applies.
+    #[arg(
+        long,
+        env = "GLOWWORM_BURST_PER_ADDRESS",
+        value_name = "N",
+        default_value_t = 400
+    )]
     pub burst_per_address: u32,
     /// Requests per second with one contributor key or requester API key; 0 means no limit.
+    #[arg(
+        long,
+        env = "GLOWWORM_RATE_PER_KEY",
+        value_name = "N",
+        default_value_t = 100
+    )]
     pub rate_per_key: u32,
     /// Requests one key may make at once before its rate applies.
+    #[arg(
+        long,
+        env = "GLOWWORM_BURST_PER_KEY",
+        value_name = "N",
+        default_value_t = 200
+    )]
     pub burst_per_key: u32,
     /// Seconds a request, body included, may take before it is answered 408.
+    #[arg(
+        long,
+        env = "GLOWWORM_REQUEST_TIMEOUT_SECONDS",
+        value_name = "N",
+        default_value_t = 30
+    )]
     pub request_timeout_seconds: u64,
-    /// The same for job uploads (`POST /v1/jobs`).
+    /// The same for job uploads (POST /v1/jobs).
+    #[arg(
+        long,
+        env = "GLOWWORM_UPLOAD_TIMEOUT_SECONDS",
+        value_name = "N",
+        default_value_t = 600
+    )]
     pub upload_timeout_seconds: u64,
     /// Seconds a client has to send a request's headers before its connection is closed.
+    #[arg(
+        long,
+        env = "GLOWWORM_HEADER_TIMEOUT_SECONDS",
+        value_name = "N",
+        default_value_t = 10
+    )]
     pub header_timeout_seconds: u64,
     /// Most connections open at once; more wait to be accepted.
+    #[arg(
+        long,
+        env = "GLOWWORM_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 10_000
+    )]
     pub max_connections: u32,
-    /// Most connections open at once from one IPv4 address or IPv6 /64; more are closed as
-    /// they are accepted. 0 means no cap; off with `trust_forwarded_for` (every connection then
-    /// comes from the proxy, which should cap them itself).
+    /// Most connections open at once from one IPv4 address or IPv6 /64; more are closed as they
+    /// are accepted. 0 means no cap; off with trust_forwarded_for (every connection then comes
+    /// from the proxy, which should cap them itself).
+    #[arg(
+        long,
+        env = "GLOWWORM_MAX_CONNECTIONS_PER_ADDRESS",
+        value_name = "N",
+        default_value_t = 64
+    )]
     pub max_connections_per_address: u32,
     /// Seconds a connection with no request in progress stays open after its last request
-    /// (HTTP/2; HTTP/1 keep-alive waits at most `header_timeout_seconds` for its next request).
+    /// (HTTP/2; HTTP/1 keep-alive waits at most header_timeout_seconds for its next request).
+    #[arg(
+        long,
+        env = "GLOWWORM_IDLE_TIMEOUT_SECONDS",
+        value_name = "N",
+        default_value_t = 30
+    )]
     pub idle_timeout_seconds: u64,
-    /// The origin people reach the relay at, such as "https://glowworm.example": Sign-In with
+
+    // Linking a wallet (relay/src/sign_in.rs, relay/src/nonces.rs, relay/src/links.rs).
+    /// The origin people reach the relay at, such as https://glowworm.example: Sign-In with
     /// Ethereum messages must name its host as their domain and a URI on it. Unset means the
-    /// listen address ("http://127.0.0.1:8787"); never a request header.
+    /// listen address (http://127.0.0.1:8787); never a request header.
+    #[arg(long, env = "GLOWWORM_PUBLIC_ORIGIN", value_name = "ORIGIN")]
     pub public_origin: Option<String>,
     /// The domain (host, or host:port) Sign-In with Ethereum messages must name to link a
-    /// wallet; unset means the host of `public_origin` (kept for older configurations).
+    /// wallet; unset means the host of public_origin (kept for older configurations).
+    #[arg(long, env = "GLOWWORM_SIWE_DOMAIN", value_name = "HOST[:PORT]")]
     pub siwe_domain: Option<String>,
-    /// Chain ids a Sign-In with Ethereum message may name; empty means any.
+    /// A chain id Sign-In with Ethereum messages may name (repeat for more; the environment
+    /// variable is comma-separated); none means any.
+    #[arg(
+        long = "siwe-chain-id",
+        env = "GLOWWORM_SIWE_CHAIN_IDS",
+        value_name = "ID"
+    )]
     pub siwe_chain_ids: Vec<u64>,
     /// JSON-RPC endpoint of an Ethereum node, to check contract wallets' signatures (ERC-1271);
     /// unset means only ordinary (EOA) wallets can link.
+    #[arg(long, env = "GLOWWORM_ETH_RPC_URL", value_name = "URL")]
     pub eth_rpc_url: Option<String>,
-    /// How long a sign-in nonce stays usable.
+    /// Seconds a sign-in nonce stays usable.
+    #[arg(
+        long,
+        env = "GLOWWORM_NONCE_SECONDS",
+        value_name = "N",
+        default_value_t = 600
+    )]
     pub nonce_seconds: u64,
     /// Most unexpired nonces kept at once; more nonce requests are refused until some expire.
+    #[arg(
+        long,
+        env = "GLOWWORM_MAX_PENDING_NONCES",
+        value_name = "N",
+        default_value_t = 100_000
+    )]
     pub max_pending_nonces: u32,
     /// Most unexpired, unused nonces one IPv4 address or IPv6 /64 may hold at once.
+    #[arg(
+        long,
+        env = "GLOWWORM_MAX_NONCES_PER_ADDRESS",
+        value_name = "N",
+        default_value_t = 16
+    )]
     pub max_nonces_per_address: u32,
 
-    // Verification of results that no cheap check covers (see relay/src/replication.rs).
+    // Verification of results that no cheap check covers (relay/src/replication.rs).
     /// Agreeing results from distinct contributors a replicated unit needs.
+    #[arg(long, env = "GLOWWORM_REPLICAS", value_name = "N", default_value_t = 2)]
     pub replicas: u32,
     /// Results of proven keys that may disagree on a replicated unit before it fails (strangers'
     /// lone results do not count).
+    #[arg(
+        long,
+        env = "GLOWWORM_MAX_REPLICAS",
+        value_name = "N",
+        default_value_t = 5
+    )]
     pub max_replicas: u32,
     /// Never send two replicas of a unit to the same /24 (IPv4) or /64 (IPv6) network.
+    #[arg(
+        long,
+        env = "GLOWWORM_DISTINCT_NETWORKS",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        default_value_t = true
+    )]
     pub distinct_networks: bool,
     /// Take the client address from X-Forwarded-For (only behind a proxy that sets it).
+    #[arg(
+        long,
+        env = "GLOWWORM_TRUST_FORWARDED_FOR",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        default_value_t = false
+    )]
     pub trust_forwarded_for: bool,
     /// Compare replicas only between adapters of the same vendor and architecture.
+    #[arg(
+        long,
+        env = "GLOWWORM_HOMOGENEOUS_REDUNDANCY",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        default_value_t = false
+    )]
     pub homogeneous_redundancy: bool,
-    /// Share of leases, in thousandths, that are known-answer (canary) units, where one can be made.
+    /// Share of leases, in thousandths, that are known-answer (canary) units, where one can be
+    /// made.
+    #[arg(
+        long,
+        env = "GLOWWORM_CANARY_PERMILLE",
+        value_name = "N",
+        default_value_t = 20
+    )]
     pub canary_permille: u32,
     /// Consecutive valid results after which a contributor is trusted.
+    #[arg(
+        long,
+        env = "GLOWWORM_TRUST_AFTER",
+        value_name = "N",
+        default_value_t = 10
+    )]
     pub trust_after: u32,
     /// Share of a trusted contributor's replicated units, in thousandths, still replicated.
+    #[arg(
+        long,
+        env = "GLOWWORM_TRUSTED_REPLICATION_PERMILLE",
+        value_name = "N",
+        default_value_t = 50
+    )]
     pub trusted_replication_permille: u32,
-    /// Invalid results (not outweighed by `trust_after` valid ones in a row) that quarantine a
+    /// Invalid results (not outweighed by trust_after valid ones in a row) that quarantine a
     /// contributor.
+    #[arg(
+        long,
+        env = "GLOWWORM_QUARANTINE_STRIKES",
+        value_name = "N",
+        default_value_t = 3
+    )]
     pub quarantine_strikes: u32,
-    /// How long a trusted contributor's unreplicated result may wait for a later check of that
+    /// Seconds a trusted contributor's unreplicated result may wait for a later check of that
     /// contributor before the unit is replicated after all.
+    #[arg(
+        long,
+        env = "GLOWWORM_SETTLE_SECONDS",
+        value_name = "N",
+        default_value_t = 600
+    )]
     pub settle_seconds: u64,
+    // leasing::charge_gpu_time counts it.
     /// GPU seconds a kernel unit may use in all, from each lease to its result or to a release
-    /// that reported the GPU failing; a unit over it fails its job (leasing::charge_gpu_time).
+    /// that reported the GPU failing; a unit over it fails its job.
+    #[arg(
+        long,
+        env = "GLOWWORM_UNIT_GPU_SECONDS",
+        value_name = "N",
+        default_value_t = 300
+    )]
     pub unit_gpu_seconds: u64,
     /// Contributors whose GPU may fail on one kernel unit (a release saying so, such as a lost
     /// device) before the unit fails its job.
+    #[arg(
+        long,
+        env = "GLOWWORM_MAX_GPU_FAILURES",
+        value_name = "N",
+        default_value_t = 3
+    )]
     pub max_gpu_failures: u32,
     /// Verify demo jobs by replication instead of Freivalds' check (to exercise replication).
+    #[arg(
+        long,
+        env = "GLOWWORM_DEMO_REPLICATE",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        default_value_t = false
+    )]
     pub demo_replicate: bool,
-    // --- Leases in flight (crate::lease_caps) ---
+
+    // Leases in flight (relay/src/lease_caps.rs).
     /// Leases a key with no verified record may hold at once; each valid result in a row adds
     /// one (an expired lease or an invalid result starts it over).
+    #[arg(
+        long,
+        env = "GLOWWORM_LEASES_PER_NEW_KEY",
+        value_name = "N",
+        default_value_t = 2
+    )]
     pub leases_per_new_key: u32,
     /// Most leases one key may hold at once, however long its record.
+    #[arg(
+        long,
+        env = "GLOWWORM_MAX_LEASES_PER_KEY",
+        value_name = "N",
+        default_value_t = 32
+    )]
     pub max_leases_per_key: u32,
     /// Most leases the keys linked to one wallet address may hold at once (their record, in a
-    /// row, adds one each to a starting `leases_per_new_key`).
+    /// row, adds one each to a starting leases_per_new_key).
+    #[arg(
+        long,
+        env = "GLOWWORM_MAX_LEASES_PER_ADDRESS",
+        value_name = "N",
+        default_value_t = 128
+    )]
     pub max_leases_per_address: u32,
     /// Leases the keys without a record (not trusted) may hold at once from one network; each
     /// of their leases from it that expired or was rejected in the last ten minutes takes one
     /// away (down to one). 0 turns the cap off.
+    #[arg(
+        long,
+        env = "GLOWWORM_NEW_LEASES_PER_NETWORK",
+        value_name = "N",
+        default_value_t = 16
+    )]
     pub new_leases_per_network: u32,
     /// Most leases all keys may hold at once from one network. 0 turns the cap off.
+    #[arg(
+        long,
+        env = "GLOWWORM_MAX_LEASES_PER_NETWORK",
+        value_name = "N",
+        default_value_t = 512
+    )]
     pub max_leases_per_network: u32,
-    // --- Partner widgets (crate::partners, crate::embedding) ---
+
+    // Partner widgets (relay/src/partners.rs, relay/src/embedding.rs); partners::validate_config
+    // checks these when the relay opens.
     /// A partner's share of each unit computed through its widget, in basis points of the
     /// contributor's credit, paid on top of it: floor(credited * bps / 10000). 1000 = 10%.
+    #[arg(
+        long,
+        env = "GLOWWORM_PARTNER_SHARE_BPS",
+        value_name = "BPS",
+        default_value_t = 1000
+    )]
     pub partner_share_bps: u32,
-    /// Partners registered by the settings, in addition to those registered in the database
-    /// (`glowworm-relay partners add`): each is paid on the sites of `embed_origins`.
+    /// A partner registered by the settings (repeat for more; the environment variable is
+    /// comma-separated), in addition to those registered in the database (glowworm-relay
+    /// partners add): each is paid on the sites of embed_origins.
+    #[arg(
+        long = "partner-address",
+        env = "GLOWWORM_PARTNER_ADDRESSES",
+        value_name = "0x..."
+    )]
     pub partner_addresses: Vec<String>,
-    /// Origins of the sites that may embed the widget (frame-ancestors of /widget.html, with
-    /// every registered partner's sites); empty means any site. Also the sites of the partners
-    /// of `partner_addresses`.
+    /// An origin of a site that may embed the widget, such as https://blog.example (repeat for
+    /// more; the environment variable is comma-separated): the frame-ancestors of /widget.html,
+    /// with every registered partner's sites; none means any site. Also the sites of the
+    /// partners of partner_addresses.
+    #[arg(
+        long = "embed-origin",
+        env = "GLOWWORM_EMBED_ORIGINS",
+        value_name = "ORIGIN"
+    )]
     pub embed_origins: Vec<String>,
 }
 
 impl Default for Config {
+    /// The declared defaults.
     fn default() -> Self {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
-            database: PathBuf::from("data/glowworm.sqlite"),
-            www_dir: PathBuf::from("www"),
-            demo_jobs: true,
-            lease_seconds: 60,
-            max_attempts: 5,
-            unit_size: 64,
-            demo_m: 256,
-            demo_n: 256,
-            demo_k: 256,
-            max_body_bytes: 8 << 20,
-            max_upload_bytes: 256 << 20,
-            default_quota_units: 100_000,
-            cors_origins: Vec::new(),
-            rate_per_address: 200,
-            burst_per_address: 400,
-            rate_per_key: 100,
-            burst_per_key: 200,
-            request_timeout_seconds: 30,
-            upload_timeout_seconds: 600,
-            header_timeout_seconds: 10,
-            max_connections: 10_000,
-            max_connections_per_address: 64,
-            idle_timeout_seconds: 30,
-            public_origin: None,
-            siwe_domain: None,
-            siwe_chain_ids: Vec::new(),
-            eth_rpc_url: None,
-            nonce_seconds: 600,
-            max_pending_nonces: 100_000,
-            max_nonces_per_address: 16,
-            replicas: 2,
-            max_replicas: 5,
-            distinct_networks: true,
-            trust_forwarded_for: false,
-            homogeneous_redundancy: false,
-            canary_permille: 20,
-            trust_after: 10,
-            trusted_replication_permille: 50,
-            quarantine_strikes: 3,
-            settle_seconds: 600,
-            unit_gpu_seconds: 300,
-            max_gpu_failures: 3,
-            demo_replicate: false,
-            leases_per_new_key: 2,
-            max_leases_per_key: 32,
-            max_leases_per_address: 128,
-            new_leases_per_network: 16,
-            max_leases_per_network: 512,
-            partner_share_bps: 1000,
-            partner_addresses: Vec::new(),
-            embed_origins: Vec::new(),
-        }
+        Config::from_settings(settings()).expect("the declared defaults are valid")
     }
 }
 
+/// Why the settings could not be loaded, naming the layer and setting at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -223,504 +481,185 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Flags of `glowworm-relay serve`. Every flag left out keeps the value from the layers below.
-#[derive(Debug, Clone, Default, clap::Parser)]
-#[command(name = "serve")]
+/// Every setting as clap declares it on [`Config`]: its id (the TOML key and the field's name),
+/// flag, `GLOWWORM_*` variable, default and help.
+pub fn settings() -> Vec<Arg> {
+    Config::augment_args(Command::new("glowworm-relay"))
+        .get_arguments()
+        .cloned()
+        .collect()
+}
+
+/// `arg` as a flag only: clap does not read its environment variable ([`Config::load`] does),
+/// and its help names the variable instead.
+fn flag_only(arg: Arg) -> Arg {
+    let Some(name) = arg
+        .get_env()
+        .map(|name| name.to_string_lossy().into_owned())
+    else {
+        return arg;
+    };
+    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+    arg.env(None).help(format!("{help} [env: {name}]"))
+}
+
+/// `--config FILE`, which is no setting of its own: it says where the file layer comes from.
+fn config_arg() -> Arg {
+    Arg::new("config")
+        .long("config")
+        .value_name("FILE")
+        .value_parser(clap::value_parser!(PathBuf))
+        .help(format!(
+            "TOML config file: each setting's key is its flag's name with underscores (lists are \
+             arrays, named in the plural; demo_jobs = false for --no-demo) [env: {CONFIG_ENV}]"
+        ))
+}
+
+/// The command line's part in the settings: the file `--config` names and the settings given as
+/// flags. Every setting left out keeps its value from the layers below (file, environment,
+/// default). Its flags are every setting's: those of `glowworm-relay serve`.
+#[derive(Debug, Clone, Default)]
 pub struct ServeArgs {
-    /// TOML config file (same keys as the flags, with underscores) [env: GLOWWORM_CONFIG]
-    #[arg(long, value_name = "FILE")]
+    /// `--config FILE`.
     pub config: Option<PathBuf>,
-    /// Address to listen on, such as 127.0.0.1:8787 (port 0 picks one) [env: GLOWWORM_LISTEN]
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// SQLite database file [env: GLOWWORM_DATABASE]
-    #[arg(long, value_name = "PATH")]
-    pub database: Option<PathBuf>,
-    /// Directory of the static page served at / [env: GLOWWORM_WWW_DIR]
-    #[arg(long, value_name = "DIR")]
-    pub www_dir: Option<PathBuf>,
-    /// Do not generate demo jobs [env: GLOWWORM_DEMO_JOBS=false]
-    #[arg(long)]
-    pub no_demo: bool,
-    /// Seconds a contributor has to return a leased unit [env: GLOWWORM_LEASE_SECONDS]
-    #[arg(long, value_name = "N")]
-    pub lease_seconds: Option<u64>,
-    /// Trusted contributors' failed results a unit takes before it fails [env: GLOWWORM_MAX_ATTEMPTS]
-    #[arg(long, value_name = "N")]
-    pub max_attempts: Option<u32>,
-    /// Rows and columns of C per unit [env: GLOWWORM_UNIT_SIZE]
-    #[arg(long, value_name = "N")]
-    pub unit_size: Option<u32>,
-    /// Rows of A and C in demo jobs [env: GLOWWORM_DEMO_M]
-    #[arg(long, value_name = "N")]
-    pub demo_m: Option<u32>,
-    /// Columns of B and C in demo jobs [env: GLOWWORM_DEMO_N]
-    #[arg(long, value_name = "N")]
-    pub demo_n: Option<u32>,
-    /// Columns of A and rows of B in demo jobs [env: GLOWWORM_DEMO_K]
-    #[arg(long, value_name = "N")]
-    pub demo_k: Option<u32>,
-    /// Largest request body accepted, in bytes [env: GLOWWORM_MAX_BODY_BYTES]
-    #[arg(long, value_name = "BYTES")]
-    pub max_body_bytes: Option<usize>,
-    /// Largest job upload (POST /v1/jobs), in bytes [env: GLOWWORM_MAX_UPLOAD_BYTES]
-    #[arg(long, value_name = "BYTES")]
-    pub max_upload_bytes: Option<usize>,
-    /// Quota of new API keys: most units of a requester's queued jobs at once
-    /// [env: GLOWWORM_DEFAULT_QUOTA_UNITS]
-    #[arg(long, value_name = "UNITS")]
-    pub default_quota_units: Option<u64>,
-    /// An origin allowed to call the API (repeat for more; none means any)
-    /// [env: GLOWWORM_CORS_ORIGINS, comma-separated]
-    #[arg(long = "cors-origin", value_name = "ORIGIN")]
-    pub cors_origins: Vec<String>,
-    /// Requests per second from one IPv4 address or IPv6 /64, 0 for no limit
-    /// [env: GLOWWORM_RATE_PER_ADDRESS]
-    #[arg(long, value_name = "N")]
-    pub rate_per_address: Option<u32>,
-    /// Burst of requests one address may make [env: GLOWWORM_BURST_PER_ADDRESS]
-    #[arg(long, value_name = "N")]
-    pub burst_per_address: Option<u32>,
-    /// Requests per second with one contributor or API key, 0 for no limit
-    /// [env: GLOWWORM_RATE_PER_KEY]
-    #[arg(long, value_name = "N")]
-    pub rate_per_key: Option<u32>,
-    /// Burst of requests one key may make [env: GLOWWORM_BURST_PER_KEY]
-    #[arg(long, value_name = "N")]
-    pub burst_per_key: Option<u32>,
-    /// Seconds to receive and serve a request before answering 408
-    /// [env: GLOWWORM_REQUEST_TIMEOUT_SECONDS]
-    #[arg(long, value_name = "N")]
-    pub request_timeout_seconds: Option<u64>,
-    /// The same for job uploads [env: GLOWWORM_UPLOAD_TIMEOUT_SECONDS]
-    #[arg(long, value_name = "N")]
-    pub upload_timeout_seconds: Option<u64>,
-    /// Seconds a client has to send its request headers [env: GLOWWORM_HEADER_TIMEOUT_SECONDS]
-    #[arg(long, value_name = "N")]
-    pub header_timeout_seconds: Option<u64>,
-    /// Most connections open at once [env: GLOWWORM_MAX_CONNECTIONS]
-    #[arg(long, value_name = "N")]
-    pub max_connections: Option<u32>,
-    /// Most connections open at once from one IPv4 address or IPv6 /64, 0 for no cap
-    /// [env: GLOWWORM_MAX_CONNECTIONS_PER_ADDRESS]
-    #[arg(long, value_name = "N")]
-    pub max_connections_per_address: Option<u32>,
-    /// Seconds a connection with no request in progress stays open
-    /// [env: GLOWWORM_IDLE_TIMEOUT_SECONDS]
-    #[arg(long, value_name = "N")]
-    pub idle_timeout_seconds: Option<u64>,
-    /// The origin people reach the relay at, such as https://glowworm.example (default: the
-    /// listen address) [env: GLOWWORM_PUBLIC_ORIGIN]
-    #[arg(long, value_name = "ORIGIN")]
-    pub public_origin: Option<String>,
-    /// Domain that wallet sign-in messages must name (default: the host of public_origin)
-    /// [env: GLOWWORM_SIWE_DOMAIN]
-    #[arg(long, value_name = "HOST[:PORT]")]
-    pub siwe_domain: Option<String>,
-    /// A chain id wallet sign-in messages may name (repeat for more; none means any)
-    /// [env: GLOWWORM_SIWE_CHAIN_IDS, comma-separated]
-    #[arg(long = "siwe-chain-id", value_name = "ID")]
-    pub siwe_chain_ids: Vec<u64>,
-    /// Ethereum JSON-RPC endpoint, to accept contract wallets (ERC-1271) [env: GLOWWORM_ETH_RPC_URL]
-    #[arg(long, value_name = "URL")]
-    pub eth_rpc_url: Option<String>,
-    /// Seconds a sign-in nonce stays usable [env: GLOWWORM_NONCE_SECONDS]
-    #[arg(long, value_name = "N")]
-    pub nonce_seconds: Option<u64>,
-    /// Most unexpired sign-in nonces kept at once [env: GLOWWORM_MAX_PENDING_NONCES]
-    #[arg(long, value_name = "N")]
-    pub max_pending_nonces: Option<u32>,
-    /// Most unexpired, unused sign-in nonces one address may hold
-    /// [env: GLOWWORM_MAX_NONCES_PER_ADDRESS]
-    #[arg(long, value_name = "N")]
-    pub max_nonces_per_address: Option<u32>,
-    /// Agreeing results a replicated unit needs [env: GLOWWORM_REPLICAS]
-    #[arg(long, value_name = "N")]
-    pub replicas: Option<u32>,
-    /// Most results a replicated unit gathers before it fails [env: GLOWWORM_MAX_REPLICAS]
-    #[arg(long, value_name = "N")]
-    pub max_replicas: Option<u32>,
-    /// Whether replicas must come from distinct /24 or /64 networks [env: GLOWWORM_DISTINCT_NETWORKS]
-    #[arg(long, value_name = "BOOL")]
-    pub distinct_networks: Option<bool>,
-    /// Take client addresses from X-Forwarded-For [env: GLOWWORM_TRUST_FORWARDED_FOR]
-    #[arg(long, value_name = "BOOL")]
-    pub trust_forwarded_for: Option<bool>,
-    /// Compare replicas only between adapters of one kind [env: GLOWWORM_HOMOGENEOUS_REDUNDANCY]
-    #[arg(long, value_name = "BOOL")]
-    pub homogeneous_redundancy: Option<bool>,
-    /// Known-answer units per thousand leases [env: GLOWWORM_CANARY_PERMILLE]
-    #[arg(long, value_name = "N")]
-    pub canary_permille: Option<u32>,
-    /// Consecutive valid results that make a contributor trusted [env: GLOWWORM_TRUST_AFTER]
-    #[arg(long, value_name = "N")]
-    pub trust_after: Option<u32>,
-    /// Trusted contributors' units still replicated, per thousand
-    /// [env: GLOWWORM_TRUSTED_REPLICATION_PERMILLE]
-    #[arg(long, value_name = "N")]
-    pub trusted_replication_permille: Option<u32>,
-    /// Invalid results that quarantine a contributor [env: GLOWWORM_QUARANTINE_STRIKES]
-    #[arg(long, value_name = "N")]
-    pub quarantine_strikes: Option<u32>,
-    /// Seconds an unreplicated trusted result waits for a later check [env: GLOWWORM_SETTLE_SECONDS]
-    #[arg(long, value_name = "N")]
-    pub settle_seconds: Option<u64>,
-    /// GPU seconds a kernel unit may use in all before it fails its job [env: GLOWWORM_UNIT_GPU_SECONDS]
-    #[arg(long, value_name = "N")]
-    pub unit_gpu_seconds: Option<u64>,
-    /// GPU failures reported on one kernel unit before it fails its job [env: GLOWWORM_MAX_GPU_FAILURES]
-    #[arg(long, value_name = "N")]
-    pub max_gpu_failures: Option<u32>,
-    /// Verify demo jobs by replication [env: GLOWWORM_DEMO_REPLICATE]
-    #[arg(long, value_name = "BOOL")]
-    pub demo_replicate: Option<bool>,
-    /// Leases a key without a record may hold at once [env: GLOWWORM_LEASES_PER_NEW_KEY]
-    #[arg(long, value_name = "N")]
-    pub leases_per_new_key: Option<u32>,
-    /// Most leases one key may hold at once [env: GLOWWORM_MAX_LEASES_PER_KEY]
-    #[arg(long, value_name = "N")]
-    pub max_leases_per_key: Option<u32>,
-    /// Most leases the keys of one wallet address may hold at once
-    /// [env: GLOWWORM_MAX_LEASES_PER_ADDRESS]
-    #[arg(long, value_name = "N")]
-    pub max_leases_per_address: Option<u32>,
-    /// Leases keys without a record may hold at once from one network, 0 = no cap
-    /// [env: GLOWWORM_NEW_LEASES_PER_NETWORK]
-    #[arg(long, value_name = "N")]
-    pub new_leases_per_network: Option<u32>,
-    /// Most leases all keys may hold at once from one network, 0 = no cap
-    /// [env: GLOWWORM_MAX_LEASES_PER_NETWORK]
-    #[arg(long, value_name = "N")]
-    pub max_leases_per_network: Option<u32>,
-    /// Partner share in basis points of the contributor's credit, on top of it (1000 = 10%)
-    /// [env: GLOWWORM_PARTNER_SHARE_BPS]
-    #[arg(long, value_name = "BPS")]
-    pub partner_share_bps: Option<u32>,
-    /// A partner registered by the settings, paid on the sites of --embed-origin (repeat for
-    /// more; see also `glowworm-relay partners add`) [env: GLOWWORM_PARTNER_ADDRESSES,
-    /// comma-separated]
-    #[arg(long = "partner-address", value_name = "0x...")]
-    pub partner_addresses: Vec<String>,
-    /// An origin that may embed the widget, such as https://blog.example (repeat for more; none
-    /// means any site) [env: GLOWWORM_EMBED_ORIGINS, comma-separated]
-    #[arg(long = "embed-origin", value_name = "ORIGIN")]
-    pub embed_origins: Vec<String>,
+    /// The settings given as flags: each one's id and its values as typed.
+    flags: Vec<(String, Vec<OsString>)>,
+}
+
+impl ServeArgs {
+    /// The `--config` file and the settings given as flags in `matches`, a parse of arguments
+    /// that include `--config` and some settings' flags.
+    fn from_matches(matches: &ArgMatches) -> ServeArgs {
+        let setting_ids: Vec<String> = settings().iter().map(|a| a.get_id().to_string()).collect();
+        let flags = matches
+            .ids()
+            .map(|id| id.as_str())
+            .filter(|id| setting_ids.iter().any(|s| s == id))
+            .filter(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
+            .map(|id| {
+                let values = matches.get_raw(id).into_iter().flatten();
+                (id.to_string(), values.map(|v| v.to_os_string()).collect())
+            })
+            .collect();
+        ServeArgs {
+            config: matches.get_one::<PathBuf>("config").cloned(),
+            flags,
+        }
+    }
+}
+
+impl Args for ServeArgs {
+    fn augment_args(cmd: Command) -> Command {
+        cmd.arg(config_arg())
+            .args(settings().into_iter().map(flag_only))
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for ServeArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(ServeArgs::from_matches(matches))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = ServeArgs::from_matches(matches);
+        Ok(())
+    }
+}
+
+impl clap::CommandFactory for ServeArgs {
+    fn command() -> Command {
+        Self::augment_args(Command::new("serve"))
+    }
+
+    fn command_for_update() -> Command {
+        Self::command()
+    }
+}
+
+impl clap::Parser for ServeArgs {}
+
+/// `--config FILE` and `--database PATH` only: the flags of the commands that open the database
+/// without serving it (`glowworm-relay keys ...`, `partners ...`). The other settings still come
+/// from the file, the environment and the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct DatabaseArgs(ServeArgs);
+
+impl DatabaseArgs {
+    /// The same, as the command line's part for [`Config::load`].
+    pub fn serve_args(&self) -> &ServeArgs {
+        &self.0
+    }
+}
+
+impl Args for DatabaseArgs {
+    fn augment_args(cmd: Command) -> Command {
+        let database = settings().into_iter().find(|a| a.get_id() == "database");
+        cmd.arg(config_arg()).args(database.map(flag_only))
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for DatabaseArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(DatabaseArgs(ServeArgs::from_matches(matches)))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.0 = ServeArgs::from_matches(matches);
+        Ok(())
+    }
 }
 
 impl Config {
-    /// The blob store on disk beside the database (job inputs and outputs).
-    pub fn blob_store(&self) -> crate::blobs::BlobStore {
-        crate::blobs::BlobStore::beside(&self.database)
-    }
-
     /// Defaults, then the config file, then the environment (`env` looks a variable up; pass
     /// `|name| std::env::var(name).ok()`), then the flags. The result is validated.
     pub fn load(
         args: &ServeArgs,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        // Each layer's values become the settings' defaults in turn, so each overrides the last.
+        let mut declared = settings();
         let file = args
             .config
             .clone()
-            .or_else(|| env("GLOWWORM_CONFIG").map(PathBuf::from));
-        let mut config = match file {
-            Some(path) => Config::from_file(&path)?,
-            None => Config::default(),
-        };
-        config.apply_env(env)?;
-        config.apply_flags(args);
+            .or_else(|| env(CONFIG_ENV).map(PathBuf::from));
+        if let Some(path) = file {
+            for (key, values) in file_values(&path)? {
+                let values = values.into_iter().map(OsString::from).collect();
+                set_default(&mut declared, &key, Some(values));
+            }
+        }
+        for (key, values) in env_values(&env)? {
+            let values = values.map(|v| v.into_iter().map(OsString::from).collect());
+            set_default(&mut declared, &key, values);
+        }
+        for (key, values) in &args.flags {
+            set_default(&mut declared, key, Some(values.clone()));
+        }
+        let config =
+            Config::from_settings(declared).map_err(|e| ConfigError::Invalid(clap_message(&e)))?;
         config.validate()?;
         Ok(config)
     }
 
-    /// The defaults overridden by the keys present in a TOML file.
-    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+    /// The config that clap makes of `settings` with no flags given: each setting's default.
+    fn from_settings(settings: Vec<Arg>) -> Result<Config, clap::Error> {
+        let matches = Command::new("glowworm-relay")
+            .no_binary_name(true)
+            .args(settings.into_iter().map(|arg| arg.env(None)))
+            .try_get_matches_from(Vec::<OsString>::new())?;
+        Config::from_arg_matches(&matches)
     }
 
-    /// Overrides each setting whose `GLOWWORM_<NAME>` variable is set.
-    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        let env = &env;
-        set_from_env(env, "GLOWWORM_LISTEN", &mut self.listen)?;
-        set_from_env(env, "GLOWWORM_DATABASE", &mut self.database)?;
-        set_from_env(env, "GLOWWORM_WWW_DIR", &mut self.www_dir)?;
-        set_from_env(env, "GLOWWORM_DEMO_JOBS", &mut self.demo_jobs)?;
-        set_from_env(env, "GLOWWORM_LEASE_SECONDS", &mut self.lease_seconds)?;
-        set_from_env(env, "GLOWWORM_MAX_ATTEMPTS", &mut self.max_attempts)?;
-        set_from_env(env, "GLOWWORM_UNIT_SIZE", &mut self.unit_size)?;
-        set_from_env(env, "GLOWWORM_DEMO_M", &mut self.demo_m)?;
-        set_from_env(env, "GLOWWORM_DEMO_N", &mut self.demo_n)?;
-        set_from_env(env, "GLOWWORM_DEMO_K", &mut self.demo_k)?;
-        set_from_env(env, "GLOWWORM_MAX_BODY_BYTES", &mut self.max_body_bytes)?;
-        set_from_env(env, "GLOWWORM_MAX_UPLOAD_BYTES", &mut self.max_upload_bytes)?;
-        set_from_env(
-            env,
-            "GLOWWORM_DEFAULT_QUOTA_UNITS",
-            &mut self.default_quota_units,
-        )?;
-        if let Some(list) = env("GLOWWORM_CORS_ORIGINS") {
-            self.cors_origins = list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect();
-        }
-        set_from_env(env, "GLOWWORM_RATE_PER_ADDRESS", &mut self.rate_per_address)?;
-        set_from_env(
-            env,
-            "GLOWWORM_BURST_PER_ADDRESS",
-            &mut self.burst_per_address,
-        )?;
-        set_from_env(env, "GLOWWORM_RATE_PER_KEY", &mut self.rate_per_key)?;
-        set_from_env(env, "GLOWWORM_BURST_PER_KEY", &mut self.burst_per_key)?;
-        set_from_env(
-            env,
-            "GLOWWORM_REQUEST_TIMEOUT_SECONDS",
-            &mut self.request_timeout_seconds,
-        )?;
-        set_from_env(
-            env,
-            "GLOWWORM_UPLOAD_TIMEOUT_SECONDS",
-            &mut self.upload_timeout_seconds,
-        )?;
-        set_from_env(
-            env,
-            "GLOWWORM_HEADER_TIMEOUT_SECONDS",
-            &mut self.header_timeout_seconds,
-        )?;
-        set_from_env(env, "GLOWWORM_MAX_CONNECTIONS", &mut self.max_connections)?;
-        set_from_env(
-            env,
-            "GLOWWORM_MAX_CONNECTIONS_PER_ADDRESS",
-            &mut self.max_connections_per_address,
-        )?;
-        set_from_env(
-            env,
-            "GLOWWORM_IDLE_TIMEOUT_SECONDS",
-            &mut self.idle_timeout_seconds,
-        )?;
-        if let Some(origin) = env("GLOWWORM_PUBLIC_ORIGIN") {
-            self.public_origin = Some(origin.trim().to_string()).filter(|s| !s.is_empty());
-        }
-        if let Some(domain) = env("GLOWWORM_SIWE_DOMAIN") {
-            self.siwe_domain = Some(domain.trim().to_string()).filter(|s| !s.is_empty());
-        }
-        if let Some(list) = env("GLOWWORM_SIWE_CHAIN_IDS") {
-            self.siwe_chain_ids = list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|id| {
-                    id.parse().map_err(|e| ConfigError::BadEnv {
-                        name: "GLOWWORM_SIWE_CHAIN_IDS".to_string(),
-                        value: list.clone(),
-                        message: format!("{id:?}: {e}"),
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-        }
-        if let Some(url) = env("GLOWWORM_ETH_RPC_URL") {
-            self.eth_rpc_url = Some(url.trim().to_string()).filter(|s| !s.is_empty());
-        }
-        set_from_env(env, "GLOWWORM_NONCE_SECONDS", &mut self.nonce_seconds)?;
-        set_from_env(
-            env,
-            "GLOWWORM_MAX_PENDING_NONCES",
-            &mut self.max_pending_nonces,
-        )?;
-        set_from_env(
-            env,
-            "GLOWWORM_MAX_NONCES_PER_ADDRESS",
-            &mut self.max_nonces_per_address,
-        )?;
-        set_from_env(env, "GLOWWORM_REPLICAS", &mut self.replicas)?;
-        set_from_env(env, "GLOWWORM_MAX_REPLICAS", &mut self.max_replicas)?;
-        set_from_env(
-            env,
-            "GLOWWORM_DISTINCT_NETWORKS",
-            &mut self.distinct_networks,
-        )?;
-        set_from_env(
-            env,
-            "GLOWWORM_TRUST_FORWARDED_FOR",
-            &mut self.trust_forwarded_for,
-        )?;
-        set_from_env(
-            env,
-            "GLOWWORM_HOMOGENEOUS_REDUNDANCY",
-            &mut self.homogeneous_redundancy,
-        )?;
-        set_from_env(env, "GLOWWORM_CANARY_PERMILLE", &mut self.canary_permille)?;
-        set_from_env(env, "GLOWWORM_TRUST_AFTER", &mut self.trust_after)?;
-        set_from_env(
-            env,
-            "GLOWWORM_TRUSTED_REPLICATION_PERMILLE",
-            &mut self.trusted_replication_permille,
-        )?;
-        set_from_env(
-            env,
-            "GLOWWORM_QUARANTINE_STRIKES",
-            &mut self.quarantine_strikes,
-        )?;
-        set_from_env(env, "GLOWWORM_SETTLE_SECONDS", &mut self.settle_seconds)?;
-        set_from_env(env, "GLOWWORM_UNIT_GPU_SECONDS", &mut self.unit_gpu_seconds)?;
-        set_from_env(env, "GLOWWORM_MAX_GPU_FAILURES", &mut self.max_gpu_failures)?;
-        set_from_env(env, "GLOWWORM_DEMO_REPLICATE", &mut self.demo_replicate)?;
-        set_from_env(
-            env,
-            "GLOWWORM_LEASES_PER_NEW_KEY",
-            &mut self.leases_per_new_key,
-        )?;
-        set_from_env(
-            env,
-            "GLOWWORM_MAX_LEASES_PER_KEY",
-            &mut self.max_leases_per_key,
-        )?;
-        set_from_env(
-            env,
-            "GLOWWORM_MAX_LEASES_PER_ADDRESS",
-            &mut self.max_leases_per_address,
-        )?;
-        set_from_env(
-            env,
-            "GLOWWORM_NEW_LEASES_PER_NETWORK",
-            &mut self.new_leases_per_network,
-        )?;
-        set_from_env(
-            env,
-            "GLOWWORM_MAX_LEASES_PER_NETWORK",
-            &mut self.max_leases_per_network,
-        )?;
-        set_from_env(
-            env,
-            "GLOWWORM_PARTNER_SHARE_BPS",
-            &mut self.partner_share_bps,
-        )?;
-        if let Some(list) = env("GLOWWORM_PARTNER_ADDRESSES") {
-            self.partner_addresses = comma_list(&list);
-        }
-        if let Some(list) = env("GLOWWORM_EMBED_ORIGINS") {
-            self.embed_origins = comma_list(&list);
-        }
-        Ok(())
-    }
-
-    /// Overrides each setting given as a flag.
-    pub fn apply_flags(&mut self, args: &ServeArgs) {
-        fn set<T: Clone>(flag: &Option<T>, field: &mut T) {
-            if let Some(value) = flag {
-                *field = value.clone();
-            }
-        }
-        set(&args.listen, &mut self.listen);
-        set(&args.database, &mut self.database);
-        set(&args.www_dir, &mut self.www_dir);
-        if args.no_demo {
-            self.demo_jobs = false;
-        }
-        set(&args.lease_seconds, &mut self.lease_seconds);
-        set(&args.max_attempts, &mut self.max_attempts);
-        set(&args.unit_size, &mut self.unit_size);
-        set(&args.demo_m, &mut self.demo_m);
-        set(&args.demo_n, &mut self.demo_n);
-        set(&args.demo_k, &mut self.demo_k);
-        set(&args.max_body_bytes, &mut self.max_body_bytes);
-        set(&args.max_upload_bytes, &mut self.max_upload_bytes);
-        set(&args.default_quota_units, &mut self.default_quota_units);
-        if !args.cors_origins.is_empty() {
-            self.cors_origins = args.cors_origins.clone();
-        }
-        set(&args.rate_per_address, &mut self.rate_per_address);
-        set(&args.burst_per_address, &mut self.burst_per_address);
-        set(&args.rate_per_key, &mut self.rate_per_key);
-        set(&args.burst_per_key, &mut self.burst_per_key);
-        set(
-            &args.request_timeout_seconds,
-            &mut self.request_timeout_seconds,
-        );
-        set(
-            &args.upload_timeout_seconds,
-            &mut self.upload_timeout_seconds,
-        );
-        set(
-            &args.header_timeout_seconds,
-            &mut self.header_timeout_seconds,
-        );
-        set(&args.max_connections, &mut self.max_connections);
-        set(
-            &args.max_connections_per_address,
-            &mut self.max_connections_per_address,
-        );
-        set(&args.idle_timeout_seconds, &mut self.idle_timeout_seconds);
-        if args.public_origin.is_some() {
-            self.public_origin = args.public_origin.clone();
-        }
-        if args.siwe_domain.is_some() {
-            self.siwe_domain = args.siwe_domain.clone();
-        }
-        if !args.siwe_chain_ids.is_empty() {
-            self.siwe_chain_ids = args.siwe_chain_ids.clone();
-        }
-        if args.eth_rpc_url.is_some() {
-            self.eth_rpc_url = args.eth_rpc_url.clone();
-        }
-        set(&args.nonce_seconds, &mut self.nonce_seconds);
-        set(&args.max_pending_nonces, &mut self.max_pending_nonces);
-        set(
-            &args.max_nonces_per_address,
-            &mut self.max_nonces_per_address,
-        );
-        set(&args.replicas, &mut self.replicas);
-        set(&args.max_replicas, &mut self.max_replicas);
-        set(&args.distinct_networks, &mut self.distinct_networks);
-        set(&args.trust_forwarded_for, &mut self.trust_forwarded_for);
-        set(
-            &args.homogeneous_redundancy,
-            &mut self.homogeneous_redundancy,
-        );
-        set(&args.canary_permille, &mut self.canary_permille);
-        set(&args.trust_after, &mut self.trust_after);
-        set(
-            &args.trusted_replication_permille,
-            &mut self.trusted_replication_permille,
-        );
-        set(&args.quarantine_strikes, &mut self.quarantine_strikes);
-        set(&args.settle_seconds, &mut self.settle_seconds);
-        set(&args.unit_gpu_seconds, &mut self.unit_gpu_seconds);
-        set(&args.max_gpu_failures, &mut self.max_gpu_failures);
-        set(&args.demo_replicate, &mut self.demo_replicate);
-        set(&args.leases_per_new_key, &mut self.leases_per_new_key);
-        set(&args.max_leases_per_key, &mut self.max_leases_per_key);
-        set(
-            &args.max_leases_per_address,
-            &mut self.max_leases_per_address,
-        );
-        set(
-            &args.new_leases_per_network,
-            &mut self.new_leases_per_network,
-        );
-        set(
-            &args.max_leases_per_network,
-            &mut self.max_leases_per_network,
-        );
-        set(&args.partner_share_bps, &mut self.partner_share_bps);
-        if !args.partner_addresses.is_empty() {
-            self.partner_addresses = args.partner_addresses.clone();
-        }
-        if !args.embed_origins.is_empty() {
-            self.embed_origins = args.embed_origins.clone();
-        }
-    }
-
-    /// Refuses settings the relay cannot work with.
+    /// Refuses settings the relay cannot work with. (The partner settings are checked by
+    /// `partners::validate_config` when the relay opens.)
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: &str| Err(ConfigError::Invalid(message.to_string()));
         if self.lease_seconds == 0 {
@@ -769,7 +708,7 @@ impl Config {
             );
         }
         if let Some(origin) = &self.public_origin {
-            let canonical = crate::partners::canonical_origin(origin)
+            let canonical = canonical_origin(origin)
                 .map_err(|e| ConfigError::Invalid(format!("public_origin {e}")))?;
             if &canonical != origin {
                 return Err(ConfigError::Invalid(format!(
@@ -778,7 +717,7 @@ impl Config {
             }
         }
         if let Some(domain) = &self.siwe_domain
-            && !crate::sign_in::is_domain(domain)
+            && !is_domain(domain)
         {
             return Err(ConfigError::Invalid(format!(
                 "siwe_domain {domain:?} is not a host or host:port"
@@ -820,7 +759,6 @@ impl Config {
                 )));
             }
         }
-        crate::partners::validate_config(self).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -830,7 +768,7 @@ impl Config {
     pub fn public_origin(&self) -> String {
         match &self.public_origin {
             Some(origin) => origin.clone(),
-            None => crate::partners::canonical_origin(&format!("http://{}", self.listen))
+            None => canonical_origin(&format!("http://{}", self.listen))
                 .unwrap_or_else(|_| format!("http://{}", self.listen)),
         }
     }
@@ -858,46 +796,137 @@ impl Config {
         self.settle_seconds.min(i64::MAX as u64 / 1000) as i64 * 1000
     }
 
-    /// How long a lease lasts, in milliseconds.
+    /// How much GPU time a kernel unit may use in all, in milliseconds.
     pub fn unit_gpu_ms(&self) -> i64 {
         self.unit_gpu_seconds.min(i64::MAX as u64 / 1000) as i64 * 1000
     }
 
+    /// How long a lease lasts, in milliseconds.
     pub fn lease_ms(&self) -> i64 {
         self.lease_seconds as i64 * 1000
     }
 }
 
-/// The non-empty, trimmed items of a comma-separated list.
-fn comma_list(list: &str) -> Vec<String> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
+/// Makes `values` the default of the setting `id` in `settings`; `None` leaves it without one
+/// (unset, for a setting that may be unset).
+fn set_default(settings: &mut [Arg], id: &str, values: Option<Vec<OsString>>) {
+    for arg in settings.iter_mut().filter(|arg| arg.get_id() == id) {
+        *arg = match values.clone() {
+            Some(values) => arg.clone().default_values(values),
+            None => arg.clone().default_value(None),
+        };
+    }
 }
 
-/// Replaces `field` with the parsed value of the variable `name`, when it is set.
-fn set_from_env<T>(
-    env: &impl Fn(&str) -> Option<String>,
-    name: &str,
-    field: &mut T,
-) -> Result<(), ConfigError>
-where
-    T: FromStr,
-    T::Err: Display,
-{
-    if let Some(value) = env(name) {
-        *field = value
-            .trim()
-            .parse()
-            .map_err(|e: T::Err| ConfigError::BadEnv {
-                name: name.to_string(),
-                value: value.clone(),
-                message: e.to_string(),
-            })?;
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The config a TOML file's text makes: the defaults overridden by its keys. An unknown key or a
+/// value of the wrong type is refused.
+fn parse_file(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    toml::from_str(text).map_err(|e: toml::de::Error| ConfigError::ParseFile {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The settings a TOML file gives, each with its values as text for clap to parse. The file is
+/// first checked against [`Config`] itself ([`parse_file`]), so what clap gets is well-formed.
+fn file_values(path: &Path) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+    let text = read_file(path)?;
+    parse_file(path, &text)?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(table
+        .into_iter()
+        .map(|(key, value)| (key, toml_texts(value)))
+        .collect())
+}
+
+/// A TOML value as the text of each of its values: a string as itself, an array item by item.
+fn toml_texts(value: toml::Value) -> Vec<String> {
+    match value {
+        toml::Value::String(text) => vec![text],
+        toml::Value::Array(items) => items.into_iter().flat_map(toml_texts).collect(),
+        other => vec![other.to_string()],
     }
-    Ok(())
+}
+
+/// A setting's id and the values its variable gives as text; `None` unsets it.
+type EnvValue = (String, Option<Vec<String>>);
+
+/// The settings whose `GLOWWORM_*` variable `env` finds, with their values: trimmed; a list's
+/// comma-separated (empty items dropped); `None` (unset) for an empty value of a setting without
+/// a default. A value the setting cannot take is refused with the variable's name.
+fn env_values(env: &impl Fn(&str) -> Option<String>) -> Result<Vec<EnvValue>, ConfigError> {
+    let mut found = Vec::new();
+    for arg in &settings() {
+        let Some(name) = arg.get_env().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        let Some(value) = env(&name) else {
+            continue;
+        };
+        let bad = |message: String| ConfigError::BadEnv {
+            name: name.clone(),
+            value: value.clone(),
+            message,
+        };
+        let is_list = matches!(arg.get_action(), ArgAction::Append);
+        let values = if is_list {
+            let items: Vec<String> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(String::from)
+                .collect();
+            for item in &items {
+                if let Some(why) = refusal(arg, std::slice::from_ref(item)) {
+                    return Err(bad(format!("{item:?}: {why}")));
+                }
+            }
+            Some(items)
+        } else if value.trim().is_empty() && arg.get_default_values().is_empty() {
+            None
+        } else {
+            let values = vec![value.trim().to_string()];
+            if let Some(why) = refusal(arg, &values) {
+                return Err(bad(why));
+            }
+            Some(values)
+        };
+        found.push((arg.get_id().to_string(), values));
+    }
+    Ok(found)
+}
+
+/// Why clap would refuse `values` for the setting `arg`, if it would: they are parsed as its
+/// default, in a command of its own.
+fn refusal(arg: &Arg, values: &[String]) -> Option<String> {
+    let arg = arg.clone().env(None).default_values(values);
+    Command::new("check")
+        .no_binary_name(true)
+        .arg(arg)
+        .try_get_matches_from(Vec::<OsString>::new())
+        .err()
+        .map(|e| clap_message(&e))
+}
+
+/// What a clap error says, without its styling and advice: the value parser's own error where
+/// there is one, or else the error's first line.
+fn clap_message(error: &clap::Error) -> String {
+    if let Some(source) = error.source() {
+        return source.to_string();
+    }
+    let rendered = error.to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    first.trim_start_matches("error: ").to_string()
 }
 
 #[cfg(test)]

@@ -73,6 +73,7 @@ pub mod metrics;
 pub mod network;
 pub mod nonces;
 pub mod npy;
+pub mod origin;
 pub mod partners;
 pub mod possession;
 pub mod random;
@@ -91,6 +92,6 @@ pub mod units;
 
 pub use api::{OPENAPI_JSON, app, routes};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, ConfigError, ServeArgs};
+pub use config::{Config, ConfigError, DatabaseArgs, ServeArgs};
 pub use error::{ApiError, OpenError};
 pub use state::AppState;

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use glowworm_relay::{
-    AppState, Config, ServeArgs, app, demo, leasing, partners, requesters, serve,
+    AppState, Config, DatabaseArgs, ServeArgs, app, demo, leasing, partners, requesters, serve,
 };
 use std::io::{IsTerminal, Write};
 use tracing_subscriber::EnvFilter;
@@ -65,12 +65,12 @@ enum PartnersCommand {
         #[arg(long)]
         name: Option<String>,
         #[command(flatten)]
-        settings: ServeArgs,
+        settings: DatabaseArgs,
     },
     /// List every partner, revoked ones included.
     List {
         #[command(flatten)]
-        settings: ServeArgs,
+        settings: DatabaseArgs,
     },
     /// Revoke a partner, by id, name or address: leases can no longer name it.
     #[command(alias = "remove")]
@@ -78,17 +78,18 @@ enum PartnersCommand {
         #[arg(value_name = "ID_NAME_OR_ADDRESS")]
         partner: String,
         #[command(flatten)]
-        settings: ServeArgs,
+        settings: DatabaseArgs,
     },
 }
 
 impl PartnersCommand {
     fn settings(&self) -> &ServeArgs {
-        match self {
+        let settings = match self {
             PartnersCommand::Add { settings, .. }
             | PartnersCommand::List { settings }
             | PartnersCommand::Revoke { settings, .. } => settings,
-        }
+        };
+        settings.serve_args()
     }
 }
 
@@ -103,31 +104,32 @@ enum KeysCommand {
         #[arg(long, value_name = "UNITS")]
         quota_units: Option<u64>,
         #[command(flatten)]
-        settings: ServeArgs,
+        settings: DatabaseArgs,
     },
     /// List every key (never the keys themselves: only their hashes are stored).
     List {
         #[command(flatten)]
-        settings: ServeArgs,
+        settings: DatabaseArgs,
     },
     /// Revoke a key, by requester id or name; its jobs keep running.
     Revoke {
         #[arg(value_name = "ID_OR_NAME")]
         requester: String,
         #[command(flatten)]
-        settings: ServeArgs,
+        settings: DatabaseArgs,
     },
 }
 
 impl KeysCommand {
-    /// The relay's settings the command was given (only the database is used): --config FILE,
-    /// --database PATH or their GLOWWORM_* variables.
+    /// The relay's settings the command was given: --config FILE and --database PATH (the other
+    /// settings come from the file, the GLOWWORM_* variables and the defaults).
     fn settings(&self) -> &ServeArgs {
-        match self {
+        let settings = match self {
             KeysCommand::Create { settings, .. }
             | KeysCommand::List { settings }
             | KeysCommand::Revoke { settings, .. } => settings,
-        }
+        };
+        settings.serve_args()
     }
 }
 
@@ -365,4 +367,42 @@ async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn each_subcommand_shows_only_its_own_flags() {
+        Cli::command().debug_assert();
+        let longs = |path: &[&str]| -> Vec<String> {
+            let mut command = Cli::command();
+            for name in path {
+                command = command.find_subcommand(name).unwrap().clone();
+            }
+            let args = command.get_arguments();
+            args.filter_map(|a| a.get_long().map(String::from))
+                .collect()
+        };
+        assert!(longs(&["serve"]).contains(&"lease-seconds".to_string()));
+        assert!(
+            longs(&[]).contains(&"lease-seconds".to_string()),
+            "serve is the default"
+        );
+        for path in [
+            &["keys", "create"][..],
+            &["keys", "list"],
+            &["partners", "add"],
+        ] {
+            let flags = longs(path);
+            assert!(flags.contains(&"config".to_string()), "{path:?}");
+            assert!(flags.contains(&"database".to_string()), "{path:?}");
+            assert!(
+                !flags.contains(&"lease-seconds".to_string()),
+                "{path:?}: {flags:?}"
+            );
+        }
+    }
 }

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::ledger::Share;
+pub use crate::origin::canonical_origin;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -32,11 +33,8 @@ use axum::http::StatusCode;
 use glowworm::wire::{LeaseRequest, PartnerInfo, PartnerSite};
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// The ledger kind of a partner's share of a verified unit.
 /// Basis points in one whole: a share of 10000 bps equals the contributor's credit.
 pub const BPS_PER_WHOLE: u32 = 10_000;
-/// The longest origin accepted.
-const MAX_ORIGIN_LEN: usize = 256;
 
 /// A lease's partner (EIP-55) and embedding origin (canonical, such as "https://blog.example").
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,42 +49,7 @@ pub fn share_of(credited: i64, share_bps: u32) -> i64 {
     i64::try_from(share).unwrap_or(i64::MAX)
 }
 
-/// The origin of a web page, as browsers serialize it: `http` or `https`, the host in lowercase
-/// (IDNA as punycode), and the port unless it is the scheme's default; nothing else (no path,
-/// query, fragment or user). Errors say what is wrong.
-pub fn canonical_origin(text: &str) -> Result<String, String> {
-    if text.len() > MAX_ORIGIN_LEN {
-        return Err(format!("an origin is at most {MAX_ORIGIN_LEN} characters"));
-    }
-    let url = reqwest::Url::parse(text).map_err(|e| format!("{text:?} is not an origin: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{text:?}: an origin is http:// or https://"));
-    }
-    let bare = url.path() == "/"
-        && url.query().is_none()
-        && url.fragment().is_none()
-        && url.username().is_empty()
-        && url.password().is_none()
-        && !text.trim_end_matches('/').ends_with(['?', '#'])
-        && !text.ends_with("//");
-    if !bare || url.host().is_none() {
-        return Err(format!(
-            "{text:?}: an origin is scheme://host[:port], without path, query or user"
-        ));
-    }
-    // IDNA can make the host longer (punycode): the canonical form must fit too, or the relay
-    // would refuse the very origin it stored.
-    let canonical = url.origin().ascii_serialization();
-    if canonical.len() > MAX_ORIGIN_LEN {
-        return Err(format!(
-            "{text:?}: its canonical form is {} characters, more than the {MAX_ORIGIN_LEN} accepted",
-            canonical.len()
-        ));
-    }
-    Ok(canonical)
-}
-
-/// Checks the partner settings; [`Config::validate`] calls it.
+/// Checks the partner settings; [`AppState::open`] calls it, as the relay opens.
 pub fn validate_config(config: &Config) -> Result<(), String> {
     if config.partner_share_bps > BPS_PER_WHOLE {
         return Err(format!(
@@ -542,41 +505,5 @@ mod tests {
         assert_eq!(share_of(10_000, 1), 1);
         assert_eq!(share_of(i64::MAX, 10_000), i64::MAX);
         assert_eq!(share_of(123, 0), 0);
-    }
-
-    #[test]
-    fn origins_are_canonical_or_refused() {
-        let ok = |text: &str| canonical_origin(text).unwrap();
-        assert_eq!(ok("https://Blog.Example"), "https://blog.example");
-        assert_eq!(ok("https://blog.example:443"), "https://blog.example");
-        assert_eq!(ok("http://127.0.0.2:8080"), "http://127.0.0.2:8080");
-        assert_eq!(ok("https://blog.example/"), "https://blog.example");
-        for bad in [
-            "",
-            "blog.example",
-            "ftp://blog.example",
-            "https://blog.example/page",
-            "https://blog.example?x=1",
-            "https://blog.example#top",
-            "https://user@blog.example",
-            "javascript:alert(1)",
-            "null",
-            "data:text/html,hi",
-        ] {
-            assert!(canonical_origin(bad).is_err(), "{bad:?} is refused");
-        }
-        assert!(canonical_origin(&format!("https://{}.example", "a".repeat(300))).is_err());
-    }
-
-    #[test]
-    fn a_canonical_origin_is_itself_accepted() {
-        // Found by the `protocol` fuzz target: 255 characters, but 260 once the host is punycode
-        // ("https://xn--aaa…-…"); the relay stored an origin it would refuse.
-        let long = format!("https://{}\u{e9}\u{e9}", "a".repeat(243));
-        assert!(long.len() <= MAX_ORIGIN_LEN);
-        assert!(canonical_origin(&long).is_err());
-        let idna = canonical_origin("https://b\u{fc}cher.example").unwrap();
-        assert_eq!(idna, "https://xn--bcher-kva.example");
-        assert_eq!(canonical_origin(&idna), Ok(idna.clone()));
     }
 }

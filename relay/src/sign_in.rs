@@ -14,8 +14,8 @@
 
 use crate::erc1271::{self, Erc1271};
 use crate::error::ApiError;
+pub use crate::origin::is_domain;
 use axum::http::StatusCode;
-use axum::http::uri::Authority;
 use glowworm::signing::session_resource;
 use siwe::{Message, TimeStamp};
 
@@ -39,14 +39,6 @@ pub struct Expected<'a> {
     /// The session key (canonical lowercase hex) the message must name.
     pub public_key: &'a str,
     pub now_ms: i64,
-}
-
-/// Whether `text` is a domain a message can name: a host or host:port, without user info.
-pub fn is_domain(text: &str) -> bool {
-    !text.contains('@')
-        && text
-            .parse::<Authority>()
-            .is_ok_and(|authority| !authority.host().is_empty())
 }
 
 /// The EIP-4361 message in `text`, or 400 `malformed_message` saying what is wrong with it.
@@ -277,26 +269,6 @@ mod tests {
             siwe::eip55(&message.address),
             "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
         );
-    }
-
-    #[test]
-    fn domains_are_hosts_with_an_optional_port() {
-        for ok in [
-            "relay.example",
-            "localhost:8787",
-            "127.0.0.1:80",
-            "[::1]:8787",
-        ] {
-            assert!(is_domain(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "https://relay.example",
-            "user@relay.example",
-            "relay.example/x",
-        ] {
-            assert!(!is_domain(bad), "{bad}");
-        }
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Validates the settings and opens the database, with the system clock.
+    /// Validates the settings (the partner settings with [`crate::partners::validate_config`])
+    /// and opens the database, with the system clock.
     pub fn open(config: Config) -> Result<AppState, OpenError> {
         Self::open_with_clock(config, Arc::new(SystemClock))
     }
@@ -32,6 +33,8 @@ impl AppState {
     /// Like [`AppState::open`] with another clock (tests pass a [`crate::ManualClock`]).
     pub fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, OpenError> {
         config.validate()?;
+        crate::partners::validate_config(&config)
+            .map_err(|message| OpenError::Config(crate::config::ConfigError::Invalid(message)))?;
         let db = Db::open(&config.database)?;
         Ok(AppState {
             limits: Arc::new(Limits::new(&config)),

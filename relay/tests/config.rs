@@ -172,3 +172,122 @@ fn wallet_link_settings_come_in_layers_and_are_checked() {
         );
     }
 }
+
+#[test]
+fn every_kind_of_setting_takes_each_layer() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("relay.toml");
+    std::fs::write(
+        &file,
+        r#"
+        demo_jobs = false
+        distinct_networks = false
+        siwe_chain_ids = [1, 10]
+        public_origin = "https://glowworm.example"
+        eth_rpc_url = "https://node.example"
+        embed_origins = []
+        "#,
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let config = Config::load(&args(&["--config", path]), env_of(&[])).unwrap();
+    assert!(!config.demo_jobs && !config.distinct_networks);
+    assert_eq!(config.siwe_chain_ids, [1, 10]);
+    assert_eq!(
+        config.public_origin.as_deref(),
+        Some("https://glowworm.example")
+    );
+
+    // Values are trimmed; an empty value unsets a setting without a default; lists drop empty
+    // items; an empty list clears the file's.
+    let env = env_of(&[
+        ("GLOWWORM_DEMO_JOBS", " true "),
+        ("GLOWWORM_LEASE_SECONDS", " 30 "),
+        ("GLOWWORM_PUBLIC_ORIGIN", ""),
+        ("GLOWWORM_SIWE_CHAIN_IDS", ""),
+        ("GLOWWORM_CORS_ORIGINS", " https://a.example ,, "),
+    ]);
+    let config = Config::load(&args(&["--config", path]), env).unwrap();
+    assert!(config.demo_jobs, "env beats file");
+    assert_eq!(config.lease_seconds, 30);
+    assert_eq!(config.public_origin, None);
+    assert!(config.siwe_chain_ids.is_empty());
+    assert_eq!(config.cors_origins, ["https://a.example"]);
+    assert_eq!(
+        config.eth_rpc_url.as_deref(),
+        Some("https://node.example"),
+        "the file's, as no variable names it"
+    );
+
+    let flags = args(&[
+        "--config",
+        path,
+        "--distinct-networks",
+        "true",
+        "--public-origin",
+        "https://flag.example",
+    ]);
+    let env = env_of(&[
+        ("GLOWWORM_DISTINCT_NETWORKS", "false"),
+        ("GLOWWORM_PUBLIC_ORIGIN", "https://env.example"),
+    ]);
+    let config = Config::load(&flags, env).unwrap();
+    assert!(config.distinct_networks, "flag beats env");
+    assert_eq!(
+        config.public_origin.as_deref(),
+        Some("https://flag.example")
+    );
+
+    let bad_bool = Config::load(
+        &ServeArgs::default(),
+        env_of(&[("GLOWWORM_DISTINCT_NETWORKS", "maybe")]),
+    );
+    assert!(matches!(bad_bool, Err(ConfigError::BadEnv { .. })));
+    std::fs::write(&file, "lease_seconds = \"60\"\n").unwrap();
+    assert!(matches!(
+        Config::load(&args(&["--config", path]), env_of(&[])),
+        Err(ConfigError::ParseFile { .. })
+    ));
+}
+
+fn args(flags: &[&str]) -> ServeArgs {
+    ServeArgs::try_parse_from(std::iter::once("serve").chain(flags.iter().copied())).unwrap()
+}
+
+/// The README's settings tables (rows "| `key` / `GLOWWORM_KEY` / `--flag` | default | ...")
+/// name each setting once, with the environment variable, flag and default it is declared with.
+#[test]
+fn the_readme_tables_match_the_declared_settings() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let settings = glowworm_relay::config::settings();
+    let mut listed = Vec::new();
+    for row in readme.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let names: Vec<&str> = cells[0].split('`').skip(1).step_by(2).collect();
+        let Some(setting) = settings.iter().find(|a| a.get_id() == names[0]) else {
+            continue; // another table (endpoints, say)
+        };
+        let key = names[0];
+        assert!(!listed.contains(&key), "{key} is listed twice");
+        listed.push(key);
+        let env = setting.get_env().unwrap().to_str().unwrap();
+        let flag = format!("--{}", setting.get_long().unwrap());
+        assert_eq!(names.get(1..3), Some(&[env, flag.as_str()][..]), "{row}");
+        let default: Vec<&str> = setting
+            .get_default_values()
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        if !default.is_empty() {
+            assert!(cells[1].starts_with(&default.join(",")), "{row}");
+        }
+        if matches!(setting.get_action(), clap::ArgAction::Append) {
+            assert!(cells[0].contains("(repeat)"), "{row}: a list");
+        }
+    }
+    for setting in &settings {
+        let id = setting.get_id().as_str();
+        assert!(listed.contains(&id), "README.md lists no setting {id}");
+    }
+}

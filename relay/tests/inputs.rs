@@ -89,7 +89,7 @@ impl Served {
         ] {
             counts.push(self.relay.count(sql).await);
         }
-        let blob_dir = self.relay.state.config.blob_store().dir().to_path_buf();
+        let blob_dir = self.relay.state.db.blob_store().dir().to_path_buf();
         counts.push(files_under(&blob_dir) as i64);
         counts
     }

@@ -714,7 +714,7 @@ fn partner_settings_come_in_layers_and_are_checked() {
     let refused = |adjust: fn(&mut Config)| {
         let mut config = Config::default();
         adjust(&mut config);
-        config.validate().unwrap_err().to_string()
+        glowworm_relay::partners::validate_config(&config).unwrap_err()
     };
     assert!(refused(|c| c.partner_share_bps = 10_001).contains("partner_share_bps"));
     assert!(

@@ -198,7 +198,7 @@ async fn a_matmul_job_from_npy_files_is_computed_verified_and_downloaded() {
     assert_eq!(array.data, &raw.body[..]);
 
     // The job's inputs and output are files in the blob store beside the database.
-    let blob_dir = relay.state.config.blob_store().dir().to_path_buf();
+    let blob_dir = relay.state.db.blob_store().dir().to_path_buf();
     let files = walk(&blob_dir);
     assert!(
         files == 2 + 2 + 1,
