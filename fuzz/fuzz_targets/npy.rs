@@ -10,8 +10,8 @@
 
 #![no_main]
 
-use glowworm_relay::job_api::{MAX_MATRIX_SIDE, matrix};
-use glowworm_relay::npy;
+use glowworm_relay::http::job_api::{MAX_MATRIX_SIDE, matrix};
+use glowworm_relay::work::npy;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|upload: &[u8]| {

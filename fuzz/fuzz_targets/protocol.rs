@@ -3,7 +3,7 @@
 //! The input is one JSON request body. The relay decodes it with serde_json (axum's `Json`
 //! extractor) as one of the `glowworm::wire` requests:
 //!
-//! - `POST /v1/leases`: [`LeaseRequest`], then its public key (`contributors::canonical_key`),
+//! - `POST /v1/leases`: [`LeaseRequest`], then its public key (`ids::canonical_key`),
 //!   its signature and signing time (`possession::check_lease_request`) and partner attribution
 //!   (`partners::attribution`: EIP-55 address, web origin);
 //! - `POST /v1/results`: [`ResultSubmission`], then the key, the output (base64, then f32) and
@@ -32,12 +32,11 @@ use glowworm::link::checksum_address;
 use glowworm::signing::{verify_link, verify_result};
 use glowworm::wire::{JobSpec, LeaseRequest, LinkRequest, ReleaseRequest, ResultSubmission};
 use glowworm_relay::Config;
-use glowworm_relay::accounts::canonical_address;
-use glowworm_relay::contributors::canonical_key;
-use glowworm_relay::network::{client_ip, network_of};
-use glowworm_relay::partners::{attribution, canonical_origin};
-use glowworm_relay::possession::{SignedRequests, check_lease_request, check_release};
-use glowworm_relay::sign_in::parse_wallet_signature;
+use glowworm_relay::ids::{canonical_address, canonical_key};
+use glowworm_relay::http::network::{client_ip, network_of};
+use glowworm_relay::accounts::partners::{attribution, canonical_origin};
+use glowworm_relay::http::possession::{SignedRequests, check_lease_request, check_release};
+use glowworm_relay::accounts::sign_in::parse_wallet_signature;
 use libfuzzer_sys::fuzz_target;
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -13,7 +13,7 @@
 
 #![no_main]
 
-use glowworm_relay::sign_in::{self, Expected};
+use glowworm_relay::accounts::sign_in::{self, Expected};
 use libfuzzer_sys::fuzz_target;
 
 /// The resource that names the session key, as `glowworm::signing::session_resource` writes it.

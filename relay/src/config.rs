@@ -16,10 +16,11 @@
 //! value unsets a setting that has no default, and a bad value is reported with the variable's
 //! name ([`ConfigError::BadEnv`]). The flags' help still names each variable.
 //!
-//! This module is at the bottom of the relay: it imports nothing of it but [`crate::origin`], a
+//! This module is at the bottom of the relay: it imports nothing of it but [`crate::ids`], a
 //! leaf of pure checks.
 
-use crate::origin::{canonical_origin, is_domain};
+use crate::error::ConfigError;
+use crate::ids::{canonical_origin, is_domain};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
 use serde::Deserialize;
@@ -459,26 +460,6 @@ impl Default for Config {
     fn default() -> Self {
         Config::from_settings(settings()).expect("the declared defaults are valid")
     }
-}
-
-/// Why the settings could not be loaded, naming the layer and setting at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    ReadFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
-    ParseFile { path: PathBuf, message: String },
-    #[error("environment variable {name}={value:?}: {message}")]
-    BadEnv {
-        name: String,
-        value: String,
-        message: String,
-    },
-    #[error("invalid setting: {0}")]
-    Invalid(String),
 }
 
 /// Every setting as clap declares it on [`Config`]: its id (the TOML key and the field's name),

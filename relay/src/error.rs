@@ -21,7 +21,7 @@ pub enum ApiError {
         code: &'static str,
         message: String,
     },
-    /// Too many requests from one address or with one key ([`crate::limits`]); 429.
+    /// Too many requests from one address or with one key ([`crate::http::limits`]); 429.
     #[error("rate limited: {message}")]
     RateLimited {
         message: String,
@@ -159,5 +159,25 @@ pub enum OpenError {
     #[error("cannot start a database thread: {0}")]
     Thread(String),
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] ConfigError),
+}
+
+/// Why the settings could not be loaded, naming the layer and setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    ParseFile { path: PathBuf, message: String },
+    #[error("environment variable {name}={value:?}: {message}")]
+    BadEnv {
+        name: String,
+        value: String,
+        message: String,
+    },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
 }

@@ -48,50 +48,23 @@
 //! HTTP service from an [`AppState`]; the `glowworm-relay` binary adds the listener, the demo
 //! generator and graceful shutdown.
 
-pub mod accounts;
-pub mod api;
-pub mod assembly;
-pub mod blobs;
-pub mod canaries;
+// The bottom: settings, errors, identifiers, time and randomness. They import nothing above.
 pub mod clock;
 pub mod config;
-pub mod contributors;
-pub mod db;
-pub mod demo;
-pub mod embedding;
-pub mod erc1271;
 pub mod error;
-pub mod extract;
-pub mod job_api;
-pub mod jobs;
-pub mod lease_caps;
-pub mod leasing;
-pub mod ledger;
-pub mod limits;
-pub mod links;
+pub mod ids;
 pub mod metrics;
-pub mod network;
-pub mod nonces;
-pub mod npy;
-pub mod origin;
-pub mod partners;
-pub mod possession;
 pub mod random;
-pub mod replication;
-pub mod reputation;
-pub mod requesters;
-pub mod result_rows;
-pub mod results;
-pub mod serve;
-pub mod settlement;
-pub mod sign_in;
 pub mod sql_enum;
-pub mod state;
-pub mod stats;
-pub mod units;
 
-pub use api::{OPENAPI_JSON, app, routes};
+// Then each layer imports only the layers below it.
+pub mod accounts;
+pub mod http;
+pub mod store;
+pub mod work;
+
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, ConfigError, DatabaseArgs, ServeArgs};
-pub use error::{ApiError, OpenError};
-pub use state::AppState;
+pub use config::{Config, DatabaseArgs, ServeArgs};
+pub use error::{ApiError, ConfigError, OpenError};
+pub use http::api::{OPENAPI_JSON, app, routes};
+pub use http::state::AppState;

@@ -3,9 +3,10 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use glowworm_relay::{
-    AppState, Config, DatabaseArgs, ServeArgs, app, demo, leasing, partners, requesters, serve,
-};
+use glowworm_relay::accounts::{partners, requesters};
+use glowworm_relay::http::serve;
+use glowworm_relay::work::{demo, leasing};
+use glowworm_relay::{AppState, Config, DatabaseArgs, ServeArgs, app};
 use std::io::{IsTerminal, Write};
 use tracing_subscriber::EnvFilter;
 
@@ -272,7 +273,7 @@ fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
 async fn serve(mut config: Config) -> anyhow::Result<()> {
     // Before the database is opened: its assembler thread starts writing job outputs at once
     // (those a crash left unwritten), and this would delete them.
-    let store = glowworm_relay::blobs::BlobStore::beside(&config.database);
+    let store = glowworm_relay::store::blobs::BlobStore::beside(&config.database);
     let partial = store.remove_partial_writes().with_context(|| {
         format!(
             "removing unfinished blob files from {}",
@@ -328,7 +329,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         if config.demo_jobs { "on" } else { "off" }
     );
     if config.demo_jobs {
-        demo::spawn(state.clone());
+        demo::spawn(state.db.clone(), state.config.clone(), state.clock.clone());
     }
 
     let mut stdout = std::io::stdout();

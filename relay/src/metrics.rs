@@ -8,7 +8,7 @@
 //! held across an `.await`, since the task may resume on another thread.
 //!
 //! The exception is [`Stage::DbQueue`], wall time between asking for the database and getting
-//! it, which [`crate::db::Db`] records with [`add_wall`].
+//! it, which [`crate::store::Db`] records with [`add_wall`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;

@@ -85,7 +85,7 @@ fn check_values(schema: &str, table: &str, column: &str) -> Vec<String> {
 /// Asserts that `values` are exactly what the schema allows in `table.column`.
 #[cfg(test)]
 pub fn assert_matches_schema(table: &str, column: &str, values: &[&str]) {
-    let schema = include_str!("schema.sql");
+    let schema = include_str!("store/schema.sql");
     assert_eq!(
         check_values(schema, table, column),
         values,

@@ -13,7 +13,8 @@ use axum::http::{Request, StatusCode, header};
 use clap::Parser;
 use common::{Contributor, Reply, TestRelay, assert_documented};
 use glowworm::wire::{LeaseRequest, ReleaseReason};
-use glowworm_relay::{Config, ServeArgs, app, serve};
+use glowworm_relay::http::serve;
+use glowworm_relay::{Config, ServeArgs, app};
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -641,7 +642,12 @@ async fn a_full_disk_answers_503_and_the_relay_recovers_when_space_returns() {
 
     let filler = disk.fill();
     // A new job cannot be stored; every unit leased must still be answered properly.
-    let job = glowworm_relay::demo::tick(&relay.state).await;
+    let job = glowworm_relay::work::demo::tick(
+        &relay.state.db,
+        &relay.state.config,
+        relay.state.now_ms(),
+    )
+    .await;
     let error = job.expect_err("no room for a new job's blobs");
     assert_eq!(
         error.status_and_code(),

@@ -357,7 +357,7 @@ async fn results_of_other_jobs_are_accepted_while_an_output_is_assembled() {
     relay
         .state
         .db
-        .call(move |conn| glowworm_relay::jobs::cancel(conn, big))
+        .call(move |conn| glowworm_relay::work::jobs::cancel(conn, big))
         .await
         .map(|cancelled| assert!(!cancelled))
         .unwrap();

@@ -9,7 +9,7 @@ use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
 use glowworm::hash::ContentHash;
 use glowworm::kernels::matmul;
 use glowworm::wire::{ContributorInfo, JobStatus, MatmulShape, ResultReceipt, Stats};
-use glowworm_relay::demo::demo_matrices;
+use glowworm_relay::work::demo::demo_matrices;
 use serde_json::Value;
 use std::collections::HashSet;
 
@@ -226,10 +226,14 @@ async fn no_work_is_204_with_retry_after_and_the_generator_waits_for_open_units(
 
     relay.queue_demo_job().await;
     assert!(
-        glowworm_relay::demo::tick(&relay.state)
-            .await
-            .unwrap()
-            .is_none(),
+        glowworm_relay::work::demo::tick(
+            &relay.state.db,
+            &relay.state.config,
+            relay.state.now_ms()
+        )
+        .await
+        .unwrap()
+        .is_none(),
         "no second demo job while units are pending"
     );
     // Even with every unit leased (two contributors: a new key holds two leases at most), the
@@ -240,10 +244,14 @@ async fn no_work_is_204_with_retry_after_and_the_generator_waits_for_open_units(
     }
     assert!(Contributor::new().lease(&relay).await.is_none());
     assert!(
-        glowworm_relay::demo::tick(&relay.state)
-            .await
-            .unwrap()
-            .is_none()
+        glowworm_relay::work::demo::tick(
+            &relay.state.db,
+            &relay.state.config,
+            relay.state.now_ms()
+        )
+        .await
+        .unwrap()
+        .is_none()
     );
 }
 

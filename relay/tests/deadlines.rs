@@ -240,7 +240,7 @@ async fn expiries_and_restarts_never_use_up_attempts() {
         relay
             .state
             .db
-            .call(|conn| glowworm_relay::leasing::mark_interrupted(conn))
+            .call(|conn| glowworm_relay::work::leasing::mark_interrupted(conn))
             .await
             .unwrap()
     };

@@ -14,7 +14,7 @@ use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
 use glowworm::kernels::custom::samples;
 use glowworm::kernels::matmul;
 use glowworm::wire::{JobSpec, Lease, MatmulShape};
-use glowworm_relay::npy;
+use glowworm_relay::work::npy;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -36,7 +36,8 @@ impl Served {
         let router = relay.app.clone();
         let config = relay.state.config.clone();
         tokio::spawn(async move {
-            glowworm_relay::serve::serve(listener, router, &config, std::future::pending()).await;
+            glowworm_relay::http::serve::serve(listener, router, &config, std::future::pending())
+                .await;
         });
         Served {
             relay,

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use clap::Parser;
 use common::{Contributor, TestRelay, check_schema};
 use glowworm::wire::{AccountInfo, Lease, PartnerInfo};
-use glowworm_relay::partners::{self, Partner};
+use glowworm_relay::accounts::partners::{self, Partner};
 use glowworm_relay::{ApiError, Config, ServeArgs};
 use serde_json::Value;
 
@@ -714,7 +714,7 @@ fn partner_settings_come_in_layers_and_are_checked() {
     let refused = |adjust: fn(&mut Config)| {
         let mut config = Config::default();
         adjust(&mut config);
-        glowworm_relay::partners::validate_config(&config).unwrap_err()
+        glowworm_relay::accounts::partners::validate_config(&config).unwrap_err()
     };
     assert!(refused(|c| c.partner_share_bps = 10_001).contains("partner_share_bps"));
     assert!(

@@ -10,8 +10,8 @@ use common::{Contributor, Reply, TestRelay, check_schema};
 use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
 use glowworm::kernels::matmul;
 use glowworm::wire::{JobList, JobStatus, MatmulShape};
-use glowworm_relay::npy;
-use glowworm_relay::requesters;
+use glowworm_relay::accounts::requesters;
+use glowworm_relay::work::npy;
 use serde_json::{Value, json};
 
 /// One part of a multipart/form-data upload.
@@ -683,7 +683,7 @@ async fn a_custom_kernel_job_is_replicated_verified_and_assembled_in_unit_order(
 }
 
 fn npy_media() -> &'static str {
-    glowworm_relay::job_api::NPY
+    glowworm_relay::http::job_api::NPY
 }
 
 #[tokio::test]

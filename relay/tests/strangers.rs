@@ -323,7 +323,7 @@ async fn keys_with_a_record_get_the_first_pick_of_new_units() {
     let proven = relay.proven_contributors(1).await.remove(0);
     // Nobody with a record at work in the last minute: a new job's units go to anyone at once.
     relay.advance(Duration::from_millis(
-        glowworm_relay::units::FIRST_PICK_WINDOW_MS as u64 + 1,
+        glowworm_relay::work::units::FIRST_PICK_WINDOW_MS as u64 + 1,
     ));
     let (first, _, _) = relay.queue_job(SIXTEEN_UNITS, None, 11).await;
     let held = Contributor::new()
@@ -343,7 +343,7 @@ async fn keys_with_a_record_get_the_first_pick_of_new_units() {
         "not yet for a new key"
     );
     relay.advance(Duration::from_millis(
-        glowworm_relay::units::FIRST_PICK_MS as u64,
+        glowworm_relay::work::units::FIRST_PICK_MS as u64,
     ));
     assert_eq!(
         stranger

@@ -41,7 +41,7 @@ fn gpu() -> GpuThread {
 async fn the_worker_completes_a_job_and_is_credited_for_each_unit() {
     let dir = tempfile::tempdir().unwrap();
     let (url, state) = start_relay(&dir).await;
-    glowworm_relay::demo::tick(&state)
+    glowworm_relay::work::demo::tick(&state)
         .await
         .unwrap()
         .expect("a demo job"); // 3 x 2 = 6 units
@@ -112,7 +112,7 @@ async fn the_worker_completes_a_job_and_is_credited_for_each_unit() {
 async fn several_units_in_flight_all_verify_and_stop_leaves_nothing_leased() {
     let dir = tempfile::tempdir().unwrap();
     let (url, state) = start_relay(&dir).await;
-    glowworm_relay::demo::tick(&state)
+    glowworm_relay::work::demo::tick(&state)
         .await
         .unwrap()
         .expect("a demo job");

@@ -11,7 +11,7 @@ use glowworm::kernels::custom::{samples, validate};
 use glowworm::kernels::matmul::sample_matrix;
 use glowworm::signing::ContributorKey;
 use glowworm::wire::JobStatus;
-use glowworm_relay::jobs::{KernelJob, Owner};
+use glowworm_relay::work::jobs::{KernelJob, Owner};
 use glowworm_relay::{AppState, Config, app};
 use glowworm_worker::client::RelayClient;
 use glowworm_worker::gpu_thread::GpuThread;
@@ -42,7 +42,7 @@ async fn relay_with_a_kernel_job(
     let url = format!("http://{}", listener.local_addr().unwrap());
     let router = app(state.clone());
     tokio::spawn(async move {
-        glowworm_relay::serve::serve(listener, router, &config, std::future::pending()).await
+        glowworm_relay::http::serve::serve(listener, router, &config, std::future::pending()).await
     });
 
     let spec = samples::saxpy_spec(N, UNITS);

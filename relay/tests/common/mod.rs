@@ -169,13 +169,13 @@ impl TestRelay {
             .db
             .call(move |conn| {
                 let tx = conn.transaction()?;
-                let split = glowworm_relay::jobs::Split {
+                let split = glowworm_relay::work::jobs::Split {
                     unit_size: config.unit_size,
                     max_attempts: config.max_attempts,
                     replicas,
                 };
-                let owner = glowworm_relay::jobs::Owner::Demo;
-                let id = glowworm_relay::jobs::create_matmul(
+                let owner = glowworm_relay::work::jobs::Owner::Demo;
+                let id = glowworm_relay::work::jobs::create_matmul(
                     &tx, &store, &a2, &b2, shape, split, owner, now,
                 )?;
                 tx.commit()?;
@@ -195,7 +195,7 @@ impl TestRelay {
     ) -> i64 {
         let validated = glowworm::kernels::custom::validate(&spec).unwrap();
         let store = self.state.db.blob_store().clone();
-        let job = glowworm_relay::jobs::KernelJob::store(
+        let job = glowworm_relay::work::jobs::KernelJob::store(
             &store,
             &spec,
             &inputs,
@@ -208,7 +208,7 @@ impl TestRelay {
             .db
             .call(move |conn| {
                 let tx = conn.transaction()?;
-                let id = job.insert(&tx, glowworm_relay::jobs::Owner::Demo, now)?;
+                let id = job.insert(&tx, glowworm_relay::work::jobs::Owner::Demo, now)?;
                 tx.commit()?;
                 Ok(id)
             })
@@ -222,7 +222,7 @@ impl TestRelay {
         self.state
             .db
             .call(move |conn| {
-                let (key, _) = glowworm_relay::requesters::create(conn, name, quota, now)
+                let (key, _) = glowworm_relay::accounts::requesters::create(conn, name, quota, now)
                     .map_err(|e| glowworm_relay::ApiError::Internal(e.to_string()))?;
                 Ok(key)
             })
@@ -275,8 +275,8 @@ impl TestRelay {
     }
 
     /// Queues a demo job now (the generator's tick); returns its id and seed.
-    pub async fn queue_demo_job(&self) -> glowworm_relay::demo::DemoJob {
-        glowworm_relay::demo::tick(&self.state)
+    pub async fn queue_demo_job(&self) -> glowworm_relay::work::demo::DemoJob {
+        glowworm_relay::work::demo::tick(&self.state.db, &self.state.config, self.state.now_ms())
             .await
             .unwrap()
             .expect("no open units, so tick queues a job")
@@ -314,14 +314,14 @@ impl TestRelay {
     /// with one for at most `units::MAX_HOLD_MS`, after which a new key may take it again.
     pub fn pass_holds(&self) {
         self.advance(Duration::from_millis(
-            glowworm_relay::units::MAX_HOLD_MS as u64 + 1,
+            glowworm_relay::work::units::MAX_HOLD_MS as u64 + 1,
         ));
     }
 
     /// Lets a new job's first pick (units only for keys with a record) run out.
     pub fn pass_first_pick(&self) {
         self.advance(Duration::from_millis(
-            glowworm_relay::units::FIRST_PICK_MS as u64 + 1,
+            glowworm_relay::work::units::FIRST_PICK_MS as u64 + 1,
         ));
     }
 

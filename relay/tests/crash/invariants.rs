@@ -8,8 +8,8 @@ use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
 use glowworm::hash::ContentHash;
 use glowworm::kernels::matmul;
 use glowworm::wire::MatmulShape;
-use glowworm_relay::blobs::BlobStore;
-use glowworm_relay::partners::share_of;
+use glowworm_relay::accounts::partners::share_of;
+use glowworm_relay::store::blobs::BlobStore;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::path::Path;
@@ -607,7 +607,7 @@ fn job_output_intact(
         return Err("its units do not cover C exactly once".into());
     }
     if let Some(seed) = seed {
-        let (sent_a, sent_b) = glowworm_relay::demo::demo_matrices(seed, SHAPE);
+        let (sent_a, sent_b) = glowworm_relay::work::demo::demo_matrices(seed, SHAPE);
         if f32s_to_bytes(&sent_a) != f32s_to_bytes(&a)
             || f32s_to_bytes(&sent_b) != f32s_to_bytes(&b)
         {

@@ -520,7 +520,7 @@ impl Contributor {
 }
 
 /// A requester that keeps [`QUEUED_JOBS`] jobs queued until `stop` is set. Each job's inputs
-/// are [`glowworm_relay::demo::demo_matrices`] of a fresh seed.
+/// are [`glowworm_relay::work::demo::demo_matrices`] of a fresh seed.
 pub async fn request_jobs(
     http: Http,
     key: String,
@@ -561,7 +561,7 @@ pub async fn request_jobs(
             continue;
         }
         seed += 1;
-        let (a, b) = glowworm_relay::demo::demo_matrices(seed, SHAPE);
+        let (a, b) = glowworm_relay::work::demo::demo_matrices(seed, SHAPE);
         match http.upload_job(&key, &a, &b).await {
             Ok(status) => {
                 record.lock().unwrap().jobs.insert(status.id, seed);

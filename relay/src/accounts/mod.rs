@@ -1,0 +1,10 @@
+pub mod contributors;
+pub mod erc1271;
+pub mod ledger;
+pub mod links;
+pub mod nonces;
+pub mod partners;
+pub mod reputation;
+pub mod requesters;
+pub mod sign_in;
+pub mod statements;

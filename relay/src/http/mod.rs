@@ -1,0 +1,10 @@
+pub mod api;
+pub mod embedding;
+pub mod extract;
+pub mod job_api;
+pub mod limits;
+pub mod middleware;
+pub mod network;
+pub mod possession;
+pub mod serve;
+pub mod state;

@@ -1,0 +1,59 @@
+//! The state every request handler shares: settings, database, clock, recent leases and rate
+//! limits.
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::error::OpenError;
+use crate::http::limits::Limits;
+use crate::http::possession::SignedRequests;
+use crate::store::Db;
+use crate::work::leasing::RecentLeases;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub clock: Arc<dyn Clock>,
+    /// Leases issued lately, so a result's first checks need no database read.
+    pub leases: Arc<RecentLeases>,
+    /// Rate limits per client address and per key.
+    pub limits: Arc<Limits>,
+    /// The last signed lease request of each key, against replays.
+    pub signed_requests: Arc<SignedRequests>,
+}
+
+impl AppState {
+    /// Validates the settings (the partner settings with [`crate::accounts::partners::validate_config`])
+    /// and opens the database, with the system clock.
+    pub fn open(config: Config) -> Result<AppState, OpenError> {
+        Self::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// Like [`AppState::open`] with another clock (tests pass a [`crate::ManualClock`]).
+    pub fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, OpenError> {
+        config.validate()?;
+        crate::accounts::partners::validate_config(&config)
+            .map_err(|message| OpenError::Config(crate::error::ConfigError::Invalid(message)))?;
+        let db = Db::open(&config.database)?;
+        Ok(AppState {
+            limits: Arc::new(Limits::new(&config)),
+            config: Arc::new(config),
+            db,
+            clock,
+            leases: Arc::new(RecentLeases::default()),
+            signed_requests: Arc::new(SignedRequests::default()),
+        })
+    }
+
+    /// Charges a request to the per-key rate limit of a contributor's (canonical) public key;
+    /// call it only once the request is known to come from the key.
+    pub fn limit_contributor(&self, key: &str) -> Result<(), crate::error::ApiError> {
+        self.limits.check_key(&format!("contributor:{key}"))
+    }
+
+    /// The current time in Unix milliseconds, from the state's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}

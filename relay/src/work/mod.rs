@@ -1,0 +1,13 @@
+pub mod assembly;
+pub mod canaries;
+pub mod demo;
+pub mod jobs;
+pub mod lease_caps;
+pub mod leasing;
+pub mod npy;
+pub mod replication;
+pub mod result_rows;
+pub mod results;
+pub mod settlement;
+pub mod stats;
+pub mod units;
