@@ -157,13 +157,12 @@ impl Gpu {
             .clone()
     }
 
-    /// Destroys the device, as a browser reclaiming the GPU does: the device-lost callback
-    /// fires (natively at the next poll of the device, which this does) and [`Gpu::lost`] says
-    /// `"destroyed"`. For tests of what happens after a loss.
+    /// Destroys the device, as a browser reclaiming the GPU does, for tests of what happens
+    /// after a loss. The device-lost callback fires, and [`Gpu::lost`] says `"destroyed"`: in a
+    /// browser soon after, natively at once (wgpu calls it when the device is next polled,
+    /// which this does; until then the device would fail work with panics, not errors).
     pub fn destroy(&self) {
         self.device.destroy();
-        // Natively, the callback runs when the device is next polled; in a browser this does
-        // nothing and the browser calls it.
         let _ = self.device.poll(wgpu::PollType::Poll);
     }
 

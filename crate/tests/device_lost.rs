@@ -15,11 +15,13 @@ fn open_gpu() -> Gpu {
 }
 
 #[test]
-fn a_destroyed_device_is_noticed_and_reported_as_lost() {
+fn a_lost_device_is_noticed_and_reported_as_lost() {
     let kernel = matmul::TILED.source();
     let shape = MatmulShape { m: 8, n: 8, k: 8 };
     let a = matmul::sample_matrix(64, 1);
     let b = matmul::sample_matrix(64, 2);
+    let is_lost =
+        |err: &GpuError| matches!(err, GpuError::DeviceLost(l) if l.reason == "destroyed");
 
     let gpu = open_gpu();
     assert_eq!(gpu.lost(), None);
@@ -29,10 +31,7 @@ fn a_destroyed_device_is_noticed_and_reported_as_lost() {
     let loss = gpu.lost().expect("the device-lost callback has fired");
     assert_eq!(loss.reason, "destroyed");
     let err = pollster::block_on(gpu.run_matmul(&kernel, &a, &b, shape)).unwrap_err();
-    assert!(
-        matches!(&err, GpuError::DeviceLost(l) if l.reason == "destroyed"),
-        "{err}"
-    );
+    assert!(is_lost(&err), "{err}");
     assert!(
         err.to_string()
             .starts_with("the GPU device was lost (destroyed)"),
