@@ -4,7 +4,7 @@
 // the module generates), and then runs units one after another until the page says stop. It can
 // also be opened without running anything, to sign a wallet link with the contributor's key.
 //
-// Messages from the page (app.js) or the widget (widget-app.js):
+// Messages from the session (session.js, for the page and the widget alike):
 //   {type: 'open', relay}    load the module and the key (opens the GPU device) and answer 'ready';
 //                            nothing is leased or computed. Optional: 'start' opens too. Errors
 //                            surface in the answers to later requests.
@@ -21,7 +21,7 @@
 //                            that links this contributor's key to a wallet, and sign it with the
 //                            key. fields: {domain, address, uri, chainId, nonce, issuedAt,
 //                            expirationTime}. Computes nothing; works while running too.
-// Messages to the page:
+// Messages to the session:
 //   {type: 'state', state, retryInMs?, reason?}   state: 'starting' | 'running' | 'idle' |
 //                                        'retrying' | 'paused' (reason: pausedBy) | 'stopping'
 //   {type: 'ready', publicKey, adapter, keySaved}
