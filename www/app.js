@@ -1,6 +1,7 @@
-// The page's main thread: UI only. It detects WebGPU, creates the Web Worker (worker.js) when the
-// person clicks Contribute, and draws the progress messages the worker posts. All GPU work, key
-// handling and relay traffic for units happen in the worker.
+// The page's main thread: UI only. Its contribution session (session.js, shared with the widget)
+// detects WebGPU, creates the Web Worker (worker.js) when the person clicks Contribute, and turns
+// the worker's messages into status texts and progress numbers, which this file draws. All GPU
+// work, key handling and relay traffic for units happen in the worker.
 //
 // Connect wallet links the contributor's key to an Ethereum address with one wallet signature
 // (Sign-In with Ethereum): the page finds the browser's wallets (EIP-6963, else window.ethereum),
@@ -8,13 +9,12 @@
 // the wallet to sign the same message, and hands both signatures to the relay. From then on the
 // relay credits the address; no result ever needs a wallet signature.
 
-import { bindControls, pauseText } from './controls.js';
+import { bindControls } from './controls.js';
 import { forgetIdentity, forgetWallet, loadIdentity, loadWallet, saveWallet } from './keystore.js';
+import { detectWebGPU, Session, TEXTS } from './session.js';
 
 /** The relay's base URL without a trailing slash; '' = this page's own origin. */
 const RELAY = String(globalThis.GLOWWORM_CONFIG?.relay ?? '').replace(/\/+$/, '');
-/** How long Stop waits for the worker to finish cleanly before terminating it. */
-const STOP_GRACE_MS = 5000;
 const NETWORK_REFRESH_MS = 15_000;
 /** While contributing, the network panel refreshes at most this often. */
 const NETWORK_REFRESH_RUNNING_MS = 5000;
@@ -58,16 +58,7 @@ const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
 const gflop = new Intl.NumberFormat(undefined, { minimumFractionDigits: 3, maximumFractionDigits: 3 });
 
 let webgpuReady = false;
-/** Intensity and pauses (controls.js); sent to a started worker whenever they change. */
-const controls = bindControls(document, (settings) => {
-  if (worker && workerStarted) worker.postMessage({ type: 'settings', ...settings });
-});
-let worker = null; // the worker, if any: contributing, or opened only to sign a wallet link
-let workerStarted = false; // whether `worker` was told to start (a contributing session)
-let stopTimer = null; // terminates a worker that does not stop in time
 let networkRefreshedAt = 0;
-let nextRequestId = 1;
-const pending = new Map(); // worker request id -> {resolve, reject}
 
 let linkedWallet = null; // {address (EIP-55), publicKey, chainId?, walletName?} once linked
 let linking = false; // a Connect is in progress
@@ -90,29 +81,6 @@ function formatCredits(value) {
   return integer.format(typeof value === 'bigint' ? value : Math.trunc(Number(value)));
 }
 
-// --- WebGPU detection (main thread only looks; the worker opens its own device) ---------------
-
-async function detectWebGPU() {
-  if (!window.isSecureContext) {
-    return { ok: false, why: 'WebGPU needs a secure context: open this page over HTTPS or from localhost.' };
-  }
-  if (!('gpu' in navigator)) {
-    return { ok: false, why: 'This browser has no WebGPU, so it cannot contribute. Try a recent Chrome, Edge or Safari.' };
-  }
-  let adapter = null;
-  try {
-    adapter = await navigator.gpu.requestAdapter();
-  } catch (err) {
-    return { ok: false, why: `WebGPU is present but asking for a GPU failed: ${err.message ?? err}` };
-  }
-  if (!adapter) {
-    return { ok: false, why: 'WebGPU is present but found no usable GPU (it may be disabled or blocklisted).' };
-  }
-  const info = adapter.info ?? {};
-  const name = [info.vendor, info.architecture].filter(Boolean).join(' ') || 'a WebGPU adapter';
-  return { ok: true, name, info };
-}
-
 // --- The contributor's saved identity and balance (reads only; nothing computes) -------------
 
 async function showSavedIdentity() {
@@ -124,7 +92,7 @@ async function showSavedIdentity() {
   } catch {
     return; // no IndexedDB (e.g. some private modes): the worker will say so if it matters
   }
-  if (!identity || worker || linking) return;
+  if (!identity || session.hasWorker || linking) return;
   ui.publicKey.textContent = identity.publicKey;
   ui.keyNote.textContent = '(saved in this browser)';
   const epoch = walletEpoch;
@@ -179,148 +147,58 @@ function maybeRefreshNetwork() {
   if (Date.now() - networkRefreshedAt > NETWORK_REFRESH_RUNNING_MS) refreshNetwork();
 }
 
-// --- Running: the worker and its messages -----------------------------------------------------
+// --- Running: the session draws here ------------------------------------------------------------
 
-const STATE_TEXT = {
-  starting: 'Starting: loading the module and opening the GPU…',
-  running: 'Contributing: computing work units',
-  idle: 'Contributing: waiting for work from the relay',
-  stopping: 'Stopping…',
-};
+const session = new Session({
+  relay: RELAY,
+  texts: TEXTS.page,
+  status(text, state, message) {
+    setStatus(text, state);
+    if (message?.state === 'idle') maybeRefreshNetwork();
+  },
+  ready(message) {
+    ui.publicKey.textContent = message.publicKey;
+    ui.keyNote.textContent = message.keySaved ? '(saved in this browser)' : '(not saved: a reload will start a new id)';
+  },
+  progress(totals, message) {
+    ui.units.textContent = integer.format(totals.units);
+    ui.gflop.textContent = gflop.format(totals.flop / 1e9);
+    ui.credits.textContent = formatCredits(totals.balance);
+    ui.kernel.textContent = message.kernel;
+    // Once linked, the balance the relay reports is the address's, across all its devices.
+    if (linkedWallet) showWalletBalance(totals.balance);
+    showError('');
+    maybeRefreshNetwork();
+  },
+  error(message) {
+    showError(message);
+  },
+  ended() {
+    ui.stop.disabled = true;
+    ui.contribute.disabled = !webgpuReady;
+    refreshNetwork();
+    renderWallet();
+    refreshWallet();
+  },
+});
 
-function onWorkerMessage(message) {
-  switch (message.type) {
-    case 'state':
-      if (stopTimer) break; // keep showing "Stopping…"
-      if (message.state === 'retrying') {
-        setStatus(`Contributing: retrying in ${Math.round(message.retryInMs / 1000)} s`, 'running');
-      } else if (message.state === 'paused') {
-        setStatus(`${pauseText(message.reason)}. Stop ends it.`, 'paused');
-      } else {
-        setStatus(STATE_TEXT[message.state] ?? message.state, 'running');
-        if (message.state === 'idle') maybeRefreshNetwork();
-      }
-      break;
-    case 'ready':
-      ui.publicKey.textContent = message.publicKey;
-      ui.keyNote.textContent = message.keySaved ? '(saved in this browser)' : '(not saved: a reload will start a new id)';
-      break;
-    case 'progress':
-      ui.units.textContent = integer.format(message.units);
-      ui.gflop.textContent = gflop.format(message.flop / 1e9);
-      ui.credits.textContent = formatCredits(message.balance);
-      ui.kernel.textContent = message.kernel;
-      // Once linked, the balance the relay reports is the address's, across all its devices.
-      if (linkedWallet) showWalletBalance(message.balance);
-      showError('');
-      maybeRefreshNetwork();
-      break;
-    case 'error':
-      showError(message.message);
-      if (message.fatal) console.error(`Glowworm: ${message.message}`);
-      else console.warn(`Glowworm: ${message.message}`);
-      break;
-    case 'stopped':
-      finish('Stopped. Nothing runs until you click Contribute again.');
-      break;
-    case 'recovered':
-      console.warn(`Glowworm: the GPU device was lost (${message.reason}); reopened it and gave back the units in hand`);
-      break;
-    case 'link': {
-      const request = pending.get(message.id);
-      if (!request) break;
-      pending.delete(message.id);
-      if (message.error) request.reject(new Error(message.error));
-      else request.resolve(message);
-      break;
-    }
-    default:
-      console.warn('Glowworm: unknown message from the worker', message);
-  }
-}
-
-/** Creates the worker (it does nothing until told 'open' or 'start'). */
-function createWorker() {
-  const w = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-  worker = w;
-  // Ignore anything a worker says after its session ended.
-  w.onmessage = (event) => {
-    if (w === worker) onWorkerMessage(event.data ?? {});
-  };
-  w.onerror = (event) => {
-    event.preventDefault();
-    if (w !== worker) return;
-    const why = `the worker failed: ${event.message || 'could not load worker.js'}`;
-    if (workerStarted) {
-      showError(why);
-      finish('Stopped after an error.');
-    } else {
-      closeWorker(new Error(why));
-    }
-  };
-  return w;
-}
-
-/** Terminates the worker, if any, and fails the requests it has not answered. */
-function closeWorker(reason = new Error('the worker stopped')) {
-  if (worker) worker.terminate();
-  worker = null;
-  workerStarted = false;
-  for (const request of pending.values()) request.reject(reason);
-  pending.clear();
-}
-
-/** Sends `message` to the worker with a fresh id; resolves with its answer of the same id. */
-function askWorker(message) {
-  const w = worker;
-  return new Promise((resolve, reject) => {
-    if (!w) {
-      reject(new Error('the worker is not running'));
-      return;
-    }
-    const id = nextRequestId++;
-    pending.set(id, { resolve, reject });
-    w.postMessage({ ...message, id });
-  });
-}
+/** Intensity and pauses (controls.js); sent to a started worker whenever they change. */
+const controls = bindControls(document, (settings) => session.settings(settings));
 
 function start() {
-  if (!webgpuReady || workerStarted) return;
+  if (!webgpuReady || session.started) return;
   showError('');
   ui.contribute.disabled = true;
   ui.stop.disabled = false;
-  setStatus(STATE_TEXT.starting, 'running');
-
   // The worker is created only now, after the person asked: nothing leases or computes before.
   // (One opened a moment ago to sign a wallet link is reused: it has loaded the key, no more.)
-  const w = worker ?? createWorker();
-  workerStarted = true;
-  w.postMessage({ type: 'start', relay: RELAY, settings: controls.current() });
+  session.start(controls.current());
   renderWallet();
   refreshNetwork();
 }
 
 function stop() {
-  if (!workerStarted || stopTimer) return;
-  ui.stop.disabled = true;
-  setStatus(STATE_TEXT.stopping, 'stopping');
-  worker.postMessage({ type: 'stop' });
-  // The worker finishes the step in flight and gives back its prefetched lease; if it hangs
-  // (say, on a stuck GPU), stop it the hard way.
-  stopTimer = setTimeout(() => finish('Stopped (the worker did not answer in time).'), STOP_GRACE_MS);
-}
-
-/** Ends a session: terminates the worker and resets the controls. */
-function finish(text) {
-  clearTimeout(stopTimer);
-  stopTimer = null;
-  closeWorker();
-  ui.stop.disabled = true;
-  ui.contribute.disabled = !webgpuReady;
-  setStatus(text, 'stopped');
-  refreshNetwork();
-  renderWallet();
-  refreshWallet();
+  if (session.stop()) ui.stop.disabled = true;
 }
 
 // --- The wallet: linking this contributor's key to an Ethereum address ------------------------
@@ -358,8 +236,8 @@ function renderWallet() {
   ui.connect.textContent = linking ? 'Connecting…' : 'Connect wallet';
   ui.disconnect.hidden = !connected;
   // The link of a key is permanent, so Disconnect replaces the key: never under a running session.
-  ui.disconnect.disabled = workerStarted || linking;
-  ui.disconnect.title = workerStarted ? 'Stop contributing first' : '';
+  ui.disconnect.disabled = session.started || linking;
+  ui.disconnect.title = session.started ? 'Stop contributing first' : '';
 }
 
 function showWalletBalance(credits, devices) {
@@ -519,11 +397,11 @@ async function connect() {
     // The worker loads the key (and the module) to build the message and sign it; it computes
     // nothing. The relay's domain and URI are the relay as this browser addresses it.
     setWalletMessage('Preparing the message to sign…');
-    if (!worker) createWorker().postMessage({ type: 'open', relay: RELAY });
+    session.open();
     const relayUrl = new URL(RELAY || window.location.origin);
     const { nonce } = await relayJson('/v1/auth/nonce', {});
     const issuedAt = new Date();
-    const signed = await askWorker({
+    const signed = await session.ask({
       type: 'link',
       fields: {
         domain: relayUrl.host,
@@ -535,7 +413,7 @@ async function connect() {
         expirationTime: new Date(issuedAt.getTime() + LINK_MESSAGE_VALID_MS).toISOString(),
       },
     });
-    releaseIdleWorker();
+    session.closeIdle();
     const checksummed = signed.message.split('\n')[1]; // the message names it EIP-55 checksummed
 
     setWalletMessage(
@@ -580,14 +458,9 @@ async function connect() {
     else setWalletMessage(`Could not connect ${name}: ${why}. ${ANONYMOUS_STILL}`, 'error');
   } finally {
     linking = false;
-    releaseIdleWorker();
+    session.closeIdle();
     renderWallet();
   }
-}
-
-/** A worker opened only to sign a link goes away once it has; a contributing one stays. */
-function releaseIdleWorker() {
-  if (worker && !workerStarted) closeWorker();
 }
 
 /**
@@ -595,7 +468,7 @@ function releaseIdleWorker() {
  * permanent, so the next session starts with a fresh key, a new anonymous contributor.
  */
 async function disconnect() {
-  if (!linkedWallet || linking || workerStarted) return;
+  if (!linkedWallet || linking || session.started) return;
   const { address } = linkedWallet;
   try {
     await forgetIdentity();
@@ -626,7 +499,7 @@ async function main() {
   setInterval(refreshNetwork, NETWORK_REFRESH_MS);
   showSavedIdentity();
 
-  const gpu = await detectWebGPU();
+  const gpu = await detectWebGPU(TEXTS.page);
   if (!gpu.ok) {
     ui.adapter.textContent = 'not available';
     setStatus(gpu.why, 'unsupported');

@@ -1,6 +1,6 @@
 // The partner widget's card (widget.html), framed on partner sites by widget.js. It runs on the
-// Glowworm origin, so its key store and its worker (worker.js, the same as the page's) are
-// Glowworm's own and the embedding page can reach neither.
+// Glowworm origin, so its key store and its worker (worker.js, the same as the page's, driven by
+// the same session.js) are Glowworm's own and the embedding page can reach neither.
 //
 // Consent: nothing computes before the visitor's own click on Contribute inside this frame. A
 // click counts only when it is a trusted event (event.isTrusted: made by the person, not by a
@@ -15,10 +15,10 @@
 // the embedding origin): ready, started, stopped, paused, credited. It may send {glowworm: 'stop'}
 // from the embedding origin; nothing it sends can start computing.
 
-import { bindControls, pauseText } from './controls.js';
+import { bindControls } from './controls.js';
+import { detectWebGPU, Session, TEXTS } from './session.js';
 
 const RELAY = String(globalThis.GLOWWORM_CONFIG?.relay ?? '').replace(/\/+$/, '');
-const STOP_GRACE_MS = 5000;
 /** How long the card must have been fully visible before a click on Contribute counts. */
 const MIN_VISIBLE_MS = 500;
 const CONSENT_KEY = 'glowworm.widget.consent';
@@ -60,14 +60,41 @@ const embedder = (() => {
 const site = embedder ?? window.location.origin;
 
 let webgpuReady = false;
-let worker = null;
-let stopTimer = null;
-let sessionUnits = 0;
-let sessionCredits = 0;
+
+const session = new Session({
+  relay: RELAY,
+  texts: TEXTS.widget,
+  status(text, state, message) {
+    setStatus(text, state);
+    if (message?.state === 'paused') tell('paused', { reason: message.reason });
+  },
+  progress(totals, message) {
+    ui.units.textContent = integer.format(totals.units);
+    ui.credits.textContent = integer.format(totals.credited);
+    showError('');
+    tell('credited', {
+      units: message.units,
+      credited: message.credited,
+      balance: message.balance,
+      unitId: message.unitId,
+      computeMs: message.computeMs,
+      stepMs: message.stepMs,
+    });
+  },
+  error(message) {
+    showError(message);
+  },
+  ended() {
+    ui.stop.disabled = true;
+    ui.contribute.disabled = !webgpuReady;
+    ui.running.hidden = true;
+    tell('stopped', { units: session.totals.units, credits: session.totals.credited });
+  },
+});
 
 const controls = bindControls(document, (settings) => {
   ui.runningIntensity.textContent = `${Math.round(settings.intensity * 100)}%`;
-  worker?.postMessage({ type: 'settings', ...settings });
+  session.settings(settings);
 }, { intensity: 50, pauseHidden: true, pauseBattery: true, batteryThreshold: 20 });
 
 // --- Talking to the host page -----------------------------------------------------------------
@@ -166,114 +193,32 @@ function drawPartner() {
 
 // --- Running ----------------------------------------------------------------------------------
 
-const STATE_TEXT = {
-  starting: 'Starting…',
-  running: 'Running',
-  idle: 'Running: waiting for work',
-  stopping: 'Stopping…',
-};
-
-function onWorkerMessage(message) {
-  switch (message.type) {
-    case 'state':
-      if (stopTimer) break;
-      if (message.state === 'paused') {
-        setStatus(pauseText(message.reason), 'paused');
-        tell('paused', { reason: message.reason });
-      } else if (message.state === 'retrying') {
-        setStatus(`Running: retrying in ${Math.round(message.retryInMs / 1000)} s`, 'running');
-      } else {
-        setStatus(STATE_TEXT[message.state] ?? message.state, 'running');
-      }
-      break;
-    case 'progress':
-      sessionUnits = message.units;
-      sessionCredits += Number(message.credited);
-      ui.units.textContent = integer.format(sessionUnits);
-      ui.credits.textContent = integer.format(sessionCredits);
-      showError('');
-      tell('credited', {
-        units: message.units,
-        credited: message.credited,
-        balance: message.balance,
-        unitId: message.unitId,
-        computeMs: message.computeMs,
-        stepMs: message.stepMs,
-      });
-      break;
-    case 'error':
-      showError(message.message);
-      if (message.fatal) console.error(`Glowworm: ${message.message}`);
-      else console.warn(`Glowworm: ${message.message}`);
-      break;
-    case 'recovered':
-      console.warn(`Glowworm: the GPU device was lost (${message.reason}); reopened it and gave back the units in hand`);
-      break;
-    case 'stopped':
-      finish('Stopped. Nothing runs until you click Contribute.');
-      break;
-    default:
-      break; // 'ready' and others: nothing to draw
-  }
-}
-
 function start(how) {
-  if (!webgpuReady || worker) return;
+  if (!webgpuReady || session.hasWorker) return;
   showError('');
   onVisible = null;
-  sessionUnits = 0;
-  sessionCredits = 0;
   ui.units.textContent = '0';
   ui.credits.textContent = '0';
   ui.contribute.disabled = true;
   ui.stop.disabled = false;
   ui.running.hidden = false;
-  setStatus(STATE_TEXT.starting, 'running');
   setConsent({ grantedAtMs: consents()[site]?.grantedAtMs ?? Date.now(), resume: true });
-
-  const w = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-  worker = w;
-  w.onmessage = (event) => {
-    if (w === worker) onWorkerMessage(event.data ?? {});
-  };
-  w.onerror = (event) => {
-    event.preventDefault();
-    if (w !== worker) return;
-    showError(`the worker failed: ${event.message || 'could not load worker.js'}`);
-    finish('Stopped after an error.');
-  };
   const attributed = partner && embedder ? { partner, origin: embedder } : {};
-  w.postMessage({ type: 'start', relay: RELAY, settings: controls.current(), ...attributed });
+  session.start(controls.current(), attributed);
   tell('started', { how, intensity: controls.current().intensity, partner: attributed.partner ?? null });
 }
 
 /** who: 'visitor' (Stop), 'host' (the page asked) or 'forget'. */
 function stop(who) {
   if (who !== 'forget' && consents()[site]) setConsent({ ...consents()[site], resume: false });
-  if (!worker || stopTimer) return;
-  ui.stop.disabled = true;
-  setStatus(STATE_TEXT.stopping, 'stopping');
-  worker.postMessage({ type: 'stop' });
-  stopTimer = setTimeout(() => finish('Stopped (the worker did not answer in time).'), STOP_GRACE_MS);
-}
-
-function finish(text) {
-  clearTimeout(stopTimer);
-  stopTimer = null;
-  worker?.terminate();
-  worker = null;
-  ui.stop.disabled = true;
-  ui.contribute.disabled = !webgpuReady;
-  ui.running.hidden = true;
-  setStatus(text, 'stopped');
-  tell('stopped', { units: sessionUnits, credits: sessionCredits });
+  if (session.stop()) ui.stop.disabled = true;
 }
 
 // --- The visitor's controls ---------------------------------------------------------------------
 
 ui.contribute.addEventListener('click', async (event) => {
   // Only the visitor's own click: a script's synthetic click (event.isTrusted false) is ignored.
-  if (!event.isTrusted || worker || !webgpuReady) return;
+  if (!event.isTrusted || session.hasWorker || !webgpuReady) return;
   if (!(await steadilyVisible())) {
     showError('This card must be fully visible (not covered, faded or moved) to start. Nothing runs.');
     return;
@@ -288,24 +233,13 @@ ui.forget.addEventListener('click', (event) => {
   setStatus(`Forgot your consent for ${new URL(site).host}. Nothing runs until you click Contribute.`);
 });
 
-async function detectWebGPU() {
-  if (!window.isSecureContext) return 'WebGPU needs a secure context (HTTPS).';
-  if (!('gpu' in navigator)) return 'This browser has no WebGPU, so it cannot contribute.';
-  try {
-    const adapter = await navigator.gpu.requestAdapter();
-    return adapter ? null : 'WebGPU found no usable GPU here (or this site did not allow it).';
-  } catch (err) {
-    return `WebGPU failed: ${err.message ?? err}`;
-  }
-}
-
 async function main() {
   drawPartner();
   setConsent(consents()[site] ?? null);
   tell('ready', { partner });
-  const unsupported = await detectWebGPU();
-  if (unsupported) {
-    setStatus(unsupported, 'unsupported');
+  const gpu = await detectWebGPU(TEXTS.widget);
+  if (!gpu.ok) {
+    setStatus(gpu.why, 'unsupported');
     return;
   }
   webgpuReady = true;
@@ -316,7 +250,7 @@ async function main() {
     // steadily visible, showing that it runs, with Stop.
     setStatus('Resuming: you agreed to contribute on this site', 'ready');
     onVisible = async () => {
-      if (onVisible && !worker && (await steadilyVisible())) start('remembered');
+      if (onVisible && !session.hasWorker && (await steadilyVisible())) start('remembered');
     };
     if (visibleSince !== null) setTimeout(() => onVisible?.(), MIN_VISIBLE_MS);
   } else {

@@ -4,7 +4,7 @@
 // the module generates), and then runs units one after another until the page says stop. It can
 // also be opened without running anything, to sign a wallet link with the contributor's key.
 //
-// Messages from the page (app.js) or the widget (widget-app.js):
+// Messages from the session (session.js, for the page and the widget alike):
 //   {type: 'open', relay}    load the module and the key (opens the GPU device) and answer 'ready';
 //                            nothing is leased or computed. Optional: 'start' opens too. Errors
 //                            surface in the answers to later requests.
@@ -21,14 +21,15 @@
 //                            that links this contributor's key to a wallet, and sign it with the
 //                            key. fields: {domain, address, uri, chainId, nonce, issuedAt,
 //                            expirationTime}. Computes nothing; works while running too.
-// Messages to the page:
+// Messages to the session:
 //   {type: 'state', state, retryInMs?, reason?}   state: 'starting' | 'running' | 'idle' |
 //                                        'retrying' | 'paused' (reason: pausedBy) | 'stopping'
 //   {type: 'ready', publicKey, adapter, keySaved}
 //   {type: 'progress', units, flop, balance, credited, kernel, unitId, jobId, computeMs,
 //                      stepMs, bytesDownloaded, cacheHits}   (units and flop count this session)
-//   {type: 'recovered', reason, recoveries}  the GPU device was lost (reason: its 'lost' info);
-//                                        leases in hand were given back and a new device opened
+//   {type: 'recovered', reason, recoveries}  the GPU device was lost (reason: 'destroyed' or
+//                                        'unknown'); the module gave back the leases in hand and
+//                                        opened a new device
 //   {type: 'error', message, fatal, retryInMs?}          fatal: the worker has given up
 //   {type: 'stopped', units, flop}                       the last message; the page may terminate us
 //   {type: 'link', id, message, sessionSignature, publicKey}   or {type: 'link', id, error}
@@ -47,33 +48,12 @@ let pausedBy = null;
 /** The partner widget's attribution, if any: {partner, origin}. */
 let attribution = null;
 
-// WebGPU device loss (a driver reset, a GPU watchdog, the browser reclaiming the GPU) is seen
-// through the device's `lost` promise: wgpu asks GPUAdapter.requestDevice for the device, so
-// watching that call finds every device the module opens without growing the module.
-let currentDevice = null; // the device of the current Contributor
-let deviceLost = null; // the GPUDeviceLostInfo of the current device, once lost
-if (typeof GPUAdapter === 'function' && GPUAdapter.prototype.requestDevice) {
-  const requestDevice = GPUAdapter.prototype.requestDevice;
-  GPUAdapter.prototype.requestDevice = async function watchedRequestDevice(...args) {
-    const device = await requestDevice.apply(this, args);
-    currentDevice = device;
-    deviceLost = null;
-    device.lost.then((info) => {
-      if (device !== currentDevice) return; // a device we dropped ourselves
-      deviceLost = info ?? { reason: 'unknown', message: '' };
-      post({ type: 'error', message: `the GPU device was lost (${deviceLost.reason}): ${deviceLost.message}`, fatal: false });
-      if (wake) wake();
-    });
-    return device;
-  };
-}
-
 let running = false; // false once the page said stop
 let started = false; // a worker runs one session; the page makes a new worker for the next
 let wake = null; // ends the current sleep early (set while sleeping)
 let opening = null; // the promise of open(), once 'open' or 'start' arrived
-let contributor = null; // the open Contributor (replaced when the GPU is reopened); null once freed
-let recoveries = 0; // GPU devices reopened after a loss, this session
+let contributor = null; // the open Contributor; null once freed
+let recoveries = 0; // GPU devices reopened after a loss, this session (the module reopens them)
 
 self.onmessage = (event) => {
   const message = event.data ?? {};
@@ -194,35 +174,6 @@ async function signLink(id, fields) {
   }
 }
 
-/** Errors that suggest the GPU device is gone (e.g. lost to a driver reset): reopen it. */
-function looksLikeGpuTrouble(message) {
-  return /GPU|device|reading the output back/i.test(message) && !/relay/i.test(message);
-}
-
-/**
- * Replaces the contributor after its GPU device was lost: gives back the prefetched lease (the
- * unit in flight was given back by the failed step), frees the old one and opens a new device
- * with the same key and attribution. Leaves `contributor` null when that fails.
- */
-async function reopen(relay) {
-  const old = contributor;
-  contributor = null;
-  const reason = deviceLost?.reason ?? 'error';
-  if (old) {
-    try {
-      await old.release();
-    } catch (err) {
-      post({ type: 'error', message: `could not release the prefetched unit: ${describe(err)}`, fatal: false });
-    }
-  }
-  const secretKey = old ? old.secretKey() : (await loadIdentity())?.secretKey;
-  old?.free();
-  currentDevice = null;
-  contributor = await Contributor.start(relay, secretKey, attribution?.partner, attribution?.origin);
-  recoveries += 1;
-  post({ type: 'recovered', reason, recoveries });
-}
-
 async function run(relay) {
   post({ type: 'state', state: 'starting' });
   try {
@@ -261,15 +212,6 @@ async function run(relay) {
       while (running && pausedBy) await sleep(60_000);
       continue;
     }
-    if (!contributor || deviceLost) {
-      try {
-        await reopen(relay);
-        failures = 0;
-      } catch (err) {
-        await backoff(`could not reopen the GPU: ${describe(err)}`);
-      }
-      continue;
-    }
     setState('running');
     const began = performance.now();
     try {
@@ -295,16 +237,22 @@ async function run(relay) {
         });
         // Intensity: rest in proportion to the time the step kept the GPU and the network busy.
         if (intensity < 1) await sleep(Math.min(MAX_REST_MS, (stepMs * (1 - intensity)) / intensity));
+      } else if (report.kind === 'recovered') {
+        // The GPU device was lost (a driver reset, a GPU watchdog, the browser reclaiming it):
+        // the module gave back the leases in hand and opened a new device. Wait a little, as
+        // after a failed step, in case the new device fares no better.
+        recoveries += 1;
+        post({ type: 'recovered', reason: report.reason, recoveries });
+        await backoff(`the GPU device was lost (${report.reason}): ${report.message}`);
       } else {
         // The relay has no work right now.
         setState('idle');
         await sleep(Math.max(100, Number(report.retryAfterMs) || 1000));
       }
     } catch (err) {
-      const message = describe(err);
-      // A step that failed on the GPU gave its unit back; a lost device is reopened at the top.
-      if (!deviceLost && looksLikeGpuTrouble(message)) deviceLost = { reason: 'error', message };
-      await backoff(message);
+      // A step that failed on the GPU gave its unit back; a lost device is replaced by the
+      // module at its next step.
+      await backoff(describe(err));
     }
   }
 

@@ -6,6 +6,12 @@
 //! [`Gpu`] owns one device and queue and caches compiled pipelines by kernel hash, so each kernel
 //! is compiled once per device however many units use it (up to [`MAX_PIPELINES`] kernels: every
 //! custom-kernel job brings a new one).
+//!
+//! A device can be lost (a driver reset, a GPU watchdog, the browser reclaiming the GPU, or
+//! [`Gpu::destroy`]). wgpu's device-lost callback records it ([`Gpu::lost`]), and work that fails
+//! on a lost device fails with [`GpuError::DeviceLost`], whatever step it failed at. A lost device
+//! never comes back: its owner gives back the unit (release reason `gpu_failed`) and opens a new
+//! [`Gpu`], as the page's module (`web/`) and the native worker do.
 
 use crate::encoding::f32s_to_bytes;
 use crate::hash::ContentHash;
@@ -13,6 +19,7 @@ use crate::protocol::Work;
 use crate::wire::{KernelSource, MatmulShape};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use wgpu::util::DeviceExt;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +38,20 @@ pub enum GpuError {
     Shape(String),
     #[error("bad dispatch: {0}")]
     Dispatch(String),
+    /// The device is gone; nothing will run on it again. Open a new [`Gpu`].
+    #[error("the GPU device was lost ({}): {}", .0.reason, .0.message)]
+    DeviceLost(DeviceLoss),
+}
+
+/// Why a device was lost, as wgpu's device-lost callback told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceLoss {
+    /// `"destroyed"` (the device's `destroy()` was called: by the browser, or by
+    /// [`Gpu::destroy`]) or `"unknown"` (anything else: a driver reset, a GPU watchdog...), as
+    /// WebGPU's `GPUDeviceLostInfo.reason` says it.
+    pub reason: &'static str,
+    /// What the driver or browser said, maybe empty.
+    pub message: String,
 }
 
 /// What the page shows about the adapter.
@@ -59,6 +80,8 @@ pub struct Gpu {
     queue: wgpu::Queue,
     summary: AdapterSummary,
     pipelines: RefCell<HashMap<ContentHash, wgpu::ComputePipeline>>,
+    /// Set by the device-lost callback (wgpu may call it from another thread).
+    lost: Arc<Mutex<Option<DeviceLoss>>>,
 }
 
 impl Gpu {
@@ -102,16 +125,45 @@ impl Gpu {
             })
             .await
             .map_err(|e| GpuError::RequestDevice(e.to_string()))?;
+        let lost = Arc::new(Mutex::new(None));
+        let record = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let reason = match reason {
+                wgpu::DeviceLostReason::Destroyed => "destroyed",
+                wgpu::DeviceLostReason::Unknown => "unknown",
+            };
+            let loss = DeviceLoss { reason, message };
+            *record.lock().unwrap_or_else(PoisonError::into_inner) = Some(loss);
+        });
         Ok(Gpu {
             device,
             queue,
             summary,
             pipelines: RefCell::new(HashMap::new()),
+            lost,
         })
     }
 
     pub fn adapter(&self) -> &AdapterSummary {
         &self.summary
+    }
+
+    /// Whether (and why) the device was lost. Once it is, every run fails with
+    /// [`GpuError::DeviceLost`].
+    pub fn lost(&self) -> Option<DeviceLoss> {
+        self.lost
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Destroys the device, as a browser reclaiming the GPU does, for tests of what happens
+    /// after a loss. The device-lost callback fires, and [`Gpu::lost`] says `"destroyed"`: in a
+    /// browser soon after, natively at once (wgpu calls it when the device is next polled,
+    /// which this does; until then the device would fail work with panics, not errors).
+    pub fn destroy(&self) {
+        self.device.destroy();
+        let _ = self.device.poll(wgpu::PollType::Poll);
     }
 
     /// Compiles `kernel` unless a pipeline for its hash exists already.
@@ -320,7 +372,32 @@ impl Gpu {
     /// Every kernel's one path to the device: uploads `inputs`, binds them and a zeroed output
     /// buffer in group 0, dispatches `workgroups` once and reads the output back. Then, for
     /// benchmarks, times `samples` batches of dispatches (see [`Gpu::time_matmul`]).
+    ///
+    /// On a lost device it fails with [`GpuError::DeviceLost`]: at once if the loss is known,
+    /// and in place of whatever error the work met if the device was lost meanwhile.
     async fn dispatch(
+        &self,
+        kernel: &KernelSource,
+        inputs: &[Input<'_>],
+        output: Output,
+        workgroups: [u32; 3],
+        samples: u32,
+        min_sample_ms: f64,
+    ) -> Result<Timing, GpuError> {
+        if let Some(loss) = self.lost() {
+            return Err(GpuError::DeviceLost(loss));
+        }
+        let result = self
+            .dispatch_on_device(kernel, inputs, output, workgroups, samples, min_sample_ms)
+            .await;
+        match (result, self.lost()) {
+            (Err(_), Some(loss)) => Err(GpuError::DeviceLost(loss)),
+            (result, _) => result,
+        }
+    }
+
+    /// [`Gpu::dispatch`] on a device not known to be lost.
+    async fn dispatch_on_device(
         &self,
         kernel: &KernelSource,
         inputs: &[Input<'_>],

@@ -7,7 +7,8 @@
 //! caches keyed by content hash (`glowworm::protocol`), hands the work (a matmul, or a custom
 //! kernel's dispatch) to the GPU thread ([`gpu_thread::GpuThread`], which owns the wgpu device),
 //! signs the output's bytes with the key from
-//! [`key_file`] and submits it. On stop, units in flight are finished; none is left leased.
+//! [`key_file`] and submits it. On stop, units in flight are finished; none is left leased. A
+//! unit whose device is lost is given back (`gpu_failed`) and the GPU thread opens a new device.
 
 pub mod client;
 pub mod gpu_thread;

@@ -183,3 +183,47 @@ async fn an_unreachable_relay_is_reported_and_retried_not_fatal() {
     );
     assert_eq!(seen[0].1, Duration::from_secs(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_device_is_replaced_and_work_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, state) = start_relay(&dir).await;
+    glowworm_relay::demo::tick(&state)
+        .await
+        .unwrap()
+        .expect("a demo job"); // 6 units
+    let client = RelayClient::new(&url).unwrap();
+    let key = ContributorKey::generate().unwrap();
+    let gpu = gpu();
+
+    let options = RunOptions {
+        in_flight: 1,
+        max_units: Some(6),
+        ..Default::default()
+    };
+    let totals = runner::run(
+        &client,
+        &key,
+        &gpu,
+        &options,
+        &StopSignal::default(),
+        &|e: Event| match e {
+            // Lose the device as a driver reset does, between the second unit and the third.
+            Event::Verified { totals, .. } if totals.units == 2 => gpu.destroy_device().unwrap(),
+            Event::Error { message, .. } => panic!("the worker hit an error: {message}"),
+            _ => {}
+        },
+    )
+    .await;
+
+    // The loss was noticed before the next unit ran: a new device ran it and the rest.
+    assert_eq!(gpu.recoveries(), 1);
+    assert_eq!(totals.units, 6);
+    let stats: Stats = reqwest::get(format!("{url}/v1/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((stats.units_completed, stats.units_leased), (6, 0));
+}

@@ -7,6 +7,10 @@
 //! [`Gpu::run_work`] runs either). Errors cross the boundary as `JsError`s whose message says
 //! what failed.
 //!
+//! A lost GPU device (wgpu's device-lost callback, [`Gpu::lost`]) is handled here: the unit that
+//! was computing is given back as `gpu_failed`, a prefetched one as `stopped`, a new device is
+//! opened, and `step()` reports `{kind: "recovered", reason, message}`.
+//!
 //! The benchmark exports (`bench`) are only in the module built with the `bench` feature, for
 //! `www/bench.html`, so contributors do not download them.
 
@@ -15,7 +19,7 @@ mod bench;
 mod http;
 
 use crate::cache::BlobCache;
-use crate::gpu::Gpu;
+use crate::gpu::{DeviceLoss, Gpu, GpuError};
 use crate::hash::ContentHash;
 use crate::protocol::{self, ProtocolError, Work};
 use crate::signing::ContributorKey;
@@ -35,7 +39,9 @@ enum StepError {
     #[error(transparent)]
     Protocol(#[from] ProtocolError<HttpError>),
     #[error(transparent)]
-    Gpu(#[from] crate::gpu::GpuError),
+    Gpu(#[from] GpuError),
+    #[error("could not reopen the GPU: {0}")]
+    Reopen(GpuError),
 }
 
 impl From<HttpError> for StepError {
@@ -77,12 +83,19 @@ enum StepReport {
     Idle {
         retry_after_ms: u32,
     },
+    /// The GPU device was lost; the leases in hand were given back and a new device opened.
+    Recovered {
+        /// WebGPU's `GPUDeviceLostInfo.reason`: "destroyed" or "unknown".
+        reason: String,
+        message: String,
+    },
 }
 
 struct Inner {
     relay: Relay,
     key: ContributorKey,
-    gpu: Gpu,
+    /// The GPU device; replaced by a new one when it is lost ([`recover`]).
+    gpu: RefCell<Rc<Gpu>>,
     kernels: RefCell<HashMap<ContentHash, KernelSource>>,
     blobs: RefCell<BlobCache<Rc<Vec<u8>>>>,
     prefetched: RefCell<Option<Prepared>>,
@@ -126,7 +139,7 @@ impl Contributor {
             inner: Rc::new(Inner {
                 relay: Relay::new(relay),
                 key,
-                gpu,
+                gpu: RefCell::new(Rc::new(gpu)),
                 kernels: RefCell::new(HashMap::new()),
                 blobs: RefCell::new(BlobCache::new(BLOB_CACHE_BYTES)),
                 prefetched: RefCell::new(None),
@@ -149,7 +162,9 @@ impl Contributor {
 
     /// The adapter wgpu opened: {vendor, architecture, device, description, backend}.
     pub fn adapter(&self) -> Result<JsValue, JsError> {
-        Ok(serde_wasm_bindgen::to_value(self.inner.gpu.adapter())?)
+        Ok(serde_wasm_bindgen::to_value(
+            self.inner.gpu.borrow().adapter(),
+        )?)
     }
 
     /// The Sign-In with Ethereum (EIP-4361) message that links this contributor to a wallet:
@@ -187,7 +202,8 @@ impl Contributor {
         self.inner.key.sign_link(siwe_message)
     }
 
-    /// Runs one unit; resolves to `{kind: "verified", ...}` or `{kind: "idle", retryAfterMs}`.
+    /// Runs one unit; resolves to `{kind: "verified", ...}`, `{kind: "idle", retryAfterMs}`, or
+    /// `{kind: "recovered", reason, message}` when the GPU device was lost and a new one opened.
     pub fn step(&self) -> js_sys::Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
@@ -214,6 +230,12 @@ impl Contributor {
 }
 
 async fn step(inner: &Inner) -> Result<StepReport, StepError> {
+    // A device lost since the last step (even while resting) is replaced before anything runs.
+    let lost = inner.gpu.borrow().lost();
+    if let Some(loss) = lost {
+        return recover(inner, loss).await;
+    }
+    let gpu = inner.gpu.borrow().clone();
     let prefetched = inner.prefetched.borrow_mut().take();
     let current = match prefetched {
         Some(p) => p,
@@ -231,10 +253,7 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
     let compute = async {
         let started = js_sys::Date::now();
         let inputs: Vec<&[u8]> = current.inputs.iter().map(|i| i.as_slice()).collect();
-        let out = inner
-            .gpu
-            .run_work(&current.kernel, &current.work, &inputs)
-            .await;
+        let out = gpu.run_work(&current.kernel, &current.work, &inputs).await;
         (out, js_sys::Date::now() - started)
     };
     let ((output, compute_ms), next) =
@@ -248,6 +267,9 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
         Ok(output) => output,
         Err(e) => {
             let _ = release(inner, &current.lease, ReleaseReason::GpuFailed).await;
+            if let GpuError::DeviceLost(loss) = e {
+                return recover(inner, loss).await;
+            }
             return Err(e.into());
         }
     };
@@ -265,6 +287,25 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
         bytes_downloaded: current.bytes_downloaded,
         cache_hits: current.cache_hits,
         compute_ms,
+    })
+}
+
+/// After the GPU device was lost (the unit computing on it, if any, was given back already):
+/// gives back the prefetched lease and opens a new device. When no device opens, the lost one
+/// stays, so the next step tries again.
+async fn recover(inner: &Inner, loss: DeviceLoss) -> Result<StepReport, StepError> {
+    let prefetched = inner.prefetched.borrow_mut().take();
+    if let Some(p) = prefetched {
+        if let Err(e) = release(inner, &p.lease, ReleaseReason::Stopped).await {
+            let warning = format!("could not release the prefetched unit: {e}");
+            web_sys::console::warn_1(&warning.into());
+        }
+    }
+    let gpu = Gpu::new().await.map_err(StepError::Reopen)?;
+    *inner.gpu.borrow_mut() = Rc::new(gpu);
+    Ok(StepReport::Recovered {
+        reason: loss.reason.to_string(),
+        message: loss.message,
     })
 }
 
