@@ -329,7 +329,7 @@ async fn results_of_other_jobs_are_accepted_while_an_output_is_assembled() {
     let (pair, mut held) = replicate_ramps(&relay, n, 1).await;
     let last = held.pop().expect("the last replica");
 
-    let gate = relay.state.db.hold_assembly();
+    let gate = relay.state.assembler.hold();
     accepted(
         &pair[last.contributor]
             .submit(&relay, &last.lease, &last.output)

@@ -7,6 +7,7 @@ use crate::error::OpenError;
 use crate::http::limits::Limits;
 use crate::http::possession::SignedRequests;
 use crate::store::Db;
+use crate::work::assembly::Assembler;
 use crate::work::leasing::RecentLeases;
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// The last signed lease request of each key, against replays.
     pub signed_requests: Arc<SignedRequests>,
+    /// The thread that writes finished jobs' outputs.
+    pub assembler: Assembler,
 }
 
 impl AppState {
@@ -36,7 +39,9 @@ impl AppState {
         crate::accounts::partners::validate_config(&config)
             .map_err(|message| OpenError::Config(crate::error::ConfigError::Invalid(message)))?;
         let db = Db::open(&config.database)?;
+        let assembler = Assembler::start(&db)?;
         Ok(AppState {
+            assembler,
             limits: Arc::new(Limits::new(&config)),
             config: Arc::new(config),
             db,

@@ -17,13 +17,9 @@
 //! - [`Db::read`]: read-only queries on a read connection (WAL readers never wait for the
 //!   writer), a few at a time on tokio's blocking pool. They see every committed change.
 //!
-//! Job outputs are assembled by a thread of their own ([`crate::work::assembly`]), off the writer:
-//! the transaction that verifies a job's last unit marks it (`jobs.assembling`) and calls
-//! [`assembly_due`]; once that transaction has committed, the writer wakes the assembler, which
-//! reads the units' outputs on a read connection of its own, streams the output into a blob
-//! file and marks the job done in a short grouped transaction. It also looks for such jobs
-//! when the database is opened (a crash between that commit and the output), every
-//! [`ASSEMBLY_SWEEP`], and again after [`ASSEMBLY_RETRY`] when an assembly failed.
+//! A transaction can leave work for a background thread (the job output assembler,
+//! [`crate::work::assembly`], off the writer): it calls [`wake_after_commit`], and once the
+//! transaction has committed the writer sends a wake to whoever took [`Db::take_commit_wakes`].
 //!
 //! Input blobs are also kept in a bounded in-memory cache ([`Db::blob`]): they are immutable and
 //! named by their hash, so a cached copy can never be stale.
@@ -35,28 +31,29 @@
 //! and the WAL starts over.
 
 pub mod blobs;
+mod checkpoint;
+mod migrations;
+mod writer;
+
+pub use checkpoint::WAL_LIMIT_FRAMES;
+pub use writer::wake_after_commit;
 
 use crate::error::{ApiError, OpenError};
 use crate::metrics::{self, Stage};
 use crate::store::blobs::BlobStore;
-use crate::work::assembly;
 use axum::body::Bytes;
 use glowworm::cache::BlobCache;
 use glowworm::hash::ContentHash;
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
-use std::cell::Cell;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicI64;
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 use tokio::sync::{Semaphore, oneshot};
+pub use writer::run_catching;
+use writer::{Job, gone, grouped_job, in_savepoint};
 
-const SCHEMA: &str = include_str!("schema.sql");
-
-/// Most batched closures that share one commit.
-const MAX_GROUP: usize = 256;
 /// Read connections in use at once.
 const READERS: usize = 4;
 /// Memory the cache of input blobs may take, entries' bookkeeping included.
@@ -68,30 +65,8 @@ const BLOB_CACHE_BYTES: usize = 64 << 20;
 /// 48-byte shared handle a clone of `Bytes` allocates, a 72-byte map entry and a 32-byte queue
 /// slot, the last two up to twice that in a table that has just grown).
 const BLOB_CACHE_ENTRY_BYTES: usize = 256;
-/// How often the background thread checkpoints the WAL, at most.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-/// WAL frames (pages) after which the writer checkpoints so that the WAL can start over: 64 MiB
-/// of 4 KiB pages.
-pub const WAL_LIMIT_FRAMES: i64 = 16 << 10;
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 64;
-/// How often the assembler looks for jobs waiting for their output without being woken.
-pub const ASSEMBLY_SWEEP: Duration = Duration::from_secs(30);
-/// How long the assembler waits before it tries again after an assembly failed (a full disk).
-pub const ASSEMBLY_RETRY: Duration = Duration::from_secs(5);
-
-thread_local! {
-    /// Set on the writer thread by a transaction that left a job waiting for its output
-    /// ([`assembly_due`]); the writer wakes the assembler after its next commit.
-    static ASSEMBLY_DUE: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Says that the transaction running on this thread (the writer) leaves a job to assemble: the
-/// assembler is woken once it has committed. On another thread it does nothing; the
-/// assembler's periodic sweep finds the job.
-pub fn assembly_due() {
-    ASSEMBLY_DUE.with(|due| due.set(true));
-}
 
 /// A shared handle to the relay's database.
 #[derive(Clone)]
@@ -107,54 +82,10 @@ struct Inner {
     blobs: Mutex<BlobCache<Bytes>>,
     /// Job inputs and outputs on disk, beside the database file.
     store: BlobStore,
-    /// Taken by the assembler before it reads each unit's output; tests hold it
-    /// ([`Db::hold_assembly`]).
-    assembly_gate: Mutex<()>,
+    /// Wakes after commits that left work for a background thread, until one takes them.
+    commit_wakes: Mutex<Option<Receiver<()>>>,
     /// Dropped with the last handle, which stops the checkpoint thread.
     _checkpoints: SyncSender<()>,
-}
-
-/// What the writer thread is asked to do.
-enum Job {
-    /// Runs with the connection to itself; replies on its own.
-    Alone(Box<dyn FnOnce(&mut Connection) + Send>),
-    /// Runs inside the group's transaction, or is told why there is none; returns how to reply
-    /// once the group has committed (`None`) or failed to (`Some(why)`), and whether the
-    /// transaction is still usable (false when the closure failed but its writes could not be
-    /// undone on their own).
-    Grouped(GroupedWork),
-}
-
-type GroupedWork = Box<dyn FnOnce(Result<&Connection, &Failure>) -> (Reply, bool) + Send>;
-
-type Reply = Box<dyn FnOnce(Option<&Failure>) + Send>;
-
-/// Why a group's transaction could not begin or commit, for each of its closures' callers.
-#[derive(Debug, Clone)]
-enum Failure {
-    Sqlite(rusqlite::ffi::Error, Option<String>),
-    Other(String),
-}
-
-impl Failure {
-    fn of(error: &rusqlite::Error) -> Failure {
-        match error {
-            rusqlite::Error::SqliteFailure(code, message) => {
-                Failure::Sqlite(*code, message.clone())
-            }
-            other => Failure::Other(other.to_string()),
-        }
-    }
-
-    /// The error the caller gets: a busy database stays a database error (503, try again).
-    fn to_api_error(&self) -> ApiError {
-        match self {
-            Failure::Sqlite(code, message) => {
-                ApiError::Database(rusqlite::Error::SqliteFailure(*code, message.clone()))
-            }
-            Failure::Other(why) => ApiError::Internal(format!("database transaction: {why}")),
-        }
-    }
 }
 
 impl Db {
@@ -181,16 +112,16 @@ impl Db {
         let wal_frames = Arc::new(AtomicI64::new(0));
         let (writer, jobs) = std::sync::mpsc::channel();
         let frames = wal_frames.clone();
-        // One pending wake is enough: the assembler looks for every job waiting when it wakes.
+        // One pending wake is enough: the woken thread looks for all its work when it wakes.
         let (wake, woken) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("relay-db-writer".into())
-            .spawn(move || write_loop(conn, jobs, &frames, &wake))
+            .spawn(move || writer::write_loop(conn, jobs, &frames, &wake))
             .map_err(|e| OpenError::Thread(e.to_string()))?;
         let (checkpoints, stop) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("relay-db-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, stop, &wal_frames))
+            .spawn(move || checkpoint::checkpoint_loop(checkpointer, stop, &wal_frames))
             .map_err(|e| OpenError::Thread(e.to_string()))?;
 
         let inner = Arc::new(Inner {
@@ -200,16 +131,9 @@ impl Db {
             reader_permits: Semaphore::new(READERS),
             blobs: Mutex::new(BlobCache::new(BLOB_CACHE_BYTES)),
             store: BlobStore::beside(path),
-            assembly_gate: Mutex::new(()),
+            commit_wakes: Mutex::new(Some(woken)),
             _checkpoints: checkpoints,
         });
-        // The assembler holds the database weakly: it stops when the writer does, once the
-        // last handle is dropped.
-        let weak = Arc::downgrade(&inner);
-        std::thread::Builder::new()
-            .name("relay-assembler".into())
-            .spawn(move || assembly_loop(weak, woken))
-            .map_err(|e| OpenError::Thread(e.to_string()))?;
         Ok(Db { inner })
     }
 
@@ -235,193 +159,10 @@ impl Db {
              PRAGMA journal_size_limit = 67108864;",
         )?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        Self::upgrade(&tx)?;
+        migrations::upgrade(&tx)?;
         tx.commit()?;
         conn.execute_batch("PRAGMA foreign_keys = ON;")
     }
-
-    /// Creates the schema and adds what later versions gave existing tables, in one
-    /// transaction: the schema (whose `CREATE ... IF NOT EXISTS` leaves an existing table as it
-    /// is) then runs unchanged, and a table derived from others is filled in the same step.
-    fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
-        let has_table = |name: &str| -> rusqlite::Result<bool> {
-            conn.query_row(
-                "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-                [name],
-                |row| row.get(0),
-            )
-        };
-        let has_ledger = has_table("ledger")?;
-        let has_balances = has_table("balances")?;
-        // Columns later versions added to existing tables, with their definitions.
-        const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
-            ("ledger", "link_key", "TEXT REFERENCES links(public_key)"),
-            ("units", "verify", "TEXT NOT NULL DEFAULT 'freivalds'"),
-            ("units", "quorum", "INTEGER NOT NULL DEFAULT 1"),
-            ("units", "replicas_needed", "INTEGER NOT NULL DEFAULT 1"),
-            ("units", "on_trust", "INTEGER NOT NULL DEFAULT 0"),
-            ("units", "canary_of", "INTEGER REFERENCES units(id)"),
-            ("units", "adapter_class", "TEXT"),
-            ("leases", "account", "TEXT"),
-            ("leases", "network", "TEXT"),
-            ("leases", "adapter_class", "TEXT"),
-            ("leases", "outlived_relay", "INTEGER NOT NULL DEFAULT 0"),
-            ("leases", "on_trust", "INTEGER NOT NULL DEFAULT 0"),
-            ("leases", "canary", "INTEGER NOT NULL DEFAULT 0"),
-            ("leases", "release_reason", "TEXT"),
-            ("leases", "proven", "INTEGER NOT NULL DEFAULT 0"),
-            ("leases", "source", "TEXT"),
-            ("units", "gpu_ms", "INTEGER NOT NULL DEFAULT 0"),
-            ("units", "gpu_failures", "INTEGER NOT NULL DEFAULT 0"),
-            ("units", "misses", "INTEGER NOT NULL DEFAULT 0"),
-            ("units", "held_until_ms", "INTEGER NOT NULL DEFAULT 0"),
-            ("jobs", "failure", "TEXT"),
-            ("jobs", "assembling", "INTEGER NOT NULL DEFAULT 0"),
-            ("results", "state", "TEXT NOT NULL DEFAULT 'valid'"),
-        ];
-        for (table, column, definition) in ADDED_COLUMNS {
-            let has_column: bool = conn.query_row(
-                "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
-                [table, column],
-                |row| row.get(0),
-            )?;
-            if has_table(table)? && !has_column {
-                conn.execute(
-                    &format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"),
-                    [],
-                )?;
-                if (*table, *column) == ("results", "state") {
-                    conn.execute(
-                        "UPDATE results SET state = 'invalid' WHERE verified = 0",
-                        [],
-                    )?;
-                }
-            }
-        }
-        for (table, marker) in REBUILT_TABLES {
-            rebuild_if_outdated(conn, table, marker)?;
-        }
-        conn.execute_batch(SCHEMA)?;
-        // Known-answer units used to be copies of a verified unit under a new id (which told
-        // contributors what they were); canaries are now leases of the verified unit itself
-        // (crate::work::canaries). Copies still open are cancelled, so their results are refused.
-        conn.execute(
-            "UPDATE units SET state = 'cancelled'
-             WHERE canary_of IS NOT NULL AND state IN ('pending', 'leased')",
-            [],
-        )?;
-        // The embedding origin of partner_share entries (crate::accounts::partners), for every database.
-        let has_origin: bool = conn.query_row(
-            "SELECT COUNT(*) > 0 FROM pragma_table_info('ledger') WHERE name = 'origin'",
-            [],
-            |row| row.get(0),
-        )?;
-        if !has_origin {
-            conn.execute("ALTER TABLE ledger ADD COLUMN origin TEXT", [])?;
-        }
-        // Who asked for each sign-in nonce (crate::accounts::nonces caps them per address).
-        let has_requester: bool = conn.query_row(
-            "SELECT COUNT(*) > 0 FROM pragma_table_info('nonces') WHERE name = 'requester'",
-            [],
-            |row| row.get(0),
-        )?;
-        if !has_requester {
-            conn.execute("ALTER TABLE nonces ADD COLUMN requester TEXT", [])?;
-        }
-        conn.execute(
-            "CREATE INDEX IF NOT EXISTS nonces_by_requester ON nonces(requester)
-             WHERE used_at_ms IS NULL",
-            [],
-        )?;
-        if has_ledger && !has_balances {
-            conn.execute(
-                "INSERT INTO balances (account, amount)
-                 SELECT account, SUM(amount) FROM ledger GROUP BY account",
-                [],
-            )?;
-        }
-        Ok(())
-    }
-}
-
-/// Tables whose constraints later versions changed, with a phrase only the current definition
-/// has. SQLite cannot alter a constraint, so [`rebuild_if_outdated`] copies such a table into one
-/// of the current definition.
-const REBUILT_TABLES: &[(&str, &str)] = &[
-    // Kernel jobs, cancelled jobs, inputs in the blob store (no reference to `blobs`).
-    ("jobs", "'cancelled'"),
-    // Cancelled units, kernel units without A and B panels, credits per unit.
-    ("units", "'cancelled'"),
-];
-
-/// Rebuilds `table` with its definition in the schema when its stored definition lacks
-/// `marker`: creates the new table, copies every column the two have in common, drops the old
-/// one and renames the new one, in the caller's transaction (foreign keys off). Indexes are
-/// created again by the schema afterwards. Units get their credits per result filled in.
-fn rebuild_if_outdated(conn: &Connection, table: &str, marker: &str) -> rusqlite::Result<()> {
-    let stored: Option<String> = conn
-        .query_row(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
-            [table],
-            |row| row.get(0),
-        )
-        .optional()?;
-    let Some(stored) = stored else {
-        return Ok(());
-    };
-    if stored.contains(marker) {
-        return Ok(());
-    }
-    let definition = table_definition(table);
-    let rebuilt = format!("{table}_rebuilt");
-    let create = definition.replacen(
-        &format!("CREATE TABLE IF NOT EXISTS {table} ("),
-        &format!("CREATE TABLE {rebuilt} ("),
-        1,
-    );
-    conn.execute_batch(&create)?;
-    let columns = |name: &str| -> rusqlite::Result<Vec<String>> {
-        conn.prepare("SELECT name FROM pragma_table_info(?1)")?
-            .query_map([name], |row| row.get(0))?
-            .collect()
-    };
-    let old = columns(table)?;
-    let common: Vec<String> = columns(&rebuilt)?
-        .into_iter()
-        .filter(|c| old.contains(c))
-        .collect();
-    let list = common.join(", ");
-    conn.execute_batch(&format!(
-        "INSERT INTO {rebuilt} ({list}) SELECT {list} FROM {table};
-         DROP TABLE {table};
-         ALTER TABLE {rebuilt} RENAME TO {table};"
-    ))?;
-    match table {
-        "units" => conn.execute(
-            "UPDATE units SET flop = 2 * m * n * k WHERE flop = 0 AND kernel_unit IS NULL",
-            [],
-        )?,
-        "jobs" => conn.execute(
-            "UPDATE jobs SET output_bytes = 4 * m * n WHERE kind = 'matmul'",
-            [],
-        )?,
-        _ => 0,
-    };
-    tracing::info!("database upgraded: table {table} rebuilt with its current constraints");
-    Ok(())
-}
-
-/// The `CREATE TABLE` statement of `table` in the schema.
-fn table_definition(table: &str) -> &'static str {
-    let start = SCHEMA
-        .find(&format!("CREATE TABLE IF NOT EXISTS {table} ("))
-        .unwrap_or_else(|| panic!("the schema defines table {table}"));
-    let end = start
-        + SCHEMA[start..]
-            .find("\n);")
-            .expect("a table definition ends with );")
-        + 3;
-    &SCHEMA[start..end]
 }
 
 impl Db {
@@ -494,14 +235,41 @@ impl Db {
         answer.await.map_err(|_| gone())?
     }
 
-    /// Holds the job output assembler before it reads its next unit's output, until the guard
-    /// is dropped. For tests: what happens while an output is being assembled.
-    #[doc(hidden)]
-    pub fn hold_assembly(&self) -> MutexGuard<'_, ()> {
+    /// Like [`Db::batch`], for a thread outside the async runtime: blocks until the group has
+    /// committed.
+    pub fn batch_blocking<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, ApiError> + Send + 'static,
+    {
+        let (job, answer) = grouped_job(move |conn| match in_savepoint(conn, work) {
+            Ok(result) => (result, true),
+            Err(e) => (Err(ApiError::Database(e)), false),
+        });
+        self.send(job)?;
+        answer.blocking_recv().map_err(|_| gone())?
+    }
+
+    /// The wakes the writer sends after each commit of a transaction that called
+    /// [`wake_after_commit`]; `None` once a thread has taken them. The channel closes when the
+    /// writer stops (the last handle was dropped).
+    pub fn take_commit_wakes(&self) -> Option<Receiver<()>> {
         self.inner
-            .assembly_gate
+            .commit_wakes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// A handle that does not keep the database open: for a background thread that should stop
+    /// with it.
+    pub fn downgrade(&self) -> WeakDb {
+        WeakDb(Arc::downgrade(&self.inner))
+    }
+
+    /// A read connection of the caller's own (for a thread that reads in many short steps).
+    pub fn open_reader(&self) -> Result<Connection, ApiError> {
+        open_reader(&self.inner.path)
     }
 
     /// Runs read-only `work` on a read connection on the blocking pool.
@@ -580,123 +348,14 @@ impl Db {
     }
 }
 
-/// The writer's job that runs `run` inside the group's transaction, and where its result
-/// arrives once the group has committed (or failed to).
-fn grouped_job<T, F>(run: F) -> (Job, oneshot::Receiver<Result<T, ApiError>>)
-where
-    T: Send + 'static,
-    F: FnOnce(&Connection) -> (Result<T, ApiError>, bool) + Send + 'static,
-{
-    let (reply, answer) = oneshot::channel();
-    let asked = metrics::wall_start();
-    let job = Job::Grouped(Box::new(move |conn| {
-        metrics::add_wall(Stage::DbQueue, asked);
-        let (result, usable) = match conn {
-            Ok(conn) => run(conn),
-            Err(failure) => (Err(failure.to_api_error()), true),
-        };
-        (reply_with(reply, result), usable)
-    }));
-    (job, answer)
-}
+/// A [`Db`] handle that does not keep it open ([`Db::downgrade`]).
+pub struct WeakDb(Weak<Inner>);
 
-/// The assembler thread: assembles the outputs of the jobs waiting for them
-/// ([`crate::work::assembly`]) at start, whenever the writer wakes it after a commit that left one,
-/// every [`ASSEMBLY_SWEEP`], and [`ASSEMBLY_RETRY`] after a failure; until the writer stops.
-fn assembly_loop(inner: Weak<Inner>, woken: Receiver<()>) {
-    let mut reader = None;
-    loop {
-        let failed = match inner.upgrade() {
-            Some(inner) => !assemble_due(&inner, &mut reader),
-            None => return,
-        };
-        let wait = if failed {
-            ASSEMBLY_RETRY
-        } else {
-            ASSEMBLY_SWEEP
-        };
-        match woken.recv_timeout(wait) {
-            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
+impl WeakDb {
+    /// The database, if some handle still holds it open.
+    pub fn upgrade(&self) -> Option<Db> {
+        self.0.upgrade().map(|inner| Db { inner })
     }
-}
-
-/// Assembles every job waiting for its output, one at a time (so memory stays within one
-/// job's band, however many wait); returns whether all went well.
-fn assemble_due(inner: &Inner, reader: &mut Option<Connection>) -> bool {
-    let conn = match reader {
-        Some(conn) => conn,
-        None => match open_reader(&inner.path) {
-            Ok(conn) => reader.insert(conn),
-            Err(e) => {
-                tracing::error!("assembling job outputs: opening a read connection: {e}");
-                return false;
-            }
-        },
-    };
-    let due = match run_catching(|| assembly::due(conn)) {
-        Ok(due) => due,
-        Err(e) => {
-            tracing::error!("looking for jobs to assemble: {e}");
-            return false;
-        }
-    };
-    let mut all_well = true;
-    for job in due {
-        let pause = || drop(inner.assembly_gate.lock());
-        let finished = run_catching(|| assembly::assemble(conn, &inner.store, &job, &pause))
-            .and_then(|output_hash| {
-                let (work, answer) = grouped_job(move |conn| {
-                    match in_savepoint(conn, |conn| {
-                        assembly::finish(conn, job.job_id, &output_hash)
-                    }) {
-                        Ok(result) => (result, true),
-                        Err(e) => (Err(ApiError::Database(e)), false),
-                    }
-                });
-                inner.writer.send(work).map_err(|_| gone())?;
-                answer.blocking_recv().map_err(|_| gone())?
-            });
-        if let Err(e) = finished {
-            tracing::error!("assembling the output of job {}: {e}", job.job_id);
-            all_well = false;
-        }
-    }
-    all_well
-}
-
-/// Wakes the assembler if a transaction that just committed left a job to assemble.
-fn wake_if_due(wake: &SyncSender<()>) {
-    if ASSEMBLY_DUE.with(|due| due.replace(false)) {
-        // Full: a wake is pending already, and it finds this job too.
-        let _ = wake.try_send(());
-    }
-}
-
-/// How a grouped closure's caller is answered once its group has committed (`None`) or failed.
-fn reply_with<T: Send + 'static>(
-    reply: oneshot::Sender<Result<T, ApiError>>,
-    result: Result<T, ApiError>,
-) -> Reply {
-    Box::new(move |failed_commit: Option<&Failure>| {
-        let result = match failed_commit {
-            None => result,
-            Some(failure) => Err(failure.to_api_error()),
-        };
-        let _ = reply.send(result);
-    })
-}
-
-/// Runs `work`, turning a panic into an internal error so the writer thread (or a reader's
-/// pooled connection) survives it.
-fn run_catching<T>(work: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
-    catch_unwind(AssertUnwindSafe(work))
-        .unwrap_or_else(|_| Err(ApiError::Internal("a database task panicked".into())))
-}
-
-fn gone() -> ApiError {
-    ApiError::Internal("the database writer has stopped".into())
 }
 
 /// Makes prepared statements last: a cache of them, and plans that never depend on the values
@@ -726,155 +385,6 @@ fn open_reader(path: &Path) -> Result<Connection, ApiError> {
     // load is before nearly every read; a big one would only cost time to drop.
     conn.execute_batch("PRAGMA cache_size = -1024;")?;
     Ok(conn)
-}
-
-/// Runs `work` in a savepoint: released when it succeeds, rolled back when it fails or panics.
-/// The outer error means the savepoint itself failed, and with it the enclosing transaction.
-fn in_savepoint<T>(
-    conn: &Connection,
-    work: impl FnOnce(&Connection) -> Result<T, ApiError>,
-) -> rusqlite::Result<Result<T, ApiError>> {
-    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
-    let result = run_catching(|| work(conn));
-    if result.is_err() {
-        conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
-    }
-    conn.prepare_cached("RELEASE job")?.execute([])?;
-    Ok(result)
-}
-
-/// The writer thread: takes what is queued, runs it, commits grouped closures together.
-fn write_loop(
-    mut conn: Connection,
-    jobs: Receiver<Job>,
-    wal_frames: &AtomicI64,
-    wake: &SyncSender<()>,
-) {
-    let mut queued = Vec::with_capacity(MAX_GROUP);
-    while let Ok(first) = jobs.recv() {
-        queued.push(first);
-        while queued.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => queued.push(job),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
-        }
-        let mut group = Group::default();
-        for job in queued.drain(..) {
-            match job {
-                Job::Alone(work) => {
-                    group.commit(&conn);
-                    wake_if_due(wake);
-                    work(&mut conn);
-                    // A closure that began a transaction and neither committed nor rolled it
-                    // back would make every later group fail to begin.
-                    if !conn.is_autocommit() {
-                        tracing::error!("a database call left its transaction open; rolled back");
-                        let _ = conn.execute_batch("ROLLBACK");
-                    }
-                    wake_if_due(wake);
-                }
-                Job::Grouped(work) => match group.begin(&conn) {
-                    Ok(()) => {
-                        let (reply, usable) = work(Ok(&conn));
-                        group.replies.push(reply);
-                        if !usable {
-                            let failure =
-                                Failure::Other("a closure failed after it had written".into());
-                            group.roll_back(&conn, &failure);
-                        }
-                    }
-                    Err(why) => {
-                        let (reply, _) = work(Err(&why));
-                        reply(None);
-                    }
-                },
-            }
-        }
-        group.commit(&conn);
-        wake_if_due(wake);
-        if wal_frames.load(Ordering::Relaxed) >= WAL_LIMIT_FRAMES {
-            let _span = metrics::span(Stage::Checkpoint);
-            match checkpoint(&conn) {
-                Ok(_) => wal_frames.store(0, Ordering::Relaxed),
-                Err(e) => tracing::warn!("WAL checkpoint by the writer: {e}"),
-            }
-        }
-    }
-}
-
-/// A PASSIVE checkpoint (it never waits for a reader or the writer); returns the frames in the
-/// WAL and how many of them are now in the database file.
-fn checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-        Ok((row.get(1)?, row.get(2)?))
-    })
-}
-
-/// The grouped closures run since the last commit, waiting for their replies.
-#[derive(Default)]
-struct Group {
-    open: bool,
-    replies: Vec<Reply>,
-}
-
-impl Group {
-    fn begin(&mut self, conn: &Connection) -> Result<(), Failure> {
-        if !self.open {
-            conn.prepare_cached("BEGIN IMMEDIATE")
-                .and_then(|mut begin| begin.execute([]))
-                .map_err(|e| Failure::of(&e))?;
-            self.open = true;
-        }
-        Ok(())
-    }
-
-    /// Commits the group (if one is open) and replies to each of its closures.
-    fn commit(&mut self, conn: &Connection) {
-        if !self.open {
-            return;
-        }
-        self.open = false;
-        let committed = {
-            let _span = metrics::span(Stage::Commit);
-            conn.prepare_cached("COMMIT")
-                .and_then(|mut commit| commit.execute([]))
-        };
-        match committed {
-            Ok(_) => self.reply(None),
-            Err(e) => self.roll_back(conn, &Failure::of(&e)),
-        }
-    }
-
-    /// Rolls the group back and tells each of its closures that it failed.
-    fn roll_back(&mut self, conn: &Connection, failure: &Failure) {
-        tracing::error!("group transaction rolled back: {failure:?}");
-        let _ = conn.execute_batch("ROLLBACK");
-        self.open = false;
-        self.reply(Some(failure));
-    }
-
-    fn reply(&mut self, failure: Option<&Failure>) {
-        for reply in self.replies.drain(..) {
-            reply(failure);
-        }
-    }
-}
-
-/// The checkpoint thread: copies the WAL into the database file now and then (PASSIVE: it never
-/// makes a writer or reader wait) and notes how big the WAL is, until the last [`Db`] handle is
-/// dropped.
-fn checkpoint_loop(conn: Connection, stop: Receiver<()>, wal_frames: &AtomicI64) {
-    let mut last = Instant::now();
-    while let Err(RecvTimeoutError::Timeout) =
-        stop.recv_timeout(CHECKPOINT_EVERY.saturating_sub(last.elapsed()))
-    {
-        last = Instant::now();
-        match checkpoint(&conn) {
-            Ok((frames, _)) => wal_frames.store(frames, Ordering::Relaxed),
-            Err(e) => tracing::warn!("WAL checkpoint: {e}"),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1070,134 +580,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((balance, sum), (13, 13));
-    }
-
-    #[test]
-    fn a_database_from_before_wallet_links_is_upgraded_and_keeps_its_ledger() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let path = dir.path().join("old.sqlite");
-        let old = Connection::open(&path).unwrap();
-        old.execute_batch(
-            "CREATE TABLE ledger (
-                id            INTEGER PRIMARY KEY AUTOINCREMENT,
-                account       TEXT NOT NULL,
-                amount        INTEGER NOT NULL,
-                kind          TEXT NOT NULL,
-                unit_id       INTEGER,
-                result_id     INTEGER,
-                created_at_ms INTEGER NOT NULL,
-                UNIQUE (result_id, kind)
-            );
-            INSERT INTO ledger (account, amount, kind, created_at_ms) VALUES ('k', 5, 'unit_verified', 1);",
-        )
-        .unwrap();
-        drop(old);
-        for _ in 0..2 {
-            drop(Db::open(&path).unwrap());
-            let conn = Connection::open(&path).unwrap();
-            let (amount, link_key): (i64, Option<String>) = conn
-                .query_row("SELECT amount, link_key FROM ledger", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .unwrap();
-            assert_eq!((amount, link_key), (5, None));
-            let balance = crate::accounts::ledger::balance(&conn, "k").unwrap();
-            assert_eq!(
-                balance, 5,
-                "the balances table is filled from the ledger, once"
-            );
-            let links: i64 = conn
-                .query_row("SELECT COUNT(*) FROM links", [], |r| r.get(0))
-                .unwrap();
-            assert_eq!(links, 0);
-        }
-    }
-
-    #[test]
-    fn tables_from_before_kernel_jobs_are_rebuilt_and_keep_their_rows() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let path = dir.path().join("old.sqlite");
-        let old = Connection::open(&path).unwrap();
-        old.execute_batch(
-            "CREATE TABLE blobs (hash TEXT PRIMARY KEY, bytes BLOB NOT NULL);
-            CREATE TABLE IF NOT EXISTS jobs (
-                id          INTEGER PRIMARY KEY AUTOINCREMENT,
-                kind        TEXT NOT NULL CHECK (kind IN ('matmul')),
-                m           INTEGER NOT NULL,
-                n           INTEGER NOT NULL,
-                k           INTEGER NOT NULL,
-                state       TEXT NOT NULL CHECK (state IN ('queued', 'done', 'failed')),
-                output_hash TEXT REFERENCES blobs(hash),
-                created_at  INTEGER NOT NULL,
-                is_demo     INTEGER NOT NULL
-            );
-            CREATE TABLE IF NOT EXISTS units (
-                id           INTEGER PRIMARY KEY AUTOINCREMENT,
-                job_id       INTEGER NOT NULL REFERENCES jobs(id),
-                row0         INTEGER NOT NULL,
-                col0         INTEGER NOT NULL,
-                m            INTEGER NOT NULL,
-                n            INTEGER NOT NULL,
-                k            INTEGER NOT NULL,
-                kernel_hash  TEXT NOT NULL,
-                a_hash       TEXT NOT NULL REFERENCES blobs(hash),  -- A row panel, m x k
-                b_hash       TEXT NOT NULL REFERENCES blobs(hash),  -- B column panel, k x n
-                state        TEXT NOT NULL CHECK (state IN ('pending', 'leased', 'verified', 'failed')),
-                attempts     INTEGER NOT NULL DEFAULT 0,
-                max_attempts INTEGER NOT NULL,
-                result_hash  TEXT REFERENCES blobs(hash),
-                verify          TEXT NOT NULL DEFAULT 'freivalds',
-                quorum          INTEGER NOT NULL DEFAULT 1,
-                replicas_needed INTEGER NOT NULL DEFAULT 1,
-                on_trust        INTEGER NOT NULL DEFAULT 0,
-                canary_of       INTEGER REFERENCES units(id),
-                adapter_class   TEXT
-            );
-            INSERT INTO blobs VALUES ('aa', x'00'), ('bb', x'01');
-            INSERT INTO jobs (kind, m, n, k, state, created_at, is_demo)
-                VALUES ('matmul', 64, 32, 16, 'queued', 1, 1);
-            INSERT INTO units (job_id, row0, col0, m, n, k, kernel_hash, a_hash, b_hash, state,
-                               max_attempts)
-                VALUES (1, 0, 0, 64, 32, 16, 'cc', 'aa', 'bb', 'pending', 3);",
-        )
-        .unwrap();
-        drop(old);
-        for _ in 0..2 {
-            drop(Db::open(&path).unwrap());
-            let conn = Connection::open(&path).unwrap();
-            let (flop, a_hash, verify): (i64, String, String) = conn
-                .query_row("SELECT flop, a_hash, verify FROM units", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .unwrap();
-            assert_eq!(
-                (flop, a_hash.as_str(), verify.as_str()),
-                (2 * 64 * 32 * 16, "aa", "freivalds")
-            );
-            let output_bytes: i64 = conn
-                .query_row("SELECT output_bytes FROM jobs", [], |r| r.get(0))
-                .unwrap();
-            assert_eq!(output_bytes, 4 * 64 * 32);
-            // The new constraints hold, and the indexes are back.
-            conn.execute("UPDATE jobs SET state = 'cancelled'", [])
-                .unwrap();
-            conn.execute("UPDATE jobs SET state = 'queued'", [])
-                .unwrap();
-            let indexes: i64 = conn
-                .query_row(
-                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index'
-                     AND name IN ('units_by_state', 'units_by_job_state', 'jobs_by_requester')",
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap();
-            assert_eq!(indexes, 3);
-            let broken: i64 = conn
-                .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
-                    r.get(0)
-                })
-                .unwrap();
-            assert_eq!(broken, 0);
-        }
     }
 }

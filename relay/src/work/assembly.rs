@@ -22,10 +22,109 @@
 //! (a crash after the file was written, before the commit) yields the same file, and only a job
 //! still queued and assembling is marked done.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, OpenError};
 use crate::store::blobs::{BlobStore, hash_column};
+use crate::store::{Db, WeakDb, run_catching};
 use glowworm::hash::ContentHash;
 use rusqlite::{Connection, params};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// How often the assembler looks for jobs waiting for their output without being woken.
+pub const ASSEMBLY_SWEEP: Duration = Duration::from_secs(30);
+/// How long the assembler waits before it tries again after an assembly failed (a full disk).
+pub const ASSEMBLY_RETRY: Duration = Duration::from_secs(5);
+
+/// The assembler thread of one database ([`Assembler::start`]).
+#[derive(Clone, Default)]
+pub struct Assembler {
+    /// Taken before each unit's output is read; tests hold it ([`Assembler::hold`]).
+    gate: Arc<Mutex<()>>,
+}
+
+impl Assembler {
+    /// Starts the assembler thread of `db`. It assembles the outputs of the jobs waiting for
+    /// them at start (which recovers a crash between the commit that completed a job and its
+    /// output), whenever the writer wakes it after a commit that left one
+    /// ([`crate::store::wake_after_commit`], from [`crate::work::jobs::complete_if_done`]),
+    /// every [`ASSEMBLY_SWEEP`], and [`ASSEMBLY_RETRY`] after a failure; until the database
+    /// closes (its last handle is dropped).
+    pub fn start(db: &Db) -> Result<Assembler, OpenError> {
+        let woken = db
+            .take_commit_wakes()
+            .ok_or_else(|| OpenError::Thread("the database's assembler is running".into()))?;
+        let assembler = Assembler::default();
+        let gate = assembler.gate.clone();
+        let db = db.downgrade();
+        std::thread::Builder::new()
+            .name("relay-assembler".into())
+            .spawn(move || run(db, woken, &gate))
+            .map_err(|e| OpenError::Thread(e.to_string()))?;
+        Ok(assembler)
+    }
+
+    /// Holds the assembler before it reads its next unit's output, until the guard is
+    /// dropped. For tests: what happens while an output is being assembled.
+    #[doc(hidden)]
+    pub fn hold(&self) -> MutexGuard<'_, ()> {
+        self.gate.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The assembler thread's loop ([`Assembler::start`]).
+fn run(db: WeakDb, woken: Receiver<()>, gate: &Mutex<()>) {
+    let mut reader = None;
+    loop {
+        let failed = match db.upgrade() {
+            Some(db) => !assemble_due(&db, &mut reader, gate),
+            None => return,
+        };
+        let wait = if failed {
+            ASSEMBLY_RETRY
+        } else {
+            ASSEMBLY_SWEEP
+        };
+        match woken.recv_timeout(wait) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Assembles every job waiting for its output, one at a time (so memory stays within one
+/// job's band, however many wait); returns whether all went well.
+fn assemble_due(db: &Db, reader: &mut Option<Connection>, gate: &Mutex<()>) -> bool {
+    let conn = match reader {
+        Some(conn) => conn,
+        None => match db.open_reader() {
+            Ok(conn) => reader.insert(conn),
+            Err(e) => {
+                tracing::error!("assembling job outputs: opening a read connection: {e}");
+                return false;
+            }
+        },
+    };
+    let jobs = match run_catching(|| due(conn)) {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            tracing::error!("looking for jobs to assemble: {e}");
+            return false;
+        }
+    };
+    let mut all_well = true;
+    for job in jobs {
+        let pause = || drop(gate.lock());
+        let finished = run_catching(|| assemble(conn, db.blob_store(), &job, &pause)).and_then(
+            |output_hash| db.batch_blocking(move |conn| finish(conn, job.job_id, &output_hash)),
+        );
+        if let Err(e) = finished {
+            tracing::error!("assembling the output of job {}: {e}", job.job_id);
+            all_well = false;
+        }
+    }
+    all_well
+}
 
 /// A job whose units are all verified and whose output is not yet written.
 #[derive(Debug, Clone, PartialEq, Eq)]

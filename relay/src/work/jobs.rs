@@ -442,7 +442,7 @@ pub fn complete_if_done(conn: &Connection, job_id: i64) -> Result<bool, ApiError
     }
     conn.prepare_cached("UPDATE jobs SET assembling = 1 WHERE id = ?1")?
         .execute([job_id])?;
-    crate::store::assembly_due();
+    crate::store::wake_after_commit();
     tracing::debug!("job {job_id}: every unit verified; its output is being assembled");
     Ok(true)
 }
