@@ -25,8 +25,9 @@
 use crate::error::{ApiError, OpenError};
 use crate::store::blobs::{BlobStore, hash_column};
 use crate::store::{Db, WeakDb, run_catching};
+use crate::work::jobs;
 use glowworm::hash::ContentHash;
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -253,14 +254,9 @@ pub fn assemble(
 /// Marks `job_id` done with `output_hash`, once its output is written; returns whether it did
 /// (not when the job is no longer waiting for it). Run it in a transaction on the writer.
 pub fn finish(conn: &Connection, job_id: i64, output_hash: &ContentHash) -> Result<bool, ApiError> {
-    let done = conn
-        .prepare_cached(
-            "UPDATE jobs SET state = 'done', output_hash = ?2, assembling = 0
-             WHERE id = ?1 AND state = 'queued' AND assembling = 1",
-        )?
-        .execute(params![job_id, output_hash.to_string()])?;
-    if done > 0 {
+    let done = jobs::mark_done(conn, job_id, output_hash)?;
+    if done {
         tracing::info!("job {job_id} done: output {output_hash}");
     }
-    Ok(done > 0)
+    Ok(done)
 }

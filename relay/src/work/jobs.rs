@@ -21,6 +21,20 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::store::blobs::{BlobStore, StagedBlobs, hash_column};
 use crate::work::result_rows;
+
+crate::sql_enum! {
+    /// Where a job is (`jobs.state`). A queued job whose units are all verified stays queued,
+    /// `assembling`, until its output is written ([`crate::work::assembly`]).
+    pub enum JobState {
+        Queued = "queued",
+        /// Its output is written.
+        Done = "done",
+        /// One of its units failed for good (`jobs.failure` says why).
+        Failed = "failed",
+        /// Its requester cancelled it.
+        Cancelled = "cancelled",
+    }
+}
 use crate::work::units::{self, KernelUnit, UnitFailed, Verify};
 use axum::http::StatusCode;
 use glowworm::encoding::f32s_to_bytes;
@@ -346,7 +360,7 @@ fn insert_job(
     };
     conn.prepare_cached(
         "INSERT INTO jobs (kind, m, n, k, state, created_at, is_demo, requester_id, output_bytes)
-         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8)",
+         VALUES (?1, ?2, ?3, ?4, ?9, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         kind,
@@ -356,7 +370,8 @@ fn insert_job(
         now_ms,
         is_demo,
         requester,
-        output_bytes as i64
+        output_bytes as i64,
+        JobState::Queued
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -382,10 +397,8 @@ pub fn create_matmul(
 /// requester (shown as the job status's `failure`).
 pub fn fail(conn: &Connection, job_id: i64, why: &str) -> Result<(), ApiError> {
     let failed = conn
-        .prepare_cached(
-            "UPDATE jobs SET state = 'failed', failure = ?2 WHERE id = ?1 AND state = 'queued'",
-        )?
-        .execute(params![job_id, why])?;
+        .prepare_cached("UPDATE jobs SET state = ?3, failure = ?2 WHERE id = ?1 AND state = ?4")?
+        .execute(params![job_id, why, JobState::Failed, JobState::Queued])?;
     if failed > 0 {
         tracing::warn!("job {job_id} failed: {why}");
     }
@@ -405,9 +418,8 @@ pub fn fail_for(conn: &Connection, failed: Option<UnitFailed>) -> Result<(), Api
 /// credited. Returns whether the job was queued. Run it inside a transaction.
 pub fn cancel(conn: &Connection, job_id: i64) -> Result<bool, ApiError> {
     let cancelled = conn.execute(
-        "UPDATE jobs SET state = 'cancelled'
-         WHERE id = ?1 AND state = 'queued' AND assembling = 0",
-        [job_id],
+        "UPDATE jobs SET state = ?2 WHERE id = ?1 AND state = ?3 AND assembling = 0",
+        params![job_id, JobState::Cancelled, JobState::Queued],
     )?;
     if cancelled == 0 {
         return Ok(false);
@@ -423,10 +435,10 @@ pub fn cancel(conn: &Connection, job_id: i64) -> Result<bool, ApiError> {
 /// transaction that verified the last unit. The output is not read here: the writer thread,
 /// which every result waits for, is never held by an output's size.
 pub fn complete_if_done(conn: &Connection, job_id: i64) -> Result<bool, ApiError> {
-    let (state, assembling): (String, bool) = conn
+    let (state, assembling): (JobState, bool) = conn
         .prepare_cached("SELECT state, assembling FROM jobs WHERE id = ?1")?
         .query_row([job_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    if state != "queued" || assembling {
+    if state != JobState::Queued || assembling {
         return Ok(false);
     }
     // Units are pending, leased, verified or failed: three probes of units_by_job_state.
@@ -445,6 +457,27 @@ pub fn complete_if_done(conn: &Connection, job_id: i64) -> Result<bool, ApiError
     crate::store::wake_after_commit();
     tracing::debug!("job {job_id}: every unit verified; its output is being assembled");
     Ok(true)
+}
+
+/// Marks `job_id` done with `output_hash`, once its output is written; returns whether it did
+/// (not when the job is no longer waiting for it: cancelled, or done by an earlier assembly).
+pub fn mark_done(
+    conn: &Connection,
+    job_id: i64,
+    output_hash: &ContentHash,
+) -> Result<bool, ApiError> {
+    let done = conn
+        .prepare_cached(
+            "UPDATE jobs SET state = ?3, output_hash = ?2, assembling = 0
+             WHERE id = ?1 AND state = ?4 AND assembling = 1",
+        )?
+        .execute(params![
+            job_id,
+            output_hash.to_string(),
+            JobState::Done,
+            JobState::Queued
+        ])?;
+    Ok(done > 0)
 }
 
 /// A custom kernel's source, as contributors fetch it, or `None` for an unknown hash.
@@ -650,6 +683,11 @@ pub fn queued_units(conn: &Connection, requester: i64) -> Result<u64, ApiError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_states_are_the_schemas() {
+        crate::sql_enum::assert_matches_schema("jobs", "state", super::JobState::TEXTS);
+    }
     use glowworm::kernels::custom::samples;
 
     /// Every unit of a kernel job names one blob for a shared input, whole, and its own chunk
