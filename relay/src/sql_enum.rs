@@ -1,8 +1,8 @@
-//! States stored as text: [`sql_enum!`] declares an enum whose variants are the values a
+//! States stored as text: [`crate::sql_enum!`] declares an enum whose variants are the values a
 //! column may hold, so code passes `UnitState::Verified` instead of the string `'verified'`.
 //!
 //! The schema's `CHECK (state IN (...))` constraints list the same values; each enum's module
-//! has a test that they agree ([`check_values`]), so neither can change alone.
+//! has a test that they agree (`check_values`), so neither can change alone.
 
 /// Declares a `Copy` enum stored as TEXT: `as_str`, `ALL`, `Display`, and rusqlite's `ToSql` and
 /// `FromSql` (an unknown value read from the database is a conversion error).

@@ -1,3 +1,11 @@
+//! Accounts: who contributes and who pays, and what each is owed. Contributor keys
+//! ([`contributors`]) and their record ([`reputation`]), wallet links by Sign-In with Ethereum
+//! ([`links`], [`nonces`], [`sign_in`], [`erc1271`]), requesters' API keys ([`requesters`]),
+//! partner sites and their share ([`partners`]), the append-only ledger ([`ledger`]), and
+//! what the relay shows of an account ([`statements`]).
+//!
+//! Layer: imports the bottom (config, errors, ids) and [`crate::store`]; never work or http.
+
 pub mod contributors;
 pub mod erc1271;
 pub mod ledger;

@@ -47,7 +47,7 @@ pub fn share_of(credited: i64, share_bps: u32) -> i64 {
     i64::try_from(share).unwrap_or(i64::MAX)
 }
 
-/// Checks the partner settings; [`AppState::open`] calls it, as the relay opens.
+/// Checks the partner settings; [`crate::AppState::open`] calls it, as the relay opens.
 pub fn validate_config(config: &Config) -> Result<(), String> {
     if config.partner_share_bps > BPS_PER_WHOLE {
         return Err(format!(

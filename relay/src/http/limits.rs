@@ -1,12 +1,12 @@
 //! Refusing abuse politely: rate limits per client address and per key, and a deadline for
 //! each request.
 //!
-//! - [`per_address`] (middleware on every `/v1` route) allows `rate_per_address` requests per
+//! - [`crate::http::middleware::per_address`] (middleware on every `/v1` route) allows `rate_per_address` requests per
 //!   second from one IPv4 address or one IPv6 /64, with bursts of `burst_per_address`.
 //! - [`Limits::check_key`] allows `rate_per_key` requests per second per key, with bursts of
 //!   `burst_per_key`. The handlers that know a key call it: a contributor's public key
 //!   (leases, releases, results) and a requester's API key (every requester endpoint).
-//! - [`deadline`] (middleware) answers 408 when a request, body included, is not served within
+//! - [`crate::http::middleware::deadline`] answers 408 when a request, body included, is not served within
 //!   `request_timeout_seconds` (`upload_timeout_seconds` for job uploads), so a client that
 //!   sends its body slowly cannot hold a handler for long. Slow headers are the listener's
 //!   business ([`crate::http::serve`]).

@@ -1,3 +1,10 @@
+//! HTTP: the router and one small handler per endpoint ([`api`], [`job_api`]), the state they
+//! share ([`state`]), what they extract from requests ([`extract`], [`network`]), proof that a
+//! request comes from the key it names ([`possession`]), rate limits and deadlines
+//! ([`limits`], [`middleware`]), framing rules ([`embedding`]) and the listener ([`serve`]).
+//!
+//! Layer: the top; it may import everything below.
+
 pub mod api;
 pub mod embedding;
 pub mod extract;

@@ -1,4 +1,6 @@
-//! The SQLite database: one writer thread that commits in groups, and a few read connections.
+//! The store: the SQLite database (one writer thread that commits in groups, and a few read
+//! connections) and the blob store ([`blobs`]). Layer: imports only the bottom (errors,
+//! metrics).
 //!
 //! Handlers never touch a connection directly; they pass a closure to one of three methods:
 //!

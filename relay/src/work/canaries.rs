@@ -5,7 +5,7 @@
 //! job, kernel, inputs and credit, leased like any replica of it, so nothing tells a contributor
 //! that the answer is known. The lease is marked (`leases.canary`) only so that it leaves the
 //! unit's state and attempts alone. Its result goes the way of every replica of a decided unit
-//! ([`crate::work::replication::resolve`]): agreeing with the verified output, it is credited and
+//! ([`crate::work::replication::decide`]): agreeing with the verified output, it is credited and
 //! counts as a passed check (settling what its contributor left waiting on trust); disagreeing,
 //! it is a failed check.
 //!

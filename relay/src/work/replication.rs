@@ -3,7 +3,7 @@
 //!
 //! A unit whose output no cheap check covers (`verify = 'replicate'`) is leased to distinct
 //! contributors ([`crate::work::units::pending_for`] keeps keys, addresses, networks and, optionally,
-//! adapter kinds apart). Each result waits as `pending` until [`resolve`] finds a group of results
+//! adapter kinds apart). Each result waits as `pending` until [`decide`] finds a group of results
 //! that agree ([`glowworm::compare::agree`], with the kernel's float tolerance) and that is at
 //! least the unit's `quorum` and a strict majority of the results that count: those are valid
 //! and credited, the rest invalid. A result of an unproven key (one not trusted when it leased

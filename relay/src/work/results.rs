@@ -1,6 +1,6 @@
 //! Result submissions: checked, verified, then settled, in that order and never back.
 //!
-//! [`submit`] refuses a submission at the first check it fails, each with its own code: the key,
+//! [`check`] refuses a submission at the first check it fails, each with its own code: the key,
 //! the lease, the unit, the holder, the output, the signature, whether the lease is still open.
 //! Then it chooses the verifier: Freivalds' check of the product for a matmul unit (run outside
 //! the database writer), or, for a replicated unit, a comparison with the other replicas

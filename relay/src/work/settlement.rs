@@ -61,7 +61,7 @@ pub fn checked_valid(
 
 /// A result that failed its own check: its unit goes back to the queue (a proven lease's
 /// result uses one of the unit's attempts, which may fail it and its job; a stranger's holds
-/// the unit for keys with a record), and the contributor takes a strike ([`failed_check`]).
+/// the unit for keys with a record), and the contributor takes a strike.
 pub fn checked_invalid(
     conn: &Connection,
     config: &Config,
