@@ -10,9 +10,9 @@
 
 mod common;
 
-use glowworm::gpu::Gpu;
-use glowworm::kernels::{Kernel, matmul};
-use glowworm::wire::MatmulShape;
+use glowworm_contributor::gpu::Gpu;
+use glowworm_protocol::kernels::{Kernel, matmul};
+use glowworm_protocol::wire::MatmulShape;
 use std::fmt::Write as _;
 
 /// Timed batches per kernel and round.

@@ -51,11 +51,11 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
-use glowworm::hash::ContentHash;
-use glowworm::kernels::matmul;
-use glowworm::protocol::{self, ProtocolError, Transport};
-use glowworm::signing::ContributorKey;
-use glowworm::wire::{
+use glowworm_protocol::hash::ContentHash;
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::protocol::{self, ProtocolError, Transport};
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::{
     ErrorBody, JobStatus, Lease, LeaseRequest, MatmulShape, ReleaseReason, ReleaseRequest,
     ResultReceipt, Stats, Waiting,
 };
@@ -1138,8 +1138,8 @@ async fn upload(
     tally: &mut RequesterTally,
 ) -> Result<i64, HttpError> {
     let spec = serde_json::json!({"kind": "matmul", "shape": SHAPE}).to_string();
-    let a = glowworm::encoding::f32s_to_bytes(a);
-    let b = glowworm::encoding::f32s_to_bytes(b);
+    let a = glowworm_protocol::encoding::f32s_to_bytes(a);
+    let b = glowworm_protocol::encoding::f32s_to_bytes(b);
     let mut tries = 0;
     loop {
         let part = |bytes: &Vec<u8>, name: &str| {

@@ -8,7 +8,7 @@
 //! window, as JSON), as tokio tasks on a runtime of its own. So the relay's process holds only
 //! the relay, the demo-job feeder and the stage counters, and its memory and CPU are its own.
 //! Each contributor has its own ed25519 key and its own HTTP/1.1 connection, and does exactly
-//! what the real ones do through `glowworm::protocol`: lease, fetch the kernel and the input
+//! what the real ones do through `glowworm_protocol::protocol`: lease, fetch the kernel and the input
 //! blobs (cached by content hash, in a cache of 16 KiB: two demo jobs' panels), compute (on the
 //! CPU, with the kernel's reference), sign, submit. The relay checks the real signature, runs
 //! Freivalds' check and credits the durable ledger. The units are tiny so that the relay's own
@@ -45,12 +45,12 @@
 //! simulated contributor is on 127.0.0.1).
 
 use bytes::Bytes;
-use glowworm::cache::BlobCache;
-use glowworm::hash::ContentHash;
-use glowworm::kernels::matmul;
-use glowworm::protocol::{self, ProtocolError, Transport};
-use glowworm::signing::ContributorKey;
-use glowworm::wire::{ErrorBody, KernelSource, MatmulShape};
+use glowworm_protocol::cache::BlobCache;
+use glowworm_protocol::hash::ContentHash;
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::protocol::{self, ProtocolError, Transport};
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::{ErrorBody, KernelSource, MatmulShape};
 use glowworm_relay::metrics::{self, Stage};
 use glowworm_relay::{AppState, Config, app, demo, jobs, serve};
 use http_body_util::{BodyExt, Full};

@@ -20,12 +20,12 @@
 mod common;
 
 use common::{InProcess, TestRelay};
-use glowworm::compare::agree;
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
-use glowworm::kernels::matmul;
-use glowworm::protocol::{self, ProtocolError};
-use glowworm::signing::ContributorKey;
-use glowworm::wire::MatmulShape;
+use glowworm_protocol::compare::agree;
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::protocol::{self, ProtocolError};
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::MatmulShape;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
@@ -240,12 +240,12 @@ async fn simulate(cheat_percent: u32, target_units: i64) -> Row {
                     f32s_to_bytes(&tile)
                 };
                 let rows = match &tolerance {
-                    glowworm::compare::Tolerance::PerRow { rows, .. } => {
+                    glowworm_protocol::compare::Tolerance::PerRow { rows, .. } => {
                         rows[tile_row..tile_row + 16].to_vec()
                     }
                     other => panic!("{other:?}"),
                 };
-                let tile_tolerance = glowworm::compare::Tolerance::PerRow { row_len: 16, rows };
+                let tile_tolerance = glowworm_protocol::compare::Tolerance::PerRow { row_len: 16, rows };
                 if agree(&pick(&expected), &pick(&got), &tile_tolerance).is_err() {
                     bad_in_output += 1;
                 }

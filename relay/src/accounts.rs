@@ -9,7 +9,7 @@ use crate::contributors;
 use crate::error::ApiError;
 use crate::ledger;
 use crate::reputation;
-use glowworm::wire::{AccountInfo, LedgerEntry, LinkedSession};
+use glowworm_protocol::wire::{AccountInfo, LedgerEntry, LinkedSession};
 use rusqlite::Connection;
 
 /// Ledger entries per page unless `?limit=` says otherwise.

@@ -24,7 +24,7 @@
 
 use crate::blobs::{BlobStore, hash_column};
 use crate::error::ApiError;
-use glowworm::hash::ContentHash;
+use glowworm_protocol::hash::ContentHash;
 use rusqlite::{Connection, params};
 
 /// A job whose units are all verified and whose output is not yet written.

@@ -1,15 +1,15 @@
 //! The demo job generator: keeps contributors busy while nobody else has queued work.
 //!
 //! Every second ([`spawn`]) it calls [`tick`], which creates a fresh demo matmul job from
-//! [`glowworm::kernels::matmul::sample_matrix`] whenever no unit of a queued job is pending or
+//! [`glowworm_protocol::kernels::matmul::sample_matrix`] whenever no unit of a queued job is pending or
 //! leased.
 
 use crate::error::ApiError;
 use crate::jobs::{MatmulJob, Owner, Split};
 use crate::random;
 use crate::state::AppState;
-use glowworm::kernels::matmul::sample_matrix;
-use glowworm::wire::MatmulShape;
+use glowworm_protocol::kernels::matmul::sample_matrix;
+use glowworm_protocol::wire::MatmulShape;
 use std::time::Duration;
 
 /// A demo job that [`tick`] created.

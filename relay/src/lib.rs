@@ -11,10 +11,10 @@
 //!    than they may ([`lease_caps`]); then [`leasing::lease_next`] expires overdue leases and
 //!    leases the oldest pending unit to the contributor until a deadline.
 //! 3. The contributor fetches the kernel (`GET /v1/kernels/{hash}`, from
-//!    [`glowworm::kernels`]) and the input blobs (`GET /v1/blobs/{hash}`), computes, signs
+//!    [`glowworm_protocol::kernels`]) and the input blobs (`GET /v1/blobs/{hash}`), computes, signs
 //!    and posts the output to `POST /v1/results`.
 //! 4. [`results::submit`] checks the lease, the holder, the output size and the signature,
-//!    runs Freivalds' check ([`glowworm::freivalds`]), and in one transaction stores the output,
+//!    runs Freivalds' check ([`glowworm_protocol::freivalds`]), and in one transaction stores the output,
 //!    marks the unit verified and appends 2·m·n·k credits to the append-only [`ledger`]. A unit
 //!    whose proven contributors (trusted when they leased it) fail it too often is failed for
 //!    good, and fails its job; what strangers do is charged to them, never to the job
@@ -72,7 +72,7 @@ pub mod links;
 pub mod metrics;
 pub mod network;
 pub mod nonces;
-pub mod npy;
+pub use glowworm_protocol::npy;
 pub mod partners;
 pub mod possession;
 pub mod random;

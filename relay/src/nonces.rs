@@ -16,7 +16,7 @@ use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use glowworm::wire::NonceReply;
+use glowworm_protocol::wire::NonceReply;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::convert::Infallible;
 

@@ -12,9 +12,9 @@ use crate::blobs::hash_column;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::jobs;
-use glowworm::compare::Tolerance;
-use glowworm::hash::ContentHash;
-use glowworm::wire::{BlobRef, Dispatch, MatmulShape};
+use glowworm_protocol::compare::Tolerance;
+use glowworm_protocol::hash::ContentHash;
+use glowworm_protocol::wire::{BlobRef, Dispatch, MatmulShape};
 use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 

@@ -1,14 +1,14 @@
 //! Adversarial contributors: native Rust running the crate's own protocol code
-//! (`glowworm::protocol`, the code of the page and the native worker) against the relay, each
+//! (`glowworm_protocol::protocol`, the code of the page and the native worker) against the relay, each
 //! trying one way to be credited for work it did not do. None of them is.
 
 mod common;
 
 use common::{InProcess, RelayError, TestRelay};
-use glowworm::kernels::matmul;
-use glowworm::protocol::{self, ProtocolError};
-use glowworm::signing::ContributorKey;
-use glowworm::wire::{Lease, MatmulShape, ResultReceipt, ResultSubmission};
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::protocol::{self, ProtocolError};
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::{Lease, MatmulShape, ResultReceipt, ResultSubmission};
 
 const SHAPE: MatmulShape = MatmulShape {
     m: 64 * 8,
@@ -60,7 +60,7 @@ impl<'a> Sim<'a> {
         if reply.status == 404 {
             return 0;
         }
-        reply.json::<glowworm::wire::ContributorInfo>().credits
+        reply.json::<glowworm_protocol::wire::ContributorInfo>().credits
     }
 }
 
@@ -125,7 +125,7 @@ async fn a_contributor_honest_for_n_units_then_cheating_is_credited_for_the_hone
     let reply = relay
         .get(&format!("/v1/contributors/{}", sleeper.key.public_hex()))
         .await;
-    let info: glowworm::wire::ContributorInfo = reply.json();
+    let info: glowworm_protocol::wire::ContributorInfo = reply.json();
     assert!(info.reputation.quarantined);
     assert_eq!(
         (

@@ -5,10 +5,10 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{Contributor, TestRelay, check_schema};
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
-use glowworm::hash::ContentHash;
-use glowworm::kernels::matmul;
-use glowworm::wire::{ContributorInfo, JobStatus, MatmulShape, ResultReceipt, Stats};
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
+use glowworm_protocol::hash::ContentHash;
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::wire::{ContributorInfo, JobStatus, MatmulShape, ResultReceipt, Stats};
 use glowworm_relay::demo::demo_matrices;
 use serde_json::Value;
 use std::collections::HashSet;

@@ -67,8 +67,8 @@ fn every_operation_documents_its_replies_and_every_reference_resolves() {
 
 #[test]
 fn the_schemas_fit_the_wire_types() {
-    use glowworm::hash::ContentHash;
-    use glowworm::wire::*;
+    use glowworm_protocol::hash::ContentHash;
+    use glowworm_protocol::wire::*;
     const ADDRESS: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
     let hash = ContentHash([7; 32]);
     let shape = MatmulShape { m: 1, n: 2, k: 3 };
@@ -114,7 +114,7 @@ fn the_schemas_fit_the_wire_types() {
                 units_failed: 0,
                 output_hash: Some(hash),
                 failure: None,
-                waiting: vec![glowworm::wire::Waiting {
+                waiting: vec![glowworm_protocol::wire::Waiting {
                     reason: "replicas".into(),
                     units: 1,
                     detail: "waits".into(),
@@ -181,13 +181,13 @@ fn the_schemas_fit_the_wire_types() {
             serde_json::to_value(ReleaseRequest {
                 public_key: "ab".repeat(32),
                 signature: "00".repeat(64),
-                reason: Some(glowworm::wire::ReleaseReason::GpuFailed),
+                reason: Some(glowworm_protocol::wire::ReleaseReason::GpuFailed),
             })
             .unwrap(),
         ),
         (
             "KernelSource",
-            serde_json::to_value(glowworm::kernels::matmul::TILED.source()).unwrap(),
+            serde_json::to_value(glowworm_protocol::kernels::matmul::TILED.source()).unwrap(),
         ),
         (
             "ContributorInfo",

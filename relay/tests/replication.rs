@@ -6,9 +6,9 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{Contributor, TestRelay, accepted};
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
-use glowworm::kernels::matmul;
-use glowworm::wire::{AdapterClass, Lease, MatmulShape};
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::wire::{AdapterClass, Lease, MatmulShape};
 use std::time::Duration;
 
 /// One 64 x 64 unit of k = 64.
@@ -69,7 +69,7 @@ async fn assert_job_output_correct(
         .get(&format!("/v1/blobs/{}", status.output_hash.unwrap()))
         .await;
     let expected = f32s_to_bytes(&matmul::reference(a, b, shape));
-    glowworm::compare::agree(
+    glowworm_protocol::compare::agree(
         &expected,
         &output.body,
         &matmul::replica_tolerance(a, b, shape),

@@ -2,9 +2,9 @@
 //! device lives on this thread and units reach it through a channel; the async side keeps leasing,
 //! fetching and submitting meanwhile.
 
-use glowworm::gpu::{AdapterSummary, Gpu, GpuError};
-use glowworm::protocol::Work;
-use glowworm::wire::KernelSource;
+use glowworm_contributor::gpu::{AdapterSummary, Gpu, GpuError};
+use glowworm_protocol::protocol::Work;
+use glowworm_protocol::wire::KernelSource;
 use std::sync::{Arc, mpsc};
 
 struct Job {
@@ -74,7 +74,7 @@ impl GpuThread {
     }
 
     /// Runs a unit's work (a matmul or a custom dispatch) on the GPU thread; `inputs` are in the
-    /// order [`glowworm::protocol::work`] lists them. Resolves to the output's bytes.
+    /// order [`glowworm_protocol::protocol::work`] lists them. Resolves to the output's bytes.
     pub async fn run_work(
         &self,
         kernel: Arc<KernelSource>,

@@ -1,8 +1,8 @@
 //! The native worker against a real relay on 127.0.0.1 (port 0, SQLite in a temp dir), computing
 //! on wgpu's native backend (lavapipe on a machine without a GPU).
 
-use glowworm::signing::ContributorKey;
-use glowworm::wire::{ContributorInfo, Stats};
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::{ContributorInfo, Stats};
 use glowworm_relay::{AppState, Config, app};
 use glowworm_worker::client::RelayClient;
 use glowworm_worker::gpu_thread::GpuThread;

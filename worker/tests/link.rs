@@ -1,8 +1,8 @@
 //! `glowworm-worker link` against a real relay on 127.0.0.1: the message it prints, signed the way
 //! a wallet's personal_sign does (EIP-191, secp256k1 via k256), links the worker's key.
 
-use glowworm::signing::ContributorKey;
-use glowworm::wire::{AccountInfo, ContributorInfo};
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::{AccountInfo, ContributorInfo};
 use glowworm_relay::{AppState, Config, app};
 use glowworm_worker::client::RelayClient;
 use glowworm_worker::link::{self, LinkCommandError};

@@ -6,8 +6,8 @@
 //! uint32, little-endian, C order; only its data is sent. Any other file is sent as raw bytes.
 
 use anyhow::{Context, Result, anyhow, bail};
-use glowworm::kernels::custom;
-use glowworm::wire::{JobSpec, KernelSpec, MatmulShape, MatmulSpec};
+use glowworm_protocol::kernels::custom;
+use glowworm_protocol::wire::{JobSpec, KernelSpec, MatmulShape, MatmulSpec};
 use glowworm_relay::npy::{self as relay_npy, NpyError};
 use reqwest::multipart::{Form, Part};
 use std::path::{Path, PathBuf};

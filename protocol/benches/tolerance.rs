@@ -25,9 +25,9 @@
 #[allow(dead_code)] // `median` is the other benchmark's.
 mod common;
 
-use glowworm::freivalds::study::{Cheat, Data, Honest, Rng, honest_orders, residual};
-use glowworm::freivalds::{self, Tier2Rows};
-use glowworm::wire::MatmulShape;
+use glowworm_protocol::freivalds::study::{Cheat, Data, Honest, Rng, honest_orders, residual};
+use glowworm_protocol::freivalds::{self, Tier2Rows};
+use glowworm_protocol::wire::MatmulShape;
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -286,7 +286,7 @@ fn tables(
     );
     let _ = writeln!(
         out,
-        "`glowworm::freivalds::check` (μ = {}, λ = {}, F = {}), release build, {:.0} s. Counts \
+        "`glowworm_protocol::freivalds::check` (μ = {}, λ = {}, F = {}), release build, {:.0} s. Counts \
          scaled by {scale}. Inputs uniform in [−1, 1) for the cheats; a fresh instance (inputs and \
          cheat) every {} tries, a fresh secret seed every try. \"Row's magnitude\": the RMS of the \
          correct values of that row of C. At k = 1 every cheat leaves at least one multiply-add \
