@@ -219,7 +219,11 @@ mod tests {
 
     #[test]
     fn a_body_that_is_not_json_is_shown_as_is() {
-        let err = refusal("could not get job 3", StatusCode::BAD_GATEWAY, "upstream down");
+        let err = refusal(
+            "could not get job 3",
+            StatusCode::BAD_GATEWAY,
+            "upstream down",
+        );
         assert_eq!(
             err.to_string(),
             "could not get job 3 (502 http_error): upstream down"

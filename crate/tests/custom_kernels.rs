@@ -2,8 +2,8 @@
 //! `apt-get install mesa-vulkan-drivers`): the SAXPY and conv1d samples against their CPU
 //! references, and dispatches the device refuses coming back as errors, not panics.
 
-use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
 use glowworm_contributor::gpu::{Gpu, GpuError};
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
 use glowworm_protocol::hash::ContentHash;
 use glowworm_protocol::kernels::custom::{samples, validate};
 use glowworm_protocol::kernels::matmul::sample_matrix;

@@ -478,10 +478,7 @@ mod tests {
         let no_binding = lease(DISPATCH, vec![blob("x", None)]);
         let mut huge = lease(DISPATCH, vec![blob("x", Some(0))]);
         huge.output_bytes = MAX_OUTPUT_BYTES + 4;
-        for (l, needle) in [
-            (no_binding, "input 'x' has no binding"),
-            (huge, "over"),
-        ] {
+        for (l, needle) in [(no_binding, "input 'x' has no binding"), (huge, "over")] {
             let err = work::<std::io::Error>(&l).unwrap_err();
             assert!(matches!(err, Error::BadLease { .. }), "{err}");
             assert!(err.to_string().contains(needle), "{err}");
@@ -618,7 +615,10 @@ mod tests {
         assert!(got.kernel_cached);
         assert_eq!((got.inputs_cached, got.cache_hits()), (1, 2));
         assert_eq!((got.bytes_downloaded, got.bytes_used), (16, 32));
-        assert_eq!(relay.requests(), [format!("GET /v1/blobs/{}", ContentHash::of(c))]);
+        assert_eq!(
+            relay.requests(),
+            [format!("GET /v1/blobs/{}", ContentHash::of(c))]
+        );
     }
 
     #[test]

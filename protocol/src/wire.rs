@@ -105,6 +105,24 @@ pub enum LeaseWork {
     Dispatch(Dispatch),
 }
 
+impl LeaseWork {
+    /// The matmul's shape, for a matmul unit.
+    pub fn shape(&self) -> Option<MatmulShape> {
+        match self {
+            LeaseWork::Matmul { shape } => Some(*shape),
+            LeaseWork::Dispatch(_) => None,
+        }
+    }
+
+    /// The dispatch, for a custom kernel's unit.
+    pub fn dispatch(&self) -> Option<Dispatch> {
+        match self {
+            LeaseWork::Matmul { .. } => None,
+            LeaseWork::Dispatch(dispatch) => Some(*dispatch),
+        }
+    }
+}
+
 /// A unit of work leased to one contributor until `deadline_unix_ms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {

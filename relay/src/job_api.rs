@@ -638,7 +638,13 @@ mod tests {
 
     #[test]
     fn the_first_non_finite_element_is_named_by_row_and_column() {
-        let data = glowworm_protocol::encoding::f32s_to_bytes(&[1.0, 2.0, 3.0, f32::NEG_INFINITY, f32::NAN]);
+        let data = glowworm_protocol::encoding::f32s_to_bytes(&[
+            1.0,
+            2.0,
+            3.0,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ]);
         let (code, text) = message(finite_f32s("B", &data, 2).unwrap_err());
         assert_eq!(code, "non_finite_input");
         assert!(text.starts_with("B has -inf at row 1, column 1"), "{text}");

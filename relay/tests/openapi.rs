@@ -83,8 +83,7 @@ fn the_schemas_fit_the_wire_types() {
                     id: "k".into(),
                     hash,
                 },
-                shape: Some(shape),
-                dispatch: None,
+                work: LeaseWork::Matmul { shape },
                 inputs: vec![BlobRef {
                     name: "a".into(),
                     hash,
@@ -93,6 +92,32 @@ fn the_schemas_fit_the_wire_types() {
                 }],
                 output_bytes: 8,
                 flop: 12,
+                deadline_unix_ms: 5,
+            })
+            .unwrap(),
+        ),
+        (
+            "Lease",
+            serde_json::to_value(Lease {
+                lease_id: "l".into(),
+                unit_id: 1,
+                job_id: 2,
+                kernel: KernelRef {
+                    id: "k".into(),
+                    hash,
+                },
+                work: LeaseWork::Dispatch(Dispatch {
+                    workgroups: [4, 1, 1],
+                    output_binding: 1,
+                }),
+                inputs: vec![BlobRef {
+                    name: "x".into(),
+                    hash,
+                    bytes: 16,
+                    binding: Some(0),
+                }],
+                output_bytes: 16,
+                flop: 64,
                 deadline_unix_ms: 5,
             })
             .unwrap(),

@@ -595,7 +595,10 @@ async fn kernel_inputs(relay: &TestRelay, lease: &glowworm_protocol::wire::Lease
     for blob in &lease.inputs {
         let reply = relay.get(&format!("/v1/blobs/{}", blob.hash)).await;
         assert_eq!(reply.status, StatusCode::OK);
-        assert_eq!(glowworm_protocol::hash::ContentHash::of(&reply.body), blob.hash);
+        assert_eq!(
+            glowworm_protocol::hash::ContentHash::of(&reply.body),
+            blob.hash
+        );
         inputs.push(bytes_to_f32s(&reply.body).unwrap());
     }
     inputs
@@ -608,9 +611,9 @@ async fn a_custom_kernel_job_is_replicated_verified_and_assembled_in_unit_order(
     let (n, units) = (256u32, 4u32);
     let x = matmul::sample_matrix(n * units, 7);
     let y = matmul::sample_matrix(n * units, 8);
-    let spec = serde_json::to_value(glowworm_protocol::wire::JobSpec::Kernel(samples::saxpy_spec(
-        n, units,
-    )))
+    let spec = serde_json::to_value(glowworm_protocol::wire::JobSpec::Kernel(
+        samples::saxpy_spec(n, units),
+    ))
     .unwrap();
     let body = multipart_body(&[
         job_part(spec),
@@ -633,9 +636,12 @@ async fn a_custom_kernel_job_is_replicated_verified_and_assembled_in_unit_order(
     let mut credited = 0;
     for contributor in &honest {
         while let Some(lease) = contributor.lease(&relay).await {
-            let dispatch = lease.dispatch.expect("a kernel lease says how to dispatch");
+            let dispatch = lease
+                .work
+                .dispatch()
+                .expect("a kernel lease says how to dispatch");
             assert_eq!(dispatch.output_binding, 2);
-            assert_eq!(lease.shape, None);
+            assert_eq!(lease.work.shape(), None);
             let source = relay
                 .get(&format!("/v1/kernels/{}", lease.kernel.hash))
                 .await;
@@ -692,8 +698,10 @@ async fn a_replica_that_disagrees_is_outvoted_and_never_credited() {
     let (relay, key) = relay_with_key(1000).await;
     let x = matmul::sample_matrix(64, 1);
     let y = matmul::sample_matrix(64, 2);
-    let spec =
-        serde_json::to_value(glowworm_protocol::wire::JobSpec::Kernel(samples::saxpy_spec(64, 1))).unwrap();
+    let spec = serde_json::to_value(glowworm_protocol::wire::JobSpec::Kernel(
+        samples::saxpy_spec(64, 1),
+    ))
+    .unwrap();
     let body = multipart_body(&[
         job_part(spec),
         part("x", f32s_to_bytes(&x)),

@@ -124,9 +124,9 @@ async fn the_binary_serves_a_contributor_over_real_http_and_stops_on_sigterm() {
     );
     assert_eq!(
         (
-            lease.shape.unwrap().m,
-            lease.shape.unwrap().n,
-            lease.shape.unwrap().k
+            lease.work.shape().unwrap().m,
+            lease.work.shape().unwrap().n,
+            lease.work.shape().unwrap().k
         ),
         (64, 64, 32)
     );
@@ -157,7 +157,7 @@ async fn the_binary_serves_a_contributor_over_real_http_and_stops_on_sigterm() {
     let output = f32s_to_bytes(&matmul::reference(
         &inputs[0],
         &inputs[1],
-        lease.shape.unwrap(),
+        lease.work.shape().unwrap(),
     ));
     let submission = ResultSubmission {
         lease_id: lease.lease_id.clone(),

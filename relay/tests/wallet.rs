@@ -10,7 +10,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::{Contributor, Reply, TestRelay, check_schema};
 use glowworm_protocol::signing::{ContributorKey, session_resource};
-use glowworm_protocol::wire::{AccountInfo, ContributorInfo, LinkReply, LinkRequest, NonceReply, Stats};
+use glowworm_protocol::wire::{
+    AccountInfo, ContributorInfo, LinkReply, LinkRequest, NonceReply, Stats,
+};
 use glowworm_relay::{Clock, Config, nonces};
 use serde::Deserialize;
 use serde_json::{Value, json};

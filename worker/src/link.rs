@@ -4,8 +4,8 @@
 //! hands the signature back; the worker adds its own session signature and posts both ([`finish`]).
 
 use crate::client::RelayClient;
-use glowworm_protocol::protocol::RelayError;
 use glowworm_protocol::link::{LinkError, SiweFields, siwe_message};
+use glowworm_protocol::protocol::RelayError;
 use glowworm_protocol::protocol::Transport;
 use glowworm_protocol::signing::ContributorKey;
 use glowworm_protocol::wire::{LinkReply, LinkRequest, NonceReply};

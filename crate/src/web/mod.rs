@@ -274,7 +274,10 @@ async fn prepare_next(inner: &Inner) -> Result<Option<Prepared>, StepError> {
         return Ok(None);
     };
     // A lease whose kernel or inputs cannot be fetched is released by the fetcher.
-    let fetched = inner.fetcher.fetch(&inner.relay, &inner.key, &lease).await?;
+    let fetched = inner
+        .fetcher
+        .fetch(&inner.relay, &inner.key, &lease)
+        .await?;
     Ok(Some(Prepared { lease, fetched }))
 }
 

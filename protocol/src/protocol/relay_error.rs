@@ -94,7 +94,12 @@ impl RelayError {
     /// requester CLI's client), named by its innermost cause.
     #[cfg(feature = "reqwest")]
     pub fn from_reqwest(url: &str, error: &reqwest::Error) -> Self {
-        RelayError::transport(url, error.is_connect(), error.is_timeout(), &root_cause(error))
+        RelayError::transport(
+            url,
+            error.is_connect(),
+            error.is_timeout(),
+            &root_cause(error),
+        )
     }
 }
 
@@ -133,7 +138,10 @@ mod tests {
             "could not get job 3 (502 http_error): upstream down"
         );
         let empty = RelayError::refused("could not get job 3", 502, "", Some("Bad Gateway"));
-        assert_eq!(empty.to_string(), "could not get job 3 (502 http_error): Bad Gateway");
+        assert_eq!(
+            empty.to_string(),
+            "could not get job 3 (502 http_error): Bad Gateway"
+        );
     }
 
     #[test]
@@ -146,7 +154,10 @@ mod tests {
         );
         assert!(refused.is_transport() && refused.code().is_none());
         let late = RelayError::transport(url, false, true, "timed out");
-        assert_eq!(late.to_string(), "the relay at http://127.0.0.1:9 did not answer in time");
+        assert_eq!(
+            late.to_string(),
+            "the relay at http://127.0.0.1:9 did not answer in time"
+        );
         let broken = RelayError::transport(url, false, false, "connection reset");
         assert!(broken.to_string().starts_with("talking to the relay at"));
     }

@@ -384,7 +384,13 @@ impl Contributor {
 
     /// A lease request signed now by the relay's clock (and later than this key's last one).
     pub fn lease_request(&self, relay: &TestRelay) -> glowworm_protocol::wire::LeaseRequest {
-        glowworm_protocol::wire::LeaseRequest::signed(&self.key, relay.clock_now(), None, None, None)
+        glowworm_protocol::wire::LeaseRequest::signed(
+            &self.key,
+            relay.clock_now(),
+            None,
+            None,
+            None,
+        )
     }
 
     /// A lease request naming `adapter` and the partner widget's `partner` and `origin`, signed
@@ -584,7 +590,7 @@ impl Contributor {
                 .collect::<Vec<_>>(),
             ["a", "b"]
         );
-        let c = matmul::reference(&inputs[0], &inputs[1], lease.shape.unwrap());
+        let c = matmul::reference(&inputs[0], &inputs[1], lease.work.shape().unwrap());
         f32s_to_bytes(&c)
     }
 
@@ -823,8 +829,9 @@ impl InProcess<'_> {
         if reply.status.is_success() {
             return Ok(reply);
         }
-        let (code, message) =
-            glowworm_protocol::wire::ErrorBody::code_and_message(&String::from_utf8_lossy(&reply.body));
+        let (code, message) = glowworm_protocol::wire::ErrorBody::code_and_message(
+            &String::from_utf8_lossy(&reply.body),
+        );
         Err(RelayError {
             status: reply.status.as_u16(),
             code,

@@ -380,7 +380,7 @@ impl Contributor {
     /// Fetches the lease's inputs (trying again while the relay is down) and computes the
     /// output; `None` if the contributor gave the lease up.
     async fn compute(&mut self, lease: &Lease) -> Option<Vec<u8>> {
-        let Some(shape) = lease.shape else {
+        let Some(shape) = lease.work.shape() else {
             self.violation(format!(
                 "lease {} of a matmul job has no shape",
                 lease.lease_id
