@@ -6,7 +6,7 @@
 //! figure is the median over all batches. Prints a Markdown table and writes it to
 //! `target/bench/kernels-native.md`.
 //!
-//! Run: `cargo xtask bench kernels` (or `cargo bench -p glowworm --bench kernels`).
+//! Run: `cargo xtask bench kernels` (or `cargo bench -p glowworm-contributor --bench kernels`).
 
 mod common;
 

@@ -10,7 +10,7 @@
 //! its time is extrapolated from n = 1024 by n³. Prints a Markdown table and writes it to
 //! `target/bench/freivalds.md`.
 //!
-//! Run: `cargo xtask bench freivalds` (or `cargo bench -p glowworm --bench freivalds`).
+//! Run: `cargo xtask bench freivalds` (or `cargo bench -p glowworm-protocol --bench freivalds`).
 
 mod common;
 

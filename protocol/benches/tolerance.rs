@@ -1,4 +1,4 @@
-//! The study behind Freivalds' tolerances (`crate/src/freivalds/`): does the check catch every
+//! The study behind Freivalds' tolerances (`protocol/src/freivalds/`): does the check catch every
 //! cheap way to fake a product, and does it ever reject an honest one?
 //!
 //! 1. Cheat kind × k → share of tries caught. Each cell is at least 10⁴ checks: fresh inputs
@@ -19,7 +19,7 @@
 //! u·sqrt(Σ S² + Σ t²) (exact prefix sums and products; what tier 2's floor measures in).
 //!
 //! Run: `cargo xtask bench verification` (with the relay's verification benchmark), or
-//! `cargo bench -p glowworm --bench tolerance`; writes `target/bench/tolerance.md`.
+//! `cargo bench -p glowworm-protocol --bench tolerance`; writes `target/bench/tolerance.md`.
 //! `GLOWWORM_TOLERANCE_SCALE` (default 1) scales every count, for a quick look.
 
 #[allow(dead_code)] // `median` is the other benchmark's.

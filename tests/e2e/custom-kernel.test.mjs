@@ -56,7 +56,7 @@ fn conv(@builtin(global_invocation_id) id: vec3<u32>) {
 `;
 
 /**
- * The bytes the contributor signs for a result (crate/src/signing.rs, result_message):
+ * The bytes the contributor signs for a result (protocol/src/signing.rs, result_message):
  * domain || u32be(len(lease_id)) || lease_id || i64be(unit_id) || kernel hash || sha256(output).
  */
 function resultMessage(unitId, leaseId, kernelHash, outputDigest) {
