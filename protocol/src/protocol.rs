@@ -283,16 +283,27 @@ pub struct Fetched {
     pub kernel_cached: bool,
     /// How many of the inputs came from the cache.
     pub inputs_cached: u32,
-    /// Bytes downloaded for this unit: the kernel's source and the inputs not in the cache.
-    pub bytes_downloaded: u64,
-    /// Input bytes the unit reads, cached or not: without the cache, about `bytes_downloaded`.
-    pub bytes_used: u64,
+    /// Input bytes downloaded for this unit: those of the inputs not in the cache.
+    pub input_bytes_downloaded: u64,
+    /// Input bytes the unit reads, cached or not: without the cache, `input_bytes_downloaded`.
+    pub input_bytes_used: u64,
 }
 
 impl Fetched {
     /// The kernel and inputs found in the caches.
     pub fn cache_hits(&self) -> u32 {
         u32::from(self.kernel_cached) + self.inputs_cached
+    }
+
+    /// Bytes downloaded for this unit: the kernel's source when it was not cached, and the inputs
+    /// not in the cache.
+    pub fn bytes_downloaded(&self) -> u64 {
+        let kernel = if self.kernel_cached {
+            0
+        } else {
+            self.kernel.wgsl.len() as u64
+        };
+        kernel + self.input_bytes_downloaded
     }
 }
 
@@ -346,14 +357,12 @@ impl Fetcher {
         lease: &Lease,
     ) -> Result<Fetched, ProtocolError<T::Error>> {
         let (work, blobs) = work(lease)?;
-        let mut bytes_downloaded = 0;
         let cached_kernel = lock(&self.kernels).get(&lease.kernel.hash).cloned();
         let kernel_cached = cached_kernel.is_some();
         let kernel = match cached_kernel {
             Some(kernel) => kernel,
             None => {
                 let kernel = Arc::new(fetch_kernel(relay, &lease.kernel).await?);
-                bytes_downloaded += kernel.wgsl.len() as u64;
                 let mut kernels = lock(&self.kernels);
                 if kernels.len() >= self.max_kernels {
                     kernels.clear();
@@ -365,9 +374,10 @@ impl Fetcher {
 
         let mut inputs = Vec::with_capacity(blobs.len());
         let mut inputs_cached = 0;
-        let mut bytes_used = 0;
+        let mut input_bytes_downloaded = 0;
+        let mut input_bytes_used = 0;
         for blob in blobs {
-            bytes_used += blob.bytes;
+            input_bytes_used += blob.bytes;
             let cached = lock(&self.blobs).get(&blob.hash);
             let bytes = match cached {
                 Some(bytes) => {
@@ -376,7 +386,7 @@ impl Fetcher {
                 }
                 None => {
                     let bytes = Arc::new(fetch_blob(relay, blob).await?);
-                    bytes_downloaded += bytes.len() as u64;
+                    input_bytes_downloaded += bytes.len() as u64;
                     lock(&self.blobs).insert(blob.hash, bytes.clone(), bytes.len());
                     bytes
                 }
@@ -389,8 +399,8 @@ impl Fetcher {
             inputs,
             kernel_cached,
             inputs_cached,
-            bytes_downloaded,
-            bytes_used,
+            input_bytes_downloaded,
+            input_bytes_used,
         })
     }
 }
@@ -604,9 +614,10 @@ mod tests {
         let got = pollster::block_on(fetcher.fetch(&relay, &key, &first)).unwrap();
         assert_eq!(got.work, Work::Matmul(SHAPE));
         assert_eq!(got.inputs, [Arc::new(a.to_vec()), Arc::new(b.to_vec())]);
-        assert_eq!((got.cache_hits(), got.bytes_used), (0, 32));
+        assert_eq!((got.cache_hits(), got.input_bytes_used), (0, 32));
+        assert_eq!(got.input_bytes_downloaded, 32);
         let kernel_bytes = relay.kernel.wgsl.len() as u64;
-        assert_eq!(got.bytes_downloaded, kernel_bytes + 32);
+        assert_eq!(got.bytes_downloaded(), kernel_bytes + 32);
         assert_eq!(relay.requests().len(), 3, "the kernel and two inputs");
 
         // The next unit shares its kernel and its row panel "a".
@@ -614,7 +625,7 @@ mod tests {
         let got = pollster::block_on(fetcher.fetch(&relay, &key, &second)).unwrap();
         assert!(got.kernel_cached);
         assert_eq!((got.inputs_cached, got.cache_hits()), (1, 2));
-        assert_eq!((got.bytes_downloaded, got.bytes_used), (16, 32));
+        assert_eq!((got.bytes_downloaded(), got.input_bytes_used), (16, 32));
         assert_eq!(
             relay.requests(),
             [format!("GET /v1/blobs/{}", ContentHash::of(c))]

@@ -97,32 +97,6 @@ fn the_schemas_fit_the_wire_types() {
             .unwrap(),
         ),
         (
-            "Lease",
-            serde_json::to_value(Lease {
-                lease_id: "l".into(),
-                unit_id: 1,
-                job_id: 2,
-                kernel: KernelRef {
-                    id: "k".into(),
-                    hash,
-                },
-                work: LeaseWork::Dispatch(Dispatch {
-                    workgroups: [4, 1, 1],
-                    output_binding: 1,
-                }),
-                inputs: vec![BlobRef {
-                    name: "x".into(),
-                    hash,
-                    bytes: 16,
-                    binding: Some(0),
-                }],
-                output_bytes: 16,
-                flop: 64,
-                deadline_unix_ms: 5,
-            })
-            .unwrap(),
-        ),
-        (
             "JobStatus",
             serde_json::to_value(JobStatus {
                 id: 1,
@@ -298,6 +272,33 @@ fn the_schemas_fit_the_wire_types() {
                     },
                 ],
                 next_before: Some(1),
+            })
+            .unwrap(),
+        ),
+        // A custom kernel's lease.
+        (
+            "Lease",
+            serde_json::to_value(Lease {
+                lease_id: "l".into(),
+                unit_id: 1,
+                job_id: 2,
+                kernel: KernelRef {
+                    id: "k".into(),
+                    hash,
+                },
+                work: LeaseWork::Dispatch(Dispatch {
+                    workgroups: [4, 1, 1],
+                    output_binding: 1,
+                }),
+                inputs: vec![BlobRef {
+                    name: "x".into(),
+                    hash,
+                    bytes: 16,
+                    binding: Some(0),
+                }],
+                output_bytes: 16,
+                flop: 64,
+                deadline_unix_ms: 5,
             })
             .unwrap(),
         ),

@@ -206,8 +206,8 @@ async fn one_unit(ctx: &Context<'_>) -> Result<Option<ResultReceipt>, UnitError>
     let fetched = ctx.fetcher.fetch(ctx.client, ctx.key, &lease).await?;
     {
         let mut totals = ctx.totals.borrow_mut();
-        totals.bytes_downloaded += fetched.bytes_downloaded;
-        totals.bytes_used += fetched.bytes_used;
+        totals.bytes_downloaded += fetched.input_bytes_downloaded;
+        totals.bytes_used += fetched.input_bytes_used;
     }
     let computed = ctx
         .gpu

@@ -103,7 +103,7 @@ async fn a_signature_by_another_wallet_or_a_malformed_one_is_refused() {
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains("403 (bad_wallet_signature)"),
+        err.to_string().contains("(403 bad_wallet_signature)"),
         "{err}"
     );
     let err = link::finish(&client, &key, &message, "0x1234")

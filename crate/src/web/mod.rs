@@ -254,7 +254,7 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
         flop: receipt.flop,
         credited: receipt.credited,
         balance: receipt.balance,
-        bytes_downloaded: current.fetched.bytes_downloaded,
+        bytes_downloaded: current.fetched.bytes_downloaded(),
         cache_hits: current.fetched.cache_hits(),
         compute_ms,
     })
