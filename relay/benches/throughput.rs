@@ -693,9 +693,8 @@ async fn one_unit(
     if !fetched.kernel_cached {
         requests.push("GET /v1/kernels");
     }
-    for _ in fetched.inputs_cached as usize..fetched.inputs.len() {
-        requests.push("GET /v1/blobs");
-    }
+    let inputs_fetched = fetched.inputs.len() - fetched.inputs_cached as usize;
+    requests.extend(std::iter::repeat_n("GET /v1/blobs", inputs_fetched));
     let LeaseWork::Matmul { shape } = lease.work else {
         panic!("the bench's jobs are matmuls");
     };
