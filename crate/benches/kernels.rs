@@ -6,13 +6,13 @@
 //! figure is the median over all batches. Prints a Markdown table and writes it to
 //! `target/bench/kernels-native.md`.
 //!
-//! Run: `cargo xtask bench kernels` (or `cargo bench -p glowworm --bench kernels`).
+//! Run: `cargo xtask bench kernels` (or `cargo bench -p glowworm-contributor --bench kernels`).
 
 mod common;
 
-use glowworm::gpu::Gpu;
-use glowworm::kernels::{Kernel, matmul};
-use glowworm::wire::MatmulShape;
+use glowworm_contributor::gpu::Gpu;
+use glowworm_protocol::kernels::{Kernel, matmul};
+use glowworm_protocol::wire::MatmulShape;
 use std::fmt::Write as _;
 
 /// Timed batches per kernel and round.

@@ -13,10 +13,10 @@
 //! never comes back: its owner gives back the unit (release reason `gpu_failed`) and opens a new
 //! [`Gpu`], as the page's module (`web/`) and the native worker do.
 
-use crate::encoding::f32s_to_bytes;
-use crate::hash::ContentHash;
-use crate::protocol::Work;
-use crate::wire::{KernelSource, MatmulShape};
+use glowworm_protocol::encoding::f32s_to_bytes;
+use glowworm_protocol::hash::ContentHash;
+use glowworm_protocol::protocol::Work;
+use glowworm_protocol::wire::{KernelSource, MatmulShape};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -66,8 +66,8 @@ pub struct AdapterSummary {
 
 impl AdapterSummary {
     /// What the relay is told about the adapter with each lease request.
-    pub fn class(&self) -> crate::wire::AdapterClass {
-        crate::wire::AdapterClass {
+    pub fn class(&self) -> glowworm_protocol::wire::AdapterClass {
+        glowworm_protocol::wire::AdapterClass {
             vendor: self.vendor.clone(),
             architecture: self.architecture.clone(),
         }
@@ -241,7 +241,7 @@ impl Gpu {
         })
     }
 
-    /// Runs a leased unit's [`Work`] on `inputs` (the blobs [`crate::protocol::work`] listed,
+    /// Runs a leased unit's [`Work`] on `inputs` (the blobs [`glowworm_protocol::protocol::work`] listed,
     /// in its order) and returns the output's bytes, as they are signed and submitted.
     pub async fn run_work(
         &self,
@@ -566,7 +566,7 @@ struct Timing {
 
 /// An f32 output read back.
 fn f32s(bytes: &[u8]) -> Result<Vec<f32>, GpuError> {
-    crate::encoding::bytes_to_f32s(bytes).map_err(|e| GpuError::Readback(e.to_string()))
+    glowworm_protocol::encoding::bytes_to_f32s(bytes).map_err(|e| GpuError::Readback(e.to_string()))
 }
 
 /// What [`Gpu::time_matmul`] measured.
@@ -603,7 +603,7 @@ extern "C" {
 }
 
 /// wgpu's downlevel defaults, raised to WebGPU's defaults (what a browser's device always has,
-/// and what [`crate::kernels::custom`] holds kernels to) where the adapter allows: 8 storage
+/// and what [`glowworm_protocol::kernels::custom`] holds kernels to) where the adapter allows: 8 storage
 /// buffers per stage and 16 KiB of workgroup memory.
 #[cfg(not(target_arch = "wasm32"))]
 fn required_limits(adapter: &wgpu::Adapter) -> wgpu::Limits {

@@ -2,12 +2,12 @@
 //! `apt-get install mesa-vulkan-drivers`): the SAXPY and conv1d samples against their CPU
 //! references, and dispatches the device refuses coming back as errors, not panics.
 
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
-use glowworm::gpu::{Gpu, GpuError};
-use glowworm::hash::ContentHash;
-use glowworm::kernels::custom::{samples, validate};
-use glowworm::kernels::matmul::sample_matrix;
-use glowworm::wire::{KernelSource, KernelSpec};
+use glowworm_contributor::gpu::{Gpu, GpuError};
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
+use glowworm_protocol::hash::ContentHash;
+use glowworm_protocol::kernels::custom::{samples, validate};
+use glowworm_protocol::kernels::matmul::sample_matrix;
+use glowworm_protocol::wire::{KernelSource, KernelSpec};
 
 fn gpu() -> Gpu {
     pollster::block_on(Gpu::new()).unwrap_or_else(|e| {
@@ -142,9 +142,9 @@ fn refused_dispatches_are_errors() {
 
 #[test]
 fn run_work_runs_matmul_and_dispatch_units_alike() {
-    use glowworm::kernels::matmul;
-    use glowworm::protocol::Work;
-    use glowworm::wire::MatmulShape;
+    use glowworm_protocol::kernels::matmul;
+    use glowworm_protocol::protocol::Work;
+    use glowworm_protocol::wire::MatmulShape;
     let gpu = gpu();
 
     let shape = MatmulShape { m: 8, n: 8, k: 8 };

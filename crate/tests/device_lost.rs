@@ -2,9 +2,9 @@
 //! `GpuError::DeviceLost`, not as whatever the failed work ran into; a new `Gpu` works again.
 //! On wgpu's native backend (lavapipe without a GPU: `apt-get install mesa-vulkan-drivers`).
 
-use glowworm::gpu::{Gpu, GpuError};
-use glowworm::kernels::matmul;
-use glowworm::wire::MatmulShape;
+use glowworm_contributor::gpu::{Gpu, GpuError};
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::wire::MatmulShape;
 
 fn open_gpu() -> Gpu {
     pollster::block_on(Gpu::new()).unwrap_or_else(|e| {

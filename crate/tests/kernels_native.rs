@@ -1,9 +1,9 @@
 //! Every catalogue kernel against its CPU reference on wgpu's native backend (lavapipe on a
 //! machine without a GPU: `apt-get install mesa-vulkan-drivers`, which `cargo xtask test` does).
 
-use glowworm::gpu::{Gpu, GpuError};
-use glowworm::kernels::{catalogue, matmul};
-use glowworm::wire::{KernelSource, MatmulShape};
+use glowworm_contributor::gpu::{Gpu, GpuError};
+use glowworm_protocol::kernels::{catalogue, matmul};
+use glowworm_protocol::wire::{KernelSource, MatmulShape};
 
 fn gpu() -> Gpu {
     match pollster::block_on(Gpu::new()) {
@@ -71,7 +71,7 @@ fn broken_wgsl_is_reported_not_run() {
     bad.wgsl = bad
         .wgsl
         .replace("workgroupBarrier();", "workgroupBarrier(;");
-    bad.hash = glowworm::hash::ContentHash::of(bad.wgsl.as_bytes());
+    bad.hash = glowworm_protocol::hash::ContentHash::of(bad.wgsl.as_bytes());
     let err = pollster::block_on(gpu.prepare(&bad)).unwrap_err();
     assert!(matches!(err, GpuError::Shader { .. }), "{err}");
 }

@@ -2,9 +2,9 @@
 //! benchmark baseline, against the CPU reference on wgpu's native backend (lavapipe without a
 //! GPU: `apt-get install mesa-vulkan-drivers`).
 
-use glowworm::gpu::Gpu;
-use glowworm::kernels::{catalogue, matmul};
-use glowworm::wire::MatmulShape;
+use glowworm_contributor::gpu::Gpu;
+use glowworm_protocol::kernels::{catalogue, matmul};
+use glowworm_protocol::wire::MatmulShape;
 
 fn gpu() -> Gpu {
     pollster::block_on(Gpu::new()).unwrap_or_else(|e| {
@@ -14,7 +14,7 @@ fn gpu() -> Gpu {
     })
 }
 
-fn check(gpu: &Gpu, kernel: &glowworm::kernels::Kernel, shape: MatmulShape) {
+fn check(gpu: &Gpu, kernel: &glowworm_protocol::kernels::Kernel, shape: MatmulShape) {
     let a = matmul::sample_matrix(shape.m * shape.k, 21);
     let b = matmul::sample_matrix(shape.k * shape.n, 22);
     let got = pollster::block_on(gpu.run_matmul(&kernel.source(), &a, &b, shape))

@@ -11,7 +11,7 @@
 #![no_main]
 
 use glowworm_relay::http::job_api::{MAX_MATRIX_SIDE, matrix};
-use glowworm_relay::work::npy;
+use glowworm_protocol::npy;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|upload: &[u8]| {

@@ -1,7 +1,7 @@
 //! `protocol`: the contributor protocol's request bodies, as the relay decodes them.
 //!
 //! The input is one JSON request body. The relay decodes it with serde_json (axum's `Json`
-//! extractor) as one of the `glowworm::wire` requests:
+//! extractor) as one of the `glowworm_protocol::wire` requests:
 //!
 //! - `POST /v1/leases`: [`LeaseRequest`], then its public key (`ids::canonical_key`),
 //!   its signature and signing time (`possession::check_lease_request`) and partner attribution
@@ -26,11 +26,11 @@
 #![no_main]
 
 use axum::http::{Extensions, HeaderMap, HeaderValue};
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes, from_base64, to_base64};
-use glowworm::hash::ContentHash;
-use glowworm::link::checksum_address;
-use glowworm::signing::{verify_link, verify_result};
-use glowworm::wire::{JobSpec, LeaseRequest, LinkRequest, ReleaseRequest, ResultSubmission};
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes, from_base64, to_base64};
+use glowworm_protocol::hash::ContentHash;
+use glowworm_protocol::link::checksum_address;
+use glowworm_protocol::signing::{verify_link, verify_result};
+use glowworm_protocol::wire::{JobSpec, LeaseRequest, LinkRequest, ReleaseRequest, ResultSubmission};
 use glowworm_relay::Config;
 use glowworm_relay::ids::{canonical_address, canonical_key};
 use glowworm_relay::http::network::{client_ip, network_of};

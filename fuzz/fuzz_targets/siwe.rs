@@ -16,7 +16,7 @@
 use glowworm_relay::accounts::sign_in::{self, Expected};
 use libfuzzer_sys::fuzz_target;
 
-/// The resource that names the session key, as `glowworm::signing::session_resource` writes it.
+/// The resource that names the session key, as `glowworm_protocol::signing::session_resource` writes it.
 const SESSION: &str = "urn:glowworm:session:";
 
 fuzz_target!(|input: &[u8]| {

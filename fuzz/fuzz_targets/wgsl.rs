@@ -1,9 +1,9 @@
 //! `wgsl`: requesters' custom kernels, as the relay checks them before it accepts a job.
 //!
 //! The input is a kernel job: a first line of JSON declaring its inputs, output, workgroups and
-//! so on (a `glowworm::wire::KernelSpec` without its `wgsl`), then the WGSL source. When the first
+//! so on (a `glowworm_protocol::wire::KernelSpec` without its `wgsl`), then the WGSL source. When the first
 //! line is not such a declaration, the whole input is the source, declared with one input at
-//! binding 0 and the output at binding 1. `glowworm::kernels::custom::validate` (naga's parser
+//! binding 0 and the output at binding 1. `glowworm_protocol::kernels::custom::validate` (naga's parser
 //! and validator, then the bindings, limits and workgroup memory) checks it, and the relay then
 //! checks each input's size with `Validated::check_input`.
 //!
@@ -12,10 +12,10 @@
 
 #![no_main]
 
-use glowworm::kernels::custom::{
+use glowworm_protocol::kernels::custom::{
     self, MAX_INVOCATIONS, MAX_WORKGROUP_INVOCATIONS, MAX_WORKGROUP_SIZE,
 };
-use glowworm::wire::KernelSpec;
+use glowworm_protocol::wire::KernelSpec;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 

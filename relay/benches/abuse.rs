@@ -51,13 +51,13 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
-use glowworm::hash::ContentHash;
-use glowworm::kernels::matmul;
-use glowworm::protocol::{self, ProtocolError, Transport};
-use glowworm::signing::ContributorKey;
-use glowworm::wire::{
-    ErrorBody, JobStatus, Lease, LeaseRequest, MatmulShape, ReleaseReason, ReleaseRequest,
-    ResultReceipt, Stats, Waiting,
+use glowworm_protocol::encoding::bytes_to_f32s;
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::protocol::{self, Fetcher, ProtocolError, RelayError, Transport, Work};
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::{
+    JobStatus, Lease, LeaseRequest, MatmulShape, ReleaseReason, ReleaseRequest, ResultReceipt,
+    Stats, Waiting,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -277,23 +277,17 @@ impl Rng {
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
-#[derive(Debug, thiserror::Error)]
-enum HttpError {
-    #[error("network: {0}")]
-    Network(String),
-    #[error("{status} {code}")]
-    Refused { status: u16, code: String },
-    #[error("bad reply: {0}")]
-    BadReply(String),
+/// What the tallies count: "429 lease_cap", "network error", ...
+trait Outcome {
+    fn outcome(&self) -> String;
 }
 
-impl HttpError {
-    /// What the tallies count: "429 lease_cap", "network error", ...
+impl Outcome for RelayError {
     fn outcome(&self) -> String {
         match self {
-            HttpError::Network(_) => "network error".into(),
-            HttpError::Refused { status, code } => format!("{status} {code}"),
-            HttpError::BadReply(_) => "bad reply".into(),
+            RelayError::Refused { status, code, .. } => format!("{status} {code}"),
+            RelayError::BadReply { .. } => "bad reply".into(),
+            _ => "network error".into(),
         }
     }
 }
@@ -329,33 +323,36 @@ impl Http {
     }
 
     /// The status and body of a 2xx reply; anything else is an error.
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, Bytes), HttpError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| HttpError::Network(error_chain(&e)))?;
-        let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| HttpError::Network(error_chain(&e)))?;
-        if (200..300).contains(&status) {
-            return Ok((status, body));
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, Bytes), RelayError> {
+        let network = |e: reqwest::Error| RelayError::Unreachable {
+            url: self.base.clone(),
+            cause: error_chain(&e),
+        };
+        let request = request.build().map_err(network)?;
+        let context = format!("{} {}", request.method(), request.url().path());
+        let response = self.client.execute(request).await.map_err(network)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(network)?;
+        if status.is_success() {
+            return Ok((status.as_u16(), body));
         }
-        let (code, _) = ErrorBody::code_and_message(&String::from_utf8_lossy(&body));
-        Err(HttpError::Refused { status, code })
+        let body = String::from_utf8_lossy(&body);
+        Err(RelayError::refused(&context, status.as_u16(), &body, None))
     }
 
-    async fn post<B: Serialize>(&self, path: &str, body: &B) -> Result<(u16, Bytes), HttpError> {
+    async fn post<B: Serialize>(&self, path: &str, body: &B) -> Result<(u16, Bytes), RelayError> {
         self.send(self.client.post(self.url(path)).json(body)).await
     }
 
-    async fn get(&self, path: &str) -> Result<(u16, Bytes), HttpError> {
+    async fn get(&self, path: &str) -> Result<(u16, Bytes), RelayError> {
         self.send(self.client.get(self.url(path))).await
     }
 
-    fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
-        serde_json::from_slice(body).map_err(|e| HttpError::BadReply(e.to_string()))
+    fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, RelayError> {
+        serde_json::from_slice(body).map_err(|e| RelayError::BadReply {
+            context: "a reply".into(),
+            message: e.to_string(),
+        })
     }
 }
 
@@ -370,14 +367,14 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 impl Transport for Http {
-    type Error = HttpError;
+    type Error = RelayError;
 
-    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, HttpError> {
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RelayError> {
         let (_, body) = self.get(path).await?;
         Self::json(&body)
     }
 
-    async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, HttpError> {
+    async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, RelayError> {
         let (_, body) = self.get(path).await?;
         Ok(body.to_vec())
     }
@@ -386,7 +383,7 @@ impl Transport for Http {
         &self,
         path: &str,
         body: &B,
-    ) -> Result<T, HttpError> {
+    ) -> Result<T, RelayError> {
         let (_, reply) = self.post(path, body).await?;
         Self::json(&reply)
     }
@@ -395,7 +392,7 @@ impl Transport for Http {
         &self,
         path: &str,
         body: &B,
-    ) -> Result<Option<T>, HttpError> {
+    ) -> Result<Option<T>, RelayError> {
         let (status, reply) = self.post(path, body).await?;
         if status == 204 {
             return Ok(None);
@@ -406,7 +403,7 @@ impl Transport for Http {
 
 /// A lease for `key`, or `None` on 204 (no work). A 429 `lease_cap` is an error here, so that
 /// it is counted.
-async fn lease(http: &Http, key: &ContributorKey) -> Result<Option<Lease>, HttpError> {
+async fn lease(http: &Http, key: &ContributorKey) -> Result<Option<Lease>, RelayError> {
     let request = LeaseRequest::signed(key, now_ms(), None, None, None);
     http.post_json_optional("/v1/leases", &request).await
 }
@@ -904,10 +901,11 @@ async fn honest_contributor(
     stop: Arc<AtomicBool>,
 ) -> ContributorTally {
     let mut tally = ContributorTally::default();
-    let mut kernels: HashSet<ContentHash> = HashSet::new();
-    let mut blobs: HashMap<ContentHash, Arc<Vec<f32>>> = HashMap::new();
+    // Kernels and inputs cached by content hash, as the page does: about 256 of the jobs'
+    // 8 KiB panels.
+    let fetcher = Fetcher::new(16, 2 << 20);
     while !stop.load(Ordering::Relaxed) {
-        match honest_unit(&http, &key, &mut kernels, &mut blobs).await {
+        match honest_unit(&http, &key, &fetcher).await {
             Ok(Cycle::Credited) => tally.credited += 1,
             Ok(Cycle::NotCredited(status)) => tally.note(format!("receipt {status}")),
             Ok(Cycle::NoWork) => {
@@ -925,14 +923,11 @@ async fn honest_contributor(
                 tokio::time::sleep(rest).await;
             }
         }
-        if blobs.len() > 256 {
-            blobs.clear();
-        }
     }
     tally
 }
 
-fn protocol_outcome(error: &ProtocolError<HttpError>) -> String {
+fn protocol_outcome(error: &ProtocolError<RelayError>) -> String {
     match error {
         ProtocolError::Transport(e) => e.outcome(),
         other => format!("protocol: {other}"),
@@ -942,35 +937,21 @@ fn protocol_outcome(error: &ProtocolError<HttpError>) -> String {
 async fn honest_unit(
     http: &Http,
     key: &ContributorKey,
-    kernels: &mut HashSet<ContentHash>,
-    blobs: &mut HashMap<ContentHash, Arc<Vec<f32>>>,
-) -> Result<Cycle, ProtocolError<HttpError>> {
+    fetcher: &Fetcher,
+) -> Result<Cycle, ProtocolError<RelayError>> {
     let Some(lease) = lease(http, key).await.map_err(ProtocolError::Transport)? else {
         return Ok(Cycle::NoWork);
     };
-    if !kernels.contains(&lease.kernel.hash) {
-        protocol::fetch_kernel(http, &lease.kernel).await?;
-        kernels.insert(lease.kernel.hash);
-    }
-    let mut inputs = Vec::with_capacity(2);
-    for name in ["a", "b"] {
-        let blob = protocol::input(&lease, name)?;
-        let values = match blobs.get(&blob.hash) {
-            Some(values) => values.clone(),
-            None => {
-                let (values, _) = protocol::fetch_f32_blob(http, blob).await?;
-                let values = Arc::new(values);
-                blobs.insert(blob.hash, values.clone());
-                values
-            }
-        };
-        inputs.push(values);
-    }
-    let shape = lease.shape.ok_or_else(|| ProtocolError::BadLease {
-        lease_id: lease.lease_id.clone(),
-        reason: "not a matmul unit".into(),
-    })?;
-    let output = matmul::reference(&inputs[0], &inputs[1], shape);
+    let fetched = fetcher.fetch(http, key, &lease).await?;
+    let Work::Matmul(shape) = fetched.work else {
+        return Err(ProtocolError::BadLease {
+            lease_id: lease.lease_id.clone(),
+            reason: "not a matmul unit".into(),
+        });
+    };
+    let [a, b] = [&fetched.inputs[0], &fetched.inputs[1]]
+        .map(|bytes| bytes_to_f32s(bytes).expect("the fetcher checked the inputs' hashes"));
+    let output = matmul::reference(&a, &b, shape);
     let submission = protocol::submission(key, &lease, &output);
     let receipt: ResultReceipt = protocol::submit(http, &submission).await?;
     Ok(if receipt.status == "verified" && receipt.credited > 0 {
@@ -1136,10 +1117,10 @@ async fn upload(
     a: &[f32],
     b: &[f32],
     tally: &mut RequesterTally,
-) -> Result<i64, HttpError> {
+) -> Result<i64, RelayError> {
     let spec = serde_json::json!({"kind": "matmul", "shape": SHAPE}).to_string();
-    let a = glowworm::encoding::f32s_to_bytes(a);
-    let b = glowworm::encoding::f32s_to_bytes(b);
+    let a = glowworm_protocol::encoding::f32s_to_bytes(a);
+    let b = glowworm_protocol::encoding::f32s_to_bytes(b);
     let mut tries = 0;
     loop {
         let part = |bytes: &Vec<u8>, name: &str| {
@@ -1488,7 +1469,7 @@ impl Tallies {
     }
 }
 
-fn reply_outcome<T>(reply: &Result<T, HttpError>, ok: &str) -> String {
+fn reply_outcome<T>(reply: &Result<T, RelayError>, ok: &str) -> String {
     match reply {
         Ok(_) => ok.to_string(),
         Err(e) => e.outcome(),
@@ -1691,7 +1672,7 @@ async fn garbage_sender(http: Http, tallies: Tallies, mut stop: watch::Receiver<
             };
             zeros = !zeros;
             let submission = protocol::submission(&key, &lease, &output);
-            let reply: Result<ResultReceipt, HttpError> =
+            let reply: Result<ResultReceipt, RelayError> =
                 http.post_json("/v1/results", &submission).await;
             let outcome = match &reply {
                 Ok(receipt) => format!("200 {} (credited {})", receipt.status, receipt.credited),

@@ -17,7 +17,7 @@ root=$(git rev-parse --show-toplevel)
 out=$root/target/bench
 mkdir -p "$out"
 cd "$root"
-cargo build --release -p glowworm-relay --bins -p glowworm-worker >&2
+cargo build --release -p glowworm-relay -p glowworm-cli -p glowworm-worker >&2
 
 work=$(mktemp -d)
 pids=()

@@ -8,7 +8,7 @@
 //! window, as JSON), as tokio tasks on a runtime of its own. So the relay's process holds only
 //! the relay, the demo-job feeder and the stage counters, and its memory and CPU are its own.
 //! Each contributor has its own ed25519 key and its own HTTP/1.1 connection, and does exactly
-//! what the real ones do through `glowworm::protocol`: lease, fetch the kernel and the input
+//! what the real ones do through `glowworm_protocol::protocol`: lease, fetch the kernel and the input
 //! blobs (cached by content hash, in a cache of 16 KiB: two demo jobs' panels), compute (on the
 //! CPU, with the kernel's reference), sign, submit. The relay checks the real signature, runs
 //! Freivalds' check and credits the durable ledger. The units are tiny so that the relay's own
@@ -45,12 +45,11 @@
 //! simulated contributor is on 127.0.0.1).
 
 use bytes::Bytes;
-use glowworm::cache::BlobCache;
-use glowworm::hash::ContentHash;
-use glowworm::kernels::matmul;
-use glowworm::protocol::{self, ProtocolError, Transport};
-use glowworm::signing::ContributorKey;
-use glowworm::wire::{ErrorBody, KernelSource, MatmulShape};
+use glowworm_protocol::encoding::bytes_to_f32s;
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::protocol::{self, Fetcher, ProtocolError, RelayError, Transport};
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::{LeaseWork, MatmulShape};
 use glowworm_relay::http::serve;
 use glowworm_relay::metrics::{self, Stage};
 use glowworm_relay::work::{demo, jobs};
@@ -61,7 +60,7 @@ use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -608,8 +607,8 @@ async fn contributor(
             return tally;
         }
     };
-    let mut kernels: HashMap<ContentHash, KernelSource> = HashMap::new();
-    let mut blobs: BlobCache<Arc<Vec<f32>>> = BlobCache::new(CONTRIBUTOR_CACHE_BYTES);
+    // As the page's: kernels and inputs cached by content hash, each fetched once.
+    let fetcher = Fetcher::new(16, CONTRIBUTOR_CACHE_BYTES);
     // Fixed rate: this contributor's share of the rate, offset so the contributors interleave.
     let period = plan
         .rate
@@ -632,7 +631,7 @@ async fn contributor(
         }
         let began = Instant::now();
         let counting = window.contains(began);
-        match one_unit(&http, &key, &mut kernels, &mut blobs).await {
+        match one_unit(&http, &key, &fetcher).await {
             Ok(Cycle::Credited { requests }) => {
                 tally.receipts_total += 1;
                 let done = Instant::now();
@@ -679,9 +678,8 @@ enum Cycle {
 async fn one_unit(
     http: &Http,
     key: &ContributorKey,
-    kernels: &mut HashMap<ContentHash, KernelSource>,
-    blobs: &mut BlobCache<Arc<Vec<f32>>>,
-) -> Result<Cycle, ProtocolError<HttpError>> {
+    fetcher: &Fetcher,
+) -> Result<Cycle, ProtocolError<RelayError>> {
     let mut requests = vec!["POST /v1/leases"];
     let Some(lease) = protocol::lease(
         http,
@@ -693,26 +691,18 @@ async fn one_unit(
     else {
         return Ok(Cycle::NoWork);
     };
-    if let std::collections::hash_map::Entry::Vacant(entry) = kernels.entry(lease.kernel.hash) {
+    let fetched = fetcher.fetch(http, key, &lease).await?;
+    if !fetched.kernel_cached {
         requests.push("GET /v1/kernels");
-        entry.insert(protocol::fetch_kernel(http, &lease.kernel).await?);
     }
-    let mut inputs = Vec::with_capacity(2);
-    for name in ["a", "b"] {
-        let blob = protocol::input(&lease, name)?;
-        let values = match blobs.get(&blob.hash) {
-            Some(values) => values,
-            None => {
-                requests.push("GET /v1/blobs");
-                let (values, bytes) = protocol::fetch_f32_blob(http, blob).await?;
-                let values = Arc::new(values);
-                blobs.insert(blob.hash, values.clone(), bytes);
-                values
-            }
-        };
-        inputs.push(values);
-    }
-    let output = matmul::reference(&inputs[0], &inputs[1], lease.shape.unwrap());
+    let inputs_fetched = fetched.inputs.len() - fetched.inputs_cached as usize;
+    requests.extend(std::iter::repeat_n("GET /v1/blobs", inputs_fetched));
+    let LeaseWork::Matmul { shape } = lease.work else {
+        panic!("the bench's jobs are matmuls");
+    };
+    let [a, b] = [&fetched.inputs[0], &fetched.inputs[1]]
+        .map(|bytes| bytes_to_f32s(bytes).expect("the fetcher checked the inputs' hashes"));
+    let output = matmul::reference(&a, &b, shape);
     let submission = protocol::submission(key, &lease, &output);
     requests.push("POST /v1/results");
     let receipt = protocol::submit(http, &submission).await?;
@@ -729,41 +719,37 @@ trait ErrorCode {
     fn is_network(&self) -> bool;
 }
 
-impl ErrorCode for ProtocolError<HttpError> {
+impl ErrorCode for ProtocolError<RelayError> {
     fn code(&self) -> String {
         match self {
-            ProtocolError::Transport(HttpError::Refused { status, code }) => {
+            ProtocolError::Transport(RelayError::Refused { status, code, .. }) => {
                 format!("{status} {code}")
             }
-            ProtocolError::Transport(HttpError::Network(_)) => "network".into(),
-            ProtocolError::Transport(HttpError::BadReply(_)) => "bad reply".into(),
+            ProtocolError::Transport(RelayError::BadReply { .. }) => "bad reply".into(),
+            ProtocolError::Transport(_) => "network".into(),
             other => format!("protocol: {other}"),
         }
     }
 
     fn is_network(&self) -> bool {
-        matches!(self, ProtocolError::Transport(HttpError::Network(_)))
+        matches!(self, ProtocolError::Transport(e) if e.is_transport())
     }
 }
 
 /// One HTTP/1.1 keep-alive connection to the relay, as a contributor's browser would hold.
 struct Http {
     sender: Mutex<SendRequest<Full<Bytes>>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum HttpError {
-    #[error("network: {0}")]
-    Network(String),
-    #[error("refused: {status} {code}")]
-    Refused { status: u16, code: String },
-    #[error("bad reply: {0}")]
-    BadReply(String),
+    /// The relay's URL, for errors.
+    url: String,
 }
 
 impl Http {
-    async fn connect(addr: SocketAddr) -> Result<Http, HttpError> {
-        let network = |e: &dyn std::fmt::Display| HttpError::Network(e.to_string());
+    async fn connect(addr: SocketAddr) -> Result<Http, RelayError> {
+        let url = format!("http://{addr}");
+        let network = |e: &dyn std::fmt::Display| RelayError::Unreachable {
+            url: url.clone(),
+            cause: e.to_string(),
+        };
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| network(&e))?;
@@ -776,6 +762,7 @@ impl Http {
         });
         Ok(Http {
             sender: Mutex::new(sender),
+            url,
         })
     }
 
@@ -785,8 +772,12 @@ impl Http {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Bytes), HttpError> {
-        let network = |e: &dyn std::fmt::Display| HttpError::Network(e.to_string());
+    ) -> Result<(StatusCode, Bytes), RelayError> {
+        let network = |e: &dyn std::fmt::Display| RelayError::Broken {
+            url: self.url.clone(),
+            cause: e.to_string(),
+        };
+        let context = format!("the relay refused {method} {path}");
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -796,7 +787,7 @@ impl Http {
         }
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| HttpError::BadReply(e.to_string()))?;
+            .map_err(|e| bad_reply(path, e))?;
         let response = {
             let mut sender = self.sender.lock().await;
             sender.ready().await.map_err(|e| network(&e))?;
@@ -815,31 +806,40 @@ impl Http {
         if status.is_success() {
             return Ok((status, body));
         }
-        let (code, _) = ErrorBody::code_and_message(&String::from_utf8_lossy(&body));
-        Err(HttpError::Refused {
-            status: status.as_u16(),
-            code,
-        })
+        let body = String::from_utf8_lossy(&body);
+        Err(RelayError::refused(
+            &context,
+            status.as_u16(),
+            &body,
+            status.canonical_reason(),
+        ))
     }
 
-    fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
-        serde_json::from_slice(body).map_err(|e| HttpError::BadReply(e.to_string()))
+    fn json<T: DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, RelayError> {
+        serde_json::from_slice(body).map_err(|e| bad_reply(path, e))
     }
 
-    fn body<B: Serialize>(body: &B) -> Result<Vec<u8>, HttpError> {
-        serde_json::to_vec(body).map_err(|e| HttpError::BadReply(e.to_string()))
+    fn body<B: Serialize>(path: &str, body: &B) -> Result<Vec<u8>, RelayError> {
+        serde_json::to_vec(body).map_err(|e| bad_reply(path, e))
+    }
+}
+
+fn bad_reply(path: &str, e: impl std::fmt::Display) -> RelayError {
+    RelayError::BadReply {
+        context: path.to_string(),
+        message: e.to_string(),
     }
 }
 
 impl Transport for Http {
-    type Error = HttpError;
+    type Error = RelayError;
 
-    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, HttpError> {
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RelayError> {
         let (_, body) = self.send(Method::GET, path, None).await?;
-        Self::json(&body)
+        Self::json(path, &body)
     }
 
-    async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, HttpError> {
+    async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, RelayError> {
         let (_, body) = self.send(Method::GET, path, None).await?;
         Ok(body.to_vec())
     }
@@ -848,25 +848,25 @@ impl Transport for Http {
         &self,
         path: &str,
         body: &B,
-    ) -> Result<T, HttpError> {
+    ) -> Result<T, RelayError> {
         let (_, reply) = self
-            .send(Method::POST, path, Some(Self::body(body)?))
+            .send(Method::POST, path, Some(Self::body(path, body)?))
             .await?;
-        Self::json(&reply)
+        Self::json(path, &reply)
     }
 
     async fn post_json_optional<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
-    ) -> Result<Option<T>, HttpError> {
+    ) -> Result<Option<T>, RelayError> {
         let (status, reply) = self
-            .send(Method::POST, path, Some(Self::body(body)?))
+            .send(Method::POST, path, Some(Self::body(path, body)?))
             .await?;
         if status == StatusCode::NO_CONTENT {
             return Ok(None);
         }
-        Self::json(&reply).map(Some)
+        Self::json(path, &reply).map(Some)
     }
 }
 

@@ -20,12 +20,12 @@
 mod common;
 
 use common::{InProcess, TestRelay};
-use glowworm::compare::agree;
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
-use glowworm::kernels::matmul;
-use glowworm::protocol::{self, ProtocolError};
-use glowworm::signing::ContributorKey;
-use glowworm::wire::MatmulShape;
+use glowworm_protocol::compare::agree;
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::protocol::{self, ProtocolError};
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::MatmulShape;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
@@ -169,13 +169,16 @@ async fn simulate(cheat_percent: u32, target_units: i64) -> Row {
             Strategy::Sleeper => sim.done >= SLEEPER_HONEST_UNITS,
         };
         let output = if cheats {
-            matmul::sample_matrix(lease.shape.unwrap().m * lease.shape.unwrap().n, rng.next())
+            matmul::sample_matrix(
+                lease.work.shape().unwrap().m * lease.work.shape().unwrap().n,
+                rng.next(),
+            )
         } else {
             let a = protocol::input::<common::RelayError>(&lease, "a").unwrap();
             let b = protocol::input::<common::RelayError>(&lease, "b").unwrap();
             let (a, _) = protocol::fetch_f32_blob(&transport, a).await.unwrap();
             let (b, _) = protocol::fetch_f32_blob(&transport, b).await.unwrap();
-            matmul::reference(&a, &b, lease.shape.unwrap())
+            matmul::reference(&a, &b, lease.work.shape().unwrap())
         };
         let submission = protocol::submission(&sim.key, &lease, &output);
         sim.done += 1;
@@ -240,12 +243,13 @@ async fn simulate(cheat_percent: u32, target_units: i64) -> Row {
                     f32s_to_bytes(&tile)
                 };
                 let rows = match &tolerance {
-                    glowworm::compare::Tolerance::PerRow { rows, .. } => {
+                    glowworm_protocol::compare::Tolerance::PerRow { rows, .. } => {
                         rows[tile_row..tile_row + 16].to_vec()
                     }
                     other => panic!("{other:?}"),
                 };
-                let tile_tolerance = glowworm::compare::Tolerance::PerRow { row_len: 16, rows };
+                let tile_tolerance =
+                    glowworm_protocol::compare::Tolerance::PerRow { row_len: 16, rows };
                 if agree(&pick(&expected), &pick(&got), &tile_tolerance).is_err() {
                     bad_in_output += 1;
                 }

@@ -653,7 +653,7 @@ impl Config {
             return invalid("unit_size, demo_m, demo_n and demo_k must be at least 1");
         }
         let unit_output = 4 * self.unit_size as u64 * self.unit_size as u64;
-        if unit_output > glowworm::wire::MAX_OUTPUT_BYTES {
+        if unit_output > glowworm_protocol::wire::MAX_OUTPUT_BYTES {
             return invalid(
                 "unit_size is too large: a unit's output would exceed MAX_OUTPUT_BYTES",
             );

@@ -1,14 +1,14 @@
 //! Errors and how they become HTTP replies.
 //!
 //! Every refusal is an [`ApiError`]: a status, a stable machine-readable code and a message for
-//! people, sent as [`glowworm::wire::ErrorBody`]. Database and other internal failures are logged
+//! people, sent as [`glowworm_protocol::wire::ErrorBody`]. Database and other internal failures are logged
 //! and answered with 500 `internal` (503 `unavailable` when the database is busy, 503
 //! `storage_unavailable` when the disk is full or failing), never with their details.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use glowworm::wire::{ErrorBody, ErrorDetail};
+use glowworm_protocol::wire::{ErrorBody, ErrorDetail};
 use std::path::PathBuf;
 
 /// A request the relay refused or could not serve.

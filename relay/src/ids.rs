@@ -8,7 +8,7 @@
 use crate::error::ApiError;
 use axum::http::uri::Authority;
 use ed25519_dalek::VerifyingKey;
-use glowworm::signing::{SignatureError, parse_public_key};
+use glowworm_protocol::signing::{SignatureError, parse_public_key};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, OnceLock, PoisonError};

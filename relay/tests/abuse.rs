@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use clap::Parser;
 use common::{Contributor, Reply, TestRelay, assert_documented};
-use glowworm::wire::{LeaseRequest, ReleaseReason};
+use glowworm_protocol::wire::{LeaseRequest, ReleaseReason};
 use glowworm_relay::http::serve;
 use glowworm_relay::{Config, ServeArgs, app};
 use serde_json::Value;

@@ -1,14 +1,14 @@
 //! Adversarial contributors: native Rust running the crate's own protocol code
-//! (`glowworm::protocol`, the code of the page and the native worker) against the relay, each
+//! (`glowworm_protocol::protocol`, the code of the page and the native worker) against the relay, each
 //! trying one way to be credited for work it did not do. None of them is.
 
 mod common;
 
 use common::{InProcess, RelayError, TestRelay};
-use glowworm::kernels::matmul;
-use glowworm::protocol::{self, ProtocolError};
-use glowworm::signing::ContributorKey;
-use glowworm::wire::{Lease, MatmulShape, ResultReceipt, ResultSubmission};
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::protocol::{self, ProtocolError};
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::{Lease, MatmulShape, ResultReceipt, ResultSubmission};
 
 const SHAPE: MatmulShape = MatmulShape {
     m: 64 * 8,
@@ -44,7 +44,7 @@ impl<'a> Sim<'a> {
         let b = protocol::input::<RelayError>(lease, "b").unwrap();
         let (a, _) = protocol::fetch_f32_blob(&self.relay, a).await.unwrap();
         let (b, _) = protocol::fetch_f32_blob(&self.relay, b).await.unwrap();
-        matmul::reference(&a, &b, lease.shape.unwrap())
+        matmul::reference(&a, &b, lease.work.shape().unwrap())
     }
 
     async fn submit(
@@ -60,7 +60,9 @@ impl<'a> Sim<'a> {
         if reply.status == 404 {
             return 0;
         }
-        reply.json::<glowworm::wire::ContributorInfo>().credits
+        reply
+            .json::<glowworm_protocol::wire::ContributorInfo>()
+            .credits
     }
 }
 
@@ -73,7 +75,10 @@ fn refusal(result: Result<ResultReceipt, ProtocolError<RelayError>>) -> (u16, St
 }
 
 fn noise(lease: &Lease, seed: u64) -> Vec<f32> {
-    matmul::sample_matrix(lease.shape.unwrap().m * lease.shape.unwrap().n, seed)
+    matmul::sample_matrix(
+        lease.work.shape().unwrap().m * lease.work.shape().unwrap().n,
+        seed,
+    )
 }
 
 #[tokio::test]
@@ -116,7 +121,7 @@ async fn a_contributor_honest_for_n_units_then_cheating_is_credited_for_the_hone
         let lease = sleeper.lease().await;
         // A plausible cheat: the right answer for most rows, one row of zeros.
         let mut output = sleeper.honest_output(&lease).await;
-        let n = lease.shape.unwrap().n as usize;
+        let n = lease.work.shape().unwrap().n as usize;
         output[(seed as usize) * n..(seed as usize + 1) * n].fill(0.0);
         let submission = protocol::submission(&sleeper.key, &lease, &output);
         assert_eq!(refusal(sleeper.submit(&submission).await).0, 422);
@@ -125,7 +130,7 @@ async fn a_contributor_honest_for_n_units_then_cheating_is_credited_for_the_hone
     let reply = relay
         .get(&format!("/v1/contributors/{}", sleeper.key.public_hex()))
         .await;
-    let info: glowworm::wire::ContributorInfo = reply.json();
+    let info: glowworm_protocol::wire::ContributorInfo = reply.json();
     assert!(info.reputation.quarantined);
     assert_eq!(
         (

@@ -8,10 +8,10 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{Contributor, TestRelay, accepted};
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
-use glowworm::hash::ContentHash;
-use glowworm::kernels::matmul;
-use glowworm::wire::{KernelInput, KernelOutput, KernelSpec, Lease, MatmulShape};
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
+use glowworm_protocol::hash::ContentHash;
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::wire::{KernelInput, KernelOutput, KernelSpec, Lease, MatmulShape};
 use glowworm_relay::{AppState, app};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

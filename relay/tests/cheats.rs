@@ -11,8 +11,8 @@
 mod common;
 
 use common::{Contributor, TestRelay};
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
-use glowworm::wire::{Lease, MatmulShape};
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
+use glowworm_protocol::wire::{Lease, MatmulShape};
 
 const DEPTHS: [u32; 6] = [1, 16, 256, 1024, 4096, 16384];
 const SIDE: u32 = 16;

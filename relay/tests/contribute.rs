@@ -5,10 +5,10 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{Contributor, TestRelay, check_schema};
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
-use glowworm::hash::ContentHash;
-use glowworm::kernels::matmul;
-use glowworm::wire::{ContributorInfo, JobStatus, MatmulShape, ResultReceipt, Stats};
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
+use glowworm_protocol::hash::ContentHash;
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::wire::{ContributorInfo, JobStatus, MatmulShape, ResultReceipt, Stats};
 use glowworm_relay::work::demo::demo_matrices;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -23,7 +23,7 @@ async fn a_verified_result_is_credited_once_by_its_flop_count() {
     assert_eq!(lease.job_id, job.job_id);
     assert_eq!(lease.kernel.hash, matmul::TILED.hash());
     assert_eq!(
-        lease.shape.unwrap(),
+        lease.work.shape().unwrap(),
         MatmulShape {
             m: 64,
             n: 64,
@@ -152,7 +152,7 @@ async fn a_whole_job_completes_and_its_output_is_the_product() {
         };
         a_panels.insert(lease.inputs[0].hash);
         b_panels.insert(lease.inputs[1].hash);
-        shapes.push((lease.shape.unwrap().m, lease.shape.unwrap().n));
+        shapes.push((lease.work.shape().unwrap().m, lease.work.shape().unwrap().n));
         let output = who.compute(&relay, &lease).await;
         let reply = relay
             .post("/v1/results", &who.submission(&lease, &output))

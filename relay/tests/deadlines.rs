@@ -6,8 +6,8 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{Contributor, TestRelay};
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
-use glowworm::wire::{JobStatus, Stats};
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
+use glowworm_protocol::wire::{JobStatus, Stats};
 use std::time::Duration;
 
 #[tokio::test]

@@ -11,10 +11,10 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{Contributor, TestRelay};
-use glowworm::encoding::f32s_to_bytes;
-use glowworm::kernels::custom::samples;
-use glowworm::kernels::matmul;
-use glowworm::wire::{Lease, ReleaseReason};
+use glowworm_protocol::encoding::f32s_to_bytes;
+use glowworm_protocol::kernels::custom::samples;
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::wire::{Lease, ReleaseReason};
 use std::time::Duration;
 
 const N: u32 = 64;

@@ -67,8 +67,8 @@ fn every_operation_documents_its_replies_and_every_reference_resolves() {
 
 #[test]
 fn the_schemas_fit_the_wire_types() {
-    use glowworm::hash::ContentHash;
-    use glowworm::wire::*;
+    use glowworm_protocol::hash::ContentHash;
+    use glowworm_protocol::wire::*;
     const ADDRESS: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
     let hash = ContentHash([7; 32]);
     let shape = MatmulShape { m: 1, n: 2, k: 3 };
@@ -83,8 +83,7 @@ fn the_schemas_fit_the_wire_types() {
                     id: "k".into(),
                     hash,
                 },
-                shape: Some(shape),
-                dispatch: None,
+                work: LeaseWork::Matmul { shape },
                 inputs: vec![BlobRef {
                     name: "a".into(),
                     hash,
@@ -114,7 +113,7 @@ fn the_schemas_fit_the_wire_types() {
                 units_failed: 0,
                 output_hash: Some(hash),
                 failure: None,
-                waiting: vec![glowworm::wire::Waiting {
+                waiting: vec![glowworm_protocol::wire::Waiting {
                     reason: "replicas".into(),
                     units: 1,
                     detail: "waits".into(),
@@ -181,13 +180,13 @@ fn the_schemas_fit_the_wire_types() {
             serde_json::to_value(ReleaseRequest {
                 public_key: "ab".repeat(32),
                 signature: "00".repeat(64),
-                reason: Some(glowworm::wire::ReleaseReason::GpuFailed),
+                reason: Some(glowworm_protocol::wire::ReleaseReason::GpuFailed),
             })
             .unwrap(),
         ),
         (
             "KernelSource",
-            serde_json::to_value(glowworm::kernels::matmul::TILED.source()).unwrap(),
+            serde_json::to_value(glowworm_protocol::kernels::matmul::TILED.source()).unwrap(),
         ),
         (
             "ContributorInfo",
@@ -273,6 +272,33 @@ fn the_schemas_fit_the_wire_types() {
                     },
                 ],
                 next_before: Some(1),
+            })
+            .unwrap(),
+        ),
+        // A custom kernel's lease.
+        (
+            "Lease",
+            serde_json::to_value(Lease {
+                lease_id: "l".into(),
+                unit_id: 1,
+                job_id: 2,
+                kernel: KernelRef {
+                    id: "k".into(),
+                    hash,
+                },
+                work: LeaseWork::Dispatch(Dispatch {
+                    workgroups: [4, 1, 1],
+                    output_binding: 1,
+                }),
+                inputs: vec![BlobRef {
+                    name: "x".into(),
+                    hash,
+                    bytes: 16,
+                    binding: Some(0),
+                }],
+                output_bytes: 16,
+                flop: 64,
+                deadline_unix_ms: 5,
             })
             .unwrap(),
         ),

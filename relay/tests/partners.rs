@@ -11,7 +11,7 @@ mod common;
 use axum::http::StatusCode;
 use clap::Parser;
 use common::{Contributor, TestRelay, check_schema};
-use glowworm::wire::{AccountInfo, Lease, PartnerInfo};
+use glowworm_protocol::wire::{AccountInfo, Lease, PartnerInfo};
 use glowworm_relay::accounts::partners::{self, Partner};
 use glowworm_relay::{ApiError, Config, ServeArgs};
 use serde_json::Value;

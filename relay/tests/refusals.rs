@@ -6,8 +6,8 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::{Contributor, TestRelay, assert_documented};
-use glowworm::encoding::to_base64;
-use glowworm::wire::Lease;
+use glowworm_protocol::encoding::to_base64;
+use glowworm_protocol::wire::Lease;
 
 /// A relay with one leased unit and its correct output, ready to be submitted.
 async fn leased() -> (TestRelay, Contributor, Lease, Vec<u8>) {

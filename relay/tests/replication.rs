@@ -6,9 +6,9 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{Contributor, TestRelay, accepted};
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
-use glowworm::kernels::matmul;
-use glowworm::wire::{AdapterClass, Lease, MatmulShape};
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::wire::{AdapterClass, Lease, MatmulShape};
 use std::time::Duration;
 
 /// One 64 x 64 unit of k = 64.
@@ -29,9 +29,9 @@ async fn honest_in_order(relay: &TestRelay, lease: &Lease, reverse: bool) -> Vec
     }
     let (a, b) = (&inputs[0], &inputs[1]);
     let (m, n, k) = (
-        lease.shape.unwrap().m as usize,
-        lease.shape.unwrap().n as usize,
-        lease.shape.unwrap().k as usize,
+        lease.work.shape().unwrap().m as usize,
+        lease.work.shape().unwrap().n as usize,
+        lease.work.shape().unwrap().k as usize,
     );
     let mut c = vec![0f32; m * n];
     for i in 0..m {
@@ -50,7 +50,7 @@ async fn honest_in_order(relay: &TestRelay, lease: &Lease, reverse: bool) -> Vec
 /// Random values of the output's size: a cheater's answer.
 fn garbage(lease: &Lease, seed: u64) -> Vec<u8> {
     f32s_to_bytes(&matmul::sample_matrix(
-        lease.shape.unwrap().m * lease.shape.unwrap().n,
+        lease.work.shape().unwrap().m * lease.work.shape().unwrap().n,
         seed,
     ))
 }
@@ -69,7 +69,7 @@ async fn assert_job_output_correct(
         .get(&format!("/v1/blobs/{}", status.output_hash.unwrap()))
         .await;
     let expected = f32s_to_bytes(&matmul::reference(a, b, shape));
-    glowworm::compare::agree(
+    glowworm_protocol::compare::agree(
         &expected,
         &output.body,
         &matmul::replica_tolerance(a, b, shape),
@@ -330,7 +330,7 @@ async fn canaries_repeat_a_verified_unit_and_catch_a_wrong_answer() {
             canary.unit_id,
             canary.job_id,
             &canary.inputs,
-            canary.shape,
+            canary.work,
             &canary.kernel,
             canary.flop,
             canary.output_bytes,
@@ -340,7 +340,7 @@ async fn canaries_repeat_a_verified_unit_and_catch_a_wrong_answer() {
             l1.unit_id,
             l1.job_id,
             &l1.inputs,
-            l1.shape,
+            l1.work,
             &l1.kernel,
             l1.flop,
             l1.output_bytes,

@@ -7,11 +7,11 @@ mod common;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use common::{Contributor, Reply, TestRelay, check_schema};
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
-use glowworm::kernels::matmul;
-use glowworm::wire::{JobList, JobStatus, MatmulShape};
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::npy;
+use glowworm_protocol::wire::{JobList, JobStatus, MatmulShape};
 use glowworm_relay::accounts::requesters;
-use glowworm_relay::work::npy;
 use serde_json::{Value, json};
 
 /// One part of a multipart/form-data upload.
@@ -590,12 +590,15 @@ async fn the_quota_bounds_a_keys_queued_units() {
 }
 
 /// The bytes of a kernel lease's inputs, fetched over HTTP and checked against their hashes.
-async fn kernel_inputs(relay: &TestRelay, lease: &glowworm::wire::Lease) -> Vec<Vec<f32>> {
+async fn kernel_inputs(relay: &TestRelay, lease: &glowworm_protocol::wire::Lease) -> Vec<Vec<f32>> {
     let mut inputs = Vec::new();
     for blob in &lease.inputs {
         let reply = relay.get(&format!("/v1/blobs/{}", blob.hash)).await;
         assert_eq!(reply.status, StatusCode::OK);
-        assert_eq!(glowworm::hash::ContentHash::of(&reply.body), blob.hash);
+        assert_eq!(
+            glowworm_protocol::hash::ContentHash::of(&reply.body),
+            blob.hash
+        );
         inputs.push(bytes_to_f32s(&reply.body).unwrap());
     }
     inputs
@@ -603,14 +606,14 @@ async fn kernel_inputs(relay: &TestRelay, lease: &glowworm::wire::Lease) -> Vec<
 
 #[tokio::test]
 async fn a_custom_kernel_job_is_replicated_verified_and_assembled_in_unit_order() {
-    use glowworm::kernels::custom::samples;
+    use glowworm_protocol::kernels::custom::samples;
     let (relay, key) = relay_with_key(1000).await;
     let (n, units) = (256u32, 4u32);
     let x = matmul::sample_matrix(n * units, 7);
     let y = matmul::sample_matrix(n * units, 8);
-    let spec = serde_json::to_value(glowworm::wire::JobSpec::Kernel(samples::saxpy_spec(
-        n, units,
-    )))
+    let spec = serde_json::to_value(glowworm_protocol::wire::JobSpec::Kernel(
+        samples::saxpy_spec(n, units),
+    ))
     .unwrap();
     let body = multipart_body(&[
         job_part(spec),
@@ -633,9 +636,12 @@ async fn a_custom_kernel_job_is_replicated_verified_and_assembled_in_unit_order(
     let mut credited = 0;
     for contributor in &honest {
         while let Some(lease) = contributor.lease(&relay).await {
-            let dispatch = lease.dispatch.expect("a kernel lease says how to dispatch");
+            let dispatch = lease
+                .work
+                .dispatch()
+                .expect("a kernel lease says how to dispatch");
             assert_eq!(dispatch.output_binding, 2);
-            assert_eq!(lease.shape, None);
+            assert_eq!(lease.work.shape(), None);
             let source = relay
                 .get(&format!("/v1/kernels/{}", lease.kernel.hash))
                 .await;
@@ -688,12 +694,14 @@ fn npy_media() -> &'static str {
 
 #[tokio::test]
 async fn a_replica_that_disagrees_is_outvoted_and_never_credited() {
-    use glowworm::kernels::custom::samples;
+    use glowworm_protocol::kernels::custom::samples;
     let (relay, key) = relay_with_key(1000).await;
     let x = matmul::sample_matrix(64, 1);
     let y = matmul::sample_matrix(64, 2);
-    let spec =
-        serde_json::to_value(glowworm::wire::JobSpec::Kernel(samples::saxpy_spec(64, 1))).unwrap();
+    let spec = serde_json::to_value(glowworm_protocol::wire::JobSpec::Kernel(
+        samples::saxpy_spec(64, 1),
+    ))
+    .unwrap();
     let body = multipart_body(&[
         job_part(spec),
         part("x", f32s_to_bytes(&x)),
@@ -734,11 +742,11 @@ async fn a_replica_that_disagrees_is_outvoted_and_never_credited() {
 
 #[tokio::test]
 async fn kernels_that_do_not_fit_their_declaration_are_refused() {
-    use glowworm::kernels::custom::samples;
+    use glowworm_protocol::kernels::custom::samples;
     let (relay, key) = relay_with_key(1000).await;
-    let upload = |spec: glowworm::wire::KernelSpec, x_bytes: usize| {
+    let upload = |spec: glowworm_protocol::wire::KernelSpec, x_bytes: usize| {
         multipart_body(&[
-            job_part(serde_json::to_value(glowworm::wire::JobSpec::Kernel(spec)).unwrap()),
+            job_part(serde_json::to_value(glowworm_protocol::wire::JobSpec::Kernel(spec)).unwrap()),
             part("x", vec![0; x_bytes]),
             part("y", vec![0; x_bytes]),
         ])

@@ -5,10 +5,10 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::TestRelay;
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes, to_base64};
-use glowworm::kernels::matmul;
-use glowworm::signing::ContributorKey;
-use glowworm::wire::{KernelSource, Lease, LeaseRequest, ResultReceipt, ResultSubmission};
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes, to_base64};
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::{KernelSource, Lease, LeaseRequest, ResultReceipt, ResultSubmission};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -124,9 +124,9 @@ async fn the_binary_serves_a_contributor_over_real_http_and_stops_on_sigterm() {
     );
     assert_eq!(
         (
-            lease.shape.unwrap().m,
-            lease.shape.unwrap().n,
-            lease.shape.unwrap().k
+            lease.work.shape().unwrap().m,
+            lease.work.shape().unwrap().n,
+            lease.work.shape().unwrap().k
         ),
         (64, 64, 32)
     );
@@ -157,7 +157,7 @@ async fn the_binary_serves_a_contributor_over_real_http_and_stops_on_sigterm() {
     let output = f32s_to_bytes(&matmul::reference(
         &inputs[0],
         &inputs[1],
-        lease.shape.unwrap(),
+        lease.work.shape().unwrap(),
     ));
     let submission = ResultSubmission {
         lease_id: lease.lease_id.clone(),

@@ -6,10 +6,10 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{Contributor, TestRelay, accepted, assert_documented};
-use glowworm::encoding::f32s_to_bytes;
-use glowworm::kernels::custom::samples;
-use glowworm::kernels::matmul;
-use glowworm::wire::{Lease, MatmulShape, Stats};
+use glowworm_protocol::encoding::f32s_to_bytes;
+use glowworm_protocol::kernels::custom::samples;
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::wire::{Lease, MatmulShape, Stats};
 use std::time::Duration;
 
 /// 16 units of 64 x 64 (k = 64).

@@ -9,8 +9,10 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::{Contributor, Reply, TestRelay, check_schema};
-use glowworm::signing::{ContributorKey, session_resource};
-use glowworm::wire::{AccountInfo, ContributorInfo, LinkReply, LinkRequest, NonceReply, Stats};
+use glowworm_protocol::signing::{ContributorKey, session_resource};
+use glowworm_protocol::wire::{
+    AccountInfo, ContributorInfo, LinkReply, LinkRequest, NonceReply, Stats,
+};
 use glowworm_relay::accounts::nonces;
 use glowworm_relay::{Clock, Config};
 use serde::Deserialize;

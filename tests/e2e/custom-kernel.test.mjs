@@ -56,7 +56,7 @@ fn conv(@builtin(global_invocation_id) id: vec3<u32>) {
 `;
 
 /**
- * The bytes the contributor signs for a result (crate/src/signing.rs, result_message):
+ * The bytes the contributor signs for a result (protocol/src/signing.rs, result_message):
  * domain || u32be(len(lease_id)) || lease_id || i64be(unit_id) || kernel hash || sha256(output).
  */
 function resultMessage(unitId, leaseId, kernelHash, outputDigest) {
@@ -167,7 +167,7 @@ describe('custom kernels in the browser', { timeout: TEST_TIMEOUT_MS + 60_000 },
     const y = Array.from({ length: n }, (_, i) => 1 - i);
     relay.addLease({
       kernel: relay.kernel('saxpy', SAXPY, 'main'),
-      dispatch: { workgroups: [Math.ceil(n / 64), 1, 1], output_binding: 2 },
+      work: { kind: 'dispatch', workgroups: [Math.ceil(n / 64), 1, 1], output_binding: 2 },
       inputs: [relay.blob('x', f32Bytes(x), 0), relay.blob('y', f32Bytes(y), 1)],
       output_bytes: 4 * n,
     }, x.map((v, i) => Math.fround(2 * v + y[i])));
@@ -177,7 +177,7 @@ describe('custom kernels in the browser', { timeout: TEST_TIMEOUT_MS + 60_000 },
       const outputs = signal.length - weights.length + 1;
       relay.addLease({
         kernel: relay.kernel('conv1d', CONV1D, 'conv'),
-        dispatch: { workgroups: [Math.ceil(outputs / 64), 1, 1], output_binding: 0 },
+        work: { kind: 'dispatch', workgroups: [Math.ceil(outputs / 64), 1, 1], output_binding: 0 },
         inputs: [relay.blob('signal', f32Bytes(signal), 3), relay.blob('weights', f32Bytes(weights), 1)],
         output_bytes: 4 * outputs,
       }, Array.from({ length: outputs }, (_, i) => weights.reduce((sum, w, j) => sum + w * signal[i + j], 0)));

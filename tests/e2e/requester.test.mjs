@@ -5,8 +5,8 @@
 // same for a custom WGSL kernel (SAXPY) replicated on both pages. Bad input (a float64 .npy, no
 // key, a wrong key, a missing file) fails with a non-zero exit and a message naming the reason.
 //
-// Run from the repository root after `cargo xtask build` and `cargo build -p glowworm-relay`
-// (which builds both target/debug/glowworm-relay and target/debug/glowworm):
+// Run from the repository root after `cargo xtask build` and
+// `cargo build -p glowworm-relay -p glowworm-cli` (target/debug/glowworm-relay and target/debug/glowworm):
 //   node --test tests/e2e/requester.test.mjs
 // Environment: GLOWWORM_CLI_BIN (default target/debug/glowworm), and see harness.mjs.
 
@@ -135,7 +135,7 @@ function runProgram(program, args, { cwd, env = {}, timeoutMs = 60_000 } = {}) {
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     child.on('error', (err) => {
       clearTimeout(timer);
-      reject(new Error(`could not start ${program}: ${err.message} (build it: cargo build -p glowworm-relay)`));
+      reject(new Error(`could not start ${program}: ${err.message} (build it: cargo build -p glowworm-relay -p glowworm-cli)`));
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);

@@ -1,25 +1,10 @@
-//! HTTP to the relay with reqwest: the native [`Transport`] of `glowworm::protocol`.
+//! HTTP to the relay with reqwest: the native [`Transport`] of `glowworm_protocol::protocol`.
+//! Its failures are the protocol's [`RelayError`], as the page's and the CLI's are.
 
-use glowworm::protocol::Transport;
-use glowworm::wire::ErrorBody;
+use glowworm_protocol::protocol::{RelayError, Transport};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("could not reach the relay at {url}: {source}")]
-    Network { url: String, source: reqwest::Error },
-    #[error("relay answered {status} ({code}) for {path}: {message}")]
-    Refused {
-        path: String,
-        status: u16,
-        code: String,
-        message: String,
-    },
-    #[error("unexpected reply from the relay for {path}: {message}")]
-    BadReply { path: String, message: String },
-}
 
 /// A relay at a base URL such as "http://127.0.0.1:8787".
 #[derive(Clone)]
@@ -29,15 +14,12 @@ pub struct RelayClient {
 }
 
 impl RelayClient {
-    pub fn new(base: &str) -> Result<Self, ClientError> {
+    pub fn new(base: &str) -> Result<Self, RelayError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("glowworm-worker/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|source| ClientError::Network {
-                url: base.to_string(),
-                source,
-            })?;
+            .map_err(|e| RelayError::from_reqwest(base, &e))?;
         Ok(RelayClient {
             http,
             base: base.trim_end_matches('/').to_string(),
@@ -52,27 +34,23 @@ impl RelayClient {
         &self,
         request: reqwest::RequestBuilder,
         path: &str,
-    ) -> Result<reqwest::Response, ClientError> {
-        let url = format!("{}{}", self.base, path);
-        let response = request
-            .send()
-            .await
-            .map_err(|source| ClientError::Network {
-                url: url.clone(),
-                source,
-            })?;
-        if response.status().is_success() {
+    ) -> Result<reqwest::Response, RelayError> {
+        let transport = |e: reqwest::Error| RelayError::from_reqwest(&self.base, &e);
+        let request = request.build().map_err(transport)?;
+        let method = request.method().clone();
+        let response = self.http.execute(request).await.map_err(transport)?;
+        let status = response.status();
+        if status.is_success() {
             return Ok(response);
         }
-        let status = response.status().as_u16();
+        let context = format!("the relay refused {method} {path}");
         let text = response.text().await.unwrap_or_default();
-        let (code, message) = ErrorBody::code_and_message(&text);
-        Err(ClientError::Refused {
-            path: path.to_string(),
-            status,
-            code,
-            message,
-        })
+        Err(RelayError::refused(
+            &context,
+            status.as_u16(),
+            &text,
+            status.canonical_reason(),
+        ))
     }
 
     fn url(&self, path: &str) -> String {
@@ -82,37 +60,34 @@ impl RelayClient {
     async fn json<T: DeserializeOwned>(
         response: reqwest::Response,
         path: &str,
-    ) -> Result<T, ClientError> {
-        let bytes = response.bytes().await.map_err(|e| ClientError::BadReply {
-            path: path.to_string(),
+    ) -> Result<T, RelayError> {
+        let bytes = response.bytes().await.map_err(|e| RelayError::BadReply {
+            context: path.to_string(),
             message: e.to_string(),
         })?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::BadReply {
-            path: path.to_string(),
+        serde_json::from_slice(&bytes).map_err(|e| RelayError::BadReply {
+            context: path.to_string(),
             message: e.to_string(),
         })
     }
 }
 
 impl Transport for RelayClient {
-    fn refusal_code(error: &ClientError) -> Option<&str> {
-        match error {
-            ClientError::Refused { code, .. } => Some(code),
-            _ => None,
-        }
+    fn refusal_code(error: &RelayError) -> Option<&str> {
+        error.code()
     }
 
-    type Error = ClientError;
+    type Error = RelayError;
 
-    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RelayError> {
         let response = self.send(self.http.get(self.url(path)), path).await?;
         Self::json(response, path).await
     }
 
-    async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+    async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, RelayError> {
         let response = self.send(self.http.get(self.url(path)), path).await?;
-        let bytes = response.bytes().await.map_err(|e| ClientError::BadReply {
-            path: path.to_string(),
+        let bytes = response.bytes().await.map_err(|e| RelayError::BadReply {
+            context: path.to_string(),
             message: e.to_string(),
         })?;
         Ok(bytes.to_vec())
@@ -122,7 +97,7 @@ impl Transport for RelayClient {
         &self,
         path: &str,
         body: &B,
-    ) -> Result<T, ClientError> {
+    ) -> Result<T, RelayError> {
         let response = self
             .send(self.http.post(self.url(path)).json(body), path)
             .await?;
@@ -133,7 +108,7 @@ impl Transport for RelayClient {
         &self,
         path: &str,
         body: &B,
-    ) -> Result<Option<T>, ClientError> {
+    ) -> Result<Option<T>, RelayError> {
         let response = self
             .send(self.http.post(self.url(path)).json(body), path)
             .await?;

@@ -8,9 +8,9 @@
 //! it runs the next unit, saying so in the log. When no new device opens, each unit fails (and is
 //! given back) until one does.
 
-use glowworm::gpu::{AdapterSummary, DeviceLoss, Gpu, GpuError};
-use glowworm::protocol::Work;
-use glowworm::wire::KernelSource;
+use glowworm_contributor::gpu::{AdapterSummary, DeviceLoss, Gpu, GpuError};
+use glowworm_protocol::protocol::Work;
+use glowworm_protocol::wire::KernelSource;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 
@@ -95,7 +95,7 @@ impl GpuThread {
     }
 
     /// Runs a unit's work (a matmul or a custom dispatch) on the GPU thread; `inputs` are in the
-    /// order [`glowworm::protocol::work`] lists them. Resolves to the output's bytes.
+    /// order [`glowworm_protocol::protocol::work`] lists them. Resolves to the output's bytes.
     pub async fn run_work(
         &self,
         kernel: Arc<KernelSource>,

@@ -1,6 +1,6 @@
 //! The worker's ed25519 key in a file only its owner can read (mode 0600), created on first use.
 
-use glowworm::signing::ContributorKey;
+use glowworm_protocol::signing::ContributorKey;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -23,7 +23,7 @@ pub enum KeyFileError {
     )]
     TooOpen { path: PathBuf, mode: u32 },
     #[error(transparent)]
-    Key(#[from] glowworm::signing::SignatureError),
+    Key(#[from] glowworm_protocol::signing::SignatureError),
 }
 
 /// The default key path: `$XDG_CONFIG_HOME/glowworm/worker.key` or `~/.config/glowworm/worker.key`.

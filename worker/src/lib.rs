@@ -4,8 +4,9 @@
 //!
 //! Data flows like this: [`runner::run`] keeps several units in flight on one thread. Each takes
 //! a lease from the relay ([`client::RelayClient`], reqwest), fetches the kernel and inputs through
-//! caches keyed by content hash (`glowworm::protocol`), hands the work (a matmul, or a custom
-//! kernel's dispatch) to the GPU thread ([`gpu_thread::GpuThread`], which owns the wgpu device),
+//! caches keyed by content hash (`glowworm_protocol::protocol::Fetcher`, the page's too), hands the
+//! work (a matmul, or a custom kernel's dispatch) to the GPU thread ([`gpu_thread::GpuThread`],
+//! which owns the wgpu device of `glowworm_contributor::gpu`),
 //! signs the output's bytes with the key from
 //! [`key_file`] and submits it. On stop, units in flight are finished; none is left leased. A
 //! unit whose device is lost is given back (`gpu_failed`) and the GPU thread opens a new device.

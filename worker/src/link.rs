@@ -3,11 +3,12 @@
 //! prints the Sign-In with Ethereum message naming its key ([`prepare`]); the operator signs it and
 //! hands the signature back; the worker adds its own session signature and posts both ([`finish`]).
 
-use crate::client::{ClientError, RelayClient};
-use glowworm::link::{LinkError, SiweFields, siwe_message};
-use glowworm::protocol::Transport;
-use glowworm::signing::ContributorKey;
-use glowworm::wire::{LinkReply, LinkRequest, NonceReply};
+use crate::client::RelayClient;
+use glowworm_protocol::link::{LinkError, SiweFields, siwe_message};
+use glowworm_protocol::protocol::RelayError;
+use glowworm_protocol::protocol::Transport;
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::{LinkReply, LinkRequest, NonceReply};
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -18,7 +19,7 @@ pub const VALIDITY: Duration = Duration::from_secs(10 * 60);
 #[derive(Debug, thiserror::Error)]
 pub enum LinkCommandError {
     #[error(transparent)]
-    Relay(#[from] ClientError),
+    Relay(#[from] RelayError),
     #[error(transparent)]
     Message(#[from] LinkError),
     #[error("the relay URL {0} has no host to sign in to")]

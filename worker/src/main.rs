@@ -99,7 +99,7 @@ fn main() -> Result<()> {
 
 fn link(
     relay: &str,
-    key: &glowworm::signing::ContributorKey,
+    key: &glowworm_protocol::signing::ContributorKey,
     address: &str,
     chain_id: u64,
     signed: Option<(String, String)>,
@@ -131,7 +131,7 @@ fn link(
     })
 }
 
-fn work(relay: &str, key: glowworm::signing::ContributorKey, args: RunArgs) -> Result<()> {
+fn work(relay: &str, key: glowworm_protocol::signing::ContributorKey, args: RunArgs) -> Result<()> {
     let client = RelayClient::new(relay)?;
     let gpu = GpuThread::start().context(
         "could not open a GPU (on Linux without one: apt-get install mesa-vulkan-drivers)",

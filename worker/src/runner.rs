@@ -1,17 +1,14 @@
 //! The work loop: several units in flight on one thread, each going lease -> fetch (cached) ->
 //! GPU -> sign -> submit, until stopped or a unit budget is reached. Matmul units and custom
-//! kernels' units take the same path: inputs are fetched and cached as bytes by content hash,
-//! [`glowworm::protocol::work`] says what to run, and the output's bytes are signed.
+//! kernels' units take the same path: the kernel and inputs are fetched and cached as bytes by
+//! content hash ([`Fetcher`], which also says what to run), and the output's bytes are signed.
 
-use crate::client::{ClientError, RelayClient};
+use crate::client::RelayClient;
 use crate::gpu_thread::GpuThread;
-use glowworm::cache::BlobCache;
-use glowworm::hash::ContentHash;
-use glowworm::protocol::{self, ProtocolError};
-use glowworm::signing::ContributorKey;
-use glowworm::wire::{BlobRef, KernelSource, Lease, ReleaseReason, ResultReceipt};
+use glowworm_protocol::protocol::{self, Fetcher, ProtocolError, RelayError};
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::{ReleaseReason, ResultReceipt};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -24,9 +21,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum UnitError {
     #[error(transparent)]
-    Protocol(#[from] ProtocolError<ClientError>),
+    Protocol(#[from] ProtocolError<RelayError>),
     #[error(transparent)]
-    Gpu(#[from] glowworm::gpu::GpuError),
+    Gpu(#[from] glowworm_contributor::gpu::GpuError),
 }
 
 #[derive(Debug, Clone)]
@@ -115,8 +112,7 @@ struct Context<'a> {
     options: &'a RunOptions,
     stop: &'a StopSignal,
     on_event: &'a dyn Fn(Event),
-    kernels: RefCell<HashMap<ContentHash, Arc<KernelSource>>>,
-    blobs: RefCell<BlobCache<Arc<Vec<u8>>>>,
+    fetcher: Fetcher,
     totals: RefCell<Totals>,
     /// Units leased or done, so `max_units` is never overshot by lanes running in parallel.
     claimed: Cell<u64>,
@@ -138,8 +134,7 @@ pub async fn run(
         options,
         stop,
         on_event,
-        kernels: RefCell::new(HashMap::new()),
-        blobs: RefCell::new(BlobCache::new(BLOB_CACHE_BYTES)),
+        fetcher: Fetcher::new(glowworm_contributor::gpu::MAX_PIPELINES, BLOB_CACHE_BYTES),
         totals: RefCell::new(Totals::default()),
         claimed: Cell::new(0),
     };
@@ -207,67 +202,32 @@ async fn one_unit(ctx: &Context<'_>) -> Result<Option<ResultReceipt>, UnitError>
     else {
         return Ok(None);
     };
-    let computed = compute(ctx, &lease).await;
+    // A lease whose kernel or inputs cannot be fetched is released by the fetcher.
+    let fetched = ctx.fetcher.fetch(ctx.client, ctx.key, &lease).await?;
+    {
+        let mut totals = ctx.totals.borrow_mut();
+        totals.bytes_downloaded += fetched.input_bytes_downloaded;
+        totals.bytes_used += fetched.input_bytes_used;
+    }
+    let computed = ctx
+        .gpu
+        .run_work(fetched.kernel, fetched.work, fetched.inputs)
+        .await;
     let output = match computed {
         Ok(output) => output,
         Err(e) => {
-            // Give the unit back at once rather than let it wait for its deadline, saying
-            // whether the GPU failed on it (the relay charges that to the unit's budget).
-            let reason = match e {
-                UnitError::Gpu(_) => ReleaseReason::GpuFailed,
-                UnitError::Protocol(_) => ReleaseReason::FetchFailed,
-            };
-            let _ = protocol::release(ctx.client, ctx.key, &lease, reason).await;
-            return Err(e);
+            // Give the unit back at once rather than let it wait for its deadline: the GPU
+            // failed on it (the relay charges that to the unit's budget).
+            let _ = protocol::release(ctx.client, ctx.key, &lease, ReleaseReason::GpuFailed).await;
+            return Err(e.into());
         }
     };
     let submission = protocol::submission_of_bytes(ctx.key, &lease, &output);
     Ok(Some(protocol::submit(ctx.client, &submission).await?))
 }
 
-/// The unit's output bytes: a matmul or a custom kernel's dispatch, run on the GPU thread.
-async fn compute(ctx: &Context<'_>, lease: &Lease) -> Result<Vec<u8>, UnitError> {
-    let (work, blobs) = protocol::work::<ClientError>(lease)?;
-    let kernel = kernel(ctx, lease).await?;
-    let mut inputs = Vec::with_capacity(blobs.len());
-    for blob in blobs {
-        inputs.push(input(ctx, blob).await?);
-    }
-    Ok(ctx.gpu.run_work(kernel, work, inputs).await?)
-}
-
-async fn kernel(ctx: &Context<'_>, lease: &Lease) -> Result<Arc<KernelSource>, UnitError> {
-    let cached = ctx.kernels.borrow().get(&lease.kernel.hash).cloned();
-    if let Some(k) = cached {
-        return Ok(k);
-    }
-    let k = Arc::new(protocol::fetch_kernel(ctx.client, &lease.kernel).await?);
-    let mut kernels = ctx.kernels.borrow_mut();
-    // Bounded like the GPU's pipelines: every custom-kernel job brings a new kernel.
-    if kernels.len() >= glowworm::gpu::MAX_PIPELINES {
-        kernels.clear();
-    }
-    kernels.insert(k.hash, k.clone());
-    Ok(k)
-}
-
-/// An input blob's bytes, from the cache or the relay.
-async fn input(ctx: &Context<'_>, blob: &BlobRef) -> Result<Arc<Vec<u8>>, UnitError> {
-    ctx.totals.borrow_mut().bytes_used += blob.bytes;
-    let cached = ctx.blobs.borrow().get(&blob.hash);
-    if let Some(v) = cached {
-        return Ok(v);
-    }
-    let bytes = Arc::new(protocol::fetch_blob(ctx.client, blob).await?);
-    ctx.totals.borrow_mut().bytes_downloaded += bytes.len() as u64;
-    ctx.blobs
-        .borrow_mut()
-        .insert(blob.hash, bytes.clone(), bytes.len());
-    Ok(bytes)
-}
-
 /// The system clock in Unix milliseconds, which lease requests are signed by (the key keeps
-/// its lanes' requests in order: [`glowworm::signing::ContributorKey::lease_time`]).
+/// its lanes' requests in order: [`glowworm_protocol::signing::ContributorKey::lease_time`]).
 fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,8 +1,8 @@
 //! The native worker against a real relay on 127.0.0.1 (port 0, SQLite in a temp dir), computing
 //! on wgpu's native backend (lavapipe on a machine without a GPU).
 
-use glowworm::signing::ContributorKey;
-use glowworm::wire::{ContributorInfo, Stats};
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::{ContributorInfo, Stats};
 use glowworm_relay::{AppState, Config, app};
 use glowworm_worker::client::RelayClient;
 use glowworm_worker::gpu_thread::GpuThread;
@@ -41,7 +41,7 @@ fn gpu() -> GpuThread {
 async fn the_worker_completes_a_job_and_is_credited_for_each_unit() {
     let dir = tempfile::tempdir().unwrap();
     let (url, state) = start_relay(&dir).await;
-    glowworm_relay::work::demo::tick(&state)
+    glowworm_relay::work::demo::tick(&state.db, &state.config, state.now_ms())
         .await
         .unwrap()
         .expect("a demo job"); // 3 x 2 = 6 units
@@ -112,7 +112,7 @@ async fn the_worker_completes_a_job_and_is_credited_for_each_unit() {
 async fn several_units_in_flight_all_verify_and_stop_leaves_nothing_leased() {
     let dir = tempfile::tempdir().unwrap();
     let (url, state) = start_relay(&dir).await;
-    glowworm_relay::work::demo::tick(&state)
+    glowworm_relay::work::demo::tick(&state.db, &state.config, state.now_ms())
         .await
         .unwrap()
         .expect("a demo job");
@@ -188,7 +188,7 @@ async fn an_unreachable_relay_is_reported_and_retried_not_fatal() {
 async fn a_lost_device_is_replaced_and_work_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let (url, state) = start_relay(&dir).await;
-    glowworm_relay::demo::tick(&state)
+    glowworm_relay::work::demo::tick(&state.db, &state.config, state.now_ms())
         .await
         .unwrap()
         .expect("a demo job"); // 6 units

@@ -7,13 +7,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes, from_base64};
-use glowworm::hash::ContentHash;
-use glowworm::kernels::custom::samples;
-use glowworm::kernels::matmul::sample_matrix;
-use glowworm::signing::{ContributorKey, verify_result};
-use glowworm::wire::{
-    BlobRef, Dispatch, KernelRef, KernelSource, Lease, ResultReceipt, ResultSubmission,
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes, from_base64};
+use glowworm_protocol::hash::ContentHash;
+use glowworm_protocol::kernels::custom::samples;
+use glowworm_protocol::kernels::matmul::sample_matrix;
+use glowworm_protocol::signing::{ContributorKey, verify_result};
+use glowworm_protocol::wire::{
+    BlobRef, Dispatch, KernelRef, KernelSource, Lease, LeaseWork, ResultReceipt, ResultSubmission,
 };
 use glowworm_worker::client::RelayClient;
 use glowworm_worker::gpu_thread::GpuThread;
@@ -93,8 +93,7 @@ async fn the_worker_runs_a_custom_kernel_and_signs_its_output_bytes() {
             id: kernel.id.clone(),
             hash: kernel.hash,
         },
-        shape: None,
-        dispatch: Some(Dispatch {
+        work: LeaseWork::Dispatch(Dispatch {
             workgroups: spec.workgroups,
             output_binding: spec.output.binding,
         }),

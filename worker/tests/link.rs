@@ -1,8 +1,8 @@
 //! `glowworm-worker link` against a real relay on 127.0.0.1: the message it prints, signed the way
 //! a wallet's personal_sign does (EIP-191, secp256k1 via k256), links the worker's key.
 
-use glowworm::signing::ContributorKey;
-use glowworm::wire::{AccountInfo, ContributorInfo};
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::{AccountInfo, ContributorInfo};
 use glowworm_relay::{AppState, Config, app};
 use glowworm_worker::client::RelayClient;
 use glowworm_worker::link::{self, LinkCommandError};
@@ -103,7 +103,7 @@ async fn a_signature_by_another_wallet_or_a_malformed_one_is_refused() {
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains("403 (bad_wallet_signature)"),
+        err.to_string().contains("(403 bad_wallet_signature)"),
         "{err}"
     );
     let err = link::finish(&client, &key, &message, "0x1234")

@@ -6,11 +6,11 @@
 //! network (a local reverse proxy without `trust_forwarded_for`), and the job's status says why
 //! its units wait.
 
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
-use glowworm::kernels::custom::{samples, validate};
-use glowworm::kernels::matmul::sample_matrix;
-use glowworm::signing::ContributorKey;
-use glowworm::wire::JobStatus;
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
+use glowworm_protocol::kernels::custom::{samples, validate};
+use glowworm_protocol::kernels::matmul::sample_matrix;
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::JobStatus;
 use glowworm_relay::work::jobs::{KernelJob, Owner};
 use glowworm_relay::{AppState, Config, app};
 use glowworm_worker::client::RelayClient;

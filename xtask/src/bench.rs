@@ -5,10 +5,10 @@
 //! - relay: `relay/benches/throughput.rs`, verified results per second and lease-to-credit latency
 //!   with many simulated contributors on loopback.
 //! - kernels: `crate/benches/kernels.rs`, tiled against naive WGSL matmul on the native adapter.
-//! - freivalds: `crate/benches/freivalds.rs`, the check against recomputing the product.
+//! - freivalds: `protocol/benches/freivalds.rs`, the check against recomputing the product.
 //! - verification: `relay/benches/verification.rs`, cheating contributors against replication,
 //!   canaries and reputation: what is caught, what reaches job outputs, and the overhead; then
-//!   `crate/benches/tolerance.rs`, Freivalds' tolerances: cheat kind x k -> share caught, honest
+//!   `protocol/benches/tolerance.rs`, Freivalds' tolerances: cheat kind x k -> share caught, honest
 //!   summation order x k -> share rejected, the margin between them, and tier 2's cost
 //!   (`target/bench/tolerance.md`).
 //! - browser: `tests/bench/browser.mjs`, wasm size, kernels in headless Chromium, and the time
@@ -70,12 +70,15 @@ pub fn run(root: &Path, which: &[Which]) -> Result<()> {
             Which::Kernels => {
                 deps::require_vulkan_driver()?;
                 process::step("Benchmark: tiled vs naive matmul on the native adapter");
-                process::cargo_with_env(&["bench", "-p", "glowworm", "--bench", "kernels"], &xdg)?;
+                process::cargo_with_env(
+                    &["bench", "-p", "glowworm-contributor", "--bench", "kernels"],
+                    &xdg,
+                )?;
             }
             Which::Freivalds => {
                 process::step("Benchmark: Freivalds' check vs recomputing the product");
                 process::cargo_with_env(
-                    &["bench", "-p", "glowworm", "--bench", "freivalds"],
+                    &["bench", "-p", "glowworm-protocol", "--bench", "freivalds"],
                     &xdg,
                 )?;
             }
@@ -83,7 +86,7 @@ pub fn run(root: &Path, which: &[Which]) -> Result<()> {
                 process::step("Benchmark: verification under attack");
                 process::cargo(&["bench", "-p", "glowworm-relay", "--bench", "verification"])?;
                 process::step("Benchmark: Freivalds' tolerances (cheats caught, honest orders)");
-                process::cargo(&["bench", "-p", "glowworm", "--bench", "tolerance"])?;
+                process::cargo(&["bench", "-p", "glowworm-protocol", "--bench", "tolerance"])?;
             }
             Which::Faults => {
                 process::step("Benchmark: faults survived (SIGKILL under load)");

@@ -146,7 +146,14 @@ fn test(root: &Path, no_browser: bool, no_fuzz: bool) -> Result<()> {
         // The end-to-end tests use the contributor module only.
         wasm::build_module(root, wasm::Module::Contributor)?;
         // Both binaries: the relay, and the requester's client `glowworm` (requester.test.mjs).
-        process::cargo(&["build", "-p", "glowworm-relay", "--bins"])?;
+        process::cargo(&[
+            "build",
+            "-p",
+            "glowworm-relay",
+            "-p",
+            "glowworm-cli",
+            "--bins",
+        ])?;
         process::step("End-to-end tests in headless Chromium with WebGPU");
         process::run_checked(
             Path::new("node"),
@@ -190,7 +197,7 @@ fn lint() -> Result<()> {
         let mut args = vec![
             "clippy",
             "-p",
-            "glowworm",
+            "glowworm-contributor",
             "--target",
             deps::WASM_TARGET,
             "--target-dir",

@@ -48,7 +48,7 @@ pub fn build_module(root: &Path, module: Module) -> Result<()> {
     let mut args = vec![
         "build",
         "-p",
-        "glowworm",
+        "glowworm-contributor",
         "--lib",
         "--target",
         deps::WASM_TARGET,
@@ -61,7 +61,8 @@ pub fn build_module(root: &Path, module: Module) -> Result<()> {
         args.extend(["--features", "bench"]);
     }
     process::cargo(&args)?;
-    let input = root.join("target/wasm/wasm32-unknown-unknown/wasm-release/glowworm.wasm");
+    let input =
+        root.join("target/wasm/wasm32-unknown-unknown/wasm-release/glowworm_contributor.wasm");
     let out_dir = root.join("www").join(dir);
     wasm_bindgen_cli_support::Bindgen::new()
         .input_path(&input)

@@ -6,8 +6,8 @@
 //! not in the one contributors download.
 
 use crate::gpu::Gpu;
-use crate::kernels::matmul;
-use crate::wire::MatmulShape;
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::wire::MatmulShape;
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;

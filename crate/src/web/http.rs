@@ -3,28 +3,12 @@
 //! Hand-written over web-sys rather than gloo-net: it needs only JSON and byte bodies, and calling
 //! the global `fetch` works the same in a worker and a window without any feature detection.
 
-use crate::protocol::Transport;
-use crate::wire::ErrorBody;
+use glowworm_protocol::protocol::{RelayError, Transport};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, RequestInit, Response};
-
-#[derive(Debug, thiserror::Error)]
-pub enum HttpError {
-    #[error("could not reach the relay at {url}: {message}")]
-    Network { url: String, message: String },
-    #[error("relay answered {status} ({code}) for {path}: {message}")]
-    Refused {
-        path: String,
-        status: u16,
-        code: String,
-        message: String,
-    },
-    #[error("unexpected reply from the relay for {path}: {message}")]
-    BadReply { path: String, message: String },
-}
 
 pub struct Relay {
     base: String,
@@ -43,11 +27,11 @@ impl Relay {
         method: &str,
         path: &str,
         body: Option<String>,
-    ) -> Result<Response, HttpError> {
+    ) -> Result<Response, RelayError> {
         let url = format!("{}{}", self.base, path);
-        let network = |e: JsValue| HttpError::Network {
+        let network = |e: JsValue| RelayError::Unreachable {
             url: url.clone(),
-            message: describe(e),
+            cause: describe(e),
         };
         let init = RequestInit::new();
         init.set_method(method);
@@ -81,48 +65,41 @@ impl Relay {
                 .unwrap_or_default(),
             Err(_) => String::new(),
         };
-        let (code, message) = ErrorBody::code_and_message(&text);
-        Err(HttpError::Refused {
-            path: path.to_string(),
-            status,
-            code,
-            message,
-        })
+        let context = format!("the relay refused {method} {path}");
+        let reason = response.status_text();
+        Err(RelayError::refused(&context, status, &text, Some(&reason)))
     }
 
     async fn json<T: DeserializeOwned>(
         &self,
         path: &str,
         response: Response,
-    ) -> Result<T, HttpError> {
+    ) -> Result<T, RelayError> {
         let text = JsFuture::from(response.text().map_err(|e| bad(path, e))?)
             .await
             .map_err(|e| bad(path, e))?
             .as_string()
             .unwrap_or_default();
-        serde_json::from_str(&text).map_err(|e| HttpError::BadReply {
-            path: path.to_string(),
+        serde_json::from_str(&text).map_err(|e| RelayError::BadReply {
+            context: path.to_string(),
             message: e.to_string(),
         })
     }
 }
 
 impl Transport for Relay {
-    type Error = HttpError;
+    type Error = RelayError;
 
-    fn refusal_code(error: &HttpError) -> Option<&str> {
-        match error {
-            HttpError::Refused { code, .. } => Some(code),
-            _ => None,
-        }
+    fn refusal_code(error: &RelayError) -> Option<&str> {
+        error.code()
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, HttpError> {
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RelayError> {
         let response = self.send("GET", path, None).await?;
         self.json(path, response).await
     }
 
-    async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, HttpError> {
+    async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, RelayError> {
         let response = self.send("GET", path, None).await?;
         let buffer = JsFuture::from(response.array_buffer().map_err(|e| bad(path, e))?)
             .await
@@ -134,7 +111,7 @@ impl Transport for Relay {
         &self,
         path: &str,
         body: &B,
-    ) -> Result<T, HttpError> {
+    ) -> Result<T, RelayError> {
         let response = self
             .send("POST", path, Some(body_text(path, body)?))
             .await?;
@@ -146,7 +123,7 @@ impl Transport for Relay {
         &self,
         path: &str,
         body: &B,
-    ) -> Result<Option<T>, HttpError> {
+    ) -> Result<Option<T>, RelayError> {
         let response = self
             .send("POST", path, Some(body_text(path, body)?))
             .await?;
@@ -157,16 +134,16 @@ impl Transport for Relay {
     }
 }
 
-fn body_text<B: Serialize>(path: &str, body: &B) -> Result<String, HttpError> {
-    serde_json::to_string(body).map_err(|e| HttpError::BadReply {
-        path: path.to_string(),
+fn body_text<B: Serialize>(path: &str, body: &B) -> Result<String, RelayError> {
+    serde_json::to_string(body).map_err(|e| RelayError::BadReply {
+        context: path.to_string(),
         message: e.to_string(),
     })
 }
 
-fn bad(path: &str, e: JsValue) -> HttpError {
-    HttpError::BadReply {
-        path: path.to_string(),
+fn bad(path: &str, e: JsValue) -> RelayError {
+    RelayError::BadReply {
+        context: path.to_string(),
         message: describe(e),
     }
 }

@@ -1,9 +1,9 @@
 //! The wasm-bindgen surface the page's Web Worker drives (`www/worker.js`).
 //!
 //! [`Contributor::step`] runs one unit end to end: take a lease (or the one prefetched during the
-//! previous step), fetch its kernel and inputs through the content-hash caches, compute on the GPU
-//! while the next unit is leased and fetched, sign the output and submit it. Matmul units and
-//! custom kernels' units take the same path ([`protocol::work`] says which and
+//! previous step), fetch its kernel and inputs through the content-hash caches ([`Fetcher`]),
+//! compute on the GPU while the next unit is leased and fetched, sign the output and submit it.
+//! Matmul units and custom kernels' units take the same path ([`protocol::work`] says which and
 //! [`Gpu::run_work`] runs either). Errors cross the boundary as `JsError`s whose message says
 //! what failed.
 //!
@@ -18,16 +18,13 @@
 mod bench;
 mod http;
 
-use crate::cache::BlobCache;
 use crate::gpu::{DeviceLoss, Gpu, GpuError};
-use crate::hash::ContentHash;
-use crate::protocol::{self, ProtocolError, Work};
-use crate::signing::ContributorKey;
-use crate::wire::{KernelSource, Lease, LeaseRequest, ReleaseReason};
-use http::{HttpError, Relay};
+use glowworm_protocol::protocol::{self, Fetched, Fetcher, ProtocolError, RelayError};
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::{Lease, LeaseRequest, ReleaseReason};
+use http::Relay;
 use serde::Serialize;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
@@ -37,15 +34,15 @@ const BLOB_CACHE_BYTES: usize = 64 << 20;
 #[derive(Debug, thiserror::Error)]
 enum StepError {
     #[error(transparent)]
-    Protocol(#[from] ProtocolError<HttpError>),
+    Protocol(#[from] ProtocolError<RelayError>),
     #[error(transparent)]
     Gpu(#[from] GpuError),
     #[error("could not reopen the GPU: {0}")]
     Reopen(GpuError),
 }
 
-impl From<HttpError> for StepError {
-    fn from(e: HttpError) -> Self {
+impl From<RelayError> for StepError {
+    fn from(e: RelayError) -> Self {
         StepError::Protocol(ProtocolError::Transport(e))
     }
 }
@@ -53,12 +50,7 @@ impl From<HttpError> for StepError {
 /// A unit leased and ready to compute: kernel and inputs in memory.
 struct Prepared {
     lease: Lease,
-    kernel: KernelSource,
-    work: Work,
-    /// The blobs `work` reads, in the order [`protocol::work`] listed them.
-    inputs: Vec<Rc<Vec<u8>>>,
-    bytes_downloaded: u64,
-    cache_hits: u32,
+    fetched: Fetched,
 }
 
 /// What one call of `step()` did; becomes a plain JS object.
@@ -96,8 +88,7 @@ struct Inner {
     key: ContributorKey,
     /// The GPU device; replaced by a new one when it is lost ([`recover`]).
     gpu: RefCell<Rc<Gpu>>,
-    kernels: RefCell<HashMap<ContentHash, KernelSource>>,
-    blobs: RefCell<BlobCache<Rc<Vec<u8>>>>,
+    fetcher: Fetcher,
     prefetched: RefCell<Option<Prepared>>,
     /// What every lease request says besides the key and the time: the adapter, and a partner
     /// widget's attribution when there is one. Each request is signed when it is made.
@@ -140,8 +131,7 @@ impl Contributor {
                 relay: Relay::new(relay),
                 key,
                 gpu: RefCell::new(Rc::new(gpu)),
-                kernels: RefCell::new(HashMap::new()),
-                blobs: RefCell::new(BlobCache::new(BLOB_CACHE_BYTES)),
+                fetcher: Fetcher::new(crate::gpu::MAX_PIPELINES, BLOB_CACHE_BYTES),
                 prefetched: RefCell::new(None),
                 lease_template,
             }),
@@ -184,7 +174,8 @@ impl Contributor {
             expiration_time: String,
         }
         let f: Fields = serde_wasm_bindgen::from_value(fields)?;
-        Ok(crate::link::siwe_message(&crate::link::SiweFields {
+        use glowworm_protocol::link::{SiweFields, siwe_message};
+        Ok(siwe_message(&SiweFields {
             domain: f.domain,
             address: f.address,
             uri: f.uri,
@@ -252,8 +243,9 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
     // Pipeline: lease and fetch the next unit while the GPU computes this one.
     let compute = async {
         let started = js_sys::Date::now();
-        let inputs: Vec<&[u8]> = current.inputs.iter().map(|i| i.as_slice()).collect();
-        let out = gpu.run_work(&current.kernel, &current.work, &inputs).await;
+        let fetched = &current.fetched;
+        let inputs: Vec<&[u8]> = fetched.inputs.iter().map(|i| i.as_slice()).collect();
+        let out = gpu.run_work(&fetched.kernel, &fetched.work, &inputs).await;
         (out, js_sys::Date::now() - started)
     };
     let ((output, compute_ms), next) =
@@ -280,12 +272,12 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
     Ok(StepReport::Verified {
         unit_id: receipt.unit_id,
         job_id: lease.job_id,
-        kernel: current.kernel.id.clone(),
+        kernel: current.fetched.kernel.id.clone(),
         flop: receipt.flop,
         credited: receipt.credited,
         balance: receipt.balance,
-        bytes_downloaded: current.bytes_downloaded,
-        cache_hits: current.cache_hits,
+        bytes_downloaded: current.fetched.bytes_downloaded(),
+        cache_hits: current.fetched.cache_hits(),
         compute_ms,
     })
 }
@@ -322,67 +314,12 @@ async fn prepare_next(inner: &Inner) -> Result<Option<Prepared>, StepError> {
     let Some(lease) = protocol::lease_with(&inner.relay, &request).await? else {
         return Ok(None);
     };
-    match fetch_inputs(inner, lease.clone()).await {
-        Ok(prepared) => Ok(Some(prepared)),
-        Err(e) => {
-            let _ = release(inner, &lease, ReleaseReason::FetchFailed).await;
-            Err(e)
-        }
-    }
-}
-
-/// The lease's kernel and inputs, from the caches where possible.
-async fn fetch_inputs(inner: &Inner, lease: Lease) -> Result<Prepared, StepError> {
-    let mut bytes_downloaded = 0;
-    let mut cache_hits = 0;
-
-    let (work, blobs) = protocol::work::<HttpError>(&lease)?;
-    let cached_kernel = inner.kernels.borrow().get(&lease.kernel.hash).cloned();
-    let kernel = match cached_kernel {
-        Some(k) => {
-            cache_hits += 1;
-            k
-        }
-        None => {
-            let k = protocol::fetch_kernel(&inner.relay, &lease.kernel).await?;
-            bytes_downloaded += k.wgsl.len() as u64;
-            let mut kernels = inner.kernels.borrow_mut();
-            if kernels.len() >= crate::gpu::MAX_PIPELINES {
-                kernels.clear();
-            }
-            kernels.insert(k.hash, k.clone());
-            k
-        }
-    };
-
-    let mut inputs = Vec::with_capacity(blobs.len());
-    for blob in blobs {
-        let cached = inner.blobs.borrow().get(&blob.hash);
-        let bytes = match cached {
-            Some(bytes) => {
-                cache_hits += 1;
-                bytes
-            }
-            None => {
-                let bytes = Rc::new(protocol::fetch_blob(&inner.relay, blob).await?);
-                bytes_downloaded += bytes.len() as u64;
-                inner
-                    .blobs
-                    .borrow_mut()
-                    .insert(blob.hash, bytes.clone(), bytes.len());
-                bytes
-            }
-        };
-        inputs.push(bytes);
-    }
-    Ok(Prepared {
-        lease,
-        kernel,
-        work,
-        inputs,
-        bytes_downloaded,
-        cache_hits,
-    })
+    // A lease whose kernel or inputs cannot be fetched is released by the fetcher.
+    let fetched = inner
+        .fetcher
+        .fetch(&inner.relay, &inner.key, &lease)
+        .await?;
+    Ok(Some(Prepared { lease, fetched }))
 }
 
 async fn release(inner: &Inner, lease: &Lease, reason: ReleaseReason) -> Result<(), StepError> {

@@ -3,7 +3,7 @@
 //! [`link`] checks a `POST /v1/auth/link` request in order, each refusal with its own code and
 //! none of them writing anything: the session key; the message ([`sign_in`]: its form, domain,
 //! URI, chain, times, and the session key in its resources); the session key's signature over it
-//! ([`glowworm::signing::verify_link`]); the wallet signature's form; that the nonce is usable;
+//! ([`glowworm_protocol::signing::verify_link`]); the wallet signature's form; that the nonce is usable;
 //! and the wallet signature itself. Only then does one transaction ([`record`]) use up the
 //! nonce, store the link with its evidence, and move the key's anonymous balance to the address.
 //! A key links at most once; linking it again to the same address moves nothing.
@@ -17,8 +17,8 @@ use crate::error::ApiError;
 use crate::ids::canonical_key;
 use crate::store::Db;
 use axum::http::StatusCode;
-use glowworm::signing::{SignatureError, verify_link};
-use glowworm::wire::{LinkReply, LinkRequest};
+use glowworm_protocol::signing::{SignatureError, verify_link};
+use glowworm_protocol::wire::{LinkReply, LinkRequest};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The address `public_key` is linked to, if any.
@@ -108,7 +108,7 @@ fn check_session_signature(
             StatusCode::FORBIDDEN,
             "bad_session_signature",
             "session_signature is not the session key's signature of the message (over \
-             LINK_DOMAIN followed by the message, see glowworm::signing::link_message)",
+             LINK_DOMAIN followed by the message, see glowworm_protocol::signing::link_message)",
         ),
     })
 }

@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::ids::address_bucket;
 use crate::random;
 use axum::http::StatusCode;
-use glowworm::wire::NonceReply;
+use glowworm_protocol::wire::NonceReply;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Characters in an issued nonce (about 119 random bits).

@@ -3,7 +3,7 @@
 //!
 //! A page embedding the widget (`www/widget.js`) names a partner, an Ethereum address; the
 //! widget's worker sends it, with the embedding site's origin, in every lease request
-//! ([`glowworm::wire::LeaseRequest`]). [`attribution`] checks their form, and
+//! ([`glowworm_protocol::wire::LeaseRequest`]). [`attribution`] checks their form, and
 //! [`registered_attribution`] that the partner is registered and the origin is one of its sites,
 //! before anything is written; [`record_lease`] stores them beside the new lease in
 //! `lease_partners`, with the share rate of that moment. When the lease's result is verified and
@@ -27,7 +27,7 @@ use crate::ids::canonical_address;
 pub use crate::ids::canonical_origin;
 use crate::store::Db;
 use axum::http::StatusCode;
-use glowworm::wire::{LeaseRequest, PartnerInfo, PartnerSite};
+use glowworm_protocol::wire::{LeaseRequest, PartnerInfo, PartnerSite};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::Arc;
 
@@ -55,7 +55,7 @@ pub fn validate_config(config: &Config) -> Result<(), String> {
         ));
     }
     for address in &config.partner_addresses {
-        glowworm::link::checksum_address(address)
+        glowworm_protocol::link::checksum_address(address)
             .map_err(|e| format!("partner address {address:?}: {e}"))?;
     }
     if !config.partner_addresses.is_empty() && config.embed_origins.is_empty() {
@@ -141,7 +141,7 @@ pub fn check_registered(
     let in_settings = config
         .partner_addresses
         .iter()
-        .any(|a| glowworm::link::checksum_address(a).is_ok_and(|a| &a == partner));
+        .any(|a| glowworm_protocol::link::checksum_address(a).is_ok_and(|a| &a == partner));
     if in_settings && config.embed_origins.contains(origin) {
         return Ok(());
     }

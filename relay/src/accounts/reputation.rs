@@ -13,7 +13,7 @@
 use crate::config::Config;
 use crate::error::ApiError;
 use axum::http::StatusCode;
-use glowworm::wire::Reputation;
+use glowworm_protocol::wire::Reputation;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The subjects a result of `public_key` counts for: the key, and the address its credits go to

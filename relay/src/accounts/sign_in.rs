@@ -16,7 +16,7 @@ use crate::accounts::erc1271::{self, Erc1271};
 use crate::error::ApiError;
 pub use crate::ids::is_domain;
 use axum::http::StatusCode;
-use glowworm::signing::session_resource;
+use glowworm_protocol::signing::session_resource;
 use siwe::{Message, TimeStamp};
 
 /// Longest message accepted, in bytes.
@@ -243,8 +243,8 @@ mod tests {
 
     #[test]
     fn the_contributors_message_builder_writes_what_the_relay_accepts() {
-        use glowworm::link::{SiweFields, siwe_message};
-        let key = glowworm::signing::ContributorKey::from_secret_bytes(&[1; 32]).unwrap();
+        use glowworm_protocol::link::{SiweFields, siwe_message};
+        let key = glowworm_protocol::signing::ContributorKey::from_secret_bytes(&[1; 32]).unwrap();
         let text = siwe_message(&SiweFields {
             domain: "127.0.0.1:8787".into(),
             address: "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266".into(),

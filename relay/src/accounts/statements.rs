@@ -13,7 +13,7 @@ use crate::accounts::links;
 use crate::accounts::reputation;
 use crate::config::Config;
 use crate::error::ApiError;
-use glowworm::wire::{AccountInfo, ContributorInfo, LedgerEntry, LinkedSession};
+use glowworm_protocol::wire::{AccountInfo, ContributorInfo, LedgerEntry, LinkedSession};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Ledger entries per page unless `?limit=` says otherwise.

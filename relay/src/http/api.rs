@@ -19,9 +19,9 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, delete, get, post};
 use axum::{Json, Router};
-use glowworm::hash::ContentHash;
-use glowworm::kernels;
-use glowworm::wire::{
+use glowworm_protocol::hash::ContentHash;
+use glowworm_protocol::kernels;
+use glowworm_protocol::wire::{
     AccountInfo, AdapterClass, ContributorInfo, Health, KernelSource, LeaseRequest, LinkReply,
     LinkRequest, NonceReply, PartnerInfo, ReleaseReason, ReleaseReceipt, ReleaseRequest,
     ResultReceipt, ResultSubmission, Stats,

@@ -4,7 +4,7 @@
 //! and one part per input (`a` and `b` for matmul, the declared input names for a kernel).
 //! Everything is checked before anything is stored: the parts, the shapes and dtypes, a matrix's
 //! values (finite, and a product that cannot overflow f32: [`MAX_PRODUCT_BOUND`]), the WGSL
-//! (with naga, [`glowworm::kernels::custom::validate`]) and the sizes. A kernel input sent as a
+//! (with naga, [`glowworm_protocol::kernels::custom::validate`]) and the sizes. A kernel input sent as a
 //! .npy file (it starts with `\x93NUMPY`) is read as one: float32, int32 or uint32 in C order,
 //! and only its data is the input. Then the inputs are cut
 //! into units and written to the blob store, and one transaction checks the requester's quota
@@ -16,14 +16,14 @@ use crate::http::extract;
 use crate::http::extract::{ApiPath, ApiQuery};
 use crate::http::state::AppState;
 use crate::work::jobs::{self, KernelJob, MatmulJob, Owner, Split};
-use crate::work::npy;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use glowworm::kernels::custom::{self, KernelError, Validated};
-use glowworm::wire::{JobList, JobSpec, JobStatus, KernelSpec, MatmulShape, MatmulSpec};
+use glowworm_protocol::kernels::custom::{self, KernelError, Validated};
+use glowworm_protocol::npy;
+use glowworm_protocol::wire::{JobList, JobSpec, JobStatus, KernelSpec, MatmulShape, MatmulSpec};
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -639,7 +639,13 @@ mod tests {
 
     #[test]
     fn the_first_non_finite_element_is_named_by_row_and_column() {
-        let data = glowworm::encoding::f32s_to_bytes(&[1.0, 2.0, 3.0, f32::NEG_INFINITY, f32::NAN]);
+        let data = glowworm_protocol::encoding::f32s_to_bytes(&[
+            1.0,
+            2.0,
+            3.0,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ]);
         let (code, text) = message(finite_f32s("B", &data, 2).unwrap_err());
         assert_eq!(code, "non_finite_input");
         assert!(text.starts_with("B has -inf at row 1, column 1"), "{text}");

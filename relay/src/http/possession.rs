@@ -4,7 +4,7 @@
 //! lease, a release, a result) must be signed by that key: otherwise anyone could take leases in
 //! a victim key's name, give its leases back, or spend its rate limit. Results were always signed
 //! ([`crate::work::results`]); lease requests and releases are signed with their own domains
-//! ([`glowworm::signing::lease_message`], [`glowworm::signing::release_message`]).
+//! ([`glowworm_protocol::signing::lease_message`], [`glowworm_protocol::signing::release_message`]).
 //!
 //! A lease request carries the time it was signed. [`SignedRequests`] takes each time once per
 //! key, only within [`WINDOW_MS`] of the relay's clock and not far below the key's latest, so a
@@ -21,8 +21,8 @@
 use crate::error::ApiError;
 use crate::ids;
 use axum::http::StatusCode;
-use glowworm::signing::{self, SignatureError};
-use glowworm::wire::{LeaseRequest, ReleaseReason, ReleaseRequest};
+use glowworm_protocol::signing::{self, SignatureError};
+use glowworm_protocol::wire::{LeaseRequest, ReleaseReason, ReleaseRequest};
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 

@@ -15,7 +15,7 @@
 //! [`BlobStore::get`] looks on disk first and then in the table, so callers need not know which.
 
 use crate::error::ApiError;
-use glowworm::hash::ContentHash;
+use glowworm_protocol::hash::ContentHash;
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::io::{BufWriter, Write};

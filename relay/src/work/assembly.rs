@@ -26,7 +26,7 @@ use crate::error::{ApiError, OpenError};
 use crate::store::blobs::{BlobStore, hash_column};
 use crate::store::{Db, WeakDb, run_catching};
 use crate::work::jobs;
-use glowworm::hash::ContentHash;
+use glowworm_protocol::hash::ContentHash;
 use rusqlite::Connection;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

@@ -1,7 +1,7 @@
 //! The demo job generator: keeps contributors busy while nobody else has queued work.
 //!
 //! Every second ([`spawn`]) it calls [`tick`], which creates a fresh demo matmul job from
-//! [`glowworm::kernels::matmul::sample_matrix`] whenever no unit of a queued job is pending or
+//! [`glowworm_protocol::kernels::matmul::sample_matrix`] whenever no unit of a queued job is pending or
 //! leased.
 
 use crate::clock::Clock;
@@ -10,8 +10,8 @@ use crate::error::ApiError;
 use crate::random;
 use crate::store::Db;
 use crate::work::jobs::{MatmulJob, Owner, Split};
-use glowworm::kernels::matmul::sample_matrix;
-use glowworm::wire::MatmulShape;
+use glowworm_protocol::kernels::matmul::sample_matrix;
+use glowworm_protocol::wire::MatmulShape;
 use std::sync::Arc;
 use std::time::Duration;
 

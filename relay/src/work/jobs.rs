@@ -37,10 +37,10 @@ crate::sql_enum! {
 }
 use crate::work::units::{self, KernelUnit, UnitFailed, Verify};
 use axum::http::StatusCode;
-use glowworm::encoding::f32s_to_bytes;
-use glowworm::hash::ContentHash;
-use glowworm::kernels::matmul;
-use glowworm::wire::{
+use glowworm_protocol::encoding::f32s_to_bytes;
+use glowworm_protocol::hash::ContentHash;
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::wire::{
     BlobRef, Dispatch, JobStatus, KernelSource, KernelSpec, MatmulShape, Waiting,
 };
 use rusqlite::{Connection, OptionalExtension, params};
@@ -213,7 +213,7 @@ pub struct KernelJob {
 impl KernelJob {
     /// Cuts each input (`inputs[i]` holds the bytes of `spec.inputs[i]`) into the units' chunks
     /// and writes them to `store`. The spec must have passed
-    /// [`glowworm::kernels::custom::validate`], which gave `workgroup_size`.
+    /// [`glowworm_protocol::kernels::custom::validate`], which gave `workgroup_size`.
     pub fn store(
         store: &BlobStore,
         spec: &KernelSpec,
@@ -688,7 +688,7 @@ mod tests {
     fn job_states_are_the_schemas() {
         crate::sql_enum::assert_matches_schema("jobs", "state", super::JobState::TEXTS);
     }
-    use glowworm::kernels::custom::samples;
+    use glowworm_protocol::kernels::custom::samples;
 
     /// Every unit of a kernel job names one blob for a shared input, whole, and its own chunk
     /// of a split one.

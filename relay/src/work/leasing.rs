@@ -20,9 +20,9 @@ use crate::random;
 use crate::work::units::{self, Holder, Miss, Unit, UnitState, Verify, Work};
 use crate::work::{canaries, jobs, lease_caps};
 use axum::http::StatusCode;
-use glowworm::hash::ContentHash;
-use glowworm::kernels;
-use glowworm::wire::{BlobRef, KernelRef, Lease, ReleaseReason, Reputation};
+use glowworm_protocol::hash::ContentHash;
+use glowworm_protocol::kernels;
+use glowworm_protocol::wire::{BlobRef, KernelRef, Lease, LeaseWork, ReleaseReason, Reputation};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -516,7 +516,7 @@ fn new_lease_id(now_ms: i64) -> Result<String, ApiError> {
 
 /// The [`Lease`] a contributor receives for `unit`.
 fn wire_lease(unit: &Unit, lease_id: String, deadline_ms: i64) -> Result<Lease, ApiError> {
-    let (kernel, shape, dispatch, inputs) = match &unit.work {
+    let (kernel, work, inputs) = match &unit.work {
         Work::Matmul {
             shape,
             a_hash,
@@ -538,15 +538,16 @@ fn wire_lease(unit: &Unit, lease_id: String, deadline_ms: i64) -> Result<Lease, 
                 panel("a", *a_hash, shape.m as u64 * shape.k as u64),
                 panel("b", *b_hash, shape.k as u64 * shape.n as u64),
             ];
-            (kernel.reference(), Some(*shape), None, inputs)
+            let work = LeaseWork::Matmul { shape: *shape };
+            (kernel.reference(), work, inputs)
         }
         Work::Kernel(kernel_unit) => {
             let kernel = KernelRef {
                 id: kernel_unit.kernel_name.clone(),
                 hash: unit.kernel_hash,
             };
-            let dispatch = Some(kernel_unit.dispatch);
-            (kernel, None, dispatch, kernel_unit.inputs.clone())
+            let work = LeaseWork::Dispatch(kernel_unit.dispatch);
+            (kernel, work, kernel_unit.inputs.clone())
         }
     };
     Ok(Lease {
@@ -554,8 +555,7 @@ fn wire_lease(unit: &Unit, lease_id: String, deadline_ms: i64) -> Result<Lease, 
         unit_id: unit.id,
         job_id: unit.job_id,
         kernel,
-        shape,
-        dispatch,
+        work,
         inputs,
         output_bytes: unit.work.output_bytes(),
         flop: unit.flop,

@@ -1,7 +1,7 @@
 //! Work: jobs, their units and leases, and every result's way from check to verify to
 //! settle.
 //!
-//! - Jobs are split into units ([`jobs`], [`units`]; uploads parsed by [`npy`]; [`demo`] jobs
+//! - Jobs are split into units ([`jobs`], [`units`]; uploads parsed by [`glowworm_protocol::npy`]; [`demo`] jobs
 //!   while nobody else has work), leased to contributors ([`leasing`], within [`lease_caps`];
 //!   known-answer [`canaries`] now and then), and their outputs assembled ([`assembly`]).
 //! - A result is checked ([`results::check`]), verified by Freivalds' check or by comparing
@@ -16,7 +16,6 @@ pub mod demo;
 pub mod jobs;
 pub mod lease_caps;
 pub mod leasing;
-pub mod npy;
 pub mod replication;
 pub mod result_rows;
 pub mod results;

@@ -4,7 +4,7 @@
 //! A unit whose output no cheap check covers (`verify = 'replicate'`) is leased to distinct
 //! contributors ([`crate::work::units::pending_for`] keeps keys, addresses, networks and, optionally,
 //! adapter kinds apart). Each result waits as `pending` until [`decide`] finds a group of results
-//! that agree ([`glowworm::compare::agree`], with the kernel's float tolerance) and that is at
+//! that agree ([`glowworm_protocol::compare::agree`], with the kernel's float tolerance) and that is at
 //! least the unit's `quorum` and a strict majority of the results that count: those are valid
 //! and credited, the rest invalid. A result of an unproven key (one not trusted when it leased
 //! the unit) that agrees with no other does not count, so strangers sending garbage cannot keep
@@ -26,8 +26,8 @@ use crate::error::ApiError;
 use crate::store::blobs;
 use crate::work::result_rows::{self, Replica};
 use crate::work::units::UnitState;
-use glowworm::compare::{Tolerance, agree};
-use glowworm::hash::ContentHash;
+use glowworm_protocol::compare::{Tolerance, agree};
+use glowworm_protocol::hash::ContentHash;
 use rusqlite::Connection;
 
 /// What the results of a replicated unit decide.

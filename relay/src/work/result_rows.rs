@@ -6,7 +6,7 @@
 
 use crate::error::ApiError;
 use crate::store::blobs::{self, hash_column};
-use glowworm::hash::ContentHash;
+use glowworm_protocol::hash::ContentHash;
 use rusqlite::{Connection, params};
 
 crate::sql_enum! {

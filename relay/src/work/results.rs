@@ -27,13 +27,13 @@ use crate::work::settlement::{self, Verdict};
 use crate::work::units::{self, Unit, UnitState, Verify, Work};
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use glowworm::compare::Tolerance;
-use glowworm::encoding::{bytes_to_f32s, from_base64};
-use glowworm::freivalds;
-use glowworm::hash::ContentHash;
-use glowworm::kernels::matmul;
-use glowworm::signing::{SignatureError, verify_result_with_key};
-use glowworm::wire::{MatmulShape, ResultReceipt, ResultSubmission};
+use glowworm_protocol::compare::Tolerance;
+use glowworm_protocol::encoding::{bytes_to_f32s, from_base64};
+use glowworm_protocol::freivalds;
+use glowworm_protocol::hash::ContentHash;
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::signing::{SignatureError, verify_result_with_key};
+use glowworm_protocol::wire::{MatmulShape, ResultReceipt, ResultSubmission};
 use rusqlite::Connection;
 use std::sync::Arc;
 
@@ -239,7 +239,7 @@ fn decode_output(text: &str, unit: &Unit) -> Result<Vec<u8>, ApiError> {
     Ok(output)
 }
 
-/// The check of [`glowworm::signing::verify_result`] (strict ed25519 over
+/// The check of [`glowworm_protocol::signing::verify_result`] (strict ed25519 over
 /// [`result_message`]), with the public key decoded once per contributor
 /// ([`ids::verifying_key`]) rather than once per result.
 fn check_signature(

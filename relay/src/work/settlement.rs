@@ -23,7 +23,7 @@ use crate::work::jobs;
 use crate::work::replication::Decision;
 use crate::work::result_rows::{self, Replica, ResultState};
 use crate::work::units::{self, Miss};
-use glowworm::hash::ContentHash;
+use glowworm_protocol::hash::ContentHash;
 use rusqlite::Connection;
 
 /// What became of one result.

@@ -1,7 +1,7 @@
 //! Relay-wide figures for `GET /v1/stats`.
 
 use crate::error::ApiError;
-use glowworm::wire::Stats;
+use glowworm_protocol::wire::Stats;
 use rusqlite::Connection;
 
 /// A contributor counts as online for this long after it was last seen.

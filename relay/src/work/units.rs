@@ -11,9 +11,9 @@
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::store::blobs::hash_column;
-use glowworm::compare::Tolerance;
-use glowworm::hash::ContentHash;
-use glowworm::wire::{BlobRef, Dispatch, MatmulShape};
+use glowworm_protocol::compare::Tolerance;
+use glowworm_protocol::hash::ContentHash;
+use glowworm_protocol::wire::{BlobRef, Dispatch, MatmulShape};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 

@@ -6,11 +6,11 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes, to_base64};
-use glowworm::hash::ContentHash;
-use glowworm::kernels::matmul;
-use glowworm::signing::ContributorKey;
-use glowworm::wire::{KernelSource, Lease, ResultReceipt, ResultSubmission};
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes, to_base64};
+use glowworm_protocol::hash::ContentHash;
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::{KernelSource, Lease, ResultReceipt, ResultSubmission};
 use glowworm_relay::{AppState, Config, ManualClock, app};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -154,7 +154,7 @@ impl TestRelay {
     /// Some(k) for replication); returns its id and its inputs.
     pub async fn queue_job(
         &self,
-        shape: glowworm::wire::MatmulShape,
+        shape: glowworm_protocol::wire::MatmulShape,
         replicas: Option<u32>,
         seed: u64,
     ) -> (i64, Vec<f32>, Vec<f32>) {
@@ -190,10 +190,10 @@ impl TestRelay {
     /// declared input; returns its id.
     pub async fn queue_kernel_job(
         &self,
-        spec: glowworm::wire::KernelSpec,
+        spec: glowworm_protocol::wire::KernelSpec,
         inputs: Vec<Vec<u8>>,
     ) -> i64 {
-        let validated = glowworm::kernels::custom::validate(&spec).unwrap();
+        let validated = glowworm_protocol::kernels::custom::validate(&spec).unwrap();
         let store = self.state.db.blob_store().clone();
         let job = glowworm_relay::work::jobs::KernelJob::store(
             &store,
@@ -232,7 +232,7 @@ impl TestRelay {
 
     /// A job's status, once its output is assembled if every unit is verified
     /// ([`TestRelay::assembled`]; [`TestRelay::job_now`] for the status at once).
-    pub async fn job(&self, job_id: i64) -> glowworm::wire::JobStatus {
+    pub async fn job(&self, job_id: i64) -> glowworm_protocol::wire::JobStatus {
         self.assembled(job_id).await;
         self.job_now(job_id).await
     }
@@ -268,7 +268,7 @@ impl TestRelay {
     }
 
     /// A job's status as it is now.
-    pub async fn job_now(&self, job_id: i64) -> glowworm::wire::JobStatus {
+    pub async fn job_now(&self, job_id: i64) -> glowworm_protocol::wire::JobStatus {
         let reply = self.get(&format!("/v1/jobs/{job_id}")).await;
         assert_eq!(reply.status, StatusCode::OK);
         reply.json()
@@ -390,8 +390,14 @@ impl Contributor {
     }
 
     /// A lease request signed now by the relay's clock (and later than this key's last one).
-    pub fn lease_request(&self, relay: &TestRelay) -> glowworm::wire::LeaseRequest {
-        glowworm::wire::LeaseRequest::signed(&self.key, relay.clock_now(), None, None, None)
+    pub fn lease_request(&self, relay: &TestRelay) -> glowworm_protocol::wire::LeaseRequest {
+        glowworm_protocol::wire::LeaseRequest::signed(
+            &self.key,
+            relay.clock_now(),
+            None,
+            None,
+            None,
+        )
     }
 
     /// A lease request naming `adapter` and the partner widget's `partner` and `origin`, signed
@@ -400,11 +406,11 @@ impl Contributor {
     pub fn lease_request_with(
         &self,
         relay: &TestRelay,
-        adapter: Option<glowworm::wire::AdapterClass>,
+        adapter: Option<glowworm_protocol::wire::AdapterClass>,
         partner: Option<&str>,
         origin: Option<&str>,
-    ) -> glowworm::wire::LeaseRequest {
-        glowworm::wire::LeaseRequest::signed(
+    ) -> glowworm_protocol::wire::LeaseRequest {
+        glowworm_protocol::wire::LeaseRequest::signed(
             &self.key,
             relay.clock_now(),
             adapter,
@@ -424,7 +430,7 @@ impl Contributor {
     pub async fn lease_reply_with(
         &self,
         relay: &TestRelay,
-        adapter: Option<glowworm::wire::AdapterClass>,
+        adapter: Option<glowworm_protocol::wire::AdapterClass>,
         partner: Option<&str>,
         origin: Option<&str>,
     ) -> Reply {
@@ -454,7 +460,7 @@ impl Contributor {
         &self,
         relay: &TestRelay,
         lease: &Lease,
-        reason: Option<glowworm::wire::ReleaseReason>,
+        reason: Option<glowworm_protocol::wire::ReleaseReason>,
     ) -> Reply {
         self.release_id(relay, &lease.lease_id, reason).await
     }
@@ -465,7 +471,7 @@ impl Contributor {
         &self,
         relay: &TestRelay,
         lease_id: &str,
-        reason: Option<glowworm::wire::ReleaseReason>,
+        reason: Option<glowworm_protocol::wire::ReleaseReason>,
     ) -> Reply {
         relay
             .post(
@@ -480,12 +486,12 @@ impl Contributor {
     pub fn release_request(
         &self,
         lease_id: &str,
-        reason: Option<glowworm::wire::ReleaseReason>,
-    ) -> glowworm::wire::ReleaseRequest {
-        let mut body = glowworm::wire::ReleaseRequest::signed(
+        reason: Option<glowworm_protocol::wire::ReleaseReason>,
+    ) -> glowworm_protocol::wire::ReleaseRequest {
+        let mut body = glowworm_protocol::wire::ReleaseRequest::signed(
             &self.key,
             lease_id,
-            reason.unwrap_or(glowworm::wire::ReleaseReason::Stopped),
+            reason.unwrap_or(glowworm_protocol::wire::ReleaseReason::Stopped),
         );
         body.reason = reason;
         body
@@ -506,7 +512,7 @@ impl Contributor {
             .await
     }
 
-    pub async fn info(&self, relay: &TestRelay) -> glowworm::wire::ContributorInfo {
+    pub async fn info(&self, relay: &TestRelay) -> glowworm_protocol::wire::ContributorInfo {
         let reply = self.info_reply(relay).await;
         assert_eq!(reply.status, StatusCode::OK);
         check_schema(&reply.json(), "ContributorInfo");
@@ -591,7 +597,7 @@ impl Contributor {
                 .collect::<Vec<_>>(),
             ["a", "b"]
         );
-        let c = matmul::reference(&inputs[0], &inputs[1], lease.shape.unwrap());
+        let c = matmul::reference(&inputs[0], &inputs[1], lease.work.shape().unwrap());
         f32s_to_bytes(&c)
     }
 
@@ -800,7 +806,7 @@ fn fits(doc: &Value, value: &Value, schema: &Value, at: &str) -> Result<(), Stri
     Ok(())
 }
 
-/// The contributor protocol's HTTP (`glowworm::protocol::Transport`) over the relay's router,
+/// The contributor protocol's HTTP (`glowworm_protocol::protocol::Transport`) over the relay's router,
 /// without a socket: simulated contributors run the same protocol code as the page and the
 /// native worker. Requests carry `ip` as their peer address, when set.
 pub struct InProcess<'a> {
@@ -830,8 +836,9 @@ impl InProcess<'_> {
         if reply.status.is_success() {
             return Ok(reply);
         }
-        let (code, message) =
-            glowworm::wire::ErrorBody::code_and_message(&String::from_utf8_lossy(&reply.body));
+        let (code, message) = glowworm_protocol::wire::ErrorBody::code_and_message(
+            &String::from_utf8_lossy(&reply.body),
+        );
         Err(RelayError {
             status: reply.status.as_u16(),
             code,
@@ -847,7 +854,7 @@ impl InProcess<'_> {
     }
 }
 
-impl glowworm::protocol::Transport for InProcess<'_> {
+impl glowworm_protocol::protocol::Transport for InProcess<'_> {
     type Error = RelayError;
 
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RelayError> {

@@ -3,11 +3,11 @@
 //! [`Findings::violations`].
 
 use crate::load::{Record, SHAPE};
-use glowworm::compare;
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
-use glowworm::hash::ContentHash;
-use glowworm::kernels::matmul;
-use glowworm::wire::MatmulShape;
+use glowworm_protocol::compare;
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
+use glowworm_protocol::hash::ContentHash;
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::wire::MatmulShape;
 use glowworm_relay::accounts::partners::share_of;
 use glowworm_relay::store::blobs::BlobStore;
 use rusqlite::{Connection, OptionalExtension, params};

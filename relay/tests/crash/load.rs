@@ -1,18 +1,18 @@
 //! The load during the crash test: simulated contributors and a requester over real HTTP, and
 //! the record of everything the relay acknowledged to them.
 //!
-//! Contributors run the protocol code of the page and the native worker (`glowworm::protocol`):
+//! Contributors run the protocol code of the page and the native worker (`glowworm_protocol::protocol`):
 //! lease, fetch the inputs (hash-checked), compute with the CPU reference, sign, submit. When the
 //! relay is unreachable they retry the same request until it is back, or now and then give the
 //! lease up (a closed tab), which leaves it to expire. Half of them work through a partner's
 //! widget, so their credits carry a partner share.
 
 use crate::relay::Base;
-use glowworm::encoding::f32s_to_bytes;
-use glowworm::kernels::matmul;
-use glowworm::protocol::{self, ProtocolError, Transport};
-use glowworm::signing::ContributorKey;
-use glowworm::wire::{
+use glowworm_protocol::encoding::f32s_to_bytes;
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::protocol::{self, ProtocolError, Transport};
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::{
     ErrorBody, JobList, JobStatus, Lease, LeaseRequest, MatmulShape, ReleaseReason, ResultReceipt,
 };
 use serde::Serialize;
@@ -380,7 +380,7 @@ impl Contributor {
     /// Fetches the lease's inputs (trying again while the relay is down) and computes the
     /// output; `None` if the contributor gave the lease up.
     async fn compute(&mut self, lease: &Lease) -> Option<Vec<u8>> {
-        let Some(shape) = lease.shape else {
+        let Some(shape) = lease.work.shape() else {
             self.violation(format!(
                 "lease {} of a matmul job has no shape",
                 lease.lease_id

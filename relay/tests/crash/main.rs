@@ -30,9 +30,9 @@ mod invariants;
 mod load;
 mod relay;
 
-use glowworm::hash::ContentHash;
-use glowworm::signing::ContributorKey;
-use glowworm::wire::ContributorInfo;
+use glowworm_protocol::hash::ContentHash;
+use glowworm_protocol::signing::ContributorKey;
+use glowworm_protocol::wire::ContributorInfo;
 use load::{Contributor, Events, Http, HttpError, Record, Rng};
 use relay::Relay;
 use std::collections::{BTreeMap, HashMap};
@@ -377,7 +377,7 @@ fn read_only(relay: &Relay) -> Result<rusqlite::Connection, String> {
 
 /// A contributor's credits as `GET /v1/contributors/{key}` shows them (0 if unknown).
 async fn api_credits_of(http: &Http, public_key: &str) -> i64 {
-    use glowworm::protocol::Transport;
+    use glowworm_protocol::protocol::Transport;
     match http
         .get_json::<ContributorInfo>(&format!("/v1/contributors/{public_key}"))
         .await

@@ -63,7 +63,7 @@
 //! k = 1024 (`target/bench/tolerance.md`, margin table), so there the factor F = [`SAFETY`] = 4
 //! over the family's worst (and tier 1, which such rows passed) carries the guarantee; orders
 //! with systematic error outside the family (constant data) rely on F too. Measured:
-//! `cargo xtask bench verification` (`crate/benches/tolerance.rs`) ran nine orders on five kinds
+//! `cargo xtask bench verification` (`protocol/benches/tolerance.rs`) ran nine orders on five kinds
 //! of data, 1.3·10⁷ element trials, and rejected none. The relay's tiled kernel keeps one
 //! accumulator per element along k, so it is the sequential order (with FMA where the driver
 //! contracts); it was not run on lavapipe in the study. Not covered: GPUs that round by
@@ -89,7 +89,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 /// u: the unit roundoff of f32 (round to nearest), 2⁻²⁴.
 pub const UNIT_ROUNDOFF: f64 = f32::EPSILON as f64 / 2.0;
-/// Tier 1's tolerance in units of u·sqrt(...); see the module doc and `crate/benches/tolerance.rs`.
+/// Tier 1's tolerance in units of u·sqrt(...); see the module doc and `protocol/benches/tolerance.rs`.
 pub const MU: f64 = 4.0;
 /// Tier 2's probabilistic floor: λ·u·sqrt(Σ S² + Σ t²) per element.
 pub const LAMBDA: f64 = 8.0;

@@ -5,16 +5,18 @@
 //! Kernel inputs given as .npy are read as arrays (the header is never data), float64 and
 //! Fortran order are refused with what to do; honest NaN and infinite kernel outputs agree.
 
+// The relay's own test helpers: a relay in this process, contributors that work its units.
+#[path = "../../relay/tests/common/mod.rs"]
 mod common;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use common::{Contributor, TestRelay};
-use glowworm::encoding::{bytes_to_f32s, f32s_to_bytes};
-use glowworm::kernels::custom::samples;
-use glowworm::kernels::matmul;
-use glowworm::wire::{JobSpec, Lease, MatmulShape};
-use glowworm_relay::work::npy;
+use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
+use glowworm_protocol::kernels::custom::samples;
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::npy;
+use glowworm_protocol::wire::{JobSpec, Lease, MatmulShape};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,5 +1,5 @@
 //! The study behind Freivalds' tolerances, shared by the check's tests and
-//! `crate/benches/tolerance.rs`: kinds of data, honest summation orders (those tier 2 simulates
+//! `protocol/benches/tolerance.rs`: kinds of data, honest summation orders (those tier 2 simulates
 //! and some it does not), the cheats the check must catch, and the residual that compares them.
 //! Not part of the relay's API.
 

@@ -4,7 +4,7 @@
 use crate::client::Client;
 use crate::show;
 use anyhow::{Result, bail};
-use glowworm::wire::JobStatus;
+use glowworm_protocol::wire::JobStatus;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! The study behind Freivalds' tolerances (`crate/src/freivalds/`): does the check catch every
+//! The study behind Freivalds' tolerances (`protocol/src/freivalds/`): does the check catch every
 //! cheap way to fake a product, and does it ever reject an honest one?
 //!
 //! 1. Cheat kind × k → share of tries caught. Each cell is at least 10⁴ checks: fresh inputs
@@ -19,15 +19,15 @@
 //! u·sqrt(Σ S² + Σ t²) (exact prefix sums and products; what tier 2's floor measures in).
 //!
 //! Run: `cargo xtask bench verification` (with the relay's verification benchmark), or
-//! `cargo bench -p glowworm --bench tolerance`; writes `target/bench/tolerance.md`.
+//! `cargo bench -p glowworm-protocol --bench tolerance`; writes `target/bench/tolerance.md`.
 //! `GLOWWORM_TOLERANCE_SCALE` (default 1) scales every count, for a quick look.
 
 #[allow(dead_code)] // `median` is the other benchmark's.
 mod common;
 
-use glowworm::freivalds::study::{Cheat, Data, Honest, Rng, honest_orders, residual};
-use glowworm::freivalds::{self, Tier2Rows};
-use glowworm::wire::MatmulShape;
+use glowworm_protocol::freivalds::study::{Cheat, Data, Honest, Rng, honest_orders, residual};
+use glowworm_protocol::freivalds::{self, Tier2Rows};
+use glowworm_protocol::wire::MatmulShape;
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -286,7 +286,7 @@ fn tables(
     );
     let _ = writeln!(
         out,
-        "`glowworm::freivalds::check` (μ = {}, λ = {}, F = {}), release build, {:.0} s. Counts \
+        "`glowworm_protocol::freivalds::check` (μ = {}, λ = {}, F = {}), release build, {:.0} s. Counts \
          scaled by {scale}. Inputs uniform in [−1, 1) for the cheats; a fresh instance (inputs and \
          cheat) every {} tries, a fresh secret seed every try. \"Row's magnitude\": the RMS of the \
          correct values of that row of C. At k = 1 every cheat leaves at least one multiply-add \

@@ -1,11 +1,11 @@
 //! The relay's requester API over HTTP: one method per endpoint, and errors that say what went
 //! wrong in the requester's terms (the file, the relay's URL, the relay's error code).
 
-use anyhow::{Context, Result, anyhow, bail};
-use glowworm::wire::{ErrorBody, JobList, JobStatus};
+use anyhow::{Context, Result, bail};
+use glowworm_protocol::protocol::RelayError;
+use glowworm_protocol::wire::{JobList, JobStatus};
 use reqwest::header::{ACCEPT, AUTHORIZATION};
 use reqwest::{RequestBuilder, Response, StatusCode, multipart::Form};
-use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,48 +13,10 @@ use std::time::Duration;
 /// How long a plain request (not an upload or a download) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A refusal from the relay: an HTTP error status with its `ErrorBody`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayError {
-    /// What the relay refused, such as "the relay refused the job".
-    pub context: String,
-    pub status: u16,
-    /// The relay's stable code, such as "bad_npy".
-    pub code: String,
-    pub message: String,
-}
-
-impl fmt::Display for RelayError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({} {}): {}",
-            self.context, self.status, self.code, self.message
-        )
-    }
-}
-
-impl std::error::Error for RelayError {}
-
-impl RelayError {
-    /// The error for a reply with status `status` and body `body`.
-    pub fn from_reply(context: &str, status: StatusCode, body: &str) -> Self {
-        let (code, message) = ErrorBody::code_and_message(body);
-        let message = if message.trim().is_empty() {
-            status
-                .canonical_reason()
-                .unwrap_or("no message")
-                .to_string()
-        } else {
-            message
-        };
-        RelayError {
-            context: context.to_string(),
-            status: status.as_u16(),
-            code,
-            message,
-        }
-    }
+/// A refusal from the relay: `status` with the `ErrorBody` in `body`, for what `context` says
+/// was refused ("the relay refused the job"). An empty message becomes the status's reason.
+pub fn refusal(context: &str, status: StatusCode, body: &str) -> RelayError {
+    RelayError::refused(context, status.as_u16(), body, status.canonical_reason())
 }
 
 /// A connection to one relay with one API key.
@@ -197,20 +159,13 @@ impl Client {
             return Ok(response);
         }
         let body = response.text().await.unwrap_or_default();
-        Err(RelayError::from_reply(context, status, &body).into())
+        Err(refusal(context, status, &body).into())
     }
 
     /// An error that happened below HTTP (connecting, a timeout, a dropped connection), naming
     /// the relay's URL and the innermost cause.
     fn transport_error(&self, err: reqwest::Error) -> anyhow::Error {
-        let cause = root_cause(&err);
-        if err.is_connect() {
-            anyhow!("could not reach the relay at {} ({cause})", self.base)
-        } else if err.is_timeout() {
-            anyhow!("the relay at {} did not answer in time", self.base)
-        } else {
-            anyhow!("talking to the relay at {} failed ({cause})", self.base)
-        }
+        RelayError::from_reqwest(&self.base, &err).into()
     }
 }
 
@@ -238,16 +193,6 @@ pub fn partial_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
-/// The innermost error of a chain: the one that says what really happened ("Connection
-/// refused (os error 111)") rather than "error sending request".
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = err;
-    while let Some(source) = current.source() {
-        current = source;
-    }
-    current.to_string()
-}
-
 async fn json<T: serde::de::DeserializeOwned>(response: Response) -> Result<T> {
     let url = response.url().clone();
     let body = response
@@ -265,8 +210,7 @@ mod tests {
     #[test]
     fn relay_errors_show_status_code_and_message() {
         let body = r#"{"error":{"code":"bad_npy","message":"a.npy: not a .npy file"}}"#;
-        let err =
-            RelayError::from_reply("the relay refused the job", StatusCode::BAD_REQUEST, body);
+        let err = refusal("the relay refused the job", StatusCode::BAD_REQUEST, body);
         assert_eq!(
             err.to_string(),
             "the relay refused the job (400 bad_npy): a.npy: not a .npy file"
@@ -275,7 +219,7 @@ mod tests {
 
     #[test]
     fn a_body_that_is_not_json_is_shown_as_is() {
-        let err = RelayError::from_reply(
+        let err = refusal(
             "could not get job 3",
             StatusCode::BAD_GATEWAY,
             "upstream down",
@@ -284,8 +228,11 @@ mod tests {
             err.to_string(),
             "could not get job 3 (502 http_error): upstream down"
         );
-        let empty = RelayError::from_reply("could not get job 3", StatusCode::BAD_GATEWAY, "");
-        assert_eq!(empty.message, "Bad Gateway");
+        let empty = refusal("could not get job 3", StatusCode::BAD_GATEWAY, "");
+        assert!(
+            matches!(&empty, RelayError::Refused { message, .. } if message == "Bad Gateway"),
+            "{empty}"
+        );
     }
 
     #[test]

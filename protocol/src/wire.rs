@@ -93,6 +93,36 @@ pub struct Dispatch {
     pub output_binding: u32,
 }
 
+/// What a leased unit computes, tagged by `kind` on the wire:
+/// `{"kind": "matmul", "shape": {"m": .., "n": .., "k": ..}}` or
+/// `{"kind": "dispatch", "workgroups": [x, y, z], "output_binding": ..}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum LeaseWork {
+    /// A matmul unit: inputs "a" (m x k) and "b" (k x n), output m x n.
+    Matmul { shape: MatmulShape },
+    /// A custom-kernel unit's dispatch.
+    Dispatch(Dispatch),
+}
+
+impl LeaseWork {
+    /// The matmul's shape, for a matmul unit.
+    pub fn shape(&self) -> Option<MatmulShape> {
+        match self {
+            LeaseWork::Matmul { shape } => Some(*shape),
+            LeaseWork::Dispatch(_) => None,
+        }
+    }
+
+    /// The dispatch, for a custom kernel's unit.
+    pub fn dispatch(&self) -> Option<Dispatch> {
+        match self {
+            LeaseWork::Matmul { .. } => None,
+            LeaseWork::Dispatch(dispatch) => Some(*dispatch),
+        }
+    }
+}
+
 /// A unit of work leased to one contributor until `deadline_unix_ms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -100,12 +130,8 @@ pub struct Lease {
     pub unit_id: i64,
     pub job_id: i64,
     pub kernel: KernelRef,
-    /// A matmul unit's shape: inputs "a" (m x k) and "b" (k x n), output m x n.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shape: Option<MatmulShape>,
-    /// A custom-kernel unit's dispatch. Exactly one of `shape` and `dispatch` is present.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dispatch: Option<Dispatch>,
+    /// What the unit computes: a matmul or a custom kernel's dispatch.
+    pub work: LeaseWork,
     pub inputs: Vec<BlobRef>,
     pub output_bytes: u64,
     pub flop: u64,
@@ -582,5 +608,39 @@ impl ReleaseRequest {
             signature: key.sign_release(lease_id, reason.as_str()),
             reason: Some(reason),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_says_its_work_by_kind() {
+        let matmul = LeaseWork::Matmul {
+            shape: MatmulShape { m: 2, n: 3, k: 4 },
+        };
+        let dispatch = LeaseWork::Dispatch(Dispatch {
+            workgroups: [4, 1, 1],
+            output_binding: 2,
+        });
+        for (work, json) in [
+            (
+                matmul,
+                serde_json::json!({"kind": "matmul", "shape": {"m": 2, "n": 3, "k": 4}}),
+            ),
+            (
+                dispatch,
+                serde_json::json!({"kind": "dispatch", "workgroups": [4, 1, 1], "output_binding": 2}),
+            ),
+        ] {
+            assert_eq!(serde_json::to_value(work).unwrap(), json);
+            assert_eq!(serde_json::from_value::<LeaseWork>(json).unwrap(), work);
+        }
+        let unknown = serde_json::json!({"kind": "dispatch", "workgroups": [1, 1, 1],
+            "output_binding": 0, "extra": 1});
+        assert!(serde_json::from_value::<LeaseWork>(unknown).is_err());
+        let neither = serde_json::json!({"kind": "sort"});
+        assert!(serde_json::from_value::<LeaseWork>(neither).is_err());
     }
 }

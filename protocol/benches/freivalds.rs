@@ -1,7 +1,7 @@
 //! Freivalds' check against recomputing the product on the CPU, which is what a relay would do
 //! without it.
 //!
-//! Two recomputations: `glowworm::kernels::matmul::reference`, the crate's own CPU reference
+//! Two recomputations: `glowworm_protocol::kernels::matmul::reference`, the crate's own CPU reference
 //! (f64 accumulation, i-l-j loop order so the inner loop vectorises, one thread), and a
 //! straightforward f32 triple loop (i-j-l, one dot product per element). Check and
 //! recomputations are timed side by side in alternating rounds, the check several times per
@@ -10,13 +10,13 @@
 //! its time is extrapolated from n = 1024 by n³. Prints a Markdown table and writes it to
 //! `target/bench/freivalds.md`.
 //!
-//! Run: `cargo xtask bench freivalds` (or `cargo bench -p glowworm --bench freivalds`).
+//! Run: `cargo xtask bench freivalds` (or `cargo bench -p glowworm-protocol --bench freivalds`).
 
 mod common;
 
-use glowworm::freivalds;
-use glowworm::kernels::matmul;
-use glowworm::wire::MatmulShape;
+use glowworm_protocol::freivalds;
+use glowworm_protocol::kernels::matmul;
+use glowworm_protocol::wire::MatmulShape;
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::Instant;
@@ -184,8 +184,8 @@ fn table(rows: &[Row]) -> String {
     let _ = writeln!(out, "# Freivalds' check against recomputing the product\n");
     let _ = writeln!(
         out,
-        "Check: `glowworm::freivalds::check` (two secret random-sign vectors, f64; tier 1 only, as for an honest result). Recomputations: \
-         `glowworm::kernels::matmul::reference` (f64 accumulation, i-l-j loop order, vectorised, \
+        "Check: `glowworm_protocol::freivalds::check` (two secret random-sign vectors, f64; tier 1 only, as for an honest result). Recomputations: \
+         `glowworm_protocol::kernels::matmul::reference` (f64 accumulation, i-l-j loop order, vectorised, \
          one thread) and a straightforward f32 triple loop (i-j-l). All on the CPU, release build, \
          side by side in alternating rounds; medians. Square n×n×n unless stated. At n = 2048 \
          the reference is measured once (the computation of C itself) and the triple loop is \

@@ -18,7 +18,7 @@ mod show;
 use anyhow::{Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use client::Client;
-use glowworm::wire::MatmulShape;
+use glowworm_protocol::wire::MatmulShape;
 use progress::Waited;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -321,7 +321,7 @@ fn check_out_dir(out: &Path) -> Result<()> {
 
 /// Compares the downloaded result's data with the job's `output_hash`: ", sha256 verified" when
 /// they agree, "" when the relay gave no hash, an error when they differ.
-fn check_hash(status: &glowworm::wire::JobStatus, out: &Path) -> Result<&'static str> {
+fn check_hash(status: &glowworm_protocol::wire::JobStatus, out: &Path) -> Result<&'static str> {
     let Some(expected) = status.output_hash else {
         return Ok("");
     };

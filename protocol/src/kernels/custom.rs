@@ -6,7 +6,7 @@
 //! limits (what every browser grants). Their outputs have no CPU reference: they are verified by
 //! replication (see `relay/src/replication.rs`).
 //!
-//! Contributors run them with [`crate::gpu::Gpu::run_dispatch`].
+//! Contributors run them with `glowworm_contributor::gpu::Gpu::run_dispatch`.
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod samples;

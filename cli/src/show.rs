@@ -1,6 +1,6 @@
 //! Text for people: job statuses, the job table, sizes and ages.
 
-use glowworm::wire::JobStatus;
+use glowworm_protocol::wire::JobStatus;
 use std::fmt::Write;
 
 /// "matmul 512x640x384" (m x n x k), or the kind alone.
@@ -158,7 +158,7 @@ pub fn now_unix_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use glowworm::wire::MatmulShape;
+    use glowworm_protocol::wire::MatmulShape;
 
     fn job(id: i64, state: &str, verified: i64, total: i64) -> JobStatus {
         JobStatus {

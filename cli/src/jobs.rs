@@ -2,13 +2,13 @@
 //! part per input, each read from disk with errors that name the file.
 //!
 //! A kernel input given as a .npy file (its name ends in .npy, or it starts with NumPy's magic
-//! string) is read with the relay's own parser (`glowworm_relay::work::npy`): float32, int32 or
+//! string) is read with the relay's own parser (`glowworm_protocol::npy`): float32, int32 or
 //! uint32, little-endian, C order; only its data is sent. Any other file is sent as raw bytes.
 
 use anyhow::{Context, Result, anyhow, bail};
-use glowworm::kernels::custom;
-use glowworm::wire::{JobSpec, KernelSpec, MatmulShape, MatmulSpec};
-use glowworm_relay::work::npy::{self as relay_npy, NpyError};
+use glowworm_protocol::kernels::custom;
+use glowworm_protocol::npy::{self as relay_npy, NpyError};
+use glowworm_protocol::wire::{JobSpec, KernelSpec, MatmulShape, MatmulSpec};
 use reqwest::multipart::{Form, Part};
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! data can be hashed and compared with the job's `output_hash`.
 
 use anyhow::{Result, bail};
-use glowworm::hash::ContentHash;
+use glowworm_protocol::hash::ContentHash;
 use std::path::Path;
 
 /// The first bytes of every .npy file.
