@@ -2,7 +2,7 @@
 //! comes back, and keeps the credit ledger.
 //!
 //! Its modules sit in layers, each importing only those below it (a test,
-//! `relay/tests/layers.rs`, keeps it so, and ARCHITECTURE.md has the table):
+//! `relay/tests/integration/layers.rs`, keeps it so, and ARCHITECTURE.md has the table):
 //!
 //! | Layer | What it owns |
 //! | --- | --- |

@@ -107,7 +107,7 @@ impl Relay {
             .args(["--max-attempts", &s.max_attempts.to_string()])
             .args(["--unit-size", &s.unit_size.to_string()])
             // Every simulated client is on 127.0.0.1: per-client rate limits would only slow
-            // the load down (relay/tests/abuse.rs tests them).
+            // the load down (relay/tests/integration/abuse.rs tests them).
             .args(["--rate-per-address", "0", "--rate-per-key", "0"])
             .args(["--max-connections-per-address", "0"])
             // The widget contributors' partner, registered on their site.

@@ -4,11 +4,9 @@
 //! the key's anonymous credits to the address and later results are credited there; every
 //! refusal has its own code and changes nothing, not even the nonce.
 
-mod common;
-
+use crate::common::{Contributor, Reply, TestRelay, check_schema};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{Contributor, Reply, TestRelay, check_schema};
 use glowworm_protocol::signing::{ContributorKey, session_resource};
 use glowworm_protocol::wire::{
     AccountInfo, ContributorInfo, LinkReply, LinkRequest, NonceReply, Stats,
@@ -53,7 +51,7 @@ struct Expect {
 }
 
 fn fixtures() -> Fixtures {
-    serde_json::from_str(include_str!("fixtures/siwe/fixtures.json")).unwrap()
+    serde_json::from_str(include_str!("../fixtures/siwe/fixtures.json")).unwrap()
 }
 
 impl Fixtures {

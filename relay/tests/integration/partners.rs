@@ -6,11 +6,11 @@
 //! itself, a second address or a made-up site earns nothing. Bad attributions are refused before
 //! anything is written, and only the allowed sites may frame the widget page.
 
-mod common;
+use crate::common;
 
+use crate::common::{Contributor, TestRelay, check_schema};
 use axum::http::StatusCode;
 use clap::Parser;
-use common::{Contributor, TestRelay, check_schema};
 use glowworm_protocol::wire::{AccountInfo, Lease, PartnerInfo};
 use glowworm_relay::accounts::partners::{self, Partner};
 use glowworm_relay::{ApiError, Config, ServeArgs};

@@ -2,10 +2,10 @@
 //! float tolerance, majorities, canaries, reputation, quarantine and adaptive replication,
 //! through the relay's HTTP API with real signatures and a real SQLite file.
 
-mod common;
+use crate::common;
 
+use crate::common::{Contributor, TestRelay, accepted};
 use axum::http::StatusCode;
-use common::{Contributor, TestRelay, accepted};
 use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
 use glowworm_protocol::kernels::matmul;
 use glowworm_protocol::wire::{AdapterClass, Lease, MatmulShape};

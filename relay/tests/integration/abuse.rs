@@ -6,12 +6,10 @@
 //!
 //! The listener tests run the real `serve::serve` on 127.0.0.1 port 0.
 
-mod common;
-
+use crate::common::{Contributor, Reply, TestRelay, assert_documented};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use clap::Parser;
-use common::{Contributor, Reply, TestRelay, assert_documented};
 use glowworm_protocol::wire::{LeaseRequest, ReleaseReason};
 use glowworm_relay::http::serve;
 use glowworm_relay::{Config, ServeArgs, app};

@@ -7,10 +7,10 @@
 //! deadline or says its GPU failed costs the job nothing. And a job's status says why its units
 //! wait.
 
-mod common;
+use crate::common;
 
+use crate::common::{Contributor, TestRelay};
 use axum::http::StatusCode;
-use common::{Contributor, TestRelay};
 use glowworm_protocol::encoding::f32s_to_bytes;
 use glowworm_protocol::kernels::custom::samples;
 use glowworm_protocol::kernels::matmul;

@@ -1,11 +1,9 @@
 //! The OpenAPI document describes exactly the routes the router serves, with their errors, and
 //! the wire types' shapes (replies are checked against it in the other tests too).
 
-mod common;
-
+use crate::common::{TestRelay, check_schema, openapi};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use common::{TestRelay, check_schema, openapi};
 use glowworm_relay::routes;
 use serde_json::Value;
 use std::collections::BTreeSet;

@@ -1,10 +1,8 @@
 //! The relay as people run it: the real binary on a real socket, the static page, and CORS.
 
-mod common;
-
+use crate::common::TestRelay;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::TestRelay;
 use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes, to_base64};
 use glowworm_protocol::kernels::matmul;
 use glowworm_protocol::signing::ContributorKey;

@@ -1,11 +1,9 @@
 //! Every way a request can be wrong gets its own 4xx and a JSON body naming it, and changes
 //! nothing: no credit, no stored result or blob, and the lease stays open for the honest result.
 
-mod common;
-
+use crate::common::{Contributor, TestRelay, assert_documented};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{Contributor, TestRelay, assert_documented};
 use glowworm_protocol::encoding::to_base64;
 use glowworm_protocol::wire::Lease;
 

@@ -2,10 +2,8 @@
 //! without credit, and a unit whose proven contributors keep failing it is failed for good,
 //! failing its job. Expiries, restarts and strangers' wrong results never fail a job.
 
-mod common;
-
+use crate::common::{Contributor, TestRelay};
 use axum::http::StatusCode;
-use common::{Contributor, TestRelay};
 use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
 use glowworm_protocol::wire::{JobStatus, Stats};
 use std::time::Duration;

@@ -2,10 +2,8 @@
 //! from the issue, tried against the relay's HTTP API with real signatures and a real SQLite
 //! file, is refused or harmless, nothing is credited that should not be, and the job completes.
 
-mod common;
-
+use crate::common::{Contributor, TestRelay, accepted, assert_documented};
 use axum::http::StatusCode;
-use common::{Contributor, TestRelay, accepted, assert_documented};
 use glowworm_protocol::encoding::f32s_to_bytes;
 use glowworm_protocol::kernels::custom::samples;
 use glowworm_protocol::kernels::matmul;

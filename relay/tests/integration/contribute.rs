@@ -1,10 +1,8 @@
 //! The happy path: contributors lease units, compute them, and are verified and credited; a
 //! whole job completes and its assembled output is the product.
 
-mod common;
-
+use crate::common::{Contributor, TestRelay, check_schema};
 use axum::http::StatusCode;
-use common::{Contributor, TestRelay, check_schema};
 use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
 use glowworm_protocol::hash::ContentHash;
 use glowworm_protocol::kernels::matmul;

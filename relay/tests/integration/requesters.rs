@@ -2,11 +2,11 @@
 //! downloading them, and every kind of bad upload refused with a 4xx that names the reason and
 //! stores nothing.
 
-mod common;
+use crate::common;
 
+use crate::common::{Contributor, Reply, TestRelay, check_schema};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use common::{Contributor, Reply, TestRelay, check_schema};
 use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
 use glowworm_protocol::kernels::matmul;
 use glowworm_protocol::npy;

@@ -8,9 +8,7 @@
 //! fp8 (e4m3), 3 mantissa bits or powers of two, accumulation in bf16, and one element off by
 //! 10^-3 of its row's magnitude (the RMS of that row of the true product).
 
-mod common;
-
-use common::{Contributor, TestRelay};
+use crate::common::{Contributor, TestRelay};
 use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
 use glowworm_protocol::wire::{Lease, MatmulShape};
 

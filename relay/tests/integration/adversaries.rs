@@ -2,9 +2,7 @@
 //! (`glowworm_protocol::protocol`, the code of the page and the native worker) against the relay, each
 //! trying one way to be credited for work it did not do. None of them is.
 
-mod common;
-
-use common::{InProcess, RelayError, TestRelay};
+use crate::common::{InProcess, RelayError, TestRelay};
 use glowworm_protocol::kernels::matmul;
 use glowworm_protocol::protocol::{self, ProtocolError};
 use glowworm_protocol::signing::ContributorKey;

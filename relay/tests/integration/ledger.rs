@@ -1,9 +1,7 @@
 //! The ledger is append-only: SQLite itself refuses to change or remove a row.
 
-mod common;
-
+use crate::common::{Contributor, TestRelay};
 use axum::http::StatusCode;
-use common::{Contributor, TestRelay};
 
 #[tokio::test]
 async fn ledger_rows_cannot_be_updated_or_deleted() {
