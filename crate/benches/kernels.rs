@@ -8,6 +8,7 @@
 //!
 //! Run: `cargo xtask bench kernels` (or `cargo bench -p glowworm-contributor --bench kernels`).
 
+#[path = "../../protocol/benches/common/mod.rs"]
 mod common;
 
 use glowworm_contributor::gpu::Gpu;

@@ -1,4 +1,5 @@
-//! Helpers shared by the crate's benchmarks.
+//! Helpers shared by the benchmarks of glowworm-protocol and glowworm-contributor (which
+//! includes this file by path).
 
 use std::path::Path;
 
