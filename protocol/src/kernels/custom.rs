@@ -4,7 +4,7 @@
 //! are only ever sent shaders that compile, bind exactly the buffers the job declares, and stay
 //! within limits that keep one dispatch short on a modest GPU and within WebGPU's default device
 //! limits (what every browser grants). Their outputs have no CPU reference: they are verified by
-//! replication (see `relay/src/replication.rs`).
+//! replication (see `relay/src/work/replication.rs`).
 //!
 //! Contributors run them with `glowworm_contributor::gpu::Gpu::run_dispatch`.
 
