@@ -107,7 +107,7 @@ impl ApiError {
 /// `bytes` in MiB for people: "256 MiB", or "0.01 MiB (10000 bytes)" when not a whole number.
 pub fn mib(bytes: u64) -> String {
     const MIB: u64 = 1 << 20;
-    if bytes % MIB == 0 {
+    if bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
     } else {
         format!("{:.2} MiB ({bytes} bytes)", bytes as f64 / MIB as f64)
