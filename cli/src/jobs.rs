@@ -75,15 +75,28 @@ impl Input {
 
     /// A matrix: sent whole (the relay reads .npy and raw f32 itself); a .npy file's dtype and
     /// shape are noted for the progress line when they can be read.
+    ///
+    /// A .npy file (by its name or its magic string) must be one the relay accepts: float32,
+    /// little-endian, C order, two dimensions; else the error names the file and the problem.
     pub fn matrix(name: &str, path: &Path) -> Result<Self> {
         let mut input = Input::read(name, path)?;
-        if let Ok(array) = relay_npy::parse_f32(&input.bytes) {
-            input.format = Format::Npy {
-                dtype: "<f4",
-                shape: array.shape,
-                header: input.bytes.len() - array.data.len(),
-            };
+        if !crate::client::is_npy_path(path) && !relay_npy::is_npy(&input.bytes) {
+            return Ok(input);
         }
+        let array = relay_npy::parse_f32(&input.bytes)
+            .map_err(|err| anyhow!("{}", matrix_npy_refusal(path, &err)))?;
+        if array.shape.len() != 2 {
+            bail!(
+                "{} has shape {}; a matmul input is a matrix, with two dimensions",
+                path.display(),
+                shape_text(&array.shape)
+            );
+        }
+        input.format = Format::Npy {
+            dtype: "<f4",
+            shape: array.shape,
+            header: input.bytes.len() - array.data.len(),
+        };
         Ok(input)
     }
 
@@ -172,7 +185,118 @@ fn npy_refusal(path: &Path, err: &NpyError) -> String {
     }
 }
 
+/// Why a matmul's .npy input cannot be sent, in the requester's terms.
+fn matrix_npy_refusal(path: &Path, err: &NpyError) -> String {
+    let file = path.display();
+    let stem = path
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .filter(|stem| !stem.is_empty() && stem.chars().all(|c| c.is_alphanumeric() || c == '_'))
+        .unwrap_or_else(|| "a".to_string());
+    match err {
+        NpyError::NotF32(got) | NpyError::Dtype { got, .. } => format!(
+            "{file} has dtype {}; matmul inputs are float32, little-endian. Convert it in NumPy \
+             with np.save('{file}', {stem}.astype(np.float32))",
+            relay_npy::dtype_name(got)
+        ),
+        NpyError::FortranOrder => format!(
+            "{file} is in Fortran (column-major) order; matmul inputs are sent in C order. Save \
+             it with np.save('{file}', np.ascontiguousarray({stem}))"
+        ),
+        NpyError::NotNpy => format!(
+            "{file} is named .npy but is not a .npy file (it does not start with \\x93NUMPY); \
+             raw little-endian f32 goes in a file not named .npy, with --m, --k and --n"
+        ),
+        other => format!("{file} is not a .npy file the relay can read: {other}"),
+    }
+}
+
+/// Largest side of a matrix the relay accepts in a matmul job (its `MAX_MATRIX_SIDE`).
+pub const MAX_MATRIX_SIDE: u64 = 16_384;
+
+/// The relay's default `max_upload_bytes` (256 MiB): a relay left at its default refuses a larger
+/// upload with 413 `upload_too_large`. The CLI cannot know another relay's setting, so it warns.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 256 << 20;
+
+/// Checks that A (m x k) and B (k x n) agree with each other, with a declared `shape` and with
+/// the relay's largest side, before anything is sent. The error names the files.
+fn check_matmul_shapes(a: &Input, b: &Input, shape: Option<MatmulShape>) -> Result<()> {
+    let dims = |input: &Input, declared: Option<(u32, u32)>| -> Result<(u64, u64)> {
+        match (&input.format, declared) {
+            (Format::Npy { shape, .. }, declared) => {
+                let dims = (shape[0] as u64, shape[1] as u64);
+                if let Some((rows, cols)) = declared
+                    && (u64::from(rows), u64::from(cols)) != dims
+                {
+                    bail!(
+                        "{} is {}, but --m, --k and --n make it ({rows}, {cols})",
+                        input.path.display(),
+                        shape_text(shape)
+                    );
+                }
+                Ok(dims)
+            }
+            (Format::Raw, Some((rows, cols))) => {
+                let (rows, cols) = (u64::from(rows), u64::from(cols));
+                let expected = 4 * rows * cols;
+                let got = input.bytes.len() as u64;
+                if got != expected {
+                    bail!(
+                        "{} is {got} bytes of raw f32, but ({rows}, {cols}) needs {expected}",
+                        input.path.display()
+                    );
+                }
+                Ok((rows, cols))
+            }
+            // Refused before: raw inputs need a shape.
+            (Format::Raw, None) => bail!("{} needs --m, --k and --n", input.path.display()),
+        }
+    };
+    let (m, k) = dims(a, shape.map(|s| (s.m, s.k)))?;
+    let (k_b, n) = dims(b, shape.map(|s| (s.k, s.n)))?;
+    if k != k_b {
+        bail!(
+            "{} is ({m}, {k}) and {} is ({k_b}, {n}): A's columns must equal B's rows (A is \
+             m x k, B is k x n)",
+            a.path.display(),
+            b.path.display()
+        );
+    }
+    for (input, (rows, cols)) in [(a, (m, k)), (b, (k_b, n))] {
+        if rows == 0 || cols == 0 || rows > MAX_MATRIX_SIDE || cols > MAX_MATRIX_SIDE {
+            bail!(
+                "{} is ({rows}, {cols}); the relay takes each side from 1 to {MAX_MATRIX_SIDE}",
+                input.path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 impl Upload {
+    /// A warning when the inputs are more than a relay with the default `max_upload_bytes`
+    /// (256 MiB) accepts; `None` when they fit.
+    pub fn size_warning(&self) -> Option<String> {
+        let total = self.input_bytes();
+        if total <= DEFAULT_MAX_UPLOAD_BYTES {
+            return None;
+        }
+        let files: Vec<_> = self
+            .inputs
+            .iter()
+            .map(|input| input.path.display().to_string())
+            .collect();
+        Some(format!(
+            "warning: {} {} {:.1} MiB, over the 256 MiB a relay accepts by default \
+             (max_upload_bytes); unless this relay's limit was raised it will refuse the upload \
+             (413 upload_too_large): split the job into smaller ones, or ask the relay's operator \
+             to raise max_upload_bytes (GLOWWORM_MAX_UPLOAD_BYTES)",
+            files.join(" and "),
+            if files.len() == 1 { "is" } else { "are" },
+            total as f64 / f64::from(1u32 << 20)
+        ))
+    }
+
     /// The multipart form of `POST /v1/jobs`. Each file part carries its file's name, so the
     /// relay's error messages can name it.
     pub fn into_form(self) -> Result<Form> {
@@ -216,6 +340,7 @@ pub fn matmul(a: &Path, b: &Path, shape: Option<MatmulShape>) -> Result<Upload> 
             }
         }
     }
+    check_matmul_shapes(&a, &b, shape)?;
     Ok(Upload {
         spec: JobSpec::Matmul(MatmulSpec { shape }),
         inputs: vec![a, b],
@@ -410,7 +535,14 @@ mod tests {
         let a = dir.path().join("a.bin");
         std::fs::write(&a, [0u8; 16]).unwrap();
         let npy = dir.path().join("b.npy");
-        std::fs::write(&npy, b"\x93NUMPY\x01\x00").unwrap();
+        std::fs::write(&npy, relay_npy::write_f32(&[2, 2], &[0u8; 16])).unwrap();
+        let cut = dir.path().join("cut.npy");
+        std::fs::write(&cut, b"\x93NUMPY\x01\x00").unwrap();
+        let message = matmul(&cut, &npy, None).unwrap_err().to_string();
+        assert!(
+            message.contains("cut.npy") && message.contains("cut short"),
+            "{message}"
+        );
 
         let message = matmul(&a, &npy, None).unwrap_err().to_string();
         assert!(
@@ -430,6 +562,35 @@ mod tests {
             format!("{missing:#}").contains("missing.npy"),
             "{missing:#}"
         );
+    }
+
+    #[test]
+    fn uploads_over_the_default_limit_are_warned_about() {
+        let input = |name: &str, len: usize| Input {
+            name: name.to_string(),
+            path: PathBuf::from(format!("{name}.npy")),
+            bytes: vec![0; len],
+            format: Format::Raw,
+        };
+        let small = Upload {
+            spec: JobSpec::Matmul(MatmulSpec { shape: None }),
+            inputs: vec![input("a", 1 << 20), input("b", 1 << 20)],
+        };
+        assert_eq!(small.size_warning(), None);
+        let large = Upload {
+            spec: JobSpec::Matmul(MatmulSpec { shape: None }),
+            inputs: vec![input("a", 128 << 20), input("b", (128 << 20) + 1)],
+        };
+        let warning = large.size_warning().unwrap();
+        for needle in [
+            "a.npy and b.npy",
+            "256.0 MiB",
+            "256 MiB",
+            "split the job",
+            "max_upload_bytes",
+        ] {
+            assert!(warning.contains(needle), "{needle}: {warning}");
+        }
     }
 
     /// A .npy file of `data` as NumPy writes it.

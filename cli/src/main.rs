@@ -231,6 +231,9 @@ async fn submit(client: &Client, upload: jobs::Upload, wait: &WaitArgs) -> Resul
     for input in &upload.inputs {
         eprintln!("input {}: {}", input.name, input.describe());
     }
+    if let Some(warning) = upload.size_warning() {
+        eprintln!("{warning}");
+    }
     eprintln!(
         "uploading {} of input to {}",
         show::bytes(upload.input_bytes()),

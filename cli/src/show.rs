@@ -3,10 +3,15 @@
 use glowworm_protocol::wire::JobStatus;
 use std::fmt::Write;
 
-/// "matmul 512x640x384" (m x n x k), or the kind alone.
+/// "matmul (512, 384) @ (384, 640)": A (m, k) times B (k, n), in NumPy's order; or the kind alone.
 pub fn kind_and_shape(status: &JobStatus) -> String {
     match (status.kind.as_str(), status.shape) {
-        (kind, Some(shape)) => format!("{kind} {}x{}x{}", shape.m, shape.n, shape.k),
+        (kind, Some(shape)) => format!(
+            "{kind} ({m}, {k}) @ ({k}, {n})",
+            m = shape.m,
+            k = shape.k,
+            n = shape.n
+        ),
         ("", None) => "job".to_string(),
         (kind, None) => kind.to_string(),
     }
@@ -205,22 +210,25 @@ mod tests {
         let lines: Vec<_> = table.lines().collect();
         assert_eq!(
             lines[0],
-            "ID  JOB                 STATE   VERIFIED     CREATED"
+            "ID  JOB                             STATE   VERIFIED     CREATED"
         );
         assert_eq!(
             lines[1],
-            "12  kernel              done    4/4 (100%)   2m ago"
+            "12  kernel                          done    4/4 (100%)   2m ago"
         );
         assert_eq!(
             lines[2],
-            " 7  matmul 512x640x384  queued  30/80 (37%)  2m ago"
+            " 7  matmul (512, 384) @ (384, 640)  queued  30/80 (37%)  2m ago"
         );
     }
 
     #[test]
     fn the_status_block_names_everything_known() {
         let block = status_block(&job(7, "queued", 30, 80), 1_000_000 + 5_000);
-        assert!(block.starts_with("job 7 (matmul 512x640x384)\n"), "{block}");
+        assert!(
+            block.starts_with("job 7 (matmul (512, 384) @ (384, 640))\n"),
+            "{block}"
+        );
         assert!(block.contains("state:    queued"), "{block}");
         assert!(block.contains("output:   1.3 MB"), "{block}");
         assert!(block.contains("created:  5s ago"), "{block}");

@@ -663,3 +663,100 @@ async fn honest_nan_and_infinite_kernel_outputs_agree_and_nobody_is_struck() {
         );
     }
 }
+
+/// Runs the CLI in `dir` against a relay address where nothing listens.
+fn cli_offline(dir: &Path, args: &[&str]) -> Cli {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_glowworm"));
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("GLOWWORM_")) {
+        command.env_remove(name);
+    }
+    let output = command
+        .args(["--relay", &base, "--api-key", "gw_test"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    Cli {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn matmul_npy_problems_are_refused_before_any_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+        name.to_string()
+    };
+    let a34 = write("a34.npy", &npy_matrix(3, 4, &[1.0; 12]));
+    let b52 = write("b52.npy", &npy_matrix(5, 2, &[1.0; 10]));
+    let b42 = write("b42.npy", &npy_matrix(4, 2, &[1.0; 8]));
+    let f64_data: Vec<u8> = (0..12).flat_map(|i| f64::from(i).to_le_bytes()).collect();
+    let a64 = write("a64.npy", &npy_file("<f8", false, "(3, 4)", &f64_data));
+    let af = write("af.npy", &npy_file("<f4", true, "(3, 4)", &[0; 48]));
+    let flat = write("flat.npy", &npy_file("<f4", false, "(12,)", &[0; 48]));
+    let fake = write("fake.npy", b"not numpy at all");
+    let raw = write("a.f32", &[0; 40]);
+    let matmul = |a: &str, b: &str, extra: &[&str]| {
+        let mut args = vec!["submit", "matmul", "--a", a, "--b", b, "--no-wait"];
+        args.extend_from_slice(extra);
+        cli_offline(dir.path(), &args)
+    };
+    let cases = [
+        (
+            matmul(&a34, &b52, &[]),
+            "shapes disagree",
+            vec!["a34.npy is (3, 4) and b52.npy is (5, 2)", "A's columns"],
+        ),
+        (
+            matmul(&a64, &b42, &[]),
+            "float64",
+            vec!["a64.npy has dtype float64", "astype(np.float32)"],
+        ),
+        (
+            matmul(&af, &b42, &[]),
+            "Fortran order",
+            vec!["af.npy is in Fortran", "np.ascontiguousarray(af)"],
+        ),
+        (
+            matmul(&flat, &b42, &[]),
+            "one dimension",
+            vec!["flat.npy has shape (12,)", "two dimensions"],
+        ),
+        (
+            matmul(&fake, &b42, &[]),
+            "not .npy",
+            vec!["fake.npy is named .npy but is not a .npy file"],
+        ),
+        (
+            matmul(&raw, &b42, &["--m", "3", "--k", "4", "--n", "2"]),
+            "raw size",
+            vec!["a.f32 is 40 bytes of raw f32, but (3, 4) needs 48"],
+        ),
+        (
+            matmul(&a34, &b42, &["--m", "3", "--k", "4", "--n", "3"]),
+            "declared shape",
+            vec!["b42.npy is (4, 2), but --m, --k and --n make it (4, 3)"],
+        ),
+    ];
+    for (cli, what, needles) in cases {
+        cli.assert_refused(what, &needles);
+        let lines: Vec<_> = cli.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{what}: one line: {}", cli.stderr);
+        assert!(!cli.stderr.contains("uploading"), "{what}: {}", cli.stderr);
+    }
+    // The same relay address with good inputs: the request is made, and fails to connect.
+    let good = matmul(&a34, &b42, &[]);
+    assert_eq!(good.code, Some(1), "{}", good.stderr);
+    assert!(good.stderr.contains("uploading"), "{}", good.stderr);
+    assert!(
+        !good.stderr.contains("a34.npy is") && !good.stderr.contains("b42.npy is"),
+        "{}",
+        good.stderr
+    );
+}

@@ -51,6 +51,38 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// 413 `code` for a job upload larger than `max_upload_bytes` (`limit`); `seen` is its size
+    /// when known (from Content-Length). Says the limit in MiB and what to do.
+    pub fn upload_too_large(limit: usize, seen: Option<u64>) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "upload_too_large",
+            format!(
+                "the upload{} is larger than the relay's limit of {}; split the job into \
+                 smaller ones, or ask the relay's operator to raise max_upload_bytes \
+                 (GLOWWORM_MAX_UPLOAD_BYTES)",
+                seen_size(seen),
+                mib(limit as u64)
+            ),
+        )
+    }
+
+    /// 413 `body_too_large` for a request body larger than `max_body_bytes` (`limit`).
+    pub fn body_too_large(limit: usize, seen: Option<u64>) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "the request body{} is larger than the relay's limit of {}; send less at once \
+                 (split the job into smaller ones), or ask the relay's operator to raise \
+                 max_body_bytes (GLOWWORM_MAX_BODY_BYTES; job uploads are limited by \
+                 max_upload_bytes, GLOWWORM_MAX_UPLOAD_BYTES)",
+                seen_size(seen),
+                mib(limit as u64)
+            ),
+        )
+    }
+
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
@@ -70,6 +102,21 @@ impl ApiError {
             }
         }
     }
+}
+
+/// `bytes` in MiB for people: "256 MiB", or "0.01 MiB (10000 bytes)" when not a whole number.
+pub fn mib(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    if bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{:.2} MiB ({bytes} bytes)", bytes as f64 / MIB as f64)
+    }
+}
+
+fn seen_size(seen: Option<u64>) -> String {
+    seen.map(|bytes| format!(" ({})", mib(bytes)))
+        .unwrap_or_default()
 }
 
 /// Whether SQLite refused because another connection holds a lock.

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::http::network::{ClientNetwork, client_ip, network_of};
 use crate::http::state::AppState;
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::http::header;
@@ -29,18 +29,31 @@ impl<S, T> FromRequest<S> for ApiJson<T>
 where
     T: DeserializeOwned,
     S: Send + Sync,
+    AppState: FromRef<S>,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let limit = AppState::from_ref(state).config.max_body_bytes;
+        let seen = content_length(req.headers());
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+            Err(rejection) => Err(json_rejection(rejection, limit, seen)),
         }
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
+/// The request's Content-Length, when it sends one.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn json_rejection(rejection: JsonRejection, limit: usize, seen: Option<u64>) -> ApiError {
     let message = rejection.body_text();
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
@@ -48,11 +61,9 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             "unsupported_media_type",
             "the request body must be JSON, with Content-Type: application/json",
         ),
-        _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "the request body is larger than the relay accepts",
-        ),
+        _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::body_too_large(limit, seen)
+        }
         _ => ApiError::bad_request("malformed_request", message),
     }
 }

@@ -38,8 +38,10 @@ pub const NPY: &str = "application/x-npy";
 pub async fn create_job(
     State(state): State<AppState>,
     Authenticated(requester): Authenticated,
+    headers: HeaderMap,
     upload: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
+    let content_length = extract::content_length(&headers);
     let upload = upload.map_err(|rejection| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -51,7 +53,8 @@ pub async fn create_job(
             ),
         )
     })?;
-    let (spec, mut parts) = read_upload(upload, state.config.max_upload_bytes).await?;
+    let (spec, mut parts) =
+        read_upload(upload, state.config.max_upload_bytes, content_length).await?;
     let config = state.config.clone();
     let store = state.db.blob_store().clone();
     // Cutting the inputs up and writing them is CPU and disk work: off the async threads.
@@ -144,10 +147,12 @@ fn invalid_kernel(error: KernelError) -> ApiError {
 }
 
 /// Reads every part of the upload: the spec from `job`, the others by name. At most
-/// `max_bytes` in all (413 `upload_too_large`); a cut-off upload is 400 `bad_upload`.
+/// `max_bytes` in all (413 `upload_too_large`, naming the body's `content_length` when known);
+/// a cut-off upload is 400 `bad_upload`.
 async fn read_upload(
     mut upload: Multipart,
     max_bytes: usize,
+    content_length: Option<u64>,
 ) -> Result<(JobSpec, HashMap<String, Vec<u8>>), ApiError> {
     let bad_upload = |e: axum::extract::multipart::MultipartError| {
         ApiError::bad_request(
@@ -173,11 +178,7 @@ async fn read_upload(
         while let Some(chunk) = field.chunk().await.map_err(bad_upload)? {
             total += chunk.len();
             if total > max_bytes {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "upload_too_large",
-                    format!("the upload is larger than the relay accepts ({max_bytes} bytes)"),
-                ));
+                return Err(ApiError::upload_too_large(max_bytes, content_length));
             }
             bytes.extend_from_slice(&chunk);
         }

@@ -63,10 +63,10 @@ pub async fn tick(db: &Db, config: &Config, now: i64) -> Result<Option<DemoJob>,
         let job_id = job.insert(&tx, Owner::Demo, now)?;
         tx.commit()?;
         tracing::info!(
-            "demo job {job_id} queued: {}x{}x{}, seed {seed}",
-            shape.m,
-            shape.n,
-            shape.k
+            "demo job {job_id} queued: ({m}, {k}) @ ({k}, {n}), seed {seed}",
+            m = shape.m,
+            k = shape.k,
+            n = shape.n
         );
         Ok(Some(DemoJob { job_id, seed }))
     })

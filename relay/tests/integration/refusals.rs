@@ -161,10 +161,23 @@ async fn each_bad_submission_is_named_and_changes_nothing() {
     // Larger than max_body_bytes (64 KiB here).
     let mut huge = serde_json::to_value(&good).unwrap();
     huge["output"] = "A".repeat(100 * 1024).into();
-    relay
+    let reply = relay
         .post_raw("/v1/results", serde_json::to_vec(&huge).unwrap())
-        .await
-        .assert_error(413, "body_too_large");
+        .await;
+    reply.assert_error(413, "body_too_large");
+    let message =
+        serde_json::from_slice::<serde_json::Value>(&reply.body).unwrap()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    assert!(
+        message.contains("limit of 0.06 MiB (65536 bytes)"),
+        "names the limit in MiB: {message}"
+    );
+    assert!(
+        message.contains("max_body_bytes") && message.contains("GLOWWORM_MAX_BODY_BYTES"),
+        "says what to raise: {message}"
+    );
     assert_eq!(relay.footprint().await, before);
     assert_eq!(alice.balance(&relay).await, 0);
     assert_eq!(mallory.balance(&relay).await, 0);

@@ -408,10 +408,54 @@ async fn uploads_over_the_limit_are_refused() {
         part("a", npy_matrix(20, 20, &[1.0; 400])),
         part("b", npy_matrix(20, 20, &[1.0; 400])),
     ]);
-    submit(&relay, Some(&key), body)
-        .await
-        .assert_error(413, "upload_too_large");
+    let reply = submit(&relay, Some(&key), body).await;
+    reply.assert_error(413, "upload_too_large");
+    let message = error_message(&reply);
+    assert!(
+        message.contains("0.00 MiB (1000 bytes)"),
+        "names the limit in MiB: {message}"
+    );
+    assert!(
+        message.contains("split the job") && message.contains("max_upload_bytes"),
+        "says what to do: {message}"
+    );
+    assert!(message.contains("GLOWWORM_MAX_UPLOAD_BYTES"), "{message}");
     assert_eq!(stored(&relay).await, (0, 0));
+
+    // A whole number of MiB, and the size seen when the request says it (Content-Length).
+    let relay = TestRelay::with_config(|config| config.max_upload_bytes = 1 << 20);
+    let key = relay.create_api_key("lab", 1000).await;
+    let body = multipart_body(&[
+        job_part(json!({"kind": "matmul"})),
+        part("a", npy_matrix(512, 512, &[1.0; 512 * 512])),
+        part("b", npy_matrix(512, 512, &[1.0; 512 * 512])),
+    ]);
+    let length = body.len();
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/jobs")
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .header(header::CONTENT_LENGTH, length)
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .body(Body::from(body))
+        .unwrap();
+    let reply = relay.send(request).await;
+    reply.assert_error(413, "upload_too_large");
+    let message = error_message(&reply);
+    assert!(message.contains("limit of 1 MiB"), "{message}");
+    assert!(
+        message.contains(&format!("({length} bytes)")),
+        "names the size seen: {message}"
+    );
+    assert_eq!(stored(&relay).await, (0, 0));
+}
+
+fn error_message(reply: &Reply) -> String {
+    let body: serde_json::Value = reply.json();
+    body["error"]["message"].as_str().unwrap().to_string()
 }
 
 #[tokio::test]
