@@ -1,7 +1,8 @@
 //! The relay's requester API over HTTP: one method per endpoint, and errors that say what went
 //! wrong in the requester's terms (the file, the relay's URL, the relay's error code).
 
-use anyhow::{Context, Result, bail};
+use crate::bad_input;
+use anyhow::{Context, Result, anyhow, bail};
 use glowworm_protocol::protocol::RelayError;
 use glowworm_protocol::wire::{JobList, JobStatus};
 use reqwest::header::{ACCEPT, AUTHORIZATION};
@@ -29,14 +30,10 @@ pub struct Client {
 
 impl Client {
     /// Checks the relay URL and the key (which must be given, by flag or environment).
+    /// Both are the user's to fix: their errors are [`BadInput`] (exit status 2).
     pub fn new(relay: &str, api_key: Option<&str>) -> Result<Self> {
-        let api_key = require_api_key(api_key)?;
-        let base = relay.trim_end_matches('/').to_string();
-        let url = reqwest::Url::parse(&base)
-            .with_context(|| format!("the relay URL {relay:?} is not a valid URL"))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            bail!("the relay URL {relay:?} must start with http:// or https://");
-        }
+        let base = check_relay_url(relay).map_err(|message| bad_input(anyhow!(message)))?;
+        let api_key = require_api_key(api_key).map_err(bad_input)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("glowworm/", env!("CARGO_PKG_VERSION")))
@@ -169,6 +166,51 @@ impl Client {
     }
 }
 
+/// Checks `--relay` before anything is sent: the relay's base URL, http or https, without a
+/// trailing slash. An address without a scheme gets a hint with one ("did you mean
+/// http://127.0.0.1:19101?"), a path or an API URL a hint to give the relay's base URL.
+pub fn check_relay_url(relay: &str) -> Result<String, String> {
+    const EXAMPLE: &str = "such as http://127.0.0.1:8787";
+    let given = relay.trim();
+    if given.is_empty() {
+        return Err(format!(
+            "no relay URL: pass --relay URL or set GLOWWORM_RELAY ({EXAMPLE})"
+        ));
+    }
+    if given.starts_with('/') {
+        return Err(format!(
+            "the relay URL {relay:?} is a path, not a URL: give the relay's base URL ({EXAMPLE}); \
+             the client adds the API's paths itself"
+        ));
+    }
+    if !given.contains("://") {
+        return Err(format!(
+            "the relay URL {relay:?} has no scheme: did you mean http://{given}?"
+        ));
+    }
+    let url = reqwest::Url::parse(given).map_err(|err| {
+        format!("the relay URL {relay:?} is not a valid URL ({err}): give the relay's base URL ({EXAMPLE})")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "the relay URL {relay:?} must start with http:// or https://"
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "the relay URL {relay:?} has a query or a fragment: give the relay's base URL ({EXAMPLE})"
+        ));
+    }
+    let path = url.path().trim_end_matches('/');
+    if path == "/v1" || path.ends_with("/v1") || path.contains("/v1/") {
+        return Err(format!(
+            "the relay URL {relay:?} names an API path: give the relay's base URL, such as {}",
+            url.origin().ascii_serialization()
+        ));
+    }
+    Ok(given.trim_end_matches('/').to_string())
+}
+
 /// The key, trimmed; a clear error naming both ways to give it when there is none.
 pub fn require_api_key(api_key: Option<&str>) -> Result<String> {
     match api_key.map(str::trim) {
@@ -206,6 +248,7 @@ async fn json<T: serde::de::DeserializeOwned>(response: Response) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::BadInput;
 
     #[test]
     fn relay_errors_show_status_code_and_message() {
@@ -251,6 +294,34 @@ mod tests {
         assert!(Client::new("not a url", Some("gw_x")).is_err());
         let client = Client::new("http://127.0.0.1:8080/", Some("gw_x")).unwrap();
         assert_eq!(client.relay(), "http://127.0.0.1:8080");
+        let behind_a_proxy = Client::new("https://r.example/glowworm/", Some("gw_x")).unwrap();
+        assert_eq!(behind_a_proxy.relay(), "https://r.example/glowworm");
+    }
+
+    #[test]
+    fn a_bad_relay_url_gets_a_hint_and_is_bad_input() {
+        let hint = |relay: &str| check_relay_url(relay).unwrap_err();
+        assert!(
+            hint("127.0.0.1:19101").contains("did you mean http://127.0.0.1:19101?"),
+            "{}",
+            hint("127.0.0.1:19101")
+        );
+        assert!(hint("localhost:8787").contains("did you mean http://localhost:8787?"));
+        assert!(hint("/v1").contains("base URL"), "{}", hint("/v1"));
+        let api = hint("http://127.0.0.1:8787/v1/jobs");
+        assert!(api.contains("such as http://127.0.0.1:8787"), "{api}");
+        assert!(
+            hint("http://").contains("not a valid URL"),
+            "{}",
+            hint("http://")
+        );
+        assert!(hint("").contains("--relay"));
+        for (relay, key) in [("127.0.0.1:1", Some("gw_x")), ("http://r", None)] {
+            let Err(err) = Client::new(relay, key) else {
+                panic!("{relay} {key:?} accepted");
+            };
+            assert!(err.chain().any(|cause| cause.is::<BadInput>()), "{err:#}");
+        }
     }
 
     #[test]

@@ -19,28 +19,36 @@ use anyhow::{Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use client::Client;
 use glowworm_protocol::wire::MatmulShape;
-use progress::Waited;
+use progress::{Outage, Waited};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "glowworm",
     version,
-    about = "Submit jobs to a Glowworm relay and fetch their verified results"
+    about = "Submit jobs to a Glowworm relay and fetch their verified results",
+    after_help = EXIT_STATUSES
 )]
 struct Cli {
-    /// The relay's URL.
+    /// The relay's base URL, such as https://relay.example.
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "GLOWWORM_RELAY",
         default_value = "http://127.0.0.1:8787"
     )]
     relay: String,
     /// Your API key (gw_...), from the relay's operator.
-    #[arg(long, global = true, env = "GLOWWORM_API_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "GLOWWORM_API_KEY",
+        hide_env_values = true
+    )]
     api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -59,6 +67,7 @@ enum Command {
     },
     /// Show one job's state and progress.
     Status {
+        /// The job's id.
         id: i64,
         /// Print the relay's JSON instead of text.
         #[arg(long)]
@@ -66,14 +75,18 @@ enum Command {
     },
     /// Wait for a job to finish, showing its progress; download its result with --out.
     Wait {
+        /// The job's id (as `submit` and `jobs` print it).
         id: i64,
         /// Where to write the result: a name ending in .npy gets a NumPy file (float32; shape
         /// (m, n) for a matmul, flat for a kernel), any other name the raw bytes.
         #[arg(long)]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        retry: RetryArgs,
     },
     /// Download a finished job's result.
     Result {
+        /// The job's id.
         id: i64,
         /// Where to write the result: a name ending in .npy gets a NumPy file (float32; shape
         /// (m, n) for a matmul, flat for a kernel), any other name the raw bytes.
@@ -81,7 +94,10 @@ enum Command {
         out: PathBuf,
     },
     /// Cancel a job: its remaining units are no longer handed out.
-    Cancel { id: i64 },
+    Cancel {
+        /// The job's id.
+        id: i64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -140,10 +156,68 @@ struct WaitArgs {
     /// Print the job's id and return at once instead of waiting.
     #[arg(long, conflicts_with = "out")]
     no_wait: bool,
+    #[command(flatten)]
+    retry: RetryArgs,
+}
+
+#[derive(Args, Debug)]
+struct RetryArgs {
+    /// While waiting, how long to keep asking a relay that cannot be reached (restarting, say)
+    /// before giving up, in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "GLOWWORM_RETRY_FOR",
+        default_value_t = 60
+    )]
+    retry_for: u64,
+}
+
+impl RetryArgs {
+    fn limit(&self) -> Duration {
+        Duration::from_secs(self.retry_for)
+    }
 }
 
 /// Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 const EXIT_INTERRUPTED: u8 = 130;
+/// Exit status when the relay refused or failed, or the result could not be written.
+const EXIT_FAILURE: u8 = 1;
+/// Exit status for a usage error or bad input ([`BadInput`]), as clap's own for usage errors.
+const EXIT_USAGE: u8 = 2;
+
+/// What the command line says about exit statuses (`glowworm --help`).
+const EXIT_STATUSES: &str = "\
+Exit status: 0 done; 1 the relay refused or failed (or the result could not be written);
+2 usage error or bad input (flags, --relay, the API key, input files); 130 interrupted (Ctrl-C).
+Errors are one line on stderr: `glowworm: error: ...`.";
+
+/// An error in what the user gave (flags, the relay's URL, the key, input files), as opposed to
+/// one of the relay or the network: exit status 2. Found anywhere in an error's chain.
+#[derive(Debug)]
+pub struct BadInput(anyhow::Error);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+/// Marks `err` as the user's to fix (exit status 2).
+pub fn bad_input(err: anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(BadInput(err))
+}
+
+/// The exit status for `err`: 2 for [`BadInput`], 1 otherwise.
+fn exit_status(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|cause| cause.is::<BadInput>()) {
+        EXIT_USAGE
+    } else {
+        EXIT_FAILURE
+    }
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -151,8 +225,9 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            // `{:#}`: the causes joined by ": ", never a backtrace (whatever RUST_BACKTRACE says).
+            eprintln!("glowworm: error: {err:#}");
+            ExitCode::from(exit_status(&err))
         }
     }
 }
@@ -165,11 +240,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 (Some(m), Some(k), Some(n)) => Some(MatmulShape { m, n, k }),
                 _ => None,
             };
-            let upload = jobs::matmul(&args.a, &args.b, shape)?;
+            let upload = jobs::matmul(&args.a, &args.b, shape).map_err(bad_input)?;
             submit(&client, upload, &args.wait).await
         }
         Command::Submit(Submit::Kernel(args)) => {
-            let upload = jobs::kernel(&args.spec, &args.inputs)?;
+            let upload = jobs::kernel(&args.spec, &args.inputs).map_err(bad_input)?;
             submit(&client, upload, &args.wait).await
         }
         Command::Jobs { json } => {
@@ -194,11 +269,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Wait { id, out } => {
+        Command::Wait { id, out, retry } => {
             if let Some(out) = &out {
                 check_out_dir(out)?;
             }
-            wait_and_fetch(&client, id, out.as_deref()).await
+            wait_and_fetch(&client, id, out.as_deref(), retry.limit()).await
         }
         Command::Result { id, out } => {
             let written = client.download_result(id, &out).await?;
@@ -256,12 +331,17 @@ async fn submit(client: &Client, upload: jobs::Upload, wait: &WaitArgs) -> Resul
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("job-{id}.npy")));
-    wait_and_fetch(client, id, Some(&out)).await
+    wait_and_fetch(client, id, Some(&out), wait.retry.limit()).await
 }
 
 /// Waits for job `id` and, with `out`, downloads its result there and prints a summary. After
 /// Ctrl-C, or when the relay cannot be asked, says how to resume.
-async fn wait_and_fetch(client: &Client, id: i64, out: Option<&Path>) -> Result<ExitCode> {
+async fn wait_and_fetch(
+    client: &Client,
+    id: i64,
+    out: Option<&Path>,
+    retry_for: Duration,
+) -> Result<ExitCode> {
     let resume = match out {
         Some(out) => format!("glowworm wait {id} --out {}", out.display()),
         None => format!("glowworm wait {id}"),
@@ -270,7 +350,10 @@ async fn wait_and_fetch(client: &Client, id: i64, out: Option<&Path>) -> Result<
         anyhow!("{err:#}\njob {id} is still on the relay; resume with: {resume}")
     };
     let started = Instant::now();
-    let status = match progress::wait(client, id).await.map_err(with_resume_hint)? {
+    let status = match progress::wait(client, id, retry_for)
+        .await
+        .map_err(with_resume_hint)?
+    {
         Waited::Finished(status) => *status,
         Waited::Interrupted => {
             eprintln!("\ninterrupted: job {id} keeps running on the relay; resume with: {resume}");
@@ -292,7 +375,7 @@ async fn wait_and_fetch(client: &Client, id: i64, out: Option<&Path>) -> Result<
     let fetch_again = format!("glowworm result {id} --out {}", out.display());
     // Ctrl-C is still caught (tokio keeps its handler once installed): it stops the download.
     let written = tokio::select! {
-        written = client.download_result(id, out) => written
+        written = download_retrying(client, id, out, retry_for) => written
             .map_err(|err| anyhow!("{err:#}\nfetch the result again with: {fetch_again}"))?,
         _ = tokio::signal::ctrl_c() => {
             let _ = std::fs::remove_file(client::partial_path(out));
@@ -309,15 +392,36 @@ async fn wait_and_fetch(client: &Client, id: i64, out: Option<&Path>) -> Result<
     Ok(ExitCode::SUCCESS)
 }
 
+/// Downloads job `id`'s result to `out`, asking again through an outage of the relay as
+/// [`progress::wait`] does (each try writes the file afresh).
+async fn download_retrying(
+    client: &Client,
+    id: i64,
+    out: &Path,
+    retry_for: Duration,
+) -> Result<u64> {
+    let mut outage = Outage::new(retry_for);
+    let mut say = |line: &str| eprintln!("job {id}: {line}");
+    loop {
+        match client.download_result(id, out).await {
+            Ok(written) => {
+                outage.succeeded(&mut say);
+                return Ok(written);
+            }
+            Err(err) => tokio::time::sleep(outage.failed(err, &mut say)?).await,
+        }
+    }
+}
+
 /// Fails before a job is submitted when its result could not be written: `out`'s directory
 /// does not exist.
 fn check_out_dir(out: &Path) -> Result<()> {
     match out.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => bail!(
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(bad_input(anyhow!(
             "cannot write the result to {}: {} is not a directory",
             out.display(),
             dir.display()
-        ),
+        ))),
         _ => Ok(()),
     }
 }

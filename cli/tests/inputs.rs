@@ -58,12 +58,14 @@ impl Served {
 
     /// Runs the `glowworm` CLI with this relay and key: its exit status, stdout and stderr.
     async fn cli(&self, args: &[&str]) -> Cli {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_glowworm"));
-        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("GLOWWORM_")) {
-            command.env_remove(name);
-        }
+        self.cli_at(&self.base, args).await
+    }
+
+    /// Runs the `glowworm` CLI with this key and the relay at `base`.
+    async fn cli_at(&self, base: &str, args: &[&str]) -> Cli {
+        let mut command = glowworm();
         command
-            .args(["--relay", &self.base, "--api-key", &self.key])
+            .args(["--relay", base, "--api-key", &self.key])
             .args(args)
             .current_dir(self.files.path());
         let output = tokio::task::spawn_blocking(move || command.output().unwrap())
@@ -127,6 +129,16 @@ impl Served {
     }
 }
 
+/// The `glowworm` binary, without the caller's GLOWWORM_ variables; stdout and stderr are pipes,
+/// never a terminal.
+fn glowworm() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_glowworm"));
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("GLOWWORM_")) {
+        command.env_remove(name);
+    }
+    command
+}
+
 struct Cli {
     code: Option<i32>,
     stdout: String,
@@ -134,9 +146,28 @@ struct Cli {
 }
 
 impl Cli {
-    /// Asserts the CLI failed (status 1) with every one of `needles` in its error.
+    /// Asserts the CLI failed (status 1: the relay refused) with every one of `needles` in its
+    /// error.
     fn assert_refused(&self, what: &str, needles: &[&str]) {
-        assert_eq!(self.code, Some(1), "{what}: {}", self.stderr);
+        self.assert_failed(1, what, needles);
+    }
+
+    /// Asserts the CLI failed with exit status `code` and every one of `needles` in its error,
+    /// which is one line `glowworm: error: ...` (a resume hint may follow it), no backtrace.
+    fn assert_failed(&self, code: i32, what: &str, needles: &[&str]) {
+        assert_eq!(self.code, Some(code), "{what}: {}", self.stderr);
+        assert!(
+            self.stderr
+                .lines()
+                .any(|line| line.starts_with("glowworm: error: ")),
+            "{what}: no `glowworm: error:` line: {}",
+            self.stderr
+        );
+        assert!(
+            !self.stderr.contains("backtrace") && !self.stderr.contains("Stack backtrace"),
+            "{what}: {}",
+            self.stderr
+        );
         for needle in needles {
             assert!(
                 self.stderr.contains(needle),
@@ -514,7 +545,7 @@ async fn kernel_npy_inputs_the_kernel_cannot_take_are_refused_by_the_cli() {
                 "--no-wait",
             ])
             .await
-            .assert_refused(what, &needles);
+            .assert_failed(2, what, &needles);
     }
     assert_eq!(served.footprint().await, before, "nothing was uploaded");
 }
@@ -664,6 +695,165 @@ async fn honest_nan_and_infinite_kernel_outputs_agree_and_nobody_is_struck() {
     }
 }
 
+/// Runs `command` to its end off the async threads: exit status, stdout and stderr.
+async fn finish(mut command: Command) -> Cli {
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    Cli {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn a_bad_relay_url_is_bad_input_with_a_hint_and_no_backtrace() {
+    let cases = [
+        ("127.0.0.1:19101", "did you mean http://127.0.0.1:19101?"),
+        ("/v1", "give the relay's base URL"),
+        (
+            "http://127.0.0.1:19101/v1/jobs",
+            "such as http://127.0.0.1:19101",
+        ),
+        ("ftp://relay.example", "must start with http:// or https://"),
+    ];
+    for (relay, hint) in cases {
+        let mut command = glowworm();
+        command.env("RUST_BACKTRACE", "1").args([
+            "--relay",
+            relay,
+            "--api-key",
+            "gw_x",
+            "wait",
+            "1",
+        ]);
+        let cli = finish(command).await;
+        cli.assert_failed(2, relay, &[hint]);
+        assert_eq!(cli.stderr.lines().count(), 1, "one line: {}", cli.stderr);
+        assert!(!cli.stderr.contains("relative URL"), "{}", cli.stderr);
+    }
+    // A missing key is the user's to fix too; a usage error is clap's 2.
+    let mut command = glowworm();
+    command.args(["--relay", "http://127.0.0.1:19101", "jobs"]);
+    finish(command)
+        .await
+        .assert_failed(2, "no key", &["--api-key"]);
+    let mut command = glowworm();
+    command.args(["wait", "seven"]);
+    assert_eq!(finish(command).await.code, Some(2));
+}
+
+#[tokio::test]
+async fn every_subcommand_has_a_description_and_the_exit_statuses_are_in_the_help() {
+    let mut command = glowworm();
+    command.arg("--help");
+    let help = finish(command).await;
+    assert_eq!(help.code, Some(0));
+    for sub in ["submit", "jobs", "status", "wait", "result", "cancel"] {
+        let line = help
+            .stdout
+            .lines()
+            .find(|line| line.trim_start().starts_with(&format!("{sub} ")))
+            .unwrap_or_else(|| panic!("{sub} not in {}", help.stdout));
+        assert!(
+            line.len() > sub.len() + 8,
+            "{sub} has no description: {line:?}"
+        );
+    }
+    assert!(help.stdout.contains("Exit status"), "{}", help.stdout);
+    assert!(!help.stdout.contains('\x1b'), "no colour on a pipe");
+}
+
+/// A port nothing listens on (it was free a moment ago).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_rides_out_a_relay_that_is_down_for_a_while_and_says_so_in_plain_lines() {
+    let served = Served::start().await;
+    let a = served.file("a.npy", &npy_matrix(2, 2, &[1.0, 2.0, 3.0, 4.0]));
+    let b = served.file("b.npy", &npy_matrix(2, 2, &[1.0, 0.0, 0.0, 1.0]));
+    let id = served
+        .cli(&[
+            "submit",
+            "matmul",
+            "--a",
+            a.to_str().unwrap(),
+            "--b",
+            b.to_str().unwrap(),
+            "--no-wait",
+        ])
+        .await
+        .job_id();
+
+    // The same relay (same database) will come up on a port that refuses connections for now.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut command = glowworm();
+    command
+        .args(["--relay", &base, "--api-key", &served.key])
+        .args([
+            "wait",
+            &id.to_string(),
+            "--out",
+            "c.npy",
+            "--retry-for",
+            "30",
+        ])
+        .current_dir(served.files.path());
+    let waiting = tokio::spawn(finish(command));
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(
+        !waiting.is_finished(),
+        "wait gave up on a refused connection"
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let router = served.relay.app.clone();
+    let config = served.relay.state.config.clone();
+    tokio::spawn(async move {
+        glowworm_relay::http::serve::serve(listener, router, &config, std::future::pending()).await;
+    });
+    assert_eq!(compute_matmul_units(&served.relay).await, 1);
+    let cli = waiting.await.unwrap();
+    assert_eq!(cli.code, Some(0), "{}\n{}", cli.stdout, cli.stderr);
+    assert_eq!(
+        cli.stderr.matches("relay unreachable").count(),
+        1,
+        "one line per outage: {}",
+        cli.stderr
+    );
+    assert!(cli.stderr.contains("relay back"), "{}", cli.stderr);
+    assert!(cli.stdout.contains("sha256 verified"), "{}", cli.stdout);
+    assert!(served.files.path().join("c.npy").is_file());
+    for (name, text) in [("stdout", &cli.stdout), ("stderr", &cli.stderr)] {
+        assert!(
+            !text.contains('\x1b'),
+            "ANSI escapes on a pipe ({name}): {text:?}"
+        );
+    }
+
+    // A relay that stays away ends the wait after the limit, with how to resume; a refusal by
+    // the relay ends it at once.
+    let gone = format!("http://127.0.0.1:{}", free_port());
+    let started = std::time::Instant::now();
+    served
+        .cli_at(&gone, &["wait", &id.to_string(), "--retry-for", "1"])
+        .await
+        .assert_refused(
+            "a relay that stays away",
+            &["gave up after 1 s", "resume with"],
+        );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let missing = served.cli(&["wait", "999999", "--retry-for", "30"]).await;
+    missing.assert_refused("an unknown job", &["404"]);
+    assert!(!missing.stderr.contains("retrying"), "{}", missing.stderr);
+}
+
 /// Runs the CLI in `dir` against a relay address where nothing listens.
 fn cli_offline(dir: &Path, args: &[&str]) -> Cli {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -745,7 +935,8 @@ fn matmul_npy_problems_are_refused_before_any_request() {
         ),
     ];
     for (cli, what, needles) in cases {
-        cli.assert_refused(what, &needles);
+        // Bad input the CLI finds itself: exit status 2.
+        cli.assert_failed(2, what, &needles);
         let lines: Vec<_> = cli.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{what}: one line: {}", cli.stderr);
         assert!(!cli.stderr.contains("uploading"), "{what}: {}", cli.stderr);
