@@ -218,21 +218,22 @@ describe('a requester submits jobs with the glowworm CLI', { timeout: 3 * TEST_T
     await writeFile(path.join(workDir, 'small-b.npy'), npyFile('<f4', [4, 3], b));
     await writeFile(path.join(workDir, 'f64.npy'), npyFile('<f8', [2, 4], Float64Array.from(randomF32(8, 1))));
 
+    // Bad input the CLI finds itself exits 2, before any request; the relay's refusals exit 1.
     const notF32 = await glowworm(['submit', 'matmul', '--a', 'f64.npy', '--b', 'small-b.npy', '--no-wait']);
-    assert.equal(notF32.code, 1, shown(notF32));
-    assert.match(notF32.stderr, /^error: the relay refused the job \(400 not_f32\): .*<f8/m, shown(notF32));
+    assert.equal(notF32.code, 2, shown(notF32));
+    assert.match(notF32.stderr, /^glowworm: error: f64\.npy has dtype float64 \('<f8'\).*astype\(np\.float32\)/m, shown(notF32));
 
     const noKey = await glowworm(['jobs'], { key: null });
-    assert.equal(noKey.code, 1, shown(noKey));
-    assert.match(noKey.stderr, /^error: no API key: .*--api-key.*GLOWWORM_API_KEY/m, shown(noKey));
+    assert.equal(noKey.code, 2, shown(noKey));
+    assert.match(noKey.stderr, /^glowworm: error: no API key: .*--api-key.*GLOWWORM_API_KEY/m, shown(noKey));
 
     const wrongKey = await glowworm(['jobs'], { key: `gw_${'A'.repeat(43)}` });
     assert.equal(wrongKey.code, 1, shown(wrongKey));
     assert.match(wrongKey.stderr, /\(401 bad_api_key\)/, shown(wrongKey));
 
     const missing = await glowworm(['submit', 'matmul', '--a', 'missing.npy', '--b', 'small-b.npy']);
-    assert.equal(missing.code, 1, shown(missing));
-    assert.match(missing.stderr, /^error: cannot read missing\.npy: /m, shown(missing));
+    assert.equal(missing.code, 2, shown(missing));
+    assert.match(missing.stderr, /^glowworm: error: cannot read missing\.npy: /m, shown(missing));
 
     const usage = await glowworm(['submit', 'matmul', '--a', 'f64.npy', '--b', 'small-b.npy', '--m', '2']);
     assert.equal(usage.code, 2, `a usage error exits 2: ${shown(usage)}`);
@@ -254,7 +255,7 @@ describe('a requester submits jobs with the glowworm CLI', { timeout: 3 * TEST_T
     const run = await glowworm(['submit', 'matmul', '--a', 'a.npy', '--b', 'b.npy', '--out', 'c.npy'], { timeoutMs: JOB_TIMEOUT_MS });
     console.log(`glowworm submit matmul took ${Date.now() - began} ms:\n${run.stdout}${run.stderr}`);
     assert.equal(run.code, 0, shown(run));
-    const done = run.stdout.match(/^job (\d+) done: matmul 512x640x384, (\d+)\/(\d+) units verified in [\d.]+ s; result written to c\.npy \(1\.3 MB, sha256 verified\)$/m);
+    const done = run.stdout.match(/^job (\d+) done: matmul \(512, 384\) @ \(384, 640\), (\d+)\/(\d+) units verified in [\d.]+ s; result written to c\.npy \(1\.3 MB, sha256 verified\)$/m);
     assert.ok(done, `the one-line summary: ${shown(run)}`);
     assert.equal(done[2], done[3], 'every unit verified');
     // stderr is not a terminal here: plain progress lines instead of a bar.
@@ -277,7 +278,7 @@ describe('a requester submits jobs with the glowworm CLI', { timeout: 3 * TEST_T
     const list = JSON.parse((await glowworm(['jobs', '--json'])).stdout);
     assert.deepEqual(list.jobs.map((j) => j.id), [id], 'the key sees its one job');
     const table = await glowworm(['jobs']);
-    assert.match(table.stdout, new RegExp(`^\\s*${id}\\s+matmul 512x640x384\\s+done\\s`, 'm'), shown(table));
+    assert.match(table.stdout, new RegExp(`^\\s*${id}\\s+matmul \\(512, 384\\) @ \\(384, 640\\)\\s+done\\s`, 'm'), shown(table));
 
     const raw = await glowworm(['result', String(id), '--out', 'c.bin']);
     assert.equal(raw.code, 0, shown(raw));
