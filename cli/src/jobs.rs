@@ -352,7 +352,7 @@ pub fn matmul(a: &Path, b: &Path, shape: Option<MatmulShape>) -> Result<Upload> 
 pub fn kernel(spec_path: &Path, inputs: &[(String, PathBuf)]) -> Result<Upload> {
     let text = std::fs::read_to_string(spec_path)
         .with_context(|| format!("cannot read {}", spec_path.display()))?;
-    let spec = parse_kernel_spec(&text)
+    let spec = parse_kernel_spec(&text, spec_path.parent())
         .with_context(|| format!("{} is not a kernel spec", spec_path.display()))?;
 
     for (name, _) in inputs {
@@ -427,7 +427,11 @@ fn check_sizes(spec: &KernelSpec, files: &[Input]) -> Result<()> {
 }
 
 /// Parses a `KernelSpec` from JSON, accepting an optional `"kind": "kernel"`.
-pub fn parse_kernel_spec(text: &str) -> Result<KernelSpec> {
+///
+/// The kernel's WGSL is either inline (`"wgsl"`) or in a file (`"wgsl_file"`, a path relative to
+/// `spec_dir`, the spec's own directory), so a kernel can be written and checked as a `.wgsl`
+/// file of its own (see examples/saxpy/).
+pub fn parse_kernel_spec(text: &str, spec_dir: Option<&Path>) -> Result<KernelSpec> {
     let mut value: serde_json::Value = serde_json::from_str(text)?;
     let Some(object) = value.as_object_mut() else {
         bail!("expected a JSON object");
@@ -436,6 +440,18 @@ pub fn parse_kernel_spec(text: &str) -> Result<KernelSpec> {
         if kind != "kernel" {
             bail!("\"kind\" is {kind}, expected \"kernel\" (or no \"kind\" at all)");
         }
+    }
+    if let Some(file) = object.remove("wgsl_file") {
+        if object.contains_key("wgsl") {
+            bail!("give the kernel's WGSL as \"wgsl\" or as \"wgsl_file\", not both");
+        }
+        let Some(file) = file.as_str() else {
+            bail!("\"wgsl_file\" is {file}, expected a path (relative to the spec)");
+        };
+        let path = spec_dir.unwrap_or(Path::new("")).join(file);
+        let wgsl = std::fs::read_to_string(&path)
+            .with_context(|| format!("\"wgsl_file\": cannot read {}", path.display()))?;
+        object.insert("wgsl".into(), wgsl.into());
     }
     Ok(serde_json::from_value(value)?)
 }
@@ -463,23 +479,23 @@ mod tests {
 
     #[test]
     fn kernel_specs_parse_with_or_without_kind() {
-        let plain = parse_kernel_spec(SAXPY).unwrap();
+        let plain = parse_kernel_spec(SAXPY, None).unwrap();
         assert_eq!(plain.entry_point, "main");
         assert_eq!(plain.replicas, 2);
         assert_eq!(plain.units, 1);
         let tagged = SAXPY.replacen('{', r#"{"kind": "kernel","#, 1);
-        assert_eq!(parse_kernel_spec(&tagged).unwrap(), plain);
+        assert_eq!(parse_kernel_spec(&tagged, None).unwrap(), plain);
     }
 
     #[test]
     fn kernel_specs_with_another_kind_or_unknown_fields_are_refused() {
         let matmul = SAXPY.replacen('{', r#"{"kind": "matmul","#, 1);
-        let message = parse_kernel_spec(&matmul).unwrap_err().to_string();
+        let message = parse_kernel_spec(&matmul, None).unwrap_err().to_string();
         assert!(message.contains("\"matmul\""), "{message}");
         let typo = SAXPY.replacen('{', r#"{"replica": 3,"#, 1);
-        let message = parse_kernel_spec(&typo).unwrap_err().to_string();
+        let message = parse_kernel_spec(&typo, None).unwrap_err().to_string();
         assert!(message.contains("replica"), "{message}");
-        assert!(parse_kernel_spec("[1]").is_err());
+        assert!(parse_kernel_spec("[1]", None).is_err());
     }
 
     #[test]

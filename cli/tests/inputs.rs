@@ -951,3 +951,76 @@ fn matmul_npy_problems_are_refused_before_any_request() {
         good.stderr
     );
 }
+
+/// The SAXPY example (examples/saxpy/: the kernel as a .wgsl file, its spec naming it with
+/// `wgsl_file`, raw f32 inputs) runs as examples/README.md says, and its result is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saxpy_example_runs_as_its_readme_says() {
+    let served = Served::start().await;
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/saxpy");
+    let arg = |name: &str| example.join(name).to_str().unwrap().to_string();
+    let (spec, x_arg, y_arg) = (
+        arg("saxpy.json"),
+        format!("x={}", arg("x.f32")),
+        format!("y={}", arg("y.f32")),
+    );
+    let submitted = served
+        .cli(&[
+            "submit",
+            "kernel",
+            "--spec",
+            &spec,
+            "--input",
+            &x_arg,
+            "--input",
+            &y_arg,
+            "--no-wait",
+        ])
+        .await;
+    let id = submitted.job_id();
+    let given = compute_saxpy_units(&served.relay).await;
+    assert_eq!(given.len(), 8, "4 units, 2 replicas each");
+    served.assert_nobody_struck().await;
+
+    let out = served
+        .cli(&["result", &id.to_string(), "--out", "out.npy"])
+        .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let x = bytes_to_f32s(&std::fs::read(example.join("x.f32")).unwrap()).unwrap();
+    let y = bytes_to_f32s(&std::fs::read(example.join("y.f32")).unwrap()).unwrap();
+    let file = std::fs::read(served.files.path().join("out.npy")).unwrap();
+    let array = npy::parse_f32(&file).unwrap();
+    assert_eq!(
+        bytes_to_f32s(array.data).unwrap(),
+        samples::saxpy_reference(&x, &y)
+    );
+}
+
+#[test]
+fn a_spec_names_its_wgsl_inline_or_in_a_file_not_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |fields: &str| {
+        format!(
+            r#"{{{fields} "entry_point": "main", "inputs": [{{"name": "x", "binding": 0}}],
+               "output": {{"binding": 1, "bytes": 4}}, "workgroups": [1, 1, 1], "units": 1,
+               "replicas": 2}}"#
+        )
+    };
+    std::fs::write(
+        dir.path().join("both.json"),
+        spec(r#""wgsl": "x", "wgsl_file": "k.wgsl","#),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("missing.json"),
+        spec(r#""wgsl_file": "nowhere.wgsl","#),
+    )
+    .unwrap();
+    for (file, needle) in [("both.json", "not both"), ("missing.json", "cannot read")] {
+        let cli = cli_offline(
+            dir.path(),
+            &["submit", "kernel", "--spec", file, "--no-wait"],
+        );
+        cli.assert_failed(2, file, &[needle]);
+    }
+}

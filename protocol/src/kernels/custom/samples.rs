@@ -6,21 +6,7 @@ use crate::wire::{KernelInput, KernelOutput, KernelSpec};
 /// SAXPY, out = A * x + y, with A = [`SAXPY_A`]: inputs "x" (binding 0) and "y" (binding 1),
 /// f32 arrays of one length; output (binding 2) of the same length. 64 invocations per
 /// workgroup, one per element.
-pub const SAXPY_WGSL: &str = r#"// out = 2 * x + y, element by element.
-const A: f32 = 2.0;
-
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> y: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) id: vec3<u32>) {
-    let i = id.x;
-    if (i < arrayLength(&out)) {
-        out[i] = A * x[i] + y[i];
-    }
-}
-"#;
+pub const SAXPY_WGSL: &str = include_str!("../../../../examples/saxpy/saxpy.wgsl");
 
 /// The constant A of [`SAXPY_WGSL`].
 pub const SAXPY_A: f32 = 2.0;
