@@ -3,8 +3,8 @@
 
 use crate::bad_input;
 use anyhow::{Context, Result, anyhow, bail};
-pub use glowworm_protocol::relay_url::check_relay_url;
 use glowworm_protocol::protocol::RelayError;
+pub use glowworm_protocol::relay_url::check_relay_url;
 use glowworm_protocol::wire::{JobList, JobStatus};
 use reqwest::header::{ACCEPT, AUTHORIZATION};
 use reqwest::{RequestBuilder, Response, StatusCode, multipart::Form};

@@ -2,12 +2,12 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use glowworm_protocol::relay_url::check_relay_url;
 use glowworm_worker::client::RelayClient;
 use glowworm_worker::gpu_thread::GpuThread;
 use glowworm_worker::key_file;
 use glowworm_worker::link;
 use glowworm_worker::runner::{self, Event, RunOptions, StopSignal, Totals};
-use glowworm_protocol::relay_url::check_relay_url;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::cell::{Cell, RefCell};
 use std::io::IsTerminal;
