@@ -31,5 +31,7 @@ pub mod kernels;
 pub mod link;
 pub mod npy;
 pub mod protocol;
+#[cfg(feature = "reqwest")]
+pub mod relay_url;
 pub mod signing;
 pub mod wire;

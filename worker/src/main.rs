@@ -2,22 +2,27 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use glowworm_protocol::relay_url::check_relay_url;
 use glowworm_worker::client::RelayClient;
 use glowworm_worker::gpu_thread::GpuThread;
 use glowworm_worker::key_file;
 use glowworm_worker::link;
-use glowworm_worker::runner::{self, Event, RunOptions, StopSignal};
+use glowworm_worker::runner::{self, Event, RunOptions, StopSignal, Totals};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::cell::{Cell, RefCell};
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "Glowworm native contributor: runs the relay's kernels on this machine's GPU"
+    about = "Glowworm native contributor: runs the relay's kernels on this machine's GPU",
+    after_help = EXIT_STATUSES
 )]
 struct Cli {
-    /// The relay's base URL.
+    /// The relay's base URL, such as http://127.0.0.1:8787.
     #[arg(
         long,
         env = "GLOWWORM_RELAY",
@@ -68,14 +73,61 @@ struct RunArgs {
     max_units: Option<u64>,
 }
 
-fn main() -> Result<()> {
+const NAME: &str = "glowworm-worker";
+/// Exit status for a usage error or bad input ([`BadInput`]), as clap's own for usage errors.
+const EXIT_USAGE: u8 = 2;
+/// How often a worker whose stderr is not a terminal logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+/// What the command line says about exit statuses (`glowworm-worker --help`).
+const EXIT_STATUSES: &str = "\
+Exit status: 0 stopped (Ctrl-C, SIGTERM or --max-units); 1 failed (no GPU, the key file);
+2 usage error or bad input (flags, --relay); 130 interrupted (Ctrl-C twice).
+Errors are one line on stderr: `glowworm-worker: error: ...`. When stderr is not a terminal
+(systemd, nohup, a log file) the worker logs plain lines there instead of a progress bar.";
+
+/// An error in what the user gave (flags, the relay's URL), as opposed to one of the relay, the
+/// GPU or the system: exit status 2. Found anywhere in an error's chain.
+#[derive(Debug)]
+struct BadInput(String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+fn main() -> ExitCode {
+    let terminal = std::io::stderr().is_terminal();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            // wgpu's GL backend, probed beside Vulkan, reports EGL failures (no DRI driver on a
+            // headless server) at error level: noise in a log, the worker computes on Vulkan.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,wgpu_hal::gles=off".into()),
         )
+        .with_ansi(terminal)
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    match run(cli, terminal) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}`: the causes joined by ": ", never a backtrace (whatever RUST_BACKTRACE says).
+            eprintln!("{NAME}: error: {err:#}");
+            let bad_input = err.chain().any(|cause| cause.is::<BadInput>());
+            ExitCode::from(if bad_input { EXIT_USAGE } else { 1 })
+        }
+    }
+}
+
+fn run(cli: Cli, terminal: bool) -> Result<()> {
+    let relay = match cli.command {
+        Some(Command::Key) => String::new(),
+        _ => check_relay_url(&cli.relay).map_err(BadInput)?,
+    };
     let key_path = cli.key.clone().unwrap_or_else(key_file::default_path);
     let (key, created) = key_file::load_or_create(&key_path)?;
     if created {
@@ -86,15 +138,107 @@ fn main() -> Result<()> {
             println!("{}", key.public_hex());
             Ok(())
         }
-        Some(Command::Run(args)) => work(&cli.relay, key, args),
+        Some(Command::Run(args)) => work(&relay, key, args, terminal),
         Some(Command::Link {
             address,
             chain_id,
             signature,
             message,
-        }) => link(&cli.relay, &key, &address, chain_id, message.zip(signature)),
-        None => work(&cli.relay, key, cli.run),
+        }) => link(&relay, &key, &address, chain_id, message.zip(signature)),
+        None => work(&relay, key, cli.run, terminal),
     }
+}
+
+/// One line on stderr for a log (systemd's journal, nohup.out): UTC time, no colour.
+fn log(message: &str) {
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    eprintln!("{now} {NAME}: {message}");
+}
+
+/// What a worker whose stderr is not a terminal says: each problem once (until work goes on
+/// again), progress every [`PROGRESS_EVERY`].
+#[derive(Default)]
+struct Log {
+    /// The problem last logged ("unreachable", the relay's code or an error's message), until
+    /// the relay answers again.
+    problem: RefCell<Option<String>>,
+    last_progress: Cell<Option<Instant>>,
+}
+
+impl Log {
+    fn event(&self, event: &Event) {
+        match event {
+            Event::Verified { totals, .. } => {
+                self.recovered();
+                let due = self
+                    .last_progress
+                    .get()
+                    .is_none_or(|at| at.elapsed() >= PROGRESS_EVERY);
+                if due {
+                    self.last_progress.set(Some(Instant::now()));
+                    log(&progress(totals));
+                }
+            }
+            Event::Idle => {
+                self.recovered();
+            }
+            Event::Error {
+                message,
+                relay,
+                retry_in,
+            } => {
+                let (problem, line) = match relay {
+                    Some(e) if e.is_transport() => (
+                        "unreachable".to_string(),
+                        format!("relay unreachable: {message}; retrying until it is back"),
+                    ),
+                    Some(e) if e.code() == Some("quarantined") => (
+                        "quarantined".to_string(),
+                        format!("quarantined by the relay: {message}; retrying"),
+                    ),
+                    Some(e) if e.code().is_some() => (
+                        e.code().unwrap_or_default().to_string(),
+                        format!(
+                            "refused by the relay: {message} (retrying in {} s)",
+                            retry_in.as_secs()
+                        ),
+                    ),
+                    _ => (
+                        message.clone(),
+                        format!("error: {message} (retrying in {} s)", retry_in.as_secs()),
+                    ),
+                };
+                let mut last = self.problem.borrow_mut();
+                if last.as_deref() != Some(problem.as_str()) {
+                    log(&line);
+                    *last = Some(problem);
+                }
+            }
+        }
+    }
+
+    /// The relay answered: say so once after a problem.
+    fn recovered(&self) {
+        if let Some(problem) = self.problem.borrow_mut().take() {
+            log(if problem == "unreachable" {
+                "relay reachable again; working"
+            } else {
+                "working again"
+            });
+        }
+    }
+}
+
+fn progress(totals: &Totals) -> String {
+    format!(
+        "progress: {} units verified, {} credits earned this run, balance {}, {:.3} GFLOP",
+        totals.units,
+        totals.credited,
+        totals.balance,
+        totals.flop as f64 / 1e9
+    )
 }
 
 fn link(
@@ -131,17 +275,31 @@ fn link(
     })
 }
 
-fn work(relay: &str, key: glowworm_protocol::signing::ContributorKey, args: RunArgs) -> Result<()> {
+fn work(
+    relay: &str,
+    key: glowworm_protocol::signing::ContributorKey,
+    args: RunArgs,
+    terminal: bool,
+) -> Result<()> {
     let client = RelayClient::new(relay)?;
     let gpu = GpuThread::start().context(
         "could not open a GPU (on Linux without one: apt-get install mesa-vulkan-drivers)",
     )?;
-    eprintln!("GPU: {}", gpu.adapter().description);
-    eprintln!(
-        "Contributor {} working for {}",
-        key.public_hex(),
-        client.base()
-    );
+    if terminal {
+        eprintln!("GPU: {}", gpu.adapter().description);
+        eprintln!(
+            "Contributor {} working for {}",
+            key.public_hex(),
+            client.base()
+        );
+    } else {
+        log(&format!(
+            "started: relay {}, adapter {}, contributor {}",
+            client.base(),
+            gpu.adapter().description,
+            key.public_hex()
+        ));
+    }
 
     let options = RunOptions {
         in_flight: args.in_flight,
@@ -153,18 +311,29 @@ fn work(relay: &str, key: glowworm_protocol::signing::ContributorKey, args: RunA
         .enable_all()
         .build()?;
     let totals = runtime.block_on(async {
-        let on_ctrl_c = stop.clone();
+        let on_signal = stop.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
-                    "\nStopping: finishing the units in flight (Ctrl-C again to quit at once)"
-                );
-                on_ctrl_c.stop();
-                if tokio::signal::ctrl_c().await.is_ok() {
+            if stop_requested().await {
+                if terminal {
+                    eprintln!(
+                        "\nStopping: finishing the units in flight (Ctrl-C again to quit at once)"
+                    );
+                } else {
+                    log("stopping: finishing the units in flight");
+                }
+                on_signal.stop();
+                if stop_requested().await {
                     std::process::exit(130);
                 }
             }
         });
+        if !terminal {
+            let log_lines = Log::default();
+            return runner::run(&client, &key, &gpu, &options, &stop, &|event| {
+                log_lines.event(&event)
+            })
+            .await;
+        }
         let bar = match options.max_units {
             Some(n) => ProgressBar::new(n),
             None => ProgressBar::new_spinner(),
@@ -185,7 +354,9 @@ fn work(relay: &str, key: glowworm_protocol::signing::ContributorKey, args: RunA
                 ));
             }
             Event::Idle => bar.set_message("· waiting for work"),
-            Event::Error { message, retry_in } => {
+            Event::Error {
+                message, retry_in, ..
+            } => {
                 bar.println(format!(
                     "error: {message} (retrying in {} s)",
                     retry_in.as_secs()
@@ -196,7 +367,7 @@ fn work(relay: &str, key: glowworm_protocol::signing::ContributorKey, args: RunA
         bar.finish();
         totals
     });
-    println!(
+    let summary = format!(
         "{} units verified, {} FLOP, {} credits earned this run; balance {}; inputs: {} bytes \
          downloaded, {} bytes read by the units",
         totals.units,
@@ -206,5 +377,28 @@ fn work(relay: &str, key: glowworm_protocol::signing::ContributorKey, args: RunA
         totals.bytes_downloaded,
         totals.bytes_used
     );
+    if !terminal {
+        log(&format!("stopped: {summary}"));
+    }
+    println!("{summary}");
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (systemd's stop) on Unix.
+async fn stop_requested() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return tokio::signal::ctrl_c().await.is_ok();
+        };
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.is_ok(),
+            r = term.recv() => r.is_some(),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.is_ok()
+    }
 }

@@ -26,6 +26,16 @@ pub enum UnitError {
     Gpu(#[from] glowworm_contributor::gpu::GpuError),
 }
 
+impl UnitError {
+    /// The relay's side of the failure (no reply, or a refusal with its code), if it was one.
+    pub fn relay_error(&self) -> Option<&RelayError> {
+        match self {
+            UnitError::Protocol(ProtocolError::Transport(e)) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Units worked on at once (leased, fetching, computing or submitting).
@@ -71,6 +81,8 @@ pub enum Event<'a> {
     Idle,
     Error {
         message: String,
+        /// The relay's error when the relay failed or refused (its code says why).
+        relay: Option<&'a RelayError>,
         retry_in: Duration,
     },
 }
@@ -182,6 +194,7 @@ async fn lane(ctx: &Context<'_>) {
                     (Duration::from_secs(1) * 2u32.pow(failures.min(6) - 1)).min(MAX_BACKOFF);
                 (ctx.on_event)(Event::Error {
                     message: e.to_string(),
+                    relay: e.relay_error(),
                     retry_in,
                 });
                 ctx.stop.sleep(retry_in).await;

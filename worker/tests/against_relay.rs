@@ -166,7 +166,10 @@ async fn an_unreachable_relay_is_reported_and_retried_not_fatal() {
         ..Default::default()
     };
     let totals = runner::run(&client, &key, &gpu, &options, &stop, &|e: Event| {
-        if let Event::Error { message, retry_in } = e {
+        if let Event::Error {
+            message, retry_in, ..
+        } = e
+        {
             let mut seen = errors.take();
             seen.push((message, retry_in));
             errors.set(seen);
