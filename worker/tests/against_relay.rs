@@ -1,33 +1,16 @@
 //! The native worker against a real relay on 127.0.0.1 (port 0, SQLite in a temp dir), computing
 //! on wgpu's native backend (lavapipe on a machine without a GPU).
 
+mod common;
+
+use common::start_relay;
 use glowworm_protocol::signing::ContributorKey;
 use glowworm_protocol::wire::{ContributorInfo, Stats};
-use glowworm_relay::{AppState, Config, app};
 use glowworm_worker::client::RelayClient;
 use glowworm_worker::gpu_thread::GpuThread;
 use glowworm_worker::runner::{self, Event, RunOptions, StopSignal};
 use std::cell::Cell;
 use std::time::Duration;
-
-async fn start_relay(dir: &tempfile::TempDir) -> (String, AppState) {
-    let config = Config {
-        database: dir.path().join("relay.sqlite"),
-        www_dir: dir.path().join("www"),
-        demo_jobs: false,
-        unit_size: 32,
-        demo_m: 96,
-        demo_n: 64,
-        demo_k: 48,
-        ..Config::default()
-    };
-    let state = AppState::open(config).expect("relay state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = app(state.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    (url, state)
-}
 
 fn gpu() -> GpuThread {
     GpuThread::start().unwrap_or_else(|e| {

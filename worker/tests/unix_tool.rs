@@ -2,7 +2,9 @@
 //! under a supervisor (stderr not a terminal: systemd, nohup, a log file) it logs plain lines
 //! about what it does, against a real relay on 127.0.0.1 (port 0, SQLite in a temp dir).
 
-use glowworm_relay::{AppState, Config, app};
+mod common;
+
+use common::start_relay;
 use std::process::{Command, Output, Stdio};
 
 fn worker(args: &[&str], dir: &tempfile::TempDir) -> Command {
@@ -68,21 +70,7 @@ fn text(out: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_a_supervisor_it_logs_plain_lines_started_progress_and_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        database: dir.path().join("relay.sqlite"),
-        www_dir: dir.path().join("www"),
-        demo_jobs: false,
-        unit_size: 32,
-        demo_m: 96,
-        demo_n: 64,
-        demo_k: 48,
-        ..Config::default()
-    };
-    let state = AppState::open(config).expect("relay state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = app(state.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let (url, state) = start_relay(&dir).await;
     glowworm_relay::work::demo::tick(&state.db, &state.config, state.now_ms())
         .await
         .unwrap()

@@ -1,0 +1,24 @@
+//! What the worker's tests share: a real relay on 127.0.0.1 (port 0, SQLite in a temp dir) with
+//! small demo jobs (6 units of 32 x 32 each) and no generator, so each test queues its own.
+
+use glowworm_relay::{AppState, Config, app};
+
+/// Starts a relay whose database lives in `dir`; returns its base URL and its state.
+pub async fn start_relay(dir: &tempfile::TempDir) -> (String, AppState) {
+    let config = Config {
+        database: dir.path().join("relay.sqlite"),
+        www_dir: dir.path().join("www"),
+        demo_jobs: false,
+        unit_size: 32,
+        demo_m: 96,
+        demo_n: 64,
+        demo_k: 48,
+        ..Config::default()
+    };
+    let state = AppState::open(config).expect("relay state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = app(state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (url, state)
+}
