@@ -34,11 +34,14 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let limit = AppState::from_ref(state).config.max_body_bytes;
         let seen = content_length(req.headers());
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection, limit, seen)),
+            // The settings are looked up only for a refusal, not on every request.
+            Err(rejection) => {
+                let limit = AppState::from_ref(state).config.max_body_bytes;
+                Err(json_rejection(rejection, limit, seen))
+            }
         }
     }
 }
