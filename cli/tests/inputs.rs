@@ -68,14 +68,7 @@ impl Served {
             .args(["--relay", base, "--api-key", &self.key])
             .args(args)
             .current_dir(self.files.path());
-        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-            .await
-            .unwrap();
-        Cli {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        finish(command).await
     }
 
     /// What a refused upload must leave as it was: jobs, units, blobs (rows and files), and
@@ -95,7 +88,7 @@ impl Served {
             counts.push(self.relay.count(sql).await);
         }
         let blob_dir = self.relay.state.db.blob_store().dir().to_path_buf();
-        counts.push(files_under(&blob_dir) as i64);
+        counts.push(common::files_under(&blob_dir) as i64);
         counts
     }
 
@@ -145,6 +138,16 @@ struct Cli {
     stderr: String,
 }
 
+impl From<std::process::Output> for Cli {
+    fn from(output: std::process::Output) -> Cli {
+        Cli {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
 impl Cli {
     /// Asserts the CLI failed (status 1: the relay refused) with every one of `needles` in its
     /// error.
@@ -186,23 +189,6 @@ impl Cli {
             .and_then(|id| id.parse().ok())
             .unwrap_or_else(|| panic!("no job id in {:?}", self.stdout))
     }
-}
-
-fn files_under(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| {
-                    if e.path().is_dir() {
-                        files_under(&e.path())
-                    } else {
-                        1
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 fn npy_matrix(rows: usize, cols: usize, values: &[f32]) -> Vec<u8> {
@@ -700,11 +686,7 @@ async fn finish(mut command: Command) -> Cli {
     let output = tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
         .unwrap();
-    Cli {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    Cli::from(output)
 }
 
 #[tokio::test]
@@ -856,24 +838,13 @@ async fn wait_rides_out_a_relay_that_is_down_for_a_while_and_says_so_in_plain_li
 
 /// Runs the CLI in `dir` against a relay address where nothing listens.
 fn cli_offline(dir: &Path, args: &[&str]) -> Cli {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_glowworm"));
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("GLOWWORM_")) {
-        command.env_remove(name);
-    }
-    let output = command
+    let base = format!("http://127.0.0.1:{}", free_port());
+    let mut command = glowworm();
+    command
         .args(["--relay", &base, "--api-key", "gw_test"])
         .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    Cli {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+        .current_dir(dir);
+    Cli::from(command.output().unwrap())
 }
 
 #[test]

@@ -888,3 +888,21 @@ impl glowworm_protocol::protocol::Transport for InProcess<'_> {
         Ok((reply.status != StatusCode::NO_CONTENT).then(|| reply.json()))
     }
 }
+
+/// Files under `dir`, in all its subdirectories (0 when it does not exist).
+pub fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        files_under(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}

@@ -199,7 +199,7 @@ async fn a_matmul_job_from_npy_files_is_computed_verified_and_downloaded() {
 
     // The job's inputs and output are files in the blob store beside the database.
     let blob_dir = relay.state.db.blob_store().dir().to_path_buf();
-    let files = walk(&blob_dir);
+    let files = common::files_under(&blob_dir);
     assert!(
         files == 2 + 2 + 1,
         "2 A panels, 2 B panels and C on disk; found {files}"
@@ -210,23 +210,6 @@ async fn a_matmul_job_from_npy_files_is_computed_verified_and_downloaded() {
         .json();
     check_schema(&serde_json::to_value(&list).unwrap(), "JobList");
     assert_eq!(list.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [job.id]);
-}
-
-fn walk(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| {
-                    if e.path().is_dir() {
-                        walk(&e.path())
-                    } else {
-                        1
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 #[tokio::test]
