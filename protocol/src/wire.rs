@@ -180,6 +180,26 @@ pub struct ResultReceipt {
     /// public key) or, once it has linked a wallet, the linked address's.
     pub balance: i64,
     pub flop: u64,
+    /// The relay's signed statement of this credit (when one was made now): keep it to prove
+    /// the credit later ([`crate::signing::verify_credit`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<SignedCredit>,
+}
+
+/// A credit, signed by the relay's key ([`crate::signing::RelayKey::sign_credit`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedCredit {
+    pub result_id: i64,
+    pub unit_id: i64,
+    /// The account credited: the contributor's public key, or the address it linked.
+    pub account: String,
+    pub credited: i64,
+    pub credited_at_ms: i64,
+    /// The relay's ed25519 public key, 64 hex characters.
+    pub relay_key: String,
+    /// Its signature over [`crate::signing::credit_message`], 128 hex characters.
+    pub signature: String,
 }
 
 /// `POST /v1/leases/{lease_id}/release`: give a lease back unworked (for example on Stop).
@@ -262,6 +282,9 @@ pub struct Stats {
     pub flop_verified: i64,
     pub credits_issued: i64,
     pub jobs_done: i64,
+    /// The relay's ed25519 public key (64 hex characters), which signs every credit's receipt.
+    #[serde(default)]
+    pub relay_key: String,
 }
 
 /// `GET /v1/contributors/{public_key}`.

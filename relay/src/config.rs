@@ -53,6 +53,11 @@ pub struct Config {
         default_value = "data/glowworm.sqlite"
     )]
     pub database: PathBuf,
+    /// The relay's own ed25519 key, which signs every credit's receipt: a file of 64 hex
+    /// characters, made (mode 0600) on first start; refused when others may read it. Default:
+    /// beside the database, DATABASE.relay-key.
+    #[arg(long, env = "GLOWWORM_RELAY_KEY_FILE", value_name = "PATH")]
+    pub relay_key_file: Option<PathBuf>,
     /// Directory of the static page, served at /.
     #[arg(
         long,

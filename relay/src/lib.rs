@@ -55,6 +55,7 @@ pub mod error;
 pub mod ids;
 pub mod metrics;
 pub mod random;
+pub mod relay_key;
 pub mod sql_enum;
 
 // Then each layer imports only the layers below it.

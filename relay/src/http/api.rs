@@ -167,7 +167,8 @@ async fn health() -> Json<Health> {
 
 async fn get_stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let now = state.now_ms();
-    let stats = state.db.read(move |conn| stats::stats(conn, now)).await?;
+    let mut stats = state.db.read(move |conn| stats::stats(conn, now)).await?;
+    stats.relay_key = state.relay_key.public_hex();
     Ok(Json(stats))
 }
 
@@ -274,6 +275,7 @@ async fn submit_result(
     let receipt = results::verify(
         &state.db,
         &state.config,
+        &state.relay_key,
         &state.leases,
         checked,
         state.now_ms(),

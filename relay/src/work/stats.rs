@@ -35,6 +35,7 @@ pub fn stats(conn: &Connection, now_ms: i64) -> Result<Stats, ApiError> {
                 flop_verified: row.get(5)?,
                 credits_issued: row.get(6)?,
                 jobs_done: row.get(7)?,
+                relay_key: String::new(),
             })
         },
     )?;

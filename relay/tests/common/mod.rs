@@ -120,16 +120,23 @@ impl TestRelay {
         adjust(&mut config);
         let state = AppState::open_with_clock(config, Arc::new(clock.clone())).unwrap();
         // The demo jobs tests queue are paid from the demo budget, as an operator would grant it.
-        let conn = rusqlite::Connection::open(&state.config.database).unwrap();
-        glowworm_relay::accounts::ledger::grant(
-            &conn,
-            glowworm_relay::accounts::ledger::DEMO_BUDGET,
-            TEST_BUDGET,
-            "tests",
-            glowworm_relay::Clock::now_ms(&clock),
-        )
+        let now = glowworm_relay::Clock::now_ms(&clock);
+        let db = state.db.clone();
+        // On a thread of its own: a test's async runtime must not block on the writer.
+        std::thread::spawn(move || {
+            db.batch_blocking(move |conn| {
+                glowworm_relay::accounts::ledger::grant(
+                    conn,
+                    glowworm_relay::accounts::ledger::DEMO_BUDGET,
+                    TEST_BUDGET,
+                    "tests",
+                    now,
+                )
+            })
+        })
+        .join()
+        .unwrap()
         .unwrap();
-        drop(conn);
         TestRelay {
             app: app(state.clone()),
             state,
@@ -275,7 +282,7 @@ impl TestRelay {
         let audit = self
             .state
             .db
-            .read(|conn| glowworm_relay::accounts::ledger::audit(conn))
+            .read(glowworm_relay::accounts::ledger::audit)
             .await
             .unwrap();
         assert!(audit.holds(), "the books do not balance: {audit:?}");
