@@ -224,6 +224,34 @@ impl fmt::Debug for Amount {
     }
 }
 
+/// As the checksummed string, for the relay's JSON answers; reads any case [`Address::parse`] takes.
+impl Serialize for Address {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_checksum())
+    }
+}
+
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Address::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// As a decimal string (JSON numbers lose precision in JS above 2^53).
+impl Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_decimal())
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Amount::from_decimal(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 fn keccak(data: &[u8]) -> Node {
     Keccak256::digest(data).into()
 }
@@ -619,6 +647,25 @@ mod tests {
                 Err(MerkleError::Amount(bad.to_string()))
             );
         }
+    }
+
+    #[test]
+    fn addresses_and_amounts_are_json_strings() {
+        let a = Address::parse("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed").unwrap();
+        let json = serde_json::to_string(&(a, Amount::MAX)).unwrap();
+        assert_eq!(
+            json,
+            r#"["0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed","115792089237316195423570985008687907853269984665640564039457584007913129639935"]"#
+        );
+        assert_eq!(
+            serde_json::from_str::<(Address, Amount)>(&json).unwrap(),
+            (a, Amount::MAX)
+        );
+        assert!(serde_json::from_str::<Amount>("7").is_err());
+        assert!(
+            serde_json::from_str::<Address>(r#""0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD""#)
+                .is_err()
+        );
     }
 
     #[test]
