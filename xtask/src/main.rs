@@ -120,8 +120,13 @@ fn test(root: &Path, no_browser: bool, no_fuzz: bool) -> Result<()> {
         // Everything the browser tests need, checked before the long Rust tests run.
         deps::require_wasm_target()?;
         deps::require_chromium()?;
-        deps::require_node_packages(&root.join("tests/e2e"))?;
+        deps::require_node_packages(&root.join("tests/e2e"), "the browser tests")?;
     }
+    // The protocol crate's earnings tree is checked against @openzeppelin/merkle-tree in Node.
+    deps::require_node_packages(
+        &root.join("protocol/tests/oz-merkle"),
+        "the earnings tree's tests (protocol/tests/oz-merkle)",
+    )?;
     if !no_fuzz {
         deps::require_cargo_fuzz()?;
     }
