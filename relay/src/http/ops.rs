@@ -90,7 +90,9 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
                  WHERE units.state = 'pending' GROUP BY jobs.kind",
             )?;
             let queued = statement
-                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?
+                .query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((leases, queued))
         })

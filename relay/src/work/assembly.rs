@@ -28,8 +28,8 @@ use crate::store::{Db, WeakDb, run_catching};
 use crate::work::jobs;
 use glowworm_protocol::hash::ContentHash;
 use rusqlite::Connection;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 

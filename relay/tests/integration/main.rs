@@ -17,6 +17,7 @@ mod kernel_budget;
 mod layers;
 mod ledger;
 mod openapi;
+mod ops;
 mod partners;
 mod refusals;
 mod replication;
