@@ -13,6 +13,8 @@
 //! opens one); everything else, as from a directory, carries a validator (an ETag of its
 //! content here, Last-Modified from a directory) and no Cache-Control, so browsers revalidate
 //! it. The content type comes from the file's extension (`application/wasm` for the module).
+//! Text and the module are sent gzipped to clients that accept it, compressed once per file and
+//! kept in memory (the module shrinks to about two fifths).
 
 use axum::Router;
 use axum::body::Body;
@@ -20,7 +22,13 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use std::collections::HashMap;
+use std::io::Write;
 use std::path::Path;
+use std::sync::{LazyLock, Mutex};
 use tower_http::services::ServeDir;
 
 /// www/ as it was when the relay was built.
@@ -87,21 +95,42 @@ async fn embedded(request: Request) -> Response {
         }
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
-    let etag = format!("\"{}\"", hex::encode(&file.metadata.sha256_hash()[..16]));
+    let mimetype = file.metadata.mimetype();
+    let hash = hex::encode(&file.metadata.sha256_hash()[..16]);
+    let gzip = compressible(mimetype) && accepts_gzip(request.headers());
+    // Each encoding is its own representation, with its own tag.
+    let etag = match gzip {
+        true => format!("\"{hash}-gzip\""),
+        false => format!("\"{hash}\""),
+    };
     let fresh = request
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let headers = [
-        (header::CONTENT_TYPE, file.metadata.mimetype().to_string()),
-        (header::ETAG, etag),
-    ];
-    if fresh {
-        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    let mut response = match fresh {
+        true => StatusCode::NOT_MODIFIED.into_response(),
+        // A HEAD request's reply loses its body on the way out, keeping its Content-Length.
+        false if gzip => {
+            let mut response = Body::from(gzipped(&path, &file.data)).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            response
+        }
+        false => Body::from(file.data).into_response(),
+    };
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(mimetype) {
+        headers.insert(header::CONTENT_TYPE, value);
     }
-    // A HEAD request's reply loses its body on the way out, keeping its Content-Length.
-    (headers, Body::from(file.data)).into_response()
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    if compressible(mimetype) {
+        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    response
 }
 
 /// Middleware: `Cache-Control: no-cache` on HTML.
@@ -118,4 +147,48 @@ async fn no_cache_for_html(request: Request, next: Next) -> Response {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
     response
+}
+
+/// Whether a file of this type is worth compressing (text, and the wasm module).
+fn compressible(mimetype: &str) -> bool {
+    mimetype.starts_with("text/")
+        || mimetype.contains("javascript")
+        || mimetype.contains("json")
+        || mimetype == "application/wasm"
+        || mimetype == "image/svg+xml"
+}
+
+/// Whether the request accepts gzip (and does not refuse it with q=0).
+fn accepts_gzip(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| p.replace(' ', "") == "q=0" || p == "q=0.0");
+            name.eq_ignore_ascii_case("gzip") && !refused
+        })
+}
+
+/// The gzip of a built-in file, made once (at the best compression) on its first request and
+/// kept: the files are few and fixed.
+fn gzipped(path: &str, data: &[u8]) -> Bytes {
+    static CACHE: LazyLock<Mutex<HashMap<String, Bytes>>> = LazyLock::new(Default::default);
+    if let Some(done) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
+        return done.clone();
+    }
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
+    let compressed = encoder
+        .write_all(data)
+        .and_then(|()| encoder.finish())
+        .map(Bytes::from)
+        .expect("compressing into memory does not fail");
+    CACHE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(path.to_string(), compressed.clone());
+    compressed
 }

@@ -141,6 +141,36 @@ async fn a_relay_started_anywhere_serves_the_page_it_was_built_with() {
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(get("/nothing.js").await.unwrap().status(), 404);
 
+    // Gzipped for clients that accept it, with a tag of its own.
+    let zipped = http
+        .get(format!("{}/app.js", relay.base))
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    assert_eq!(zipped.headers()["vary"], "accept-encoding");
+    assert_ne!(zipped.headers()["etag"], script.headers()["etag"]);
+    let compressed = zipped.bytes().await.unwrap();
+    let mut plain = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&compressed[..]),
+        &mut plain,
+    )
+    .unwrap();
+    let on_disk = std::fs::read_to_string(repo_www().join("app.js")).unwrap();
+    assert_eq!(plain, on_disk);
+    assert!(compressed.len() < on_disk.len() / 2);
+    let head = http
+        .head(format!("{}/app.js", relay.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.headers()["content-length"].to_str().unwrap(),
+        on_disk.len().to_string()
+    );
+
     // The module: present when www/pkg was built before the relay (cargo xtask), else a 503
     // that says what to do. The relay is rebuilt whenever www/ changes, so the two agree.
     let module = get("/pkg/glowworm.js").await.unwrap();
