@@ -85,9 +85,11 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
             let leases: i64 = conn
                 .prepare_cached("SELECT count(*) FROM leases WHERE state = 'active'")?
                 .query_row([], |row| row.get(0))?;
+            // Per queued job, a count over the (job_id, state) index: no pass over all units.
             let mut statement = conn.prepare_cached(
-                "SELECT jobs.kind, count(*) FROM units JOIN jobs ON jobs.id = units.job_id \
-                 WHERE units.state = 'pending' GROUP BY jobs.kind",
+                "SELECT kind, sum((SELECT count(*) FROM units \
+                     WHERE units.job_id = jobs.id AND units.state = 'pending')) \
+                 FROM jobs WHERE state = 'queued' GROUP BY kind",
             )?;
             let queued = statement
                 .query_map([], |row| {

@@ -438,3 +438,39 @@ async fn healthz_is_live_and_readyz_checks_the_database_and_its_threads() {
     assert_eq!(body["checks"]["assembler"], "not running");
     assert_eq!(body["checks"]["database"], "ok");
 }
+
+#[tokio::test]
+async fn queue_depth_and_leases_in_flight_are_read_from_the_database_when_scraped() {
+    let relay = TestRelay::new();
+    let metrics = glowworm_relay::http::ops::metrics_router(relay.state.clone());
+    let scrape = || async {
+        let reply = tower::ServiceExt::oneshot(
+            metrics.clone(),
+            axum::http::Request::get("/metrics")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(reply.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        String::from_utf8(body.to_vec()).unwrap()
+    };
+    let depth = |text: &str| value(text, "glowworm_queue_depth_units{kind=\"matmul\"}");
+    assert_eq!(depth(&scrape().await), 0.0);
+    relay.queue_demo_job().await; // four units
+    let text = scrape().await;
+    assert_eq!(depth(&text), 4.0, "{text}");
+    assert_eq!(value(&text, "glowworm_leases_in_flight"), 0.0);
+    let contributor = crate::common::Contributor::new();
+    let lease = contributor.lease(&relay).await.unwrap();
+    let text = scrape().await;
+    assert_eq!(depth(&text), 3.0);
+    assert_eq!(value(&text, "glowworm_leases_in_flight"), 1.0);
+    contributor.complete(&relay, &lease).await;
+    let text = scrape().await;
+    assert_eq!(value(&text, "glowworm_leases_in_flight"), 0.0);
+    assert_eq!(depth(&text), 3.0);
+}
