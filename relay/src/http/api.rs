@@ -111,7 +111,12 @@ pub fn app(state: AppState) -> Router {
         .layer(cors(&state.config));
     let page = page::router(state.config.www_dir.as_deref());
     let frames = embedding::FrameHeaders::new(&state);
-    api.merge(ops::probes())
+    // The probes are rate limited per address like the API: /readyz reads the database.
+    let probes = ops::probes().layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        middleware::per_address,
+    ));
+    api.merge(probes)
         .fallback_service(page)
         .layer(axum::middleware::from_fn(ops::time_requests))
         .layer(axum::middleware::from_fn_with_state(

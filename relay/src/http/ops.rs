@@ -117,7 +117,7 @@ async fn healthz() -> Response {
         .into_response()
 }
 
-/// `GET /readyz`: 200 when the database answers a read, its writer thread answers, and the
+/// `GET /readyz`: 200 when the database answers a read, its writer thread commits, and the
 /// assembler thread runs; otherwise 503, with what failed.
 async fn readyz(State(state): State<AppState>) -> Response {
     let read = tokio::time::timeout(
@@ -127,7 +127,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
                 .map_err(ApiError::from)
         }),
     );
-    let write = tokio::time::timeout(READY_TIMEOUT, state.db.call(|_| Ok(())));
+    // Joins the writer's current group (a call of its own would commit the group early) and is
+    // answered once that group has committed.
+    let write = tokio::time::timeout(READY_TIMEOUT, state.db.batch(|_| Ok(())));
     let (read, write) = tokio::join!(read, write);
     let check = |outcome: Result<Result<_, ApiError>, _>| match outcome {
         Ok(Ok(_)) => "ok".to_string(),

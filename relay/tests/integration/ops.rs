@@ -474,3 +474,28 @@ async fn queue_depth_and_leases_in_flight_are_read_from_the_database_when_scrape
     assert_eq!(value(&text, "glowworm_leases_in_flight"), 0.0);
     assert_eq!(depth(&text), 3.0);
 }
+
+#[tokio::test]
+async fn a_relay_whose_writer_cannot_commit_is_not_ready_until_it_can() {
+    let relay = TestRelay::new();
+    assert_eq!(relay.get("/readyz").await.status, StatusCode::OK);
+    // Another process holds the write lock (a backup tool, an operator's sqlite3 shell).
+    let holder = rusqlite::Connection::open(&relay.state.config.database).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let reply = relay.get("/readyz").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = reply.json();
+    assert_eq!(body["status"], "not_ready");
+    assert_ne!(body["checks"]["writer"], "ok", "{body}");
+    assert_eq!(
+        relay.get("/healthz").await.status,
+        StatusCode::OK,
+        "still live"
+    );
+    holder.execute_batch("COMMIT").unwrap();
+    let started = Instant::now();
+    while relay.get("/readyz").await.status != StatusCode::OK {
+        assert!(started.elapsed() < Duration::from_secs(15), "ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
