@@ -347,6 +347,16 @@ pub struct JobStatus {
     /// ended).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting: Vec<Waiting>,
+    /// Credits reserved from the requester's budget when the job was accepted: each unit's
+    /// price times the results it may pay.
+    #[serde(default)]
+    pub credits_reserved: i64,
+    /// Credits paid so far for its verified results.
+    #[serde(default)]
+    pub credits_paid: i64,
+    /// Credits returned to the budget when the job ended (what was reserved and not paid).
+    #[serde(default)]
+    pub credits_returned: i64,
 }
 
 /// A group of a job's units that wait for the same reason.
@@ -359,6 +369,23 @@ pub struct Waiting {
     pub units: i64,
     /// The reason in words, with what would unblock it where the relay knows.
     pub detail: String,
+}
+
+/// `GET /v1/budget`: a requester's budget and the prices its jobs pay, in credits (the payout
+/// token's smallest unit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Credits the requester can spend on new jobs.
+    pub available: i64,
+    /// Credits reserved by its jobs that have not ended (returned, less what they pay, when
+    /// they end).
+    pub reserved: i64,
+    /// What a verified matmul result pays, per GFLOP (2·m·n·k / 10^9), rounded down per unit.
+    pub price_per_gflop: u64,
+    /// The operator's fee, in basis points of each result's price.
+    pub operator_fee_bps: u32,
+    /// A partner's share, in basis points of the price of a result computed through its widget.
+    pub partner_share_bps: u32,
 }
 
 /// `GET /v1/jobs`: the requester's jobs, newest first.
@@ -416,6 +443,11 @@ pub struct KernelSpec {
     /// compares bytes exactly.
     #[serde(default)]
     pub tolerance_ulps: u32,
+    /// What each verified result of a unit pays its contributor, in credits; absent: the
+    /// relay's rate per GFLOP applied to the unit's invocations. The job reserves up to
+    /// `max_replicas` results' worth per unit from the requester's budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_per_unit: Option<u64>,
 }
 
 fn default_entry_point() -> String {

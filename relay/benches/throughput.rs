@@ -463,12 +463,21 @@ async fn feed(state: &AppState, low_water: u64, mut created: u64) -> anyhow::Res
         })
         .await??;
         let now = state.now_ms();
+        let config = state.config.clone();
         state
             .db
             .call(move |conn| {
                 let tx = conn.transaction()?;
+                // Paid work, as in production: each result moves money in the ledger.
+                glowworm_relay::accounts::ledger::grant(
+                    &tx,
+                    glowworm_relay::accounts::ledger::DEMO_BUDGET,
+                    1_000_000_000_000_000,
+                    "benchmark",
+                    now,
+                )?;
                 for job in &stored {
-                    job.insert(&tx, jobs::Owner::Demo, now)?;
+                    job.insert(&tx, &config, jobs::Owner::Demo, now)?;
                 }
                 tx.commit()?;
                 Ok(())

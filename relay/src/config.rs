@@ -420,10 +420,33 @@ pub struct Config {
     )]
     pub max_leases_per_network: u32,
 
+    // Prices (relay/src/work/pricing.rs) and the operator's fee.
+    /// What a verified matmul result pays, in credits (the payout token's smallest unit) per
+    /// GFLOP (2·m·n·k / 10^9), rounded down per unit. The default, 10^9, pays one credit per
+    /// floating-point operation. Kernel jobs name their own price per unit, or pay at this rate
+    /// per invocation.
+    #[arg(
+        long,
+        env = "GLOWWORM_PRICE_PER_GFLOP",
+        value_name = "CREDITS",
+        default_value_t = 1_000_000_000
+    )]
+    pub price_per_gflop: u64,
+    /// The operator's fee: basis points of each verified result's price, kept in the
+    /// `operator` account. 100 = 1%.
+    #[arg(
+        long,
+        env = "GLOWWORM_OPERATOR_FEE_BPS",
+        value_name = "BPS",
+        default_value_t = 0
+    )]
+    pub operator_fee_bps: u32,
+
     // Partner widgets (relay/src/partners.rs, relay/src/embedding.rs); partners::validate_config
     // checks these when the relay opens.
     /// A partner's share of each unit computed through its widget, in basis points of the
-    /// contributor's credit, paid on top of it: floor(credited * bps / 10000). 1000 = 10%.
+    /// unit's price, taken from it (the contributor is credited the rest, less the operator's
+    /// fee): floor(price * bps / 10000). 1000 = 10%.
     #[arg(
         long,
         env = "GLOWWORM_PARTNER_SHARE_BPS",

@@ -1,9 +1,10 @@
 //! `glowworm-relay`: runs the relay (`serve`, the default), manages requesters' API keys
-//! (`keys create | list | revoke`) and registers partners (`partners add | list | revoke`).
+//! (`keys create | list | revoke`), registers partners (`partners add | list | revoke`) and
+//! grants and audits budgets (`budget grant | show | audit`).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use glowworm_relay::accounts::{partners, requesters};
+use glowworm_relay::accounts::{ledger, partners, requesters};
 use glowworm_relay::config::LogFormat;
 use glowworm_relay::http::{ops, page, serve};
 use glowworm_relay::work::{demo, leasing};
@@ -48,6 +49,56 @@ enum Command {
         #[command(subcommand)]
         command: PartnersCommand,
     },
+    /// Requesters' budgets: grant credits (the operator pays them), show budgets, audit the
+    /// ledger.
+    Budget {
+        #[command(subcommand)]
+        command: BudgetCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BudgetCommand {
+    /// Grant credits to a requester's budget (by id or name), or to `demo`, the budget that
+    /// pays for the demo generator's jobs (unpaid while it cannot cover one). The operator
+    /// stands behind a grant: a published payout root can never exceed what the payout
+    /// contract holds.
+    Grant {
+        #[arg(value_name = "ID_NAME_OR_DEMO")]
+        requester: String,
+        /// Credits, the payout token's smallest unit: a positive whole number.
+        #[arg(value_name = "CREDITS")]
+        amount: i64,
+        /// Why (kept with the entry).
+        #[arg(long, default_value = "operator grant")]
+        memo: String,
+        #[command(flatten)]
+        settings: DatabaseArgs,
+    },
+    /// Show a requester's budget (or `demo`'s), or every budget.
+    Show {
+        #[arg(value_name = "ID_NAME_OR_DEMO")]
+        requester: Option<String>,
+        #[command(flatten)]
+        settings: DatabaseArgs,
+    },
+    /// Check the books: every entry sums to zero, no account but a source is below zero, the
+    /// balances agree with the ledger. Exits 1 when they do not.
+    Audit {
+        #[command(flatten)]
+        settings: DatabaseArgs,
+    },
+}
+
+impl BudgetCommand {
+    fn settings(&self) -> &ServeArgs {
+        let settings = match self {
+            BudgetCommand::Grant { settings, .. }
+            | BudgetCommand::Show { settings, .. }
+            | BudgetCommand::Audit { settings } => settings,
+        };
+        settings.serve_args()
+    }
 }
 
 #[derive(Subcommand)]
@@ -154,6 +205,10 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Partners { command }) => {
             let config = load(command.settings())?;
             partners_command(command, config)
+        }
+        Some(Command::Budget { command }) => {
+            let config = load(command.settings())?;
+            budget_command(command, config)
         }
     }
 }
@@ -276,6 +331,67 @@ fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
                 "Revoked the API key of requester '{}' (id {}).",
                 info.name, info.id
             );
+        }
+    }
+    Ok(())
+}
+
+/// The budget account named on the command line: `demo`, or a requester's id or name.
+fn budget_account(conn: &rusqlite::Connection, requester: &str) -> anyhow::Result<String> {
+    if requester == "demo" {
+        return Ok(ledger::DEMO_BUDGET.to_string());
+    }
+    Ok(ledger::requester_account(requesters::find(
+        conn, requester,
+    )?))
+}
+
+fn budget_command(command: BudgetCommand, config: Config) -> anyhow::Result<()> {
+    let state = AppState::open(config.clone()).context("opening the relay's database")?;
+    let now = state.now_ms();
+    let conn = rusqlite::Connection::open(&config.database)
+        .with_context(|| format!("opening {}", config.database.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    match command {
+        BudgetCommand::Grant {
+            requester,
+            amount,
+            memo,
+            ..
+        } => {
+            let account = budget_account(&conn, &requester)?;
+            let tx = conn.unchecked_transaction()?;
+            let balance = ledger::grant(&tx, &account, amount, &memo, now)?;
+            tx.commit()?;
+            eprintln!("Granted {amount} credits to {account}; its budget is now {balance}.");
+        }
+        BudgetCommand::Show { requester, .. } => {
+            let accounts = match requester {
+                Some(requester) => vec![budget_account(&conn, &requester)?],
+                None => {
+                    let mut accounts = vec![ledger::DEMO_BUDGET.to_string()];
+                    accounts.extend(
+                        requesters::list(&conn)?
+                            .into_iter()
+                            .map(|key| ledger::requester_account(key.id)),
+                    );
+                    accounts
+                }
+            };
+            for account in accounts {
+                println!(
+                    "{account:<24}  {:>20} credits",
+                    ledger::balance(&conn, &account)?
+                );
+            }
+        }
+        BudgetCommand::Audit { .. } => {
+            let audit = ledger::audit(&conn)?;
+            println!("{}", serde_json::to_string_pretty(&audit)?);
+            if !audit.holds() {
+                anyhow::bail!("the books do not balance (see above)");
+            }
+            eprintln!("The books balance.");
         }
     }
     Ok(())

@@ -64,6 +64,7 @@ fn api_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             post(job_api::create_job).layer(DefaultBodyLimit::disable()),
         ),
         (Method::GET, "/v1/jobs", get(job_api::list_jobs)),
+        (Method::GET, "/v1/budget", get(job_api::get_budget)),
         (Method::GET, "/v1/jobs/{id}", get(job_api::get_job)),
         (Method::DELETE, "/v1/jobs/{id}", delete(job_api::cancel_job)),
         (
@@ -150,7 +151,7 @@ fn cors(config: &Config) -> CorsLayer {
 
 /// Whether a path belongs to the requester API (API key, never cross-origin).
 pub fn is_requester_path(path: &str) -> bool {
-    path == "/v1/jobs" || path.starts_with("/v1/jobs/")
+    path == "/v1/jobs" || path.starts_with("/v1/jobs/") || path == "/v1/budget"
 }
 
 async fn no_such_route() -> ApiError {

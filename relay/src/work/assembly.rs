@@ -22,6 +22,7 @@
 //! (a crash after the file was written, before the commit) yields the same file, and only a job
 //! still queued and assembling is marked done.
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::{ApiError, OpenError};
 use crate::store::blobs::{BlobStore, hash_column};
 use crate::store::{Db, WeakDb, run_catching};
@@ -276,7 +277,7 @@ pub fn assemble(
 /// Marks `job_id` done with `output_hash`, once its output is written; returns whether it did
 /// (not when the job is no longer waiting for it). Run it in a transaction on the writer.
 pub fn finish(conn: &Connection, job_id: i64, output_hash: &ContentHash) -> Result<bool, ApiError> {
-    let done = jobs::mark_done(conn, job_id, output_hash)?;
+    let done = jobs::mark_done(conn, job_id, output_hash, SystemClock.now_ms())?;
     if done {
         tracing::info!("job {job_id} done: output {output_hash}");
     }

@@ -432,27 +432,28 @@ fn record_replica(
     // The lease's time counts towards a kernel unit's GPU budget (after the verdict: a unit
     // this result completed is not failed by it).
     leasing::charge_gpu_time(conn, config, &lease.lease_id, now_ms, false)?;
-    let credited = match verdict {
-        Verdict::Valid(credited) => credited,
-        _ => 0,
+    let (verified, credited) = match verdict {
+        Verdict::Valid(credited) => (true, credited),
+        _ => (false, 0),
     };
-    let receipt = receipt(conn, unit, public_key, &account, credited)?;
+    let receipt = receipt(conn, unit, public_key, &account, verified, credited)?;
     Ok((verdict, receipt))
 }
 
-/// The receipt for a result of `unit`: `credited` now (0: pending), and the account's balance
-/// and the key's credits still pending after it.
+/// The receipt for a result of `unit`: whether it is `verified` now (or pending), what it was
+/// `credited`, and the account's balance and the key's credits still pending after it.
 fn receipt(
     conn: &Connection,
     unit: &Unit,
     public_key: &str,
     account: &str,
+    verified: bool,
     credited: i64,
 ) -> Result<ResultReceipt, ApiError> {
     let pending = contributors::pending_credits(conn, public_key)?;
     Ok(ResultReceipt {
         unit_id: unit.id,
-        status: if credited > 0 { "verified" } else { "pending" }.into(),
+        status: if verified { "verified" } else { "pending" }.into(),
         credited,
         pending,
         balance: ledger::balance(conn, account)?,
@@ -474,10 +475,8 @@ fn record_verified(
     now_ms: i64,
 ) -> Result<ResultReceipt, ApiError> {
     let _span = metrics::span(Stage::RecordTx);
-    let flop = i64::try_from(unit.flop)
-        .map_err(|_| ApiError::Internal(format!("unit {} is too large to credit", unit.id)))?;
     let stored = store_submitted(conn, lease, public_key, output, ResultState::Valid, now_ms)?;
-    settlement::checked_valid(
+    let credited = settlement::checked_valid(
         conn,
         config,
         unit.id,
@@ -485,8 +484,7 @@ fn record_verified(
         public_key,
         &stored.account,
         &stored.output_hash,
-        flop,
         now_ms,
     )?;
-    receipt(conn, unit, public_key, &stored.account, flop)
+    receipt(conn, unit, public_key, &stored.account, true, credited)
 }

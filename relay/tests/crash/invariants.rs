@@ -8,7 +8,7 @@ use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
 use glowworm_protocol::hash::ContentHash;
 use glowworm_protocol::kernels::matmul;
 use glowworm_protocol::wire::MatmulShape;
-use glowworm_relay::accounts::partners::share_of;
+use glowworm_relay::accounts::ledger::bps_of;
 use glowworm_relay::store::blobs::BlobStore;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
@@ -204,10 +204,10 @@ fn partner_shares(conn: &Connection, found: &mut Findings) -> rusqlite::Result<(
             ));
             continue;
         };
-        if account != partner || amount != share_of(credit, share_bps) {
+        if account != partner || amount != bps_of(credit, share_bps) {
             found.violation(format!(
                 "partner share {id}: {amount} to {account}; expected {} to {partner}",
-                share_of(credit, share_bps)
+                bps_of(credit, share_bps)
             ));
         }
     }
@@ -223,7 +223,7 @@ fn partner_shares(conn: &Connection, found: &mut Findings) -> rusqlite::Result<(
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let (id, credit, share_bps): (i64, i64, u32) = (row.get(0)?, row.get(1)?, row.get(2)?);
-        if share_of(credit, share_bps) > 0 {
+        if bps_of(credit, share_bps) > 0 {
             found.violation(format!(
                 "result {id} through a partner's widget has no single partner share"
             ));

@@ -58,7 +58,12 @@ async fn a_verified_result_is_credited_once_by_its_flop_count() {
     );
 
     // The ledger holds exactly one row for it, and the balance is the ledger's sum.
-    assert_eq!(relay.count("SELECT COUNT(*) FROM ledger").await, 1);
+    assert_eq!(
+        relay
+            .count("SELECT COUNT(*) FROM ledger WHERE kind IN ('unit_verified', 'partner_share')")
+            .await,
+        1
+    );
     assert_eq!(
         relay
             .count("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE kind = 'unit_verified'")
@@ -118,7 +123,12 @@ async fn a_verified_result_is_credited_once_by_its_flop_count() {
         .await;
     replay.assert_error(409, "already_submitted");
     assert_eq!(alice.balance(&relay).await, flop);
-    assert_eq!(relay.count("SELECT COUNT(*) FROM ledger").await, 1);
+    assert_eq!(
+        relay
+            .count("SELECT COUNT(*) FROM ledger WHERE kind IN ('unit_verified', 'partner_share')")
+            .await,
+        1
+    );
     assert_eq!(relay.count("SELECT COUNT(*) FROM results").await, 1);
 }
 
@@ -322,5 +332,10 @@ async fn two_racing_copies_of_a_result_are_credited_once() {
     };
     refused.assert_error(409, "already_submitted");
     assert_eq!(alice.balance(&relay).await, lease.flop as i64);
-    assert_eq!(relay.count("SELECT COUNT(*) FROM ledger").await, 1);
+    assert_eq!(
+        relay
+            .count("SELECT COUNT(*) FROM ledger WHERE kind IN ('unit_verified', 'partner_share')")
+            .await,
+        1
+    );
 }

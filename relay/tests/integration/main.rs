@@ -16,6 +16,7 @@ mod deadlines;
 mod kernel_budget;
 mod layers;
 mod ledger;
+mod money;
 mod openapi;
 mod ops;
 mod partners;
