@@ -282,7 +282,6 @@ fn run(relay_rt: &Runtime, settings: &Settings, plan: Plan) -> anyhow::Result<Ru
     let config = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         database: dir.path().join("relay.sqlite"),
-        www_dir: dir.path().join("www"),
         demo_jobs: false,
         lease_seconds: 60,
         max_attempts: 5,

@@ -58,14 +58,11 @@ pub struct Config {
     /// beside the database, DATABASE.relay-key.
     #[arg(long, env = "GLOWWORM_RELAY_KEY_FILE", value_name = "PATH")]
     pub relay_key_file: Option<PathBuf>,
-    /// Directory of the static page, served at /.
-    #[arg(
-        long,
-        env = "GLOWWORM_WWW_DIR",
-        value_name = "DIR",
-        default_value = "www"
-    )]
-    pub www_dir: PathBuf,
+    /// Serve the static page at / from this directory, read at each request (for developing
+    /// the page). Unset (the default) serves the copy of www/ built into the binary, its
+    /// contributor module (www/pkg, made by cargo xtask build) included.
+    #[arg(long, env = "GLOWWORM_WWW_DIR", value_name = "DIR")]
+    pub www_dir: Option<PathBuf>,
     /// Whether the demo job generator keeps contributors busy while no other work is queued;
     /// --no-demo turns it off (as do GLOWWORM_DEMO_JOBS=false and demo_jobs = false in the file).
     #[arg(
@@ -481,6 +478,34 @@ pub struct Config {
         value_name = "ORIGIN"
     )]
     pub embed_origins: Vec<String>,
+
+    // What operators watch (relay/src/telemetry.rs, relay/src/http/ops.rs; the log format is
+    // applied by main.rs).
+    /// How log lines on stderr are written: text (for people; coloured only on a terminal) or
+    /// json (one JSON object per line, for log collectors).
+    #[arg(
+        long,
+        env = "GLOWWORM_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+    /// Address of a second listener serving GET /metrics (Prometheus' text format), /healthz and
+    /// /readyz, such as 127.0.0.1:9187; port 0 picks a free port. Unset: no /metrics at all
+    /// (the public listener never serves it).
+    #[arg(long, env = "GLOWWORM_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// How the relay writes its log lines ([`Config::log_format`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for Config {

@@ -5,7 +5,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use glowworm_relay::accounts::{ledger, partners, requesters};
-use glowworm_relay::http::serve;
+use glowworm_relay::config::LogFormat;
+use glowworm_relay::http::{ops, page, serve};
 use glowworm_relay::work::{demo, leasing};
 use glowworm_relay::{AppState, Config, DatabaseArgs, ServeArgs, app};
 use std::io::{IsTerminal, Write};
@@ -187,31 +188,41 @@ impl KeysCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-
     let cli = Cli::parse();
     let env = |name: &str| std::env::var(name).ok();
+    let load = |args: &ServeArgs| -> anyhow::Result<Config> {
+        let config = Config::load(args, env)?;
+        start_logging(config.log_format);
+        Ok(config)
+    };
     match cli.command {
-        Some(Command::Serve(args)) => serve(Config::load(&args, env)?).await,
-        None => serve(Config::load(&cli.serve, env)?).await,
+        Some(Command::Serve(args)) => serve(load(&args)?).await,
+        None => serve(load(&cli.serve)?).await,
         Some(Command::Keys { command }) => {
-            let config = Config::load(command.settings(), env)?;
+            let config = load(command.settings())?;
             keys(command, config)
         }
         Some(Command::Partners { command }) => {
-            let config = Config::load(command.settings(), env)?;
+            let config = load(command.settings())?;
             partners_command(command, config)
         }
         Some(Command::Budget { command }) => {
-            let config = Config::load(command.settings(), env)?;
+            let config = load(command.settings())?;
             budget_command(command, config)
         }
+    }
+}
+
+/// Log lines go to stderr, filtered by RUST_LOG (default info): as text, coloured only on a
+/// terminal, or as one JSON object per line.
+fn start_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let lines = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => lines.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => lines.json().with_ansi(false).init(),
     }
 }
 
@@ -441,15 +452,38 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     tracing::info!(
         "database {}, page from {}, demo jobs {}",
         config.database.display(),
-        config.www_dir.display(),
+        match &config.www_dir {
+            Some(dir) => dir.display().to_string(),
+            None => "the copy built into the relay".to_string(),
+        },
         if config.demo_jobs { "on" } else { "off" }
     );
+    page::warn_if_incomplete(config.www_dir.as_deref());
     if config.demo_jobs {
         demo::spawn(state.db.clone(), state.config.clone(), state.clock.clone());
     }
 
+    let metrics = match config.metrics_listen {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding {at} (metrics_listen)"))?;
+            Some((listener.local_addr()?, listener))
+        }
+        None => None,
+    };
     let mut stdout = std::io::stdout();
     writeln!(stdout, "Glowworm relay listening on http://{address}")?;
+    if let Some((at, listener)) = metrics {
+        // A private listener: no limits of the public one, and it stops with the process.
+        writeln!(stdout, "Metrics on http://{at}/metrics")?;
+        let router = ops::metrics_router(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!("the metrics listener stopped: {e}");
+            }
+        });
+    }
     stdout.flush()?;
 
     serve::serve(listener, app(state), &config, shutdown_signal()).await;

@@ -30,7 +30,6 @@ async fn relay_with_a_kernel_job(
 ) -> (String, AppState, i64) {
     let config = Config {
         database: dir.path().join("relay.sqlite"),
-        www_dir: dir.path().join("www"),
         demo_jobs: false,
         canary_permille: 0,
         listen,

@@ -25,7 +25,6 @@ use tower::ServiceExt;
 pub fn test_config(dir: &TempDir) -> Config {
     Config {
         database: dir.path().join("db/relay.sqlite"),
-        www_dir: dir.path().join("www"),
         demo_jobs: false,
         lease_seconds: 60,
         max_attempts: 3,

@@ -18,6 +18,7 @@ mod layers;
 mod ledger;
 mod money;
 mod openapi;
+mod ops;
 mod partners;
 mod refusals;
 mod replication;

@@ -241,8 +241,9 @@ async fn the_binary_serves_a_contributor_over_real_http_and_stops_on_sigterm() {
 
 #[tokio::test]
 async fn the_page_is_served_from_www_dir_with_wasm_as_application_wasm() {
-    let relay = TestRelay::new();
-    write_page(&relay.state.config.www_dir);
+    let page = tempfile::TempDir::new().unwrap();
+    write_page(page.path());
+    let relay = TestRelay::with_config(|c| c.www_dir = Some(page.path().to_path_buf()));
     let index = relay.get("/").await;
     assert_eq!(index.status, StatusCode::OK);
     assert!(String::from_utf8_lossy(&index.body).contains("<title>Glowworm</title>"));
