@@ -699,3 +699,58 @@ mod tests {
         assert!(serde_json::from_value::<LeaseWork>(neither).is_err());
     }
 }
+
+/// `GET /v1/epochs/{epoch}`: a closed epoch. Amounts are decimal strings (the payout token's
+/// smallest unit; JavaScript numbers cannot hold them all).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochInfo {
+    pub epoch: i64,
+    /// The last ledger entry leg it covers.
+    pub ledger_position: i64,
+    /// The Merkle root of every address's lifetime earnings up to there, 0x and 64 hex.
+    pub root: String,
+    /// The sum of the tree's amounts.
+    pub total: String,
+    /// Addresses in the tree.
+    pub leaves: i64,
+    /// Where the whole tree is, as OpenZeppelin's `StandardMerkleTree` dump (`standard-v1`):
+    /// anyone can fetch it and recompute the root.
+    pub tree_url: String,
+    pub tree_hash: ContentHash,
+    pub closed_at_unix_ms: i64,
+    /// The transaction that published the root to the payout contract, once one did.
+    pub publish_tx: Option<String>,
+}
+
+/// `GET /v1/epochs`: the latest epochs, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochList {
+    pub epochs: Vec<EpochInfo>,
+}
+
+/// `GET /v1/payouts/{address}`: what an address has earned and what it can claim. Amounts
+/// are decimal strings of the payout token's smallest unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payout {
+    /// EIP-55.
+    pub address: String,
+    /// Lifetime earnings in the ledger now (more than `in_root` until the next epoch).
+    pub earned: String,
+    /// The latest epoch, if one was closed.
+    pub epoch: Option<i64>,
+    /// Its root.
+    pub root: Option<String>,
+    /// Lifetime earnings in that root ("0" when the address is not in it).
+    pub in_root: String,
+    /// The proof of `in_root` against `root` (empty when not in it), 0x-hex nodes.
+    pub proof: Vec<String>,
+    /// Already claimed, as the payout contract says; `null` when the relay has no chain.
+    pub claimed: Option<String>,
+    /// `in_root` less `claimed`; `null` when the relay has no chain.
+    pub claimable: Option<String>,
+    /// The payout contract and its chain, when the relay has one.
+    pub contract: Option<String>,
+    pub chain_id: Option<u64>,
+    /// Whether claims can be made now (a chain is configured and the root published).
+    pub claims_enabled: bool,
+}

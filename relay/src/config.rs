@@ -446,6 +446,16 @@ pub struct Config {
         default_value_t = 0
     )]
     pub operator_fee_bps: u32,
+    /// How often the relay closes an epoch: a Merkle tree of every address's lifetime
+    /// earnings, published as a file (and, with a chain, as the payout contract's root).
+    /// 0: only on `glowworm-relay payouts close-epoch`.
+    #[arg(
+        long,
+        env = "GLOWWORM_EPOCH_SECONDS",
+        value_name = "SECONDS",
+        default_value_t = 3600
+    )]
+    pub epoch_seconds: u64,
 
     // Partner widgets (relay/src/partners.rs, relay/src/embedding.rs); partners::validate_config
     // checks these when the relay opens.

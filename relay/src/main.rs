@@ -1,10 +1,11 @@
 //! `glowworm-relay`: runs the relay (`serve`, the default), manages requesters' API keys
 //! (`keys create | list | revoke`), registers partners (`partners add | list | revoke`) and
-//! grants and audits budgets (`budget grant | show | audit`).
+//! grants and audits budgets (`budget grant | show | audit`) and closes epochs (`payouts
+//! close-epoch | epochs`).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use glowworm_relay::accounts::{ledger, partners, requesters};
+use glowworm_relay::accounts::{epochs, ledger, partners, requesters};
 use glowworm_relay::config::LogFormat;
 use glowworm_relay::http::{ops, page, serve};
 use glowworm_relay::work::{demo, leasing};
@@ -55,6 +56,37 @@ enum Command {
         #[command(subcommand)]
         command: BudgetCommand,
     },
+    /// Epochs: close one now, list them.
+    Payouts {
+        #[command(subcommand)]
+        command: PayoutsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PayoutsCommand {
+    /// Close an epoch now (as the relay does every epoch_seconds): a Merkle tree of every
+    /// address's lifetime earnings. Nothing is closed when nothing was earned since the last.
+    CloseEpoch {
+        #[command(flatten)]
+        settings: DatabaseArgs,
+    },
+    /// List the latest epochs.
+    Epochs {
+        #[command(flatten)]
+        settings: DatabaseArgs,
+    },
+}
+
+impl PayoutsCommand {
+    fn settings(&self) -> &ServeArgs {
+        let settings = match self {
+            PayoutsCommand::CloseEpoch { settings } | PayoutsCommand::Epochs { settings } => {
+                settings
+            }
+        };
+        settings.serve_args()
+    }
 }
 
 #[derive(Subcommand)]
@@ -210,6 +242,10 @@ async fn main() -> anyhow::Result<()> {
             let config = load(command.settings())?;
             budget_command(command, config)
         }
+        Some(Command::Payouts { command }) => {
+            let config = load(command.settings())?;
+            payouts_command(command, config).await
+        }
     }
 }
 
@@ -331,6 +367,37 @@ fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
                 "Revoked the API key of requester '{}' (id {}).",
                 info.name, info.id
             );
+        }
+    }
+    Ok(())
+}
+
+async fn payouts_command(command: PayoutsCommand, config: Config) -> anyhow::Result<()> {
+    let state = AppState::open(config).context("opening the relay's database")?;
+    let print = |epoch: &epochs::Epoch| {
+        println!(
+            "{:>6}  ledger {:>10}  {:>8} addresses  total {:>24}  root {}  {}",
+            epoch.epoch,
+            epoch.ledger_position,
+            epoch.leaves,
+            epoch.total,
+            epoch.root,
+            epoch.publish_tx.as_deref().unwrap_or("not published")
+        )
+    };
+    match command {
+        PayoutsCommand::CloseEpoch { .. } => {
+            match epochs::close(&state.db, state.now_ms()).await? {
+                Some(epoch) => print(&epoch),
+                None => eprintln!("Nothing was earned since the last epoch: none closed."),
+            }
+        }
+        PayoutsCommand::Epochs { .. } => {
+            let list = state.db.read(|conn| epochs::list(conn, 100)).await?;
+            if list.is_empty() {
+                eprintln!("No epoch closed yet.");
+            }
+            list.iter().for_each(print);
         }
     }
     Ok(())
@@ -461,6 +528,13 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     page::warn_if_incomplete(config.www_dir.as_deref());
     if config.demo_jobs {
         demo::spawn(state.db.clone(), state.config.clone(), state.clock.clone());
+    }
+    if config.epoch_seconds > 0 {
+        epochs::spawn(
+            state.db.clone(),
+            std::time::Duration::from_secs(config.epoch_seconds),
+            state.clock.clone(),
+        );
     }
 
     let metrics = match config.metrics_listen {

@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::network::ClientNetwork;
 use crate::http::state::AppState;
-use crate::http::{embedding, job_api, middleware, ops, page, possession};
+use crate::http::{embedding, job_api, middleware, ops, page, payout_api, possession};
 use crate::ids::{canonical_address, canonical_key};
 use crate::telemetry::telemetry;
 use crate::work::leasing;
@@ -76,6 +76,22 @@ fn api_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::POST, "/v1/auth/link", post(link_wallet)),
         (Method::GET, "/v1/accounts/{address}", get(get_account)),
         (Method::GET, "/v1/partners/{address}", get(get_partner)),
+        (Method::GET, "/v1/epochs", get(payout_api::list_epochs)),
+        (
+            Method::GET,
+            "/v1/epochs/{epoch}",
+            get(payout_api::get_epoch),
+        ),
+        (
+            Method::GET,
+            "/v1/epochs/{epoch}/tree.json",
+            get(payout_api::get_epoch_tree),
+        ),
+        (
+            Method::GET,
+            "/v1/payouts/{address}",
+            get(payout_api::get_payout),
+        ),
         (Method::GET, "/v1/openapi.json", get(openapi)),
     ]
 }

@@ -1,4 +1,5 @@
-//! HTTP: the router and one small handler per endpoint ([`api`], [`job_api`]), the state they
+//! HTTP: the router and one small handler per endpoint ([`api`], [`job_api`], [`payout_api`]),
+//! the state they
 //! share ([`state`]), what they extract from requests ([`extract`], [`network`]), proof that a
 //! request comes from the key it names ([`possession`]), rate limits and deadlines
 //! ([`limits`], [`middleware`]), framing rules ([`embedding`]), the static page ([`page`]),
@@ -15,6 +16,7 @@ pub mod middleware;
 pub mod network;
 pub mod ops;
 pub mod page;
+pub mod payout_api;
 pub mod possession;
 pub mod serve;
 pub mod state;

@@ -1,6 +1,7 @@
 //! The state every request handler shares: settings, database, clock, recent leases and rate
 //! limits.
 
+use crate::accounts::epochs::TreeCache;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::error::OpenError;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub assembler: Assembler,
     /// The relay's own key, which signs every credit's receipt ([`crate::relay_key`]).
     pub relay_key: Arc<RelayKey>,
+    /// The latest epoch's earnings tree, for payouts' proofs.
+    pub epoch_trees: Arc<TreeCache>,
 }
 
 impl AppState {
@@ -51,6 +54,7 @@ impl AppState {
         Ok(AppState {
             assembler,
             relay_key,
+            epoch_trees: Arc::new(TreeCache::default()),
             limits: Arc::new(Limits::new(&config)),
             config: Arc::new(config),
             db,

@@ -329,3 +329,34 @@ CREATE TABLE IF NOT EXISTS partner_origins (
     origin     TEXT NOT NULL,     -- canonical, as crate::partners::canonical_origin writes it
     PRIMARY KEY (partner_id, origin)
 ) WITHOUT ROWID;
+
+-- Epochs (relay/src/accounts/epochs.rs): each closes the ledger at a position and states every
+-- address's lifetime earnings up to it as a Merkle tree (the JSON in the blob store, tree_hash).
+-- Numbered 1, 2, ... without gaps; never changed except to record the root's publication.
+CREATE TABLE IF NOT EXISTS epochs (
+    epoch           INTEGER PRIMARY KEY CHECK (epoch >= 1),
+    ledger_position INTEGER NOT NULL,
+    root            TEXT NOT NULL,
+    total           INTEGER NOT NULL CHECK (total >= 0),
+    leaves          INTEGER NOT NULL,
+    tree_hash       TEXT NOT NULL,
+    closed_at_ms    INTEGER NOT NULL,
+    publish_tx      TEXT,
+    published_at_ms INTEGER
+);
+
+CREATE TRIGGER IF NOT EXISTS epochs_are_append_only_update
+BEFORE UPDATE ON epochs
+WHEN old.epoch IS NOT new.epoch OR old.ledger_position IS NOT new.ledger_position
+  OR old.root IS NOT new.root OR old.total IS NOT new.total OR old.leaves IS NOT new.leaves
+  OR old.tree_hash IS NOT new.tree_hash OR old.closed_at_ms IS NOT new.closed_at_ms
+  OR (old.publish_tx IS NOT NULL AND old.publish_tx IS NOT new.publish_tx)
+BEGIN
+    SELECT RAISE(ABORT, 'epochs are append-only');
+END;
+
+CREATE TRIGGER IF NOT EXISTS epochs_are_append_only_delete
+BEFORE DELETE ON epochs
+BEGIN
+    SELECT RAISE(ABORT, 'epochs are append-only');
+END;

@@ -275,6 +275,24 @@ impl TestRelay {
             .unwrap()
     }
 
+    /// Links `who`'s key to `address` (the evidence is not checked here; the wallet tests check
+    /// links).
+    pub async fn link(&self, who: &Contributor, address: &str) {
+        let (key, address) = (who.public_key(), address.to_string());
+        self.state
+            .db
+            .call(move |conn| {
+                Ok(conn.execute(
+                    "INSERT INTO links (public_key, address, chain_id, linked_at_ms, siwe_message,
+                                        wallet_signature, session_signature)
+                     VALUES (?1, ?2, 1, 0, 'm', 's', 's')",
+                    [key.as_str(), address.as_str()],
+                )?)
+            })
+            .await
+            .unwrap();
+    }
+
     /// Checks the books after a step: every entry sums to zero, so does everything, no
     /// account but a source is below zero, and the balances agree with the ledger.
     pub async fn assert_books_balance(&self) {
@@ -840,6 +858,7 @@ fn fits(doc: &Value, value: &Value, schema: &Value, at: &str) -> Result<(), Stri
                 }
                 Some("^[0-9a-f]{64}$") => is_hex64 && !text.chars().any(|c| c.is_ascii_uppercase()),
                 Some("^[0-9a-fA-F]{64}$") => is_hex64,
+                Some("^[0-9]+$") => !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()),
                 Some("^[0-9a-fA-F]{128}$") => {
                     text.len() == 128 && text.chars().all(|c| c.is_ascii_hexdigit())
                 }

@@ -20,6 +20,7 @@ mod money;
 mod openapi;
 mod ops;
 mod partners;
+mod payouts;
 mod refusals;
 mod replication;
 mod requesters;

@@ -1,6 +1,6 @@
 //! Partner widgets: a lease names the partner and the embedding site; when its result is
-//! verified, the partner is credited a floored share on top of the contributor's credit, in the
-//! same transaction, with the origin; `GET /v1/partners/{address}` shows it by site. Only
+//! verified, the partner is paid a floored share of the unit's price (the contributor the rest),
+//! in the same transaction, with the origin; `GET /v1/partners/{address}` shows it by site. Only
 //! partners the operator registered (`glowworm-relay partners add`) are paid, on their own sites,
 //! and never for work credited to any of their addresses: a stranger with free keys who names
 //! itself, a second address or a made-up site earns nothing. Bad attributions are refused before
@@ -38,25 +38,6 @@ async fn register(relay: &TestRelay, addresses: &[&str], origins: &[&str]) -> Pa
         })
         .await
         .unwrap()
-}
-
-/// Links `who`'s key to `address` (the evidence is not checked here; the wallet tests check
-/// links).
-async fn link_to(relay: &TestRelay, who: &Contributor, address: &str) {
-    let (key, address) = (who.public_key(), address.to_string());
-    relay
-        .state
-        .db
-        .call(move |conn| {
-            Ok(conn.execute(
-                "INSERT INTO links (public_key, address, chain_id, linked_at_ms, siwe_message,
-                                    wallet_signature, session_signature)
-                 VALUES (?1, ?2, 1, 0, 'm', 's', 's')",
-                [key.as_str(), address.as_str()],
-            )?)
-        })
-        .await
-        .unwrap();
 }
 
 /// The reply to a lease request through `partner`'s widget on `origin`, signed.
@@ -402,7 +383,7 @@ async fn a_partner_earns_no_share_of_its_own_work() {
     relay.queue_demo_job().await;
     // The partner's own device, linked to its address.
     let owner = Contributor::new();
-    link_to(&relay, &owner, PARTNER).await;
+    relay.link(&owner, PARTNER).await;
     let lease = lease_through(&relay, &owner, PARTNER, "https://blog.example")
         .await
         .unwrap();
@@ -424,8 +405,8 @@ async fn a_partner_earns_nothing_on_keys_linked_to_any_of_its_addresses() {
     .await;
     relay.queue_demo_job().await;
     let (second_address, visitor) = (Contributor::new(), Contributor::new());
-    link_to(&relay, &second_address, OTHER_PARTNER_EIP55).await;
-    link_to(&relay, &visitor, STRANGER).await;
+    relay.link(&second_address, OTHER_PARTNER_EIP55).await;
+    relay.link(&visitor, STRANGER).await;
 
     let own = lease_through(&relay, &second_address, PARTNER, "https://blog.example")
         .await
@@ -464,7 +445,7 @@ async fn strangers_naming_themselves_or_a_made_up_site_earn_nothing() {
     for i in 0..20 {
         let key = Contributor::new();
         if i % 2 == 0 {
-            link_to(&relay, &key, STRANGER).await;
+            relay.link(&key, STRANGER).await;
         }
         lease_reply(&relay, &key, STRANGER, "https://blog.example")
             .await
