@@ -1,6 +1,6 @@
 //! Finding, and where possible installing, what the build and the tests need on a fresh Debian
-//! machine: the wasm32 target, a Vulkan driver (lavapipe), Chromium, the e2e npm packages, and
-//! cargo-fuzz with a C++ compiler for the fuzz targets.
+//! machine: the wasm32 target, a Vulkan driver (lavapipe), Chromium, the e2e and contracts npm
+//! packages, and cargo-fuzz with a C++ compiler for the fuzz targets.
 //! Installing system packages needs root; otherwise we stop with the command to run.
 
 use crate::process;
@@ -52,15 +52,32 @@ pub fn require_chromium() -> Result<()> {
 }
 
 pub fn require_node_packages(dir: &Path) -> Result<()> {
+    npm_ci(dir, "the end-to-end test packages", &[])
+}
+
+/// contracts/node_modules: solc and OpenZeppelin's contracts to compile the payout contract,
+/// @openzeppelin/merkle-tree and the anvil binary for the chain tests. None of them runs an
+/// install script (anvil's binary ships inside its package), so none is allowed to.
+pub fn require_contract_packages(dir: &Path) -> Result<()> {
+    npm_ci(
+        dir,
+        "the contract build and chain test packages",
+        &["--ignore-scripts"],
+    )
+}
+
+/// `npm ci` in `dir` unless its node_modules was installed from the current lock file.
+fn npm_ci(dir: &Path, what: &str, extra_args: &[&str]) -> Result<()> {
     if !process::available("node") || !process::available("npm") {
-        bail!("Node.js and npm are needed for the browser tests: apt-get install nodejs npm");
+        bail!("Node.js and npm are needed for {what}: apt-get install nodejs npm");
     }
     if node_modules_current(dir) {
         return Ok(());
     }
-    process::step("Installing the end-to-end test packages (npm ci)");
+    process::step(&format!("Installing {what} (npm ci in {})", dir.display()));
     let status = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund"])
+        .args(extra_args)
         .current_dir(dir)
         .status()
         .context("could not run npm")?;
