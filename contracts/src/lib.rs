@@ -4,10 +4,11 @@
 //! How money and data flow:
 //! 1. An operator deploys the contract once ([`deploy`]), naming the ERC-20 token and the relay's
 //!    publisher key.
-//! 2. Requesters deposit tokens to the contract (`deposit(amount, requester)`, from their own
-//!    wallet). The relay polls [`Payout::deposits_since`] and credits each [`Deposit`] to the
-//!    requester's budget once it has enough confirmations; `(tx_hash, log_index)` identifies a
-//!    deposit, so crediting can be made idempotent.
+//! 2. Requesters deposit tokens to the contract (`deposit(amount, requester)` from their own
+//!    wallet, or [`Payout::deposit`] with a key file). The relay polls [`Payout::deposits_since`] and credits each [`Deposit`] to the
+//!    requester's budget once it has enough confirmations (a deposit in a block that a reorg
+//!    removes is not seen yet); `(tx_hash, log_index)` identifies a deposit, so crediting can
+//!    be made idempotent.
 //! 3. The relay's ledger pays contributors for verified work. At the end of each epoch the relay
 //!    builds an OpenZeppelin StandardMerkleTree of (address, lifetime earnings) and publishes its
 //!    root and total with [`Payout::publish_root`] (epochs strictly in order, see there for what a
@@ -20,7 +21,9 @@
 //! The contract's ABI and bytecode come from `contracts/out/*.json`, compiled offline with npm's
 //! solc by `cargo xtask contracts` and committed, so building this crate needs no Node.js.
 //!
-//! HTTP RPC endpoints only, without TLS for now (`http://`, e.g. a local node or a proxy).
+//! HTTP RPC endpoints only, without TLS for now (`http://`: a local node, or a TLS proxy in front
+//! of a remote one). TLS is alloy's `reqwest-rustls-tls` feature, which builds aws-lc; left for
+//! when an operator needs it.
 
 use alloy::contract::Error as ContractError;
 use alloy::network::EthereumWallet;
@@ -33,7 +36,8 @@ use alloy::transports::http::reqwest::Url;
 pub use alloy::primitives::{Address, B256, U256};
 pub use alloy::signers::local::PrivateKeySigner;
 
-/// The bindings generated from the compiled artifact (`contracts/out/GlowwormPayout.json`).
+/// The bindings generated from the compiled artifact (`contracts/out/GlowwormPayout.json`), and
+/// the two ERC-20 functions a requester's deposit needs.
 pub mod bindings {
     alloy::sol!(
         #[sol(rpc)]
@@ -41,6 +45,14 @@ pub mod bindings {
         GlowwormPayout,
         "out/GlowwormPayout.json"
     );
+
+    alloy::sol! {
+        #[sol(rpc)]
+        interface IERC20 {
+            function approve(address spender, uint256 amount) external returns (bool);
+            function balanceOf(address account) external view returns (uint256);
+        }
+    }
 }
 
 use bindings::GlowwormPayout;
@@ -283,9 +295,14 @@ impl Payout {
     ///   nothing (a relay that crashed after its transaction was mined just records it).
     /// - `epoch` is on chain with another root: [`Error::EpochConflict`], nothing is sent.
     /// - `epoch` is beyond the next one: [`Error::EpochGap`].
-    /// - Otherwise it sends the transaction. If an earlier attempt is still pending in the
-    ///   mempool, one of the two is mined and the other reverts with `EpochOutOfOrder` (the
-    ///   contract takes each epoch once); calling again then returns `Already`.
+    /// - Otherwise it sends the transaction and waits for its receipt. If an earlier attempt is
+    ///   still pending in the mempool, the contract takes only one of the two: the other fails
+    ///   ([`Error::Reverted`] with `EpochOutOfOrder` if the first was mined before this one was
+    ///   estimated, [`Error::TransactionFailed`] if both were in flight); calling again then
+    ///   returns `Already`.
+    ///
+    /// The relay records the epoch as published only once this returns `Ok`, and calls it again
+    /// for the same epoch and root after a crash: no epoch is skipped or published twice.
     pub async fn publish_root(&self, epoch: u64, root: B256, total: U256) -> Result<Published> {
         let latest = self.latest_epoch().await?;
         if epoch <= latest {
@@ -322,6 +339,23 @@ impl Payout {
             .claim(account, cumulative_amount, proof.to_vec())
             .send()
             .await?;
+        mined(pending.get_receipt().await?)
+    }
+
+    /// The token balance of `account` (the contract's own: what it holds for future claims).
+    pub async fn token_balance(&self, account: Address) -> Result<U256> {
+        let token = bindings::IERC20::new(self.token().await?, self.provider().clone());
+        Ok(token.balanceOf(account).call().await?)
+    }
+
+    /// A requester's deposit from this handle's key: approves the contract for `amount` of the
+    /// token, then calls `deposit(amount, requester)`. The relay credits `requester` once it sees
+    /// the deposit with enough confirmations ([`Payout::deposits_since`]).
+    pub async fn deposit(&self, amount: U256, requester: B256) -> Result<Sent> {
+        let token = bindings::IERC20::new(self.token().await?, self.provider().clone());
+        let approval = token.approve(self.address(), amount).send().await?;
+        mined(approval.get_receipt().await?)?;
+        let pending = self.contract.deposit(amount, requester).send().await?;
         mined(pending.get_receipt().await?)
     }
 

@@ -68,6 +68,10 @@ async fn deposits_publish_and_claims_pay_exactly_the_earnings() {
     assert!(again.deposits.is_empty());
     assert_eq!(again.next_from_block, scan.next_from_block);
     assert_eq!(reader.total_deposited().await.unwrap(), U256::from(1_000));
+    assert_eq!(
+        reader.token_balance(payout).await.unwrap(),
+        U256::from(1_000)
+    );
 
     // Epoch 1: three contributors.
     let (alice, bob, carol) = (chain.address(3), chain.address(4), chain.address(5));
@@ -170,13 +174,13 @@ async fn deposits_publish_and_claims_pay_exactly_the_earnings() {
     assert_eq!(reader.total_claimed().await.unwrap(), U256::from(500));
     assert_eq!(chain.balance(token, payout).await, U256::from(500));
 
-    println!("gas: deposit (first, with transfer) {deposit_gas}");
+    println!("gas: the contract's first deposit {deposit_gas}");
     println!(
         "gas: publishRoot epoch 1 {}, epoch 2 {}",
         publish1.gas_used, publish2.gas_used
     );
     println!(
-        "gas: claim, first for an account (2-leaf-deep proof) {}; first (epoch 2, 2-deep) {}; later delta {}",
+        "gas: claim (2-long proofs): the contract's first {}, an account's first {}, a later delta {}",
         first_claim.gas_used, bob_first.gas_used, later_claim.gas_used
     );
 }

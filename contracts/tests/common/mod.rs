@@ -99,36 +99,23 @@ impl Chain {
             .expect("balanceOf")
     }
 
-    /// Account `index` mints `amount`, approves the payout contract and deposits it for
-    /// `requester`; returns the deposit's gas.
+    /// Account `index` mints `amount` and deposits it for the requester `[index; 32]` through
+    /// [`Payout::deposit`] (approve, then deposit); returns the deposit's gas.
     pub async fn fund(&self, token: Address, payout: Address, index: usize, amount: u64) -> u64 {
-        let me = self.token(token, index);
         let amount = U256::from(amount);
-        me.mint(self.address(index), amount)
+        self.token(token, index)
+            .mint(self.address(index), amount)
             .send()
             .await
             .unwrap()
             .get_receipt()
             .await
             .unwrap();
-        me.approve(payout, amount)
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        let contract = glowworm_chain::bindings::GlowwormPayout::new(payout, self.provider(index));
-        let receipt = contract
+        self.as_account(payout, index)
             .deposit(amount, B256::repeat_byte(index as u8))
-            .send()
             .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(receipt.status(), "deposit failed");
-        receipt.gas_used
+            .expect("deposit")
+            .gas_used
     }
 
     /// A payout contract over `token`: account 0 deploys and owns it, account 1 publishes.
