@@ -387,3 +387,93 @@ fn claim_calldata_is_the_claim_call() {
     assert_eq!(call.cumulativeAmount, U256::from(42));
     assert_eq!(call.proof, proof);
 }
+
+/// A relay killed at each step of publishing an epoch, then restarted, calls `publish_root` again
+/// with the epoch and root it had recorded: each epoch ends up on chain exactly once.
+#[tokio::test]
+async fn a_publisher_killed_at_each_step_neither_skips_nor_repeats() {
+    let chain = Chain::start();
+    let token = chain.deploy_token().await;
+    let payout = chain.deploy_payout(token).await;
+    chain.fund(token, payout, 2, 1_000).await;
+    let reader = Payout::connect(&chain.rpc(), payout).unwrap();
+    let root = |n: u8| B256::repeat_byte(n);
+    let total = U256::from(100);
+    let raw = GlowwormPayout::new(payout, chain.provider(1));
+    let set_automine = |on: bool| {
+        let provider = chain.provider(0);
+        async move {
+            let _: serde_json::Value = provider
+                .raw_request("evm_setAutomine".into(), (on,))
+                .await
+                .unwrap();
+        }
+    };
+
+    // Killed before sending: the retry simply publishes.
+    let publisher = chain.publisher(payout);
+    assert!(matches!(
+        publisher.publish_root(1, root(1), total).await.unwrap(),
+        Published::Now(_)
+    ));
+
+    // Killed after the transaction was mined, before recording it: the retry sends nothing.
+    let _mined = raw
+        .publishRoot(2, root(2), total)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert_eq!(
+        publisher.publish_root(2, root(2), total).await.unwrap(),
+        Published::Already
+    );
+
+    // Killed while the transaction was pending: the retry races it, the contract takes one.
+    set_automine(false).await;
+    let in_flight = raw.publishRoot(3, root(3), total).send().await.unwrap();
+    let in_flight_hash = *in_flight.tx_hash();
+    drop(in_flight);
+    let retry = tokio::spawn({
+        let publisher = chain.publisher(payout);
+        async move { publisher.publish_root(3, root(3), total).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let _: serde_json::Value = chain
+        .provider(0)
+        .raw_request("evm_mine".into(), ())
+        .await
+        .unwrap();
+    set_automine(true).await;
+    let retried = retry.await.unwrap();
+    let first = reader
+        .provider()
+        .get_transaction_receipt(in_flight_hash)
+        .await
+        .unwrap()
+        .expect("the first attempt was mined");
+    assert!(first.status(), "the first attempt took the epoch");
+    println!("a retry while the first attempt was pending: {retried:?}");
+    match retried {
+        Err(Error::Reverted(ContractRevert::EpochOutOfOrder(_)))
+        | Err(Error::TransactionFailed(_)) => {}
+        other => panic!("the retry should have lost the race: {other:?}"),
+    }
+    // The restarted relay asks again and learns the epoch is in.
+    assert_eq!(
+        publisher.publish_root(3, root(3), total).await.unwrap(),
+        Published::Already
+    );
+
+    // And the next epoch follows without a gap.
+    assert!(matches!(
+        publisher.publish_root(4, root(4), total).await.unwrap(),
+        Published::Now(_)
+    ));
+    assert_eq!(reader.latest_epoch().await.unwrap(), 4);
+    for epoch in 1..=4u8 {
+        assert_eq!(reader.epoch_root(epoch.into()).await.unwrap(), root(epoch));
+    }
+}
