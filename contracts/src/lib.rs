@@ -85,6 +85,8 @@ pub enum Error {
     EpochGap { latest: u64, requested: u64 },
     #[error("the chain's RPC failed: {0}")]
     Rpc(String),
+    #[error("key file {path}: {reason}")]
+    KeyFile { path: String, reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -162,6 +164,36 @@ pub fn claim_calldata(account: Address, cumulative_amount: U256, proof: &[B256])
     }
     .abi_encode()
     .into()
+}
+
+/// Reads a secp256k1 private key (64 hex digits, `0x` optional, surrounding whitespace ignored)
+/// from a file that only its owner may read: the relay's publisher key, or a contributor's key
+/// for `claim`. On Unix a file readable or writable by group or others (not 0600 or 0400) is
+/// refused, as ssh refuses such keys.
+pub fn read_key_file(path: &std::path::Path) -> Result<PrivateKeySigner> {
+    let fail = |reason: String| Error::KeyFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| fail(e.to_string()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(fail(format!(
+                "its mode is {:o}: make it private with `chmod 600 {}`",
+                mode & 0o777,
+                path.display()
+            )));
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    text.trim()
+        .parse::<PrivateKeySigner>()
+        .map_err(|_| fail("not a private key (64 hex digits)".into()))
 }
 
 fn parse_url(rpc: &str) -> Result<Url> {
@@ -419,4 +451,61 @@ fn mined(receipt: TransactionReceipt) -> Result<Sent> {
         block_number: receipt.block_number.unwrap_or_default(),
         gas_used: receipt.gas_used,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_file(text: &str, mode: u32) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        file
+    }
+
+    // anvil's first account.
+    const KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+    const ADDRESS: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+
+    #[test]
+    fn reads_a_private_key_file() {
+        let file = key_file(&format!("{KEY}\n"), 0o600);
+        let signer = read_key_file(file.path()).unwrap();
+        assert_eq!(signer.address(), ADDRESS.parse::<Address>().unwrap());
+        let bare = key_file(KEY.trim_start_matches("0x"), 0o400);
+        assert_eq!(
+            read_key_file(bare.path()).unwrap().address(),
+            signer.address()
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn refuses_a_key_file_others_can_read() {
+        let file = key_file(KEY, 0o644);
+        let err = read_key_file(file.path()).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_key() {
+        let file = key_file("hello", 0o600);
+        assert!(matches!(
+            read_key_file(file.path()),
+            Err(Error::KeyFile { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_a_bad_url() {
+        assert!(matches!(
+            Payout::connect("not a url", Address::ZERO),
+            Err(Error::BadUrl { .. })
+        ));
+    }
 }
