@@ -1,7 +1,7 @@
 //! Finding, and where possible installing, what the build and the tests need on a fresh Debian
 //! machine: the wasm32 target, a Vulkan driver (lavapipe), Chromium, the npm packages of the e2e
-//! tests and of the earnings tree's comparison with OpenZeppelin's library, and
-//! cargo-fuzz with a C++ compiler for the fuzz targets.
+//! tests, of the earnings tree's comparison with OpenZeppelin's library and of the contracts,
+//! and cargo-fuzz with a C++ compiler for the fuzz targets.
 //! Installing system packages needs root; otherwise we stop with the command to run.
 
 use crate::process;
@@ -55,6 +55,18 @@ pub fn require_chromium() -> Result<()> {
 /// `npm ci` in `dir` unless its `node_modules` is current; `purpose` names the tests, such as
 /// "the browser tests".
 pub fn require_node_packages(dir: &Path, purpose: &str) -> Result<()> {
+    npm_ci(dir, purpose, &[])
+}
+
+/// contracts/node_modules: solc and OpenZeppelin's contracts to compile the payout contract,
+/// @openzeppelin/merkle-tree and the anvil binary for the chain tests. None of them runs an
+/// install script (anvil's binary ships inside its package), so none is allowed to.
+pub fn require_contract_packages(dir: &Path) -> Result<()> {
+    npm_ci(dir, "the contract build and chain tests", &["--ignore-scripts"])
+}
+
+/// `npm ci` in `dir` unless its node_modules was installed from the current lock file.
+fn npm_ci(dir: &Path, purpose: &str, extra_args: &[&str]) -> Result<()> {
     if !process::available("node") || !process::available("npm") {
         bail!("Node.js and npm are needed for {purpose}: apt-get install nodejs npm");
     }
@@ -62,10 +74,12 @@ pub fn require_node_packages(dir: &Path, purpose: &str) -> Result<()> {
         return Ok(());
     }
     process::step(&format!(
-        "Installing the npm packages of {purpose} (npm ci)"
+        "Installing the npm packages of {purpose} (npm ci in {})",
+        dir.display()
     ));
     let status = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund"])
+        .args(extra_args)
         .current_dir(dir)
         .status()
         .context("could not run npm")?;

@@ -11,10 +11,13 @@
 //!   seconds, printing a table and writing it to `target/bench/fuzz.md`. `cargo xtask test` ends
 //!   with a short run of each.
 //! - `cargo xtask lint`: rustfmt and clippy, natively and for wasm32 (CI runs it too).
+//! - `cargo xtask contracts`: installs contracts/'s npm packages and recompiles the payout
+//!   contract into `contracts/out/*.json` (committed; the Rust bindings are generated from them).
 //! - `cargo xtask build`: only builds the modules, the contributor's into `www/pkg/` and the
 //!   kernel benchmark page's into `www/pkg-bench/`, and prints their sizes.
 
 mod bench;
+mod contracts;
 mod deps;
 mod fuzz;
 mod process;
@@ -59,6 +62,8 @@ enum Command {
         #[arg(long)]
         no_fuzz: bool,
     },
+    /// Recompile the payout contract with npm's solc into contracts/out/*.json (commit the result).
+    Contracts,
     /// Run the fuzz targets (cargo-fuzz, installed if missing), each for a bounded time; prints
     /// a table and writes it to target/bench/fuzz.md.
     Fuzz {
@@ -88,6 +93,7 @@ fn main() -> Result<()> {
         } => test(&root, no_browser, no_fuzz)?,
         Command::Fuzz { seconds, targets } => fuzz::run(&root, seconds, &targets)?,
         Command::Lint => lint()?,
+        Command::Contracts => contracts::build(&root)?,
         Command::Bench { which } => bench::run(&root, &which)?,
     }
     Ok(())
@@ -127,6 +133,9 @@ fn test(root: &Path, no_browser: bool, no_fuzz: bool) -> Result<()> {
     if !no_fuzz {
         deps::require_cargo_fuzz()?;
     }
+    // glowworm-chain's tests run a real chain (anvil) and compare the committed contract
+    // artifacts with a fresh compile: both come from contracts/node_modules.
+    deps::require_contract_packages(&root.join("contracts"))?;
     let runtime_dir = deps::runtime_dir()?;
     if !no_browser {
         // Before the relay is built, so the copy of www/ it carries has the module (the
