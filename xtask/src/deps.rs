@@ -1,6 +1,7 @@
 //! Finding, and where possible installing, what the build and the tests need on a fresh Debian
-//! machine: the wasm32 target, a Vulkan driver (lavapipe), Chromium, the e2e npm packages, and
-//! cargo-fuzz with a C++ compiler for the fuzz targets.
+//! machine: the wasm32 target, a Vulkan driver (lavapipe), Chromium, the e2e npm packages,
+//! Python 3 with venv for the Python client, and cargo-fuzz with a C++ compiler for the fuzz
+//! targets.
 //! Installing system packages needs root; otherwise we stop with the command to run.
 
 use crate::process;
@@ -68,6 +69,23 @@ pub fn require_node_packages(dir: &Path) -> Result<()> {
         bail!("`npm ci` failed in {}", dir.display());
     }
     Ok(())
+}
+
+/// Python 3 with the `venv` module and `ensurepip` (Debian splits them into python3-venv), for
+/// the Python client's tests.
+pub fn require_python_venv() -> Result<()> {
+    let has_venv = Command::new("python3")
+        .args(["-c", "import venv, ensurepip"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if has_venv {
+        return Ok(());
+    }
+    apt_install(
+        &["python3", "python3-venv"],
+        "Python 3 with venv for the Python client's tests",
+    )
 }
 
 /// cargo-fuzz, installed with `cargo install` if it is missing, and the C++ compiler that

@@ -3,8 +3,10 @@
 //! - `cargo xtask run`: builds the browser module and the relay, then starts the relay with its
 //!   SQLite database and the page (the README's first command).
 //! - `cargo xtask test`: installs what the tests need, builds, and runs every test: Rust unit and
-//!   integration tests (kernels on lavapipe) and the headless-Chromium end-to-end tests, then
-//!   fuzzes each decoder of outside input for a few seconds.
+//!   integration tests (kernels on lavapipe), the Python client's tests (pytest in
+//!   `target/python-venv`, against the built relay and worker) and the headless-Chromium
+//!   end-to-end tests, then fuzzes each decoder of outside input for a few seconds.
+//! - `cargo xtask test-python`: only the Python client's tests.
 //! - `cargo xtask bench [relay|kernels|freivalds|verification|browser|faults]`: benchmarks, each printing a table
 //!   and writing it to `target/bench/<name>.md`.
 //! - `cargo xtask fuzz [--seconds N] [TARGET...]`: the fuzz targets in `fuzz/`, each for N
@@ -18,6 +20,7 @@ mod bench;
 mod deps;
 mod fuzz;
 mod process;
+mod python;
 mod wasm;
 
 use anyhow::Result;
@@ -58,7 +61,13 @@ enum Command {
         /// Skip the short fuzzing run at the end.
         #[arg(long)]
         no_fuzz: bool,
+        /// Skip the Python client's tests.
+        #[arg(long)]
+        no_python: bool,
     },
+    /// Only the Python client's tests: pip install ./python[test] into target/python-venv, then
+    /// pytest against the built relay and native worker.
+    TestPython,
     /// Run the fuzz targets (cargo-fuzz, installed if missing), each for a bounded time; prints
     /// a table and writes it to target/bench/fuzz.md.
     Fuzz {
@@ -85,7 +94,12 @@ fn main() -> Result<()> {
         Command::Test {
             no_browser,
             no_fuzz,
-        } => test(&root, no_browser, no_fuzz)?,
+            no_python,
+        } => test(&root, no_browser, no_fuzz, no_python)?,
+        Command::TestPython => {
+            deps::require_vulkan_driver()?;
+            python::test(&root, &deps::runtime_dir()?)?;
+        }
         Command::Fuzz { seconds, targets } => fuzz::run(&root, seconds, &targets)?,
         Command::Lint => lint()?,
         Command::Bench { which } => bench::run(&root, &which)?,
@@ -114,7 +128,7 @@ fn run(root: &Path, relay_args: Vec<String>) -> Result<()> {
     process::run_checked(&root.join("target/release/glowworm-relay"), &args, &[])
 }
 
-fn test(root: &Path, no_browser: bool, no_fuzz: bool) -> Result<()> {
+fn test(root: &Path, no_browser: bool, no_fuzz: bool, no_python: bool) -> Result<()> {
     deps::require_vulkan_driver()?;
     if !no_browser {
         // Everything the browser tests need, checked before the long Rust tests run.
@@ -124,6 +138,9 @@ fn test(root: &Path, no_browser: bool, no_fuzz: bool) -> Result<()> {
     }
     if !no_fuzz {
         deps::require_cargo_fuzz()?;
+    }
+    if !no_python {
+        deps::require_python_venv()?;
     }
     let runtime_dir = deps::runtime_dir()?;
 
@@ -141,6 +158,10 @@ fn test(root: &Path, no_browser: bool, no_fuzz: bool) -> Result<()> {
         ],
         &[("XDG_RUNTIME_DIR", runtime_dir.as_os_str())],
     )?;
+
+    if !no_python {
+        python::test(root, &runtime_dir)?;
+    }
 
     if !no_browser {
         // The end-to-end tests use the contributor module only.
