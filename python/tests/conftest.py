@@ -1,155 +1,14 @@
-"""A real relay and a real native worker for the client's tests.
-
-The relay is the ``glowworm-relay`` binary on 127.0.0.1 (a free port, a SQLite file in a temp
-dir, no demo jobs); the worker is the ``glowworm-worker`` binary, on the machine's Vulkan
-adapter (lavapipe on a machine without a GPU). Their paths come from ``GLOWWORM_RELAY_BIN``,
-``GLOWWORM_WORKER_BIN`` and ``GLOWWORM_CLI_BIN`` (``cargo xtask test`` sets them), else
-``target/debug/`` of this repository.
-"""
+"""The fixtures: a real relay with real native workers (see ``servers.py``)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Optional
 
 import pytest
+from servers import REPO, Relay, Worker, clean_env, free_port
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def binary(variable: str, name: str) -> Path:
-    """The path of a built binary: ``$variable``, else ``target/debug/name``; the test fails
-    (it is not skipped) when it does not exist."""
-    path = Path(os.environ.get(variable) or REPO / "target" / "debug" / name)
-    if not path.is_file():
-        pytest.fail(
-            f"{path} does not exist: build it (cargo build -p glowworm-relay -p glowworm-worker "
-            f"-p glowworm-cli --bins) or set {variable}",
-            pytrace=False,
-        )
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def clean_env() -> dict[str, str]:
-    """This process's environment without GLOWWORM_ variables, with a runtime dir for wgpu's
-    Vulkan loader."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("GLOWWORM_")}
-    runtime = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp/glowworm-xdg")
-    runtime.mkdir(parents=True, exist_ok=True)
-    env["XDG_RUNTIME_DIR"] = str(runtime)
-    env["NO_COLOR"] = "1"
-    return env
-
-
-class Relay:
-    """A ``glowworm-relay`` process with its database in ``dir``; ``restart`` keeps its port."""
-
-    def __init__(self, dir: Path, *extra: str) -> None:
-        self.bin = binary("GLOWWORM_RELAY_BIN", "glowworm-relay")
-        self.dir = dir
-        self.database = dir / "relay.sqlite"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.extra = extra
-        self.process: Optional[subprocess.Popen[str]] = None
-        self.log: Optional[IO[str]] = None
-
-    def create_key(self, name: str) -> str:
-        """A new requester's API key, from ``glowworm-relay keys create``."""
-        out = subprocess.run(
-            [str(self.bin), "keys", "create", "--name", name, "--database", str(self.database)],
-            capture_output=True,
-            text=True,
-            env=clean_env(),
-            check=True,
-        )
-        key = out.stdout.strip()
-        assert key.startswith("gw_"), out
-        return key
-
-    def start(self) -> None:
-        self.log = open(self.dir / "relay.log", "a")
-        self.process = subprocess.Popen(
-            [
-                str(self.bin),
-                "serve",
-                "--listen",
-                f"127.0.0.1:{self.port}",
-                "--database",
-                str(self.database),
-                "--no-demo",
-                *self.extra,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            text=True,
-            env=clean_env(),
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if "listening on" not in line:
-            self.stop()
-            log = (self.dir / "relay.log").read_text()
-            pytest.fail(f"the relay did not start: {line!r}\n{log}", pytrace=False)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            if self.process.stdout is not None:
-                self.process.stdout.close()
-            self.process = None
-        if self.log is not None:
-            self.log.close()
-            self.log = None
-
-    def restart(self, away: float = 0.0) -> None:
-        """Stops the relay and, ``away`` seconds later, starts it again on the same port."""
-        self.stop()
-        time.sleep(away)
-        self.start()
-
-
-class Worker:
-    """A ``glowworm-worker`` process working for ``relay``, logging to ``dir/worker.log``."""
-
-    def __init__(self, relay_url: str, dir: Path, name: str = "worker") -> None:
-        bin = binary("GLOWWORM_WORKER_BIN", "glowworm-worker")
-        self.log_path = dir / f"{name}.log"
-        self.log = open(self.log_path, "w")
-        self.process = subprocess.Popen(
-            [str(bin), "--relay", relay_url, "--key", str(dir / f"{name}.key"), "--in-flight", "2"],
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=clean_env(),
-        )
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
+__all__ = ["REPO", "Relay", "Setup", "Worker", "clean_env", "free_port"]
 
 
 class Setup:
@@ -163,11 +22,6 @@ class Setup:
     @property
     def url(self) -> str:
         return self.relay.url
-
-    def logs(self) -> str:
-        parts = [f"--- relay.log\n{(self.relay.dir / 'relay.log').read_text()}"]
-        parts += [f"--- {w.log_path.name}\n{w.log_path.read_text()}" for w in self.workers]
-        return "\n".join(parts)
 
 
 def start_setup(dir: Path, workers: int = 1) -> Setup:
@@ -187,13 +41,5 @@ def stop_setup(setup: Setup) -> None:
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     """One relay and two workers (kernel units need two distinct contributors) for the session."""
     started = start_setup(tmp_path_factory.mktemp("relay"), workers=2)
-    yield started
-    stop_setup(started)
-
-
-@pytest.fixture
-def own_setup(tmp_path: Path) -> Iterator[Setup]:
-    """A relay with one worker of the test's own, for tests that stop or restart it."""
-    started = start_setup(tmp_path, workers=1)
     yield started
     stop_setup(started)
