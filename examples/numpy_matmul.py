@@ -1,9 +1,9 @@
 """A matrix product computed by a Glowworm relay's contributors, checked against NumPy.
 
-    pip install ./python
-    export GLOWWORM_RELAY=http://127.0.0.1:8787 GLOWWORM_API_KEY=gw_...
-    python examples/numpy_matmul.py            # (256, 128) @ (128, 192)
-    python examples/numpy_matmul.py 512 384 640
+pip install ./python
+export GLOWWORM_RELAY=http://127.0.0.1:8787 GLOWWORM_API_KEY=gw_...
+python examples/numpy_matmul.py            # (256, 128) @ (128, 192)
+python examples/numpy_matmul.py 512 384 640
 """
 
 import sys

@@ -6,7 +6,7 @@ and ``python examples/numpy_matmul.py`` (a (256, 128) @ (128, 192) product throu
 checked against NumPy) with that environment's Python. Prints a Markdown table.
 
     python3 python/bench_first_result.py            # pip's cache as it is (warm after a first run)
-    python3 python/bench_first_result.py --cold     # pip install --no-cache-dir: downloads from PyPI
+    python3 python/bench_first_result.py --cold     # pip install --no-cache-dir (from PyPI)
 
 Runs with any Python 3.9+ (it needs nothing installed); the binaries come from
 ``GLOWWORM_RELAY_BIN`` and ``GLOWWORM_WORKER_BIN``, else ``target/debug/``.
@@ -15,7 +15,6 @@ Runs with any Python 3.9+ (it needs nothing installed); the binaries come from
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -57,7 +56,10 @@ def main() -> int:
             started = time.perf_counter()
             run = subprocess.run(
                 [python, str(REPO / "examples" / "numpy_matmul.py")],
-                env=env, capture_output=True, text=True, check=True,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             first = time.perf_counter() - started
         finally:
@@ -70,7 +72,9 @@ def main() -> int:
     print("| --- | --- |")
     print(f"| python -m venv (not counted) | {made:.1f} |")
     print(f"| pip install ./python | {installed:.1f} |")
-    print(f"| python examples/numpy_matmul.py (import, submit, wait, verified result) | {first:.1f} |")
+    print(
+        f"| python examples/numpy_matmul.py (import, submit, wait, verified result) | {first:.1f} |"
+    )
     print(f"| **pip install to first verified result** | **{installed + first:.1f}** |")
     return 0
 

@@ -33,27 +33,32 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
 
-import glowworm  # noqa: E402
 from servers import REPO, Relay, Worker, clean_env  # noqa: E402
+
+import glowworm  # noqa: E402
 
 
 def default_binary(variable: str, name: str) -> str:
     """``$variable``, else target/release/name when built, else target/debug/name."""
     release = REPO / "target" / "release" / name
-    return os.environ.get(variable) or str(release if release.is_file() else REPO / "target/debug" / name)
+    return os.environ.get(variable) or str(
+        release if release.is_file() else REPO / "target/debug" / name
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=1024, help="n of (n, n) @ (n, n) (1024)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each client (3)")
-    parser.add_argument("--relay-bin", default=default_binary("GLOWWORM_RELAY_BIN", "glowworm-relay"))
-    parser.add_argument("--worker-bin", default=default_binary("GLOWWORM_WORKER_BIN", "glowworm-worker"))
+    parser.add_argument(
+        "--relay-bin", default=default_binary("GLOWWORM_RELAY_BIN", "glowworm-relay")
+    )
+    parser.add_argument(
+        "--worker-bin", default=default_binary("GLOWWORM_WORKER_BIN", "glowworm-worker")
+    )
     parser.add_argument("--cli-bin", default=default_binary("GLOWWORM_CLI_BIN", "glowworm"))
     args = parser.parse_args()
-    os.environ.update(
-        GLOWWORM_RELAY_BIN=args.relay_bin, GLOWWORM_WORKER_BIN=args.worker_bin
-    )
+    os.environ.update(GLOWWORM_RELAY_BIN=args.relay_bin, GLOWWORM_WORKER_BIN=args.worker_bin)
 
     n = args.size
     rng = np.random.default_rng(0)
@@ -83,9 +88,20 @@ def main() -> int:
                     started = time.perf_counter()
                     if name == "CLI":
                         subprocess.run(
-                            [args.cli_bin, "submit", "matmul", "--a", str(dir / "a.npy"),
-                             "--b", str(dir / "b.npy"), "--out", str(out)],
-                            env=env, check=True, capture_output=True,
+                            [
+                                args.cli_bin,
+                                "submit",
+                                "matmul",
+                                "--a",
+                                str(dir / "a.npy"),
+                                "--b",
+                                str(dir / "b.npy"),
+                                "--out",
+                                str(out),
+                            ],
+                            env=env,
+                            check=True,
+                            capture_output=True,
                         )
                         elapsed = time.perf_counter() - started
                         c = np.load(out)
@@ -100,8 +116,10 @@ def main() -> int:
             relay.stop()
 
     cli, python = statistics.median(times["CLI"]), statistics.median(times["Python"])
-    print(f"({n}, {n}) @ ({n}, {n}), {args.runs} runs each, alternating; relay {args.relay_bin}, "
-          f"worker {args.worker_bin}, CLI {args.cli_bin}\n")
+    print(
+        f"({n}, {n}) @ ({n}, {n}), {args.runs} runs each, alternating; relay {args.relay_bin}, "
+        f"worker {args.worker_bin}, CLI {args.cli_bin}\n"
+    )
     print("| Client | Runs (s) | Median (s) |")
     print("| --- | --- | --- |")
     for name, median in (("CLI", cli), ("Python", python)):

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import IO, Optional
+from typing import IO
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,8 +62,8 @@ class Relay:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra = extra
-        self.process: Optional[subprocess.Popen[str]] = None
-        self.log: Optional[IO[str]] = None
+        self.process: subprocess.Popen[str] | None = None
+        self.log: IO[str] | None = None
 
     def create_key(self, name: str) -> str:
         """A new requester's API key, from ``glowworm-relay keys create``."""

@@ -171,7 +171,9 @@ def test_cancel_ends_a_wait_and_leaves_no_result(tmp_path: Path) -> None:
         relay.stop()
 
 
-def test_a_wait_outlives_a_relay_restart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_wait_outlives_a_relay_restart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     relay = Relay(tmp_path)
     key = relay.create_key("lab")
     relay.start()
@@ -192,7 +194,10 @@ def test_a_wait_outlives_a_relay_restart(tmp_path: Path, capsys: pytest.CaptureF
         restarter.join()
         np.testing.assert_allclose(client.result(done), a @ b, rtol=RTOL, atol=ATOL)
         err = capsys.readouterr().err
-        assert f"job {job.id}: relay unreachable" in err and f"could not reach the relay at {relay.url}" in err, err
+        assert (
+            f"job {job.id}: relay unreachable" in err
+            and f"could not reach the relay at {relay.url}" in err
+        ), err
         assert f"job {job.id}: relay back after" in err, err
 
         # A relay that stays away: the wait gives up after retry_for.

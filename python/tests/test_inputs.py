@@ -70,7 +70,9 @@ def test_relay_urls_and_keys_are_checked_with_hints() -> None:
         glowworm.Client("http://relay.example/v1", "gw_x")
     with pytest.raises(ValueError, match="GLOWWORM_API_KEY"):
         glowworm.Client("http://relay.example", "  ")
-    assert glowworm.Client("https://r.example/glowworm/", "gw_x").relay == "https://r.example/glowworm"
+    assert (
+        glowworm.Client("https://r.example/glowworm/", "gw_x").relay == "https://r.example/glowworm"
+    )
 
 
 def test_error_replies_carry_the_relays_code_and_message() -> None:
@@ -78,16 +80,26 @@ def test_error_replies_carry_the_relays_code_and_message() -> None:
     err = error_from_reply("the relay refused the job", 400, body, "Bad Request")
     assert (err.status, err.code, err.message) == (400, "bad_npy", "a: not a .npy file")
     assert str(err) == "the relay refused the job (400 bad_npy): a: not a .npy file"
-    proxy = error_from_reply("could not get job 3", 502, b"<html>upstream down</html>", "Bad Gateway")
-    assert (proxy.code, proxy.message, proxy.transient) == ("http_error", "<html>upstream down</html>", True)
+    proxy = error_from_reply(
+        "could not get job 3", 502, b"<html>upstream down</html>", "Bad Gateway"
+    )
+    assert (proxy.code, proxy.message, proxy.transient) == (
+        "http_error",
+        "<html>upstream down</html>",
+        True,
+    )
     empty = error_from_reply("could not get job 3", 504, b"", "Gateway Timeout")
     assert empty.message == "Gateway Timeout"
 
 
 def test_kernel_specs_take_the_wgsl_once_and_inputs_by_name(tmp_path) -> None:
     (tmp_path / "k.wgsl").write_text("// shader")
-    spec = {"inputs": [{"name": "x", "binding": 0}], "output": {"binding": 1, "bytes": 16},
-            "workgroups": [1, 1, 1], "units": 2}
+    spec = {
+        "inputs": [{"name": "x", "binding": 0}],
+        "output": {"binding": 1, "bytes": 16},
+        "workgroups": [1, 1, 1],
+        "units": 2,
+    }
     (tmp_path / "k.json").write_text(
         '{"kind": "kernel", "wgsl_file": "k.wgsl", "inputs": [{"name": "x", "binding": 0}],'
         ' "output": {"binding": 1, "bytes": 16}, "workgroups": [1, 1, 1], "units": 2}'
@@ -99,7 +111,7 @@ def test_kernel_specs_take_the_wgsl_once_and_inputs_by_name(tmp_path) -> None:
         load_kernel_spec(spec, None)
     with pytest.raises(ValueError, match="give the kernel's WGSL once"):
         load_kernel_spec(tmp_path / "k.json", "// another")
-    with pytest.raises(ValueError, match='"kind" is \'matmul\''):
+    with pytest.raises(ValueError, match="\"kind\" is 'matmul'"):
         load_kernel_spec({**spec, "kind": "matmul"}, "// src")
 
     upload = kernel_upload(from_file, {"x": np.arange(8, dtype=np.uint32)})

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Union
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -95,7 +95,7 @@ class _Outage:
         self.relay = relay
         self.limit = limit
         self.say = say
-        self.since: Optional[float] = None
+        self.since: float | None = None
         self.backoff = FIRST_BACKOFF
 
     def failed(self, err: GlowwormError) -> float:
@@ -140,11 +140,11 @@ class Client:
 
     def __init__(
         self,
-        relay: Optional[str] = None,
-        api_key: Optional[str] = None,
+        relay: str | None = None,
+        api_key: str | None = None,
         *,
-        max_upload_bytes: Optional[int] = checks.DEFAULT_MAX_UPLOAD_BYTES,
-        session: Optional[requests.Session] = None,
+        max_upload_bytes: int | None = checks.DEFAULT_MAX_UPLOAD_BYTES,
+        session: requests.Session | None = None,
     ) -> None:
         self.relay = check_relay_url(
             relay if relay is not None else os.environ.get("GLOWWORM_RELAY", DEFAULT_RELAY)
@@ -182,7 +182,7 @@ class Client:
         *,
         progress: bool = True,
         retry_for: float = 60.0,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
     ) -> np.ndarray:
         """``a @ b`` computed by the relay's contributors and verified: submits the job, waits
         for it (a progress bar on stderr), downloads the result and checks its hash.
@@ -191,8 +191,8 @@ class Client:
         float32 array. See :meth:`wait` for ``progress``, ``retry_for`` and ``timeout``.
         """
         job = self.submit_matmul(a, b)
-        self.wait(job, progress=progress, retry_for=retry_for, timeout=timeout)
-        return self.result(job, retry_for=retry_for)
+        done = self.wait(job, progress=progress, retry_for=retry_for, timeout=timeout)
+        return self.result(done, retry_for=retry_for)
 
     def submit_matmul(self, a: np.ndarray, b: np.ndarray) -> Job:
         """Submits ``a @ b`` and returns the queued job at once.
@@ -213,28 +213,28 @@ class Client:
 
     def kernel(
         self,
-        spec: Union[str, Path, Mapping[str, Any]],
+        spec: str | Path | Mapping[str, Any],
         inputs: Mapping[str, checks.KernelInput],
         *,
-        wgsl: Union[str, Path, None] = None,
+        wgsl: str | Path | None = None,
         dtype: Any = np.float32,
         progress: bool = True,
         retry_for: float = 60.0,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
     ) -> np.ndarray:
         """Runs a custom WGSL kernel and returns its verified output: every unit's output in
         unit order, as a flat array of ``dtype`` (float32, int32 or uint32). See
         :meth:`submit_kernel` for ``spec``, ``inputs`` and ``wgsl``."""
         job = self.submit_kernel(spec, inputs, wgsl=wgsl)
-        self.wait(job, progress=progress, retry_for=retry_for, timeout=timeout)
-        return self.result(job, dtype=dtype, retry_for=retry_for)
+        done = self.wait(job, progress=progress, retry_for=retry_for, timeout=timeout)
+        return self.result(done, dtype=dtype, retry_for=retry_for)
 
     def submit_kernel(
         self,
-        spec: Union[str, Path, Mapping[str, Any]],
+        spec: str | Path | Mapping[str, Any],
         inputs: Mapping[str, checks.KernelInput],
         *,
-        wgsl: Union[str, Path, None] = None,
+        wgsl: str | Path | None = None,
     ) -> Job:
         """Submits a custom-kernel job and returns the queued job at once.
 
@@ -250,7 +250,7 @@ class Client:
 
     # --- following jobs -------------------------------------------------------------------
 
-    def jobs(self, limit: Optional[int] = None) -> list[Job]:
+    def jobs(self, limit: int | None = None) -> list[Job]:
         """This key's jobs, newest first (the relay's default: the last 100)."""
         params = {"limit": limit} if limit is not None else None
         reply = self._request("GET", "/v1/jobs", "could not list the jobs", params=params)
@@ -275,7 +275,7 @@ class Client:
         *,
         progress: bool = True,
         retry_for: float = 60.0,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         poll_interval: float = POLL_INTERVAL,
     ) -> Job:
         """Waits until the job is done and returns it, showing a progress bar on stderr (units
@@ -297,7 +297,9 @@ class Client:
             disable=not progress,
             dynamic_ncols=True,
         )
-        outage = _Outage(self.relay, retry_for, lambda line: self._say(bar, f"job {job_id}: {line}"))
+        outage = _Outage(
+            self.relay, retry_for, lambda line: self._say(bar, f"job {job_id}: {line}")
+        )
         try:
             while True:
                 try:
@@ -322,8 +324,11 @@ class Client:
                     )
                 time.sleep(poll_interval)
         except KeyboardInterrupt:
-            self._say(bar, f"interrupted: job {job_id} keeps running on the relay; "
-                      f"resume with client.wait({job_id})")
+            self._say(
+                bar,
+                f"interrupted: job {job_id} keeps running on the relay; "
+                f"resume with client.wait({job_id})",
+            )
             raise
         finally:
             bar.close()
@@ -344,7 +349,7 @@ class Client:
         """
         status = job if isinstance(job, Job) and job.done else self.job(job)
         data = self._download(status.id, "application/x-npy", retry_for)
-        array = np.load(io.BytesIO(data), allow_pickle=False)
+        array: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
         self._check_hash(status, array.tobytes())
         if dtype is not None:
             wanted = np.dtype(dtype)
@@ -353,7 +358,7 @@ class Client:
             array = array.astype("<f4", copy=False).view(wanted.newbyteorder("<"))
         return array
 
-    def download(self, job: JobRef, path: Union[str, Path], *, retry_for: float = 60.0) -> Path:
+    def download(self, job: JobRef, path: str | Path, *, retry_for: float = 60.0) -> Path:
         """Writes a done job's verified result to ``path``, as the CLI's ``result --out``: a
         .npy file when the name ends in .npy, else the raw bytes (little-endian f32 for a matmul,
         the kernel's output words). Written whole or not at all."""
@@ -374,7 +379,7 @@ class Client:
 
     def _submit(self, spec: Mapping[str, Any], files: Mapping[str, bytes]) -> Job:
         """``POST /v1/jobs``: the ``job`` part (JSON), then one file part per input."""
-        parts: dict[str, tuple[Optional[str], bytes, str]] = {
+        parts: dict[str, tuple[str | None, bytes, str]] = {
             "job": (None, json.dumps(spec).encode(), "application/json")
         }
         for name, data in files.items():
@@ -386,7 +391,9 @@ class Client:
 
     def _download(self, job_id: int, accept: str, retry_for: float) -> bytes:
         """``GET /v1/jobs/{id}/result``, asked again through an outage of the relay."""
-        outage = _Outage(self.relay, retry_for, lambda line: print(f"job {job_id}: {line}", file=sys.stderr))
+        outage = _Outage(
+            self.relay, retry_for, lambda line: print(f"job {job_id}: {line}", file=sys.stderr)
+        )
         while True:
             try:
                 reply = self._request(
@@ -418,7 +425,7 @@ class Client:
                 method, self.relay + path, timeout=(CONNECT_TIMEOUT, timeout), **kwargs
             )
             # Read the whole body here, so a connection dropped mid-body is a network failure.
-            reply.content
+            _ = reply.content
         except requests.RequestException as err:
             raise RelayUnreachable(self.relay, err) from err
         if not reply.ok:
@@ -438,7 +445,7 @@ class Client:
             )
 
     @staticmethod
-    def _say(bar: tqdm, line: str) -> None:
+    def _say(bar: tqdm[Any], line: str) -> None:
         """A line of its own on stderr (above the progress bar), or a log record without one."""
         if bar.disable:
             log.warning(line)

@@ -8,7 +8,7 @@ raised before anything is sent.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .job import Job
@@ -68,7 +68,7 @@ class JobCancelled(GlowwormError):
         super().__init__(f"job {job.id} was cancelled")
 
 
-def error_from_reply(context: str, status: int, body: bytes, reason: Optional[str]) -> RelayError:
+def error_from_reply(context: str, status: int, body: bytes, reason: str | None) -> RelayError:
     """A :class:`RelayError` from an error reply: the relay's code and message when the body is
     its JSON, else ``http_error`` with the body's first 200 characters (or the status's reason
     when the body is empty)."""

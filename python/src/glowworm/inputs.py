@@ -74,8 +74,7 @@ def check_matrix(name: str, array: Any) -> np.ndarray:
     rows, cols = array.shape
     if not (1 <= rows <= MAX_MATRIX_SIDE and 1 <= cols <= MAX_MATRIX_SIDE):
         raise ValueError(
-            f"{name} has shape {array.shape}; the relay takes each side from 1 to "
-            f"{MAX_MATRIX_SIDE}"
+            f"{name} has shape {array.shape}; the relay takes each side from 1 to {MAX_MATRIX_SIDE}"
         )
     finite = np.isfinite(array)
     if not finite.all():
@@ -124,7 +123,9 @@ class KernelUpload:
         return sum(len(data) for data in self.files.values())
 
 
-def load_kernel_spec(spec: str | Path | Mapping[str, Any], wgsl: str | Path | None) -> dict[str, Any]:
+def load_kernel_spec(
+    spec: str | Path | Mapping[str, Any], wgsl: str | Path | None
+) -> dict[str, Any]:
     """A kernel spec as a dict with ``"kind": "kernel"`` and the shader inline in ``"wgsl"``.
 
     ``spec`` is a path to a JSON file or a dict. Its shader is its ``"wgsl"`` (the source), its
@@ -150,7 +151,7 @@ def load_kernel_spec(spec: str | Path | Mapping[str, Any], wgsl: str | Path | No
     kind = result.pop("kind", "kernel")
     if kind != "kernel":
         raise ValueError(f'the spec\'s "kind" is {kind!r}, expected "kernel" (or no "kind")')
-    sources = [name for name in ("wgsl", "wgsl_file") if name in result]
+    sources: list[str] = [name for name in ("wgsl", "wgsl_file") if name in result]
     if wgsl is not None:
         sources.append("the wgsl argument")
     if len(sources) != 1:
@@ -182,7 +183,9 @@ def kernel_upload(spec: dict[str, Any], inputs: Mapping[str, KernelInput]) -> Ke
             )
     missing = [name for name in declared if name not in inputs]
     if missing:
-        raise ValueError(f"the spec's inputs {', '.join(missing)} have no data: pass them in inputs")
+        raise ValueError(
+            f"the spec's inputs {', '.join(missing)} have no data: pass them in inputs"
+        )
     units = int(spec.get("units", 1))
     files: dict[str, bytes] = {}
     for entry in spec.get("inputs", []):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -24,11 +24,11 @@ class Job:
     units_leased: int
     units_failed: int
     progress: float
-    shape: Optional[tuple[int, int]] = None
-    inner: Optional[int] = None
+    shape: tuple[int, int] | None = None
+    inner: int | None = None
     output_bytes: int = 0
-    output_hash: Optional[str] = None
-    failure: Optional[str] = None
+    output_hash: str | None = None
+    failure: str | None = None
     created_at_unix_ms: int = 0
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
