@@ -43,7 +43,9 @@ def test_progress_bar_goes_to_stderr(setup: Setup, capsys: pytest.CaptureFixture
     out, err = capsys.readouterr()
     assert out == ""
     job = client.jobs()[0]
-    assert f"job {job.id}" in err and "2/2" in err and "unit" in err, err
+    assert f"job {job.id}: 100%" in err and "2/2" in err and "unit" in err, err
+    # Not a terminal: plain lines, without carriage returns or escape codes.
+    assert "\r" not in err and "\x1b" not in err, repr(err)
 
 
 def test_results_download_as_npy_or_raw_bytes(setup: Setup, tmp_path: Path) -> None:

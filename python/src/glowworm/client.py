@@ -49,6 +49,8 @@ TRANSFER_TIMEOUT = 600.0
 
 #: How often a job's status is asked for while waiting.
 POLL_INTERVAL = 0.5
+#: How often a plain progress line is printed when stderr is not a terminal.
+PLAIN_INTERVAL = 5.0
 #: The first pause before asking an unreachable relay again; it doubles up to ``MAX_BACKOFF``.
 FIRST_BACKOFF = 0.25
 MAX_BACKOFF = 5.0
@@ -124,6 +126,63 @@ class _Outage:
             self.say(f"relay back after {time.monotonic() - self.since:.1f} s")
             self.since = None
         self.backoff = FIRST_BACKOFF
+
+
+class _Progress:
+    """A job's progress on stderr while waiting: a tqdm bar on a terminal; a plain line every
+    few seconds otherwise (a log, CI: no escape codes); nothing with ``enabled`` false, when
+    lines of their own (an outage) become log records."""
+
+    def __init__(self, job_id: int, enabled: bool) -> None:
+        self.job_id = job_id
+        self.enabled = enabled
+        self.interactive = enabled and sys.stderr.isatty()
+        self.started = time.monotonic()
+        self.last_line: float | None = None
+        self.bar = tqdm(
+            desc=f"job {job_id}",
+            total=0,
+            unit="unit",
+            file=sys.stderr,
+            disable=not self.interactive,
+            dynamic_ncols=True,
+        )
+
+    def update(self, status: Job) -> None:
+        counts = f"{status.units_leased} computing, {status.units_pending} queued"
+        if self.interactive:
+            self.bar.total = status.units_total
+            self.bar.n = status.units_verified
+            self.bar.set_postfix_str(counts, refresh=False)
+            self.bar.refresh()
+            return
+        now = time.monotonic()
+        due = self.last_line is None or now - self.last_line >= PLAIN_INTERVAL
+        if self.enabled and (due or status.finished):
+            meter = tqdm.format_meter(
+                status.units_verified,
+                status.units_total,
+                now - self.started,
+                prefix=f"job {self.job_id}",
+                unit="unit",
+                postfix=counts,
+                ascii=True,
+            )
+            print(meter, file=sys.stderr)
+            self.last_line = now
+
+    def say(self, line: str) -> None:
+        """A line of its own (above the bar on a terminal)."""
+        line = f"job {self.job_id}: {line}"
+        if self.interactive:
+            self.bar.write(line, file=sys.stderr)
+        elif self.enabled:
+            print(line, file=sys.stderr)
+        else:
+            log.warning(line)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 class Client:
@@ -289,17 +348,8 @@ class Client:
         """
         job_id = _job_id(job)
         started = time.monotonic()
-        bar = tqdm(
-            desc=f"job {job_id}",
-            total=0,
-            unit="unit",
-            file=sys.stderr,
-            disable=not progress,
-            dynamic_ncols=True,
-        )
-        outage = _Outage(
-            self.relay, retry_for, lambda line: self._say(bar, f"job {job_id}: {line}")
-        )
+        shown = _Progress(job_id, progress)
+        outage = _Outage(self.relay, retry_for, shown.say)
         try:
             while True:
                 try:
@@ -308,12 +358,7 @@ class Client:
                     time.sleep(outage.failed(err))
                     continue
                 outage.succeeded()
-                bar.total = status.units_total
-                bar.n = status.units_verified
-                bar.set_postfix_str(
-                    f"{status.units_leased} computing, {status.units_pending} queued", refresh=False
-                )
-                bar.refresh()
+                shown.update(status)
                 if status.finished:
                     break
                 if timeout is not None and time.monotonic() - started > timeout:
@@ -324,14 +369,12 @@ class Client:
                     )
                 time.sleep(poll_interval)
         except KeyboardInterrupt:
-            self._say(
-                bar,
-                f"interrupted: job {job_id} keeps running on the relay; "
-                f"resume with client.wait({job_id})",
+            shown.say(
+                f"interrupted: it keeps running on the relay; resume with client.wait({job_id})"
             )
             raise
         finally:
-            bar.close()
+            shown.close()
         if status.state == "failed":
             raise JobFailed(status)
         if status.state == "cancelled":
@@ -443,11 +486,3 @@ class Client:
                 f"the result of job {status.id} does not match its output hash "
                 f"(expected {status.output_hash}, got {actual})"
             )
-
-    @staticmethod
-    def _say(bar: tqdm[Any], line: str) -> None:
-        """A line of its own on stderr (above the progress bar), or a log record without one."""
-        if bar.disable:
-            log.warning(line)
-        else:
-            bar.write(line, file=sys.stderr)
