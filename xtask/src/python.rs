@@ -11,16 +11,17 @@ use std::path::Path;
 const VENV: &str = "target/python-venv";
 
 pub fn test(root: &Path, runtime_dir: &Path) -> Result<()> {
+    // The relay and the CLI as the end-to-end tests build them (the same features: one build
+    // for both), and the worker on its own.
     process::cargo(&[
         "build",
         "-p",
         "glowworm-relay",
         "-p",
-        "glowworm-worker",
-        "-p",
         "glowworm-cli",
         "--bins",
     ])?;
+    process::cargo(&["build", "-p", "glowworm-worker", "--bins"])?;
     let venv = root.join(VENV);
     // A venv made without ensurepip has a python but no pip: made again.
     if !venv.join("bin/pip").exists() {
