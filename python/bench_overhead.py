@@ -1,12 +1,13 @@
 """The Python client's overhead against the ``glowworm`` CLI on one matmul, side by side.
 
-Starts one relay (``glowworm-relay``, a temp SQLite file, ``--no-demo``, no per-key rate limit)
-and one native worker,
-then alternates runs of the same (n, n) @ (n, n) product on them:
+Starts one relay (``glowworm-relay``, a temp SQLite file, ``--no-demo``, no per-key rate
+limit) and one native worker, then alternates runs of the same (n, n) @ (n, n) product:
 
 - CLI: ``glowworm submit matmul --a a.npy --b b.npy --out c.npy``, the process's wall time
   (the .npy inputs written beforehand; the result read back and checked afterwards, untimed);
-- Python: ``Client.matmul(a, b)``, the call's wall time (from the arrays to the array).
+- Python: what ``Client.matmul(a, b)`` does, from the arrays to the array, timed in its three
+  steps: ``submit_matmul`` (checks, .npy encoding, upload), ``wait``, ``result`` (download,
+  decoding, hash check).
 
 Each result is checked against NumPy's ``a @ b``. Prints a Markdown table and the ratio of the
 medians (Python / CLI). Both poll the job every 0.5 s, so a run's time is quantized by that.
@@ -83,6 +84,7 @@ def main() -> int:
         env = clean_env()
         env.update(GLOWWORM_RELAY=relay.url, GLOWWORM_API_KEY=key)
         times: dict[str, list[float]] = {"CLI": [], "Python": []}
+        steps: list[tuple[float, float, float]] = []
         try:
             # A small job first, so the worker has its adapter and kernels ready for both.
             small = rng.standard_normal((64, 64), dtype=np.float32)
@@ -111,8 +113,15 @@ def main() -> int:
                         elapsed = time.perf_counter() - started
                         c = np.load(out)
                     else:
-                        c = client.matmul(a, b, progress=False)
+                        job = client.submit_matmul(a, b)
+                        submitted = time.perf_counter()
+                        done = client.wait(job, progress=False)
+                        waited = time.perf_counter()
+                        c = client.result(done)
                         elapsed = time.perf_counter() - started
+                        steps.append(
+                            (submitted - started, waited - submitted, started + elapsed - waited)
+                        )
                     np.testing.assert_allclose(c, expected, rtol=1e-3, atol=1e-3)
                     times[name].append(elapsed)
                     print(f"run {run + 1} {name}: {elapsed:.2f} s", file=sys.stderr)
@@ -129,7 +138,12 @@ def main() -> int:
     print("| --- | --- | --- |")
     for name, median in (("CLI", cli), ("Python", python)):
         print(f"| {name} | {', '.join(f'{t:.2f}' for t in times[name])} | {median:.2f} |")
-    print(f"\nPython / CLI (medians): {python / cli:.3f} ({python - cli:+.2f} s)")
+    submit, wait, result = (statistics.median(step[i] for step in steps) for i in range(3))
+    print(
+        f"\nPython's steps (medians): submit {submit:.2f} s, wait {wait:.2f} s, "
+        f"result {result:.2f} s"
+    )
+    print(f"Python / CLI (medians): {python / cli:.3f} ({python - cli:+.2f} s)")
     return 0
 
 
