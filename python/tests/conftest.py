@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import REPO, Relay, Worker, clean_env, free_port
+from servers import REPO, Relay, Worker, binary, clean_env, free_port
 
-__all__ = ["REPO", "Relay", "Setup", "Worker", "clean_env", "free_port"]
+__all__ = ["REPO", "Relay", "Setup", "Worker", "binary", "clean_env", "free_port"]
 
 
 class Setup:

@@ -59,8 +59,9 @@ class Relay:
         self.bin = binary("GLOWWORM_RELAY_BIN", "glowworm-relay")
         self.dir = dir
         self.database = dir / "relay.sqlite"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # Port 0 lets the relay pick a free port; restarts keep the one it picked.
+        self.port = 0
+        self.url = ""
         self.extra = extra
         self.process: subprocess.Popen[str] | None = None
         self.log: IO[str] | None = None
@@ -98,7 +99,10 @@ class Relay:
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
-        if "listening on" not in line:
+        if "listening on http://" in line:
+            self.url = line.split("listening on ", 1)[1].strip()
+            self.port = int(self.url.rsplit(":", 1)[1])
+        else:
             self.stop()
             log = (self.dir / "relay.log").read_text()
             raise ServerError(f"the relay did not start: {line!r}\n{log}")

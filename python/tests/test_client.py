@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, Relay, Setup, Worker, free_port
+from conftest import REPO, Relay, Setup, Worker, binary, clean_env, free_port
 
 import glowworm
 
@@ -218,3 +219,42 @@ def test_nothing_listening_is_relay_unreachable() -> None:
     client = glowworm.Client(f"http://127.0.0.1:{free_port()}", "gw_x")
     with pytest.raises(glowworm.RelayUnreachable, match="could not reach the relay at"):
         client.jobs()
+
+
+def test_the_cli_and_the_client_speak_the_same_protocol(setup: Setup, tmp_path: Path) -> None:
+    client = glowworm.Client(setup.url, setup.key)
+    cli = [
+        str(binary("GLOWWORM_CLI_BIN", "glowworm")),
+        "--relay",
+        setup.url,
+        "--api-key",
+        setup.key,
+    ]
+    a, b = random(70, 50, 10), random(50, 90, 11)
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    # A job the CLI submits, fetched by the client.
+    by_cli = subprocess.run(
+        [*cli, "submit", "matmul", "--a", "a.npy", "--b", "b.npy", "--out", "c.npy"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert by_cli.returncode == 0, by_cli.stderr
+    job = client.jobs()[0]
+    assert job.describe() == "matmul (70, 50) @ (50, 90)"
+    assert np.array_equal(client.result(job), np.load(tmp_path / "c.npy"))
+    # A job the client submits, fetched by the CLI, which checks its hash.
+    mine = client.wait(client.submit_matmul(a, b), progress=False, timeout=300)
+    fetched = subprocess.run(
+        [*cli, "result", str(mine.id), "--out", "mine.npy"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert fetched.returncode == 0 and "sha256 verified" in fetched.stdout, fetched
+    np.testing.assert_allclose(np.load(tmp_path / "mine.npy"), a @ b, rtol=RTOL, atol=ATOL)
