@@ -84,6 +84,22 @@ def check_relay_url(relay: str) -> str:
     return given.rstrip("/")
 
 
+def _reason(err: requests.RequestException) -> str:
+    """The innermost cause of a network failure, in words ("Failed to establish a new
+    connection: [Errno 111] Connection refused"), without urllib3's wrappers."""
+    cause: object = err
+    while True:
+        inner = getattr(cause, "reason", None)
+        if inner is None and isinstance(cause, BaseException) and cause.args:
+            inner = cause.args[0]
+        if not isinstance(inner, BaseException):
+            break
+        cause = inner
+    text = str(cause)
+    start = text.find("Failed to establish")
+    return text[start:] if start >= 0 else text
+
+
 def _job_id(job: JobRef) -> int:
     return job.id if isinstance(job, Job) else int(job)
 
@@ -114,8 +130,9 @@ class _Outage:
             self.say(f"relay unreachable ({err}), retrying for up to {self.limit:.0f} s")
         away = now - self.since
         if away >= self.limit:
+            cause = err.cause if isinstance(err, RelayUnreachable) else err
             raise RelayUnreachable(
-                self.relay, f"gave up after {away:.0f} s without a reply from the relay: {err}"
+                self.relay, f"gave up after {away:.0f} s without a reply: {cause}"
             ) from err
         pause = min(self.backoff, self.limit - away)
         self.backoff = min(self.backoff * 2, MAX_BACKOFF)
@@ -470,7 +487,7 @@ class Client:
             # Read the whole body here, so a connection dropped mid-body is a network failure.
             _ = reply.content
         except requests.RequestException as err:
-            raise RelayUnreachable(self.relay, err) from err
+            raise RelayUnreachable(self.relay, _reason(err)) from err
         if not reply.ok:
             raise error_from_reply(context, reply.status_code, reply.content, reply.reason)
         return reply

@@ -41,7 +41,8 @@ class RelayError(GlowwormError):
 
 
 class RelayUnreachable(GlowwormError):
-    """The relay could not be reached or did not answer (refused, reset, timed out)."""
+    """The relay could not be reached or did not answer (refused, reset, timed out). ``cause``
+    says why; the underlying exception (of requests) is its ``__cause__``."""
 
     def __init__(self, relay: str, cause: object) -> None:
         self.relay = relay
