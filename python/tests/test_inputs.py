@@ -45,6 +45,11 @@ def test_a_product_that_could_overflow_is_refused_like_the_relay_refuses_it() ->
         check_matmul(a, matrix(2, 2))
     a[1] = big / 2.1  # 2 * max/8.4 < max/2
     check_matmul(a, matrix(2, 2))
+    # Rows are checked by blocks: the row is named wherever it is.
+    tall = matrix(700, 2)
+    tall[650] = big
+    with pytest.raises(ValueError, match="row 650 of A times B could overflow"):
+        check_matmul(tall, matrix(2, 2))
 
 
 def test_fortran_order_and_big_endian_arrays_are_sent_as_c_order_little_endian() -> None:

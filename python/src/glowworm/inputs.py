@@ -24,6 +24,9 @@ DEFAULT_MAX_UPLOAD_BYTES = 256 << 20
 #: The relay refuses a product whose bound on a row reaches half of float32's largest value.
 MAX_PRODUCT_BOUND = float(np.finfo(np.float32).max) / 2
 
+#: Rows of A whose product bound is computed at once (in float64).
+BOUND_ROWS = 256
+
 #: The dtypes a kernel input may have.
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.uint32))
 
@@ -98,16 +101,19 @@ def check_matmul(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
             f"A is {a.shape} and B is {b.shape}: A's columns must equal B's rows "
             "(A is m x k, B is k x n)"
         )
-    # The relay's bound: for each row i of A, sum over l of |A[i,l]| * max_j |B[l,j]|.
-    bounds = np.abs(a).astype(np.float64) @ np.abs(b).max(axis=1).astype(np.float64)
-    over = np.flatnonzero(bounds >= MAX_PRODUCT_BOUND)
-    if over.size:
-        row = int(over[0])
-        raise ValueError(
-            f"row {row} of A times B could overflow float32 (its bound is {bounds[row]:.3e}, "
-            f"the relay accepts under {MAX_PRODUCT_BOUND:.3e}): scale A or B down, by a power "
-            "of two for example, and the result back up"
-        )
+    # The relay's bound, in float64 as the relay computes it: for each row i of A, the sum over
+    # l of |A[i,l]| * max_j |B[l,j]|. By blocks of rows, to hold little float64 at once.
+    b_row_max = np.abs(b).max(axis=1).astype(np.float64)
+    for first in range(0, a.shape[0], BOUND_ROWS):
+        bounds = np.abs(a[first : first + BOUND_ROWS]).astype(np.float64) @ b_row_max
+        over = np.flatnonzero(bounds >= MAX_PRODUCT_BOUND)
+        if over.size:
+            row = first + int(over[0])
+            raise ValueError(
+                f"row {row} of A times B could overflow float32 (its bound is "
+                f"{bounds[over[0]]:.3e}, the relay accepts under {MAX_PRODUCT_BOUND:.3e}): scale "
+                "A or B down, by a power of two for example, and the result back up"
+            )
     return a, b
 
 
