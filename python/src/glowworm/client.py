@@ -450,10 +450,9 @@ class Client:
         return Job.from_json(reply.json())
 
     def _download(self, job_id: int, accept: str, retry_for: float) -> bytes:
-        """``GET /v1/jobs/{id}/result``, asked again through an outage of the relay."""
-        outage = _Outage(
-            self.relay, retry_for, lambda line: print(f"job {job_id}: {line}", file=sys.stderr)
-        )
+        """``GET /v1/jobs/{id}/result``, asked again through an outage of the relay (said in
+        log records of the ``glowworm`` logger: on stderr unless logging is set up otherwise)."""
+        outage = _Outage(self.relay, retry_for, lambda line: log.warning(f"job {job_id}: {line}"))
         while True:
             try:
                 reply = self._request(
