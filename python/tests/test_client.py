@@ -203,6 +203,13 @@ def test_a_wait_outlives_a_relay_restart(
         ), err
         assert f"job {job.id}: relay back after" in err, err
 
+        # A download outlives a restart too.
+        relay.stop()
+        restarter = threading.Timer(2.0, relay.start)
+        restarter.start()
+        np.testing.assert_allclose(client.result(done), a @ b, rtol=RTOL, atol=ATOL)
+        restarter.join()
+
         # A relay that stays away: the wait gives up after retry_for.
         relay.stop()
         started = time.monotonic()
