@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
+import struct
 import subprocess
+import sys
+import termios
 import threading
 import time
 from pathlib import Path
@@ -265,3 +271,40 @@ def test_the_cli_and_the_client_speak_the_same_protocol(setup: Setup, tmp_path: 
     )
     assert fetched.returncode == 0 and "sha256 verified" in fetched.stdout, fetched
     np.testing.assert_allclose(np.load(tmp_path / "mine.npy"), a @ b, rtol=RTOL, atol=ATOL)
+
+
+def test_on_a_terminal_the_progress_is_a_bar(setup: Setup) -> None:
+    # A requester's script with stderr on a terminal (a pseudo-terminal here).
+    script = (
+        "import numpy as np, glowworm, sys\n"
+        f"client = glowworm.Client({setup.url!r}, {setup.key!r})\n"
+        "a = np.ones((100, 20), np.float32)\n"
+        "c = client.matmul(a, a.T)\n"
+        "print(c.shape, float(c[0, 0]))\n"
+    )
+    main, other = pty.openpty()
+    # 24 rows of 100 columns (a new pseudo-terminal has 0 columns, too few for any bar).
+    fcntl.ioctl(other, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    run = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=other,
+        env=clean_env(),
+    )
+    os.close(other)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main)
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, shown
+    assert out.decode().strip() == "(100, 100) 20.0"
+    text = shown.decode(errors="replace")
+    # tqdm redraws its bar in place: carriage returns, units verified of all (2 x 2 tiles).
+    assert "\r" in text and "job " in text and "4/4" in text, repr(text)
