@@ -186,6 +186,9 @@ mod tests {
             output_hash: None,
             failure: None,
             waiting: Vec::new(),
+            credits_reserved: 0,
+            credits_paid: 0,
+            credits_returned: 0,
         }
     }
 

@@ -18,6 +18,10 @@
 //! 5. The relay checks the signature with [`signing::verify_result`] and the output with
 //!    [`freivalds::check`] before it credits anything; outputs that no cheap check covers are
 //!    compared between replicas (and with known answers) by [`compare::agree`].
+//! 6. At the end of each epoch the relay builds a [`merkle::EarningsTree`] of every address's
+//!    lifetime earnings (OpenZeppelin's `StandardMerkleTree`), publishes its root to the payout
+//!    contract and serves the tree; contributors claim with a proof that [`merkle::verify`]
+//!    checks the way the contract does.
 //!
 //! Everything compiles to WebAssembly too, except the naga-based checks of custom kernels
 //! (`kernels::custom::validate`), which only the relay (natively) runs.
@@ -29,6 +33,7 @@ pub mod freivalds;
 pub mod hash;
 pub mod kernels;
 pub mod link;
+pub mod merkle;
 pub mod npy;
 pub mod protocol;
 #[cfg(feature = "reqwest")]

@@ -234,6 +234,111 @@ impl ContributorKey {
     }
 }
 
+/// Prefix of every credit receipt the relay signs. Changing the message layout means changing
+/// this.
+pub const CREDIT_DOMAIN: &[u8] = b"glowworm/credit/v1\0";
+
+/// The canonical bytes a relay signs for a credit ([`crate::wire::SignedCredit`]):
+/// `CREDIT_DOMAIN || relay_key (32 bytes) || i64be(result_id) || i64be(unit_id) ||
+/// u32be(len(account)) || account || i64be(credited) || i64be(credited_at_ms)`.
+pub fn credit_message(
+    relay_key: &VerifyingKey,
+    result_id: i64,
+    unit_id: i64,
+    account: &str,
+    credited: i64,
+    credited_at_ms: i64,
+) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(CREDIT_DOMAIN.len() + 32 + 8 * 4 + 4 + account.len());
+    msg.extend_from_slice(CREDIT_DOMAIN);
+    msg.extend_from_slice(relay_key.as_bytes());
+    msg.extend_from_slice(&result_id.to_be_bytes());
+    msg.extend_from_slice(&unit_id.to_be_bytes());
+    msg.extend_from_slice(&(account.len() as u32).to_be_bytes());
+    msg.extend_from_slice(account.as_bytes());
+    msg.extend_from_slice(&credited.to_be_bytes());
+    msg.extend_from_slice(&credited_at_ms.to_be_bytes());
+    msg
+}
+
+/// A relay's own ed25519 key: it signs the credits it makes ([`RelayKey::sign_credit`]), so a
+/// contributor can prove each one, whatever a later payout root says.
+pub struct RelayKey {
+    key: SigningKey,
+}
+
+impl RelayKey {
+    /// A fresh key from the operating system's secure random source.
+    pub fn generate() -> Result<Self, SignatureError> {
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed).map_err(|e| SignatureError::NoRandom(e.to_string()))?;
+        Self::from_secret_bytes(&seed)
+    }
+
+    /// Restores a key saved with [`RelayKey::secret_bytes`].
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, SignatureError> {
+        let seed: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| SignatureError::MalformedSecretKey(bytes.len()))?;
+        Ok(RelayKey {
+            key: SigningKey::from_bytes(&seed),
+        })
+    }
+
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
+    /// The public key as 64 lowercase hex characters.
+    pub fn public_hex(&self) -> String {
+        hex::encode(self.key.verifying_key().as_bytes())
+    }
+
+    /// Signs that `account` was credited `credited` for result `result_id` of `unit_id` at
+    /// `credited_at_ms`.
+    pub fn sign_credit(
+        &self,
+        result_id: i64,
+        unit_id: i64,
+        account: &str,
+        credited: i64,
+        credited_at_ms: i64,
+    ) -> crate::wire::SignedCredit {
+        let msg = credit_message(
+            &self.key.verifying_key(),
+            result_id,
+            unit_id,
+            account,
+            credited,
+            credited_at_ms,
+        );
+        crate::wire::SignedCredit {
+            result_id,
+            unit_id,
+            account: account.to_string(),
+            credited,
+            credited_at_ms,
+            relay_key: self.public_hex(),
+            signature: hex::encode(self.key.sign(&msg).to_bytes()),
+        }
+    }
+}
+
+/// Checks a credit receipt's signature by the relay key it names (strict ed25519). Whether that
+/// key is the relay's is for the caller to check (`GET /v1/stats` names it).
+pub fn verify_credit(credit: &crate::wire::SignedCredit) -> Result<(), SignatureError> {
+    let key = parse_public_key(&credit.relay_key)?;
+    let msg = credit_message(
+        &key,
+        credit.result_id,
+        credit.unit_id,
+        &credit.account,
+        credit.credited,
+        credit.credited_at_ms,
+    );
+    verify_message_with_key(&key, &credit.signature, &msg)
+}
+
 /// Parses a hex public key, checking it is a valid ed25519 point.
 pub fn parse_public_key(public_hex: &str) -> Result<VerifyingKey, SignatureError> {
     let mut bytes = [0u8; 32];

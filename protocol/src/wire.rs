@@ -180,6 +180,26 @@ pub struct ResultReceipt {
     /// public key) or, once it has linked a wallet, the linked address's.
     pub balance: i64,
     pub flop: u64,
+    /// The relay's signed statement of this credit (when one was made now): keep it to prove
+    /// the credit later ([`crate::signing::verify_credit`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<SignedCredit>,
+}
+
+/// A credit, signed by the relay's key ([`crate::signing::RelayKey::sign_credit`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedCredit {
+    pub result_id: i64,
+    pub unit_id: i64,
+    /// The account credited: the contributor's public key, or the address it linked.
+    pub account: String,
+    pub credited: i64,
+    pub credited_at_ms: i64,
+    /// The relay's ed25519 public key, 64 hex characters.
+    pub relay_key: String,
+    /// Its signature over [`crate::signing::credit_message`], 128 hex characters.
+    pub signature: String,
 }
 
 /// `POST /v1/leases/{lease_id}/release`: give a lease back unworked (for example on Stop).
@@ -262,6 +282,9 @@ pub struct Stats {
     pub flop_verified: i64,
     pub credits_issued: i64,
     pub jobs_done: i64,
+    /// The relay's ed25519 public key (64 hex characters), which signs every credit's receipt.
+    #[serde(default)]
+    pub relay_key: String,
 }
 
 /// `GET /v1/contributors/{public_key}`.
@@ -347,6 +370,16 @@ pub struct JobStatus {
     /// ended).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting: Vec<Waiting>,
+    /// Credits reserved from the requester's budget when the job was accepted: each unit's
+    /// price times the results it may pay.
+    #[serde(default)]
+    pub credits_reserved: i64,
+    /// Credits paid so far for its verified results.
+    #[serde(default)]
+    pub credits_paid: i64,
+    /// Credits returned to the budget when the job ended (what was reserved and not paid).
+    #[serde(default)]
+    pub credits_returned: i64,
 }
 
 /// A group of a job's units that wait for the same reason.
@@ -359,6 +392,23 @@ pub struct Waiting {
     pub units: i64,
     /// The reason in words, with what would unblock it where the relay knows.
     pub detail: String,
+}
+
+/// `GET /v1/budget`: a requester's budget and the prices its jobs pay, in credits (the payout
+/// token's smallest unit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Credits the requester can spend on new jobs.
+    pub available: i64,
+    /// Credits reserved by its jobs that have not ended (returned, less what they pay, when
+    /// they end).
+    pub reserved: i64,
+    /// What a verified matmul result pays, per GFLOP (2·m·n·k / 10^9), rounded down per unit.
+    pub price_per_gflop: u64,
+    /// The operator's fee, in basis points of each result's price.
+    pub operator_fee_bps: u32,
+    /// A partner's share, in basis points of the price of a result computed through its widget.
+    pub partner_share_bps: u32,
 }
 
 /// `GET /v1/jobs`: the requester's jobs, newest first.
@@ -416,6 +466,11 @@ pub struct KernelSpec {
     /// compares bytes exactly.
     #[serde(default)]
     pub tolerance_ulps: u32,
+    /// What each verified result of a unit pays its contributor, in credits; absent: the
+    /// relay's rate per GFLOP applied to the unit's invocations. The job reserves up to
+    /// `max_replicas` results' worth per unit from the requester's budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_per_unit: Option<u64>,
 }
 
 fn default_entry_point() -> String {

@@ -510,6 +510,17 @@ fn create_api_key(database: &Path, name: &str) -> Result<String> {
     );
     let key = String::from_utf8(output.stdout)?.trim().to_string();
     anyhow::ensure!(key.starts_with("gw_"), "unexpected API key {key:?}");
+    let granted = relay_command()
+        .args(["budget", "grant", name, "1000000000000000", "--database"])
+        .arg(database)
+        .stdin(Stdio::null())
+        .output()
+        .context("running glowworm-relay budget grant")?;
+    anyhow::ensure!(
+        granted.status.success(),
+        "budget grant failed: {}",
+        String::from_utf8_lossy(&granted.stderr)
+    );
     Ok(key)
 }
 

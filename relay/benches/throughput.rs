@@ -282,7 +282,6 @@ fn run(relay_rt: &Runtime, settings: &Settings, plan: Plan) -> anyhow::Result<Ru
     let config = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         database: dir.path().join("relay.sqlite"),
-        www_dir: dir.path().join("www"),
         demo_jobs: false,
         lease_seconds: 60,
         max_attempts: 5,
@@ -464,12 +463,21 @@ async fn feed(state: &AppState, low_water: u64, mut created: u64) -> anyhow::Res
         })
         .await??;
         let now = state.now_ms();
+        let config = state.config.clone();
         state
             .db
             .call(move |conn| {
                 let tx = conn.transaction()?;
+                // Paid work, as in production: each result moves money in the ledger.
+                glowworm_relay::accounts::ledger::grant(
+                    &tx,
+                    glowworm_relay::accounts::ledger::DEMO_BUDGET,
+                    1_000_000_000_000_000,
+                    "benchmark",
+                    now,
+                )?;
                 for job in &stored {
-                    job.insert(&tx, jobs::Owner::Demo, now)?;
+                    job.insert(&tx, &config, jobs::Owner::Demo, now)?;
                 }
                 tx.commit()?;
                 Ok(())

@@ -53,14 +53,16 @@ pub struct Config {
         default_value = "data/glowworm.sqlite"
     )]
     pub database: PathBuf,
-    /// Directory of the static page, served at /.
-    #[arg(
-        long,
-        env = "GLOWWORM_WWW_DIR",
-        value_name = "DIR",
-        default_value = "www"
-    )]
-    pub www_dir: PathBuf,
+    /// The relay's own ed25519 key, which signs every credit's receipt: a file of 64 hex
+    /// characters, made (mode 0600) on first start; refused when others may read it. Default:
+    /// beside the database, DATABASE.relay-key.
+    #[arg(long, env = "GLOWWORM_RELAY_KEY_FILE", value_name = "PATH")]
+    pub relay_key_file: Option<PathBuf>,
+    /// Serve the static page at / from this directory, read at each request (for developing
+    /// the page). Unset (the default) serves the copy of www/ built into the binary, its
+    /// contributor module (www/pkg, made by cargo xtask build) included.
+    #[arg(long, env = "GLOWWORM_WWW_DIR", value_name = "DIR")]
+    pub www_dir: Option<PathBuf>,
     /// Whether the demo job generator keeps contributors busy while no other work is queued;
     /// --no-demo turns it off (as do GLOWWORM_DEMO_JOBS=false and demo_jobs = false in the file).
     #[arg(
@@ -423,10 +425,33 @@ pub struct Config {
     )]
     pub max_leases_per_network: u32,
 
+    // Prices (relay/src/work/pricing.rs) and the operator's fee.
+    /// What a verified matmul result pays, in credits (the payout token's smallest unit) per
+    /// GFLOP (2·m·n·k / 10^9), rounded down per unit. The default, 10^9, pays one credit per
+    /// floating-point operation. Kernel jobs name their own price per unit, or pay at this rate
+    /// per invocation.
+    #[arg(
+        long,
+        env = "GLOWWORM_PRICE_PER_GFLOP",
+        value_name = "CREDITS",
+        default_value_t = 1_000_000_000
+    )]
+    pub price_per_gflop: u64,
+    /// The operator's fee: basis points of each verified result's price, kept in the
+    /// `operator` account. 100 = 1%.
+    #[arg(
+        long,
+        env = "GLOWWORM_OPERATOR_FEE_BPS",
+        value_name = "BPS",
+        default_value_t = 0
+    )]
+    pub operator_fee_bps: u32,
+
     // Partner widgets (relay/src/partners.rs, relay/src/embedding.rs); partners::validate_config
     // checks these when the relay opens.
     /// A partner's share of each unit computed through its widget, in basis points of the
-    /// contributor's credit, paid on top of it: floor(credited * bps / 10000). 1000 = 10%.
+    /// unit's price, taken from it (the contributor is credited the rest, less the operator's
+    /// fee): floor(price * bps / 10000). 1000 = 10%.
     #[arg(
         long,
         env = "GLOWWORM_PARTNER_SHARE_BPS",
@@ -453,6 +478,34 @@ pub struct Config {
         value_name = "ORIGIN"
     )]
     pub embed_origins: Vec<String>,
+
+    // What operators watch (relay/src/telemetry.rs, relay/src/http/ops.rs; the log format is
+    // applied by main.rs).
+    /// How log lines on stderr are written: text (for people; coloured only on a terminal) or
+    /// json (one JSON object per line, for log collectors).
+    #[arg(
+        long,
+        env = "GLOWWORM_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+    /// Address of a second listener serving GET /metrics (Prometheus' text format), /healthz and
+    /// /readyz, such as 127.0.0.1:9187; port 0 picks a free port. Unset: no /metrics at all
+    /// (the public listener never serves it).
+    #[arg(long, env = "GLOWWORM_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// How the relay writes its log lines ([`Config::log_format`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for Config {

@@ -205,6 +205,8 @@ pub enum OpenError {
     },
     #[error("cannot start a database thread: {0}")]
     Thread(String),
+    #[error("the relay key file {path}: {message}")]
+    RelayKey { path: PathBuf, message: String },
     #[error(transparent)]
     Config(#[from] ConfigError),
 }

@@ -10,7 +10,7 @@
 //! | [`work`] | jobs, units, leases, and each result's check, verification and settlement |
 //! | [`accounts`] | contributor keys and their record, wallet links, requesters, partners, the ledger |
 //! | [`store`] | the SQLite database (one grouped writer, readers) and the blob store |
-//! | bottom | [`config`], [`error`], [`ids`] (identifiers from outside), [`clock`], [`random`], [`metrics`], [`sql_enum`] |
+//! | bottom | [`config`], [`error`], [`ids`] (identifiers from outside), [`clock`], [`random`], [`metrics`], [`telemetry`], [`sql_enum`] |
 //!
 //! Data flows through it like this:
 //!
@@ -55,7 +55,9 @@ pub mod error;
 pub mod ids;
 pub mod metrics;
 pub mod random;
+pub mod relay_key;
 pub mod sql_enum;
+pub mod telemetry;
 
 // Then each layer imports only the layers below it.
 pub mod accounts;

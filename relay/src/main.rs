@@ -1,10 +1,12 @@
 //! `glowworm-relay`: runs the relay (`serve`, the default), manages requesters' API keys
-//! (`keys create | list | revoke`) and registers partners (`partners add | list | revoke`).
+//! (`keys create | list | revoke`), registers partners (`partners add | list | revoke`) and
+//! grants and audits budgets (`budget grant | show | audit`).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use glowworm_relay::accounts::{partners, requesters};
-use glowworm_relay::http::serve;
+use glowworm_relay::accounts::{ledger, partners, requesters};
+use glowworm_relay::config::LogFormat;
+use glowworm_relay::http::{ops, page, serve};
 use glowworm_relay::work::{demo, leasing};
 use glowworm_relay::{AppState, Config, DatabaseArgs, ServeArgs, app};
 use std::io::{IsTerminal, Write};
@@ -47,6 +49,56 @@ enum Command {
         #[command(subcommand)]
         command: PartnersCommand,
     },
+    /// Requesters' budgets: grant credits (the operator pays them), show budgets, audit the
+    /// ledger.
+    Budget {
+        #[command(subcommand)]
+        command: BudgetCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BudgetCommand {
+    /// Grant credits to a requester's budget (by id or name), or to `demo`, the budget that
+    /// pays for the demo generator's jobs (unpaid while it cannot cover one). The operator
+    /// stands behind a grant: a published payout root can never exceed what the payout
+    /// contract holds.
+    Grant {
+        #[arg(value_name = "ID_NAME_OR_DEMO")]
+        requester: String,
+        /// Credits, the payout token's smallest unit: a positive whole number.
+        #[arg(value_name = "CREDITS")]
+        amount: i64,
+        /// Why (kept with the entry).
+        #[arg(long, default_value = "operator grant")]
+        memo: String,
+        #[command(flatten)]
+        settings: DatabaseArgs,
+    },
+    /// Show a requester's budget (or `demo`'s), or every budget.
+    Show {
+        #[arg(value_name = "ID_NAME_OR_DEMO")]
+        requester: Option<String>,
+        #[command(flatten)]
+        settings: DatabaseArgs,
+    },
+    /// Check the books: every entry sums to zero, no account but a source is below zero, the
+    /// balances agree with the ledger. Exits 1 when they do not.
+    Audit {
+        #[command(flatten)]
+        settings: DatabaseArgs,
+    },
+}
+
+impl BudgetCommand {
+    fn settings(&self) -> &ServeArgs {
+        let settings = match self {
+            BudgetCommand::Grant { settings, .. }
+            | BudgetCommand::Show { settings, .. }
+            | BudgetCommand::Audit { settings } => settings,
+        };
+        settings.serve_args()
+    }
 }
 
 #[derive(Subcommand)]
@@ -136,27 +188,41 @@ impl KeysCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-
     let cli = Cli::parse();
     let env = |name: &str| std::env::var(name).ok();
+    let load = |args: &ServeArgs| -> anyhow::Result<Config> {
+        let config = Config::load(args, env)?;
+        start_logging(config.log_format);
+        Ok(config)
+    };
     match cli.command {
-        Some(Command::Serve(args)) => serve(Config::load(&args, env)?).await,
-        None => serve(Config::load(&cli.serve, env)?).await,
+        Some(Command::Serve(args)) => serve(load(&args)?).await,
+        None => serve(load(&cli.serve)?).await,
         Some(Command::Keys { command }) => {
-            let config = Config::load(command.settings(), env)?;
+            let config = load(command.settings())?;
             keys(command, config)
         }
         Some(Command::Partners { command }) => {
-            let config = Config::load(command.settings(), env)?;
+            let config = load(command.settings())?;
             partners_command(command, config)
         }
+        Some(Command::Budget { command }) => {
+            let config = load(command.settings())?;
+            budget_command(command, config)
+        }
+    }
+}
+
+/// Log lines go to stderr, filtered by RUST_LOG (default info): as text, coloured only on a
+/// terminal, or as one JSON object per line.
+fn start_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let lines = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => lines.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => lines.json().with_ansi(false).init(),
     }
 }
 
@@ -270,6 +336,67 @@ fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The budget account named on the command line: `demo`, or a requester's id or name.
+fn budget_account(conn: &rusqlite::Connection, requester: &str) -> anyhow::Result<String> {
+    if requester == "demo" {
+        return Ok(ledger::DEMO_BUDGET.to_string());
+    }
+    Ok(ledger::requester_account(requesters::find(
+        conn, requester,
+    )?))
+}
+
+fn budget_command(command: BudgetCommand, config: Config) -> anyhow::Result<()> {
+    let state = AppState::open(config.clone()).context("opening the relay's database")?;
+    let now = state.now_ms();
+    let conn = rusqlite::Connection::open(&config.database)
+        .with_context(|| format!("opening {}", config.database.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    match command {
+        BudgetCommand::Grant {
+            requester,
+            amount,
+            memo,
+            ..
+        } => {
+            let account = budget_account(&conn, &requester)?;
+            let tx = conn.unchecked_transaction()?;
+            let balance = ledger::grant(&tx, &account, amount, &memo, now)?;
+            tx.commit()?;
+            eprintln!("Granted {amount} credits to {account}; its budget is now {balance}.");
+        }
+        BudgetCommand::Show { requester, .. } => {
+            let accounts = match requester {
+                Some(requester) => vec![budget_account(&conn, &requester)?],
+                None => {
+                    let mut accounts = vec![ledger::DEMO_BUDGET.to_string()];
+                    accounts.extend(
+                        requesters::list(&conn)?
+                            .into_iter()
+                            .map(|key| ledger::requester_account(key.id)),
+                    );
+                    accounts
+                }
+            };
+            for account in accounts {
+                println!(
+                    "{account:<24}  {:>20} credits",
+                    ledger::balance(&conn, &account)?
+                );
+            }
+        }
+        BudgetCommand::Audit { .. } => {
+            let audit = ledger::audit(&conn)?;
+            println!("{}", serde_json::to_string_pretty(&audit)?);
+            if !audit.holds() {
+                anyhow::bail!("the books do not balance (see above)");
+            }
+            eprintln!("The books balance.");
+        }
+    }
+    Ok(())
+}
+
 async fn serve(mut config: Config) -> anyhow::Result<()> {
     // Before the database is opened: its assembler thread starts writing job outputs at once
     // (those a crash left unwritten), and this would delete them.
@@ -325,15 +452,38 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     tracing::info!(
         "database {}, page from {}, demo jobs {}",
         config.database.display(),
-        config.www_dir.display(),
+        match &config.www_dir {
+            Some(dir) => dir.display().to_string(),
+            None => "the copy built into the relay".to_string(),
+        },
         if config.demo_jobs { "on" } else { "off" }
     );
+    page::warn_if_incomplete(config.www_dir.as_deref());
     if config.demo_jobs {
         demo::spawn(state.db.clone(), state.config.clone(), state.clock.clone());
     }
 
+    let metrics = match config.metrics_listen {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding {at} (metrics_listen)"))?;
+            Some((listener.local_addr()?, listener))
+        }
+        None => None,
+    };
     let mut stdout = std::io::stdout();
     writeln!(stdout, "Glowworm relay listening on http://{address}")?;
+    if let Some((at, listener)) = metrics {
+        // A private listener: no limits of the public one, and it stops with the process.
+        writeln!(stdout, "Metrics on http://{at}/metrics")?;
+        let router = ops::metrics_router(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!("the metrics listener stopped: {e}");
+            }
+        });
+    }
     stdout.flush()?;
 
     serve::serve(listener, app(state), &config, shutdown_signal()).await;

@@ -67,6 +67,7 @@ fn ramp_spec(n: u32, units: u32) -> KernelSpec {
         units,
         replicas: 2,
         tolerance_ulps: 0,
+        price_per_unit: None,
     }
 }
 
@@ -357,7 +358,7 @@ async fn results_of_other_jobs_are_accepted_while_an_output_is_assembled() {
     relay
         .state
         .db
-        .call(move |conn| glowworm_relay::work::jobs::cancel(conn, big))
+        .call(move |conn| glowworm_relay::work::jobs::cancel(conn, big, 0))
         .await
         .map(|cancelled| assert!(!cancelled))
         .unwrap();

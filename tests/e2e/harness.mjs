@@ -80,11 +80,25 @@ export async function netlifyCsp() {
 
 // --- The relay --------------------------------------------------------------------------------
 
+/** Grants the demo budget of the database at `database` (`glowworm-relay budget grant demo`). */
+async function grantDemoBudget(database) {
+  const child = spawn(RELAY_BIN, ['budget', 'grant', 'demo', '1000000000000000', '--database', database], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk) => { stderr += chunk; });
+  const code = await new Promise((resolve) => child.on('exit', resolve));
+  assert.equal(code, 0, `glowworm-relay budget grant demo: ${stderr}`);
+}
+
 /**
  * Starts the relay on a free port (or on `listen`, such as the address of a relay that was
  * killed) with the database in `workDir`; resolves once it prints its URL.
  */
 export async function startRelay(workDir, extraArgs = [], { listen = '127.0.0.1:0' } = {}) {
+  // The demo generator's jobs are paid from the demo budget: the operator grants it.
+  await grantDemoBudget(path.join(workDir, 'db.sqlite'));
   const args = [
     'serve',
     '--listen', listen,

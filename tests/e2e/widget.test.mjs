@@ -206,12 +206,15 @@ describe('the partner widget', { timeout: 4 * TEST_TIMEOUT_MS }, () => {
       assert.equal((await events(page, 'credited')).length, all.length, 'nothing after Stop');
       assert.equal((await stats()).units_leased, 0);
 
-      // Both were credited: the contributor in full, the partner 10% on top, by this site.
+      // Both were credited, by this site: each unit's price (one credit per FLOP by default) is
+      // split, the partner's 10% share and the contributor the rest.
       const contributorCredits = all.reduce((sum, e) => sum + Number(e.credited), 0);
       const balance = Number(all.at(-1).balance);
-      assert.equal(balance, contributorCredits, "the contributor's balance is every unit's full credit");
+      assert.equal(balance, contributorCredits, "the contributor's balance is every unit's credit");
       const partner = await getJson(`${relay.url}/v1/partners/${PARTNER}`);
-      const share = all.reduce((sum, e) => sum + Math.floor((Number(e.credited) * SHARE_BPS) / 10_000), 0);
+      const share = all.reduce((sum, e) => sum + Math.floor((Number(e.flop) * SHARE_BPS) / 10_000), 0);
+      assert.equal(contributorCredits + share, all.reduce((sum, e) => sum + Number(e.flop), 0),
+        'the contributor and the partner split each unit\'s price');
       assert.equal(partner.credits, share);
       assert.equal(partner.units, all.length);
       assert.equal(partner.contributors, 1);

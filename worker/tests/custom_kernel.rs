@@ -63,6 +63,7 @@ async fn result(
         pending: 0,
         balance: 0,
         flop: 0,
+        receipt: None,
     })
 }
 

@@ -14,7 +14,6 @@ async fn start_relay(dir: &tempfile::TempDir) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = Config {
         database: dir.path().join("relay.sqlite"),
-        www_dir: dir.path().join("www"),
         demo_jobs: false,
         listen: listener.local_addr().unwrap(),
         ..Config::default()

@@ -30,7 +30,6 @@ async fn relay_with_a_kernel_job(
 ) -> (String, AppState, i64) {
     let config = Config {
         database: dir.path().join("relay.sqlite"),
-        www_dir: dir.path().join("www"),
         demo_jobs: false,
         canary_permille: 0,
         listen,
@@ -51,11 +50,12 @@ async fn relay_with_a_kernel_job(
     let y = f32s_to_bytes(&sample_matrix(N * UNITS, 2));
     let store = state.db.blob_store().clone();
     let job = KernelJob::store(&store, &spec, &[x, y], validated.workgroup_size, 3).unwrap();
+    let state_config = state.config.clone();
     let job_id = state
         .db
         .call(move |conn| {
             let tx = conn.transaction()?;
-            let id = job.insert(&tx, Owner::Demo, 0)?;
+            let id = job.insert(&tx, &state_config, Owner::Demo, 0)?;
             tx.commit()?;
             Ok(id)
         })

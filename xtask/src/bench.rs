@@ -145,7 +145,7 @@ pub fn run(root: &Path, which: &[Which]) -> Result<()> {
             }
             Which::Browser => {
                 deps::require_chromium()?;
-                deps::require_node_packages(&root.join("tests/e2e"))?;
+                deps::require_node_packages(&root.join("tests/e2e"), "the browser benchmark")?;
                 wasm::build(root)?;
                 process::cargo(&["build", "--release", "-p", "glowworm-relay"])?;
                 process::step("Benchmark: the module in headless Chromium");

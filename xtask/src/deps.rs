@@ -1,7 +1,7 @@
 //! Finding, and where possible installing, what the build and the tests need on a fresh Debian
-//! machine: the wasm32 target, a Vulkan driver (lavapipe), Chromium, the e2e npm packages,
-//! Python 3 with venv for the Python client, and cargo-fuzz with a C++ compiler for the fuzz
-//! targets.
+//! machine: the wasm32 target, a Vulkan driver (lavapipe), Chromium, the npm packages of the e2e
+//! tests and of the earnings tree's comparison with OpenZeppelin's library, Python 3 with venv
+//! for the Python client, and cargo-fuzz with a C++ compiler for the fuzz targets.
 //! Installing system packages needs root; otherwise we stop with the command to run.
 
 use crate::process;
@@ -52,14 +52,18 @@ pub fn require_chromium() -> Result<()> {
     apt_install(&["chromium"], "Chromium for the browser tests")
 }
 
-pub fn require_node_packages(dir: &Path) -> Result<()> {
+/// `npm ci` in `dir` unless its `node_modules` is current; `purpose` names the tests, such as
+/// "the browser tests".
+pub fn require_node_packages(dir: &Path, purpose: &str) -> Result<()> {
     if !process::available("node") || !process::available("npm") {
-        bail!("Node.js and npm are needed for the browser tests: apt-get install nodejs npm");
+        bail!("Node.js and npm are needed for {purpose}: apt-get install nodejs npm");
     }
     if node_modules_current(dir) {
         return Ok(());
     }
-    process::step("Installing the end-to-end test packages (npm ci)");
+    process::step(&format!(
+        "Installing the npm packages of {purpose} (npm ci)"
+    ));
     let status = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund"])
         .current_dir(dir)

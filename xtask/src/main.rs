@@ -115,13 +115,10 @@ fn workspace_root() -> PathBuf {
 }
 
 fn run(root: &Path, relay_args: Vec<String>) -> Result<()> {
+    // The modules first: the relay carries the copy of www/ (www/pkg included) it is built with.
     wasm::build(root)?;
     process::cargo(&["build", "--release", "-p", "glowworm-relay"])?;
-    let mut args = vec![
-        "serve".to_string(),
-        "--www-dir".into(),
-        root.join("www").display().to_string(),
-    ];
+    let mut args = vec!["serve".to_string()];
     args.extend(relay_args);
     println!("Starting the relay (Ctrl-C stops it)...");
     // In the foreground: Ctrl-C reaches the relay directly and it shuts down cleanly.
@@ -134,8 +131,13 @@ fn test(root: &Path, no_browser: bool, no_fuzz: bool, no_python: bool) -> Result
         // Everything the browser tests need, checked before the long Rust tests run.
         deps::require_wasm_target()?;
         deps::require_chromium()?;
-        deps::require_node_packages(&root.join("tests/e2e"))?;
+        deps::require_node_packages(&root.join("tests/e2e"), "the browser tests")?;
     }
+    // The protocol crate's earnings tree is checked against @openzeppelin/merkle-tree in Node.
+    deps::require_node_packages(
+        &root.join("protocol/tests/oz-merkle"),
+        "the earnings tree's tests (protocol/tests/oz-merkle)",
+    )?;
     if !no_fuzz {
         deps::require_cargo_fuzz()?;
     }
@@ -143,6 +145,11 @@ fn test(root: &Path, no_browser: bool, no_fuzz: bool, no_python: bool) -> Result
         deps::require_python_venv()?;
     }
     let runtime_dir = deps::runtime_dir()?;
+    if !no_browser {
+        // Before the relay is built, so the copy of www/ it carries has the module (the
+        // end-to-end tests use the contributor module only).
+        wasm::build_module(root, wasm::Module::Contributor)?;
+    }
 
     process::step("Rust tests (crate, relay, kernels on the native GPU backend)");
     process::cargo_with_env(
@@ -164,8 +171,6 @@ fn test(root: &Path, no_browser: bool, no_fuzz: bool, no_python: bool) -> Result
     }
 
     if !no_browser {
-        // The end-to-end tests use the contributor module only.
-        wasm::build_module(root, wasm::Module::Contributor)?;
         // Both binaries: the relay, and the requester's client `glowworm` (requester.test.mjs).
         process::cargo(&[
             "build",

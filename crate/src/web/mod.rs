@@ -11,6 +11,9 @@
 //! was computing is given back as `gpu_failed`, a prefetched one as `stopped`, a new device is
 //! opened, and `step()` reports `{kind: "recovered", reason, message}`.
 //!
+//! [`verify_earnings_proof`] checks a payout proof against the root the payout contract holds
+//! (the page's "check my proof"), with `glowworm_protocol::merkle`.
+//!
 //! The benchmark exports (`bench`) are only in the module built with the `bench` feature, for
 //! `www/bench.html`, so contributors do not download them.
 
@@ -280,6 +283,24 @@ async fn step(inner: &Inner) -> Result<StepReport, StepError> {
         cache_hits: current.fetched.cache_hits(),
         compute_ms,
     })
+}
+
+/// "Check my proof": whether `proof` (the `0x…` hashes `GET /v1/payouts/{address}` returns, leaf to
+/// root) shows that `address` is owed `amount` (decimal, in the token's smallest unit) in the
+/// earnings tree whose root is `root` (the one the payout contract holds), as the contract checks
+/// it (OpenZeppelin's `StandardMerkleTree` of `(address, uint256)`). Needs no GPU and no
+/// `Contributor`. Throws on malformed text (an address with a wrong EIP-55 checksum, an amount
+/// that is not a decimal `uint256`, a hash that is not `0x` and 64 hex characters).
+#[wasm_bindgen(js_name = verifyEarningsProof)]
+pub fn verify_earnings_proof(
+    root: &str,
+    address: &str,
+    amount: &str,
+    proof: Vec<String>,
+) -> Result<bool, JsError> {
+    Ok(glowworm_protocol::merkle::verify_hex(
+        root, address, amount, &proof,
+    )?)
 }
 
 /// After the GPU device was lost (the unit computing on it, if any, was given back already):

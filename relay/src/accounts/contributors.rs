@@ -31,11 +31,12 @@ pub fn earned(conn: &Connection, result_id: i64, now_ms: i64) -> Result<(), ApiE
     Ok(())
 }
 
-/// Credits of `public_key`'s results still waiting for verification (replicas or a later check).
+/// What `public_key`'s results still waiting for verification (replicas or a later check) would
+/// be paid: their units' prices, before any partner share or operator fee.
 pub fn pending_credits(conn: &Connection, public_key: &str) -> Result<i64, ApiError> {
     Ok(conn
         .prepare_cached(
-            "SELECT COALESCE(SUM(units.flop), 0)
+            "SELECT COALESCE(SUM(units.price), 0)
              FROM results JOIN units ON units.id = results.unit_id
              WHERE results.public_key = ?1 AND results.state = 'pending'",
         )?

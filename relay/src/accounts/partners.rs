@@ -20,7 +20,7 @@
 //! partner or site that is not registered is refused (403), so the widget's owner learns of it
 //! at once rather than finding its shares missing.
 
-use crate::accounts::ledger::Share;
+use crate::accounts::ledger::{self, BPS_PER_WHOLE, Share};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::ids::canonical_address;
@@ -31,9 +31,6 @@ use glowworm_protocol::wire::{LeaseRequest, PartnerInfo, PartnerSite};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::Arc;
 
-/// Basis points in one whole: a share of 10000 bps equals the contributor's credit.
-pub const BPS_PER_WHOLE: u32 = 10_000;
-
 /// A lease's partner (EIP-55) and embedding origin (canonical, such as "https://blog.example").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attribution {
@@ -41,17 +38,12 @@ pub struct Attribution {
     pub origin: String,
 }
 
-/// The share of `credited` at `share_bps`, rounded down; integer arithmetic only.
-pub fn share_of(credited: i64, share_bps: u32) -> i64 {
-    let share = i128::from(credited) * i128::from(share_bps) / i128::from(BPS_PER_WHOLE);
-    i64::try_from(share).unwrap_or(i64::MAX)
-}
-
 /// Checks the partner settings; [`crate::AppState::open`] calls it, as the relay opens.
 pub fn validate_config(config: &Config) -> Result<(), String> {
-    if config.partner_share_bps > BPS_PER_WHOLE {
+    if config.partner_share_bps as u64 + config.operator_fee_bps as u64 > BPS_PER_WHOLE as u64 {
         return Err(format!(
-            "partner_share_bps must be at most {BPS_PER_WHOLE} (100%)"
+            "partner_share_bps and operator_fee_bps together must be at most {BPS_PER_WHOLE} \
+             (100% of a unit's price)"
         ));
     }
     for address in &config.partner_addresses {
@@ -217,7 +209,7 @@ pub fn share_for(
     let Some((partner, origin, share_bps, unit_id)) = attributed else {
         return Ok(None);
     };
-    let amount = share_of(credited, share_bps);
+    let amount = ledger::bps_of(credited, share_bps);
     if amount <= 0 || account == partner || same_partner(conn, &partner, account)? {
         return Ok(None);
     }
@@ -487,10 +479,10 @@ mod tests {
 
     #[test]
     fn shares_are_floored_basis_points() {
-        assert_eq!(share_of(524_288, 1000), 52_428); // 52428.8
-        assert_eq!(share_of(9, 1000), 0);
-        assert_eq!(share_of(10_000, 1), 1);
-        assert_eq!(share_of(i64::MAX, 10_000), i64::MAX);
-        assert_eq!(share_of(123, 0), 0);
+        assert_eq!(ledger::bps_of(524_288, 1000), 52_428); // 52428.8
+        assert_eq!(ledger::bps_of(9, 1000), 0);
+        assert_eq!(ledger::bps_of(10_000, 1), 1);
+        assert_eq!(ledger::bps_of(i64::MAX, 10_000), i64::MAX);
+        assert_eq!(ledger::bps_of(123, 0), 0);
     }
 }

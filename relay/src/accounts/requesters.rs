@@ -119,9 +119,8 @@ pub fn list(conn: &Connection) -> Result<Vec<KeyInfo>, KeyError> {
     Ok(keys)
 }
 
-/// Revokes the key with this id or name (again: no change). Its jobs keep running; it can
-/// submit, read or cancel nothing more.
-pub fn revoke(conn: &Connection, id_or_name: &str, now_ms: i64) -> Result<KeyInfo, KeyError> {
+/// The id of the requester with this id or name.
+pub fn find(conn: &Connection, id_or_name: &str) -> Result<i64, KeyError> {
     let id: Option<i64> = conn
         .query_row(
             "SELECT id FROM requesters WHERE name = ?1 OR CAST(id AS TEXT) = ?1",
@@ -129,7 +128,13 @@ pub fn revoke(conn: &Connection, id_or_name: &str, now_ms: i64) -> Result<KeyInf
             |row| row.get(0),
         )
         .optional()?;
-    let id = id.ok_or_else(|| KeyError::Unknown(id_or_name.to_string()))?;
+    id.ok_or_else(|| KeyError::Unknown(id_or_name.to_string()))
+}
+
+/// Revokes the key with this id or name (again: no change). Its jobs keep running; it can
+/// submit, read or cancel nothing more.
+pub fn revoke(conn: &Connection, id_or_name: &str, now_ms: i64) -> Result<KeyInfo, KeyError> {
+    let id = find(conn, id_or_name)?;
     conn.execute(
         "UPDATE requesters SET revoked_at_ms = COALESCE(revoked_at_ms, ?2) WHERE id = ?1",
         params![id, now_ms],

@@ -10,8 +10,9 @@ use crate::error::ApiError;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::network::ClientNetwork;
 use crate::http::state::AppState;
-use crate::http::{embedding, job_api, middleware, possession};
+use crate::http::{embedding, job_api, middleware, ops, page, possession};
 use crate::ids::{canonical_address, canonical_key};
+use crate::telemetry::telemetry;
 use crate::work::leasing;
 use crate::work::{jobs, results, stats};
 use axum::extract::{DefaultBodyLimit, State};
@@ -29,7 +30,6 @@ use glowworm_protocol::wire::{
 use serde::Deserialize;
 use std::time::Duration;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
 /// The OpenAPI 3.1 document describing every route in [`routes`].
@@ -64,6 +64,7 @@ fn api_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             post(job_api::create_job).layer(DefaultBodyLimit::disable()),
         ),
         (Method::GET, "/v1/jobs", get(job_api::list_jobs)),
+        (Method::GET, "/v1/budget", get(job_api::get_budget)),
         (Method::GET, "/v1/jobs/{id}", get(job_api::get_job)),
         (Method::DELETE, "/v1/jobs/{id}", delete(job_api::cancel_job)),
         (
@@ -88,8 +89,9 @@ pub fn routes() -> Vec<(Method, &'static str)> {
 }
 
 /// The whole relay as a router: the `/v1` API (CORS, rate limits, deadlines, body limit, JSON
-/// errors) and the static
-/// page from `www_dir` for every other path.
+/// errors), the liveness and readiness checks (`/healthz`, `/readyz`, [`ops`]) and the static
+/// page ([`page`]: built in, or from `www_dir`) for every other path. Every request is timed
+/// for `/metrics`.
 pub fn app(state: AppState) -> Router {
     let mut api = Router::new();
     for (_, path, handler) in api_routes() {
@@ -108,9 +110,16 @@ pub fn app(state: AppState) -> Router {
             middleware::per_address,
         ))
         .layer(cors(&state.config));
-    let page = ServeDir::new(&state.config.www_dir).append_index_html_on_directories(true);
+    let page = page::router(state.config.www_dir.as_deref());
     let frames = embedding::FrameHeaders::new(&state);
-    api.fallback_service(page)
+    // The probes are rate limited per address like the API: /readyz reads the database.
+    let probes = ops::probes().layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        middleware::per_address,
+    ));
+    api.merge(probes)
+        .fallback_service(page)
+        .layer(axum::middleware::from_fn(ops::time_requests))
         .layer(axum::middleware::from_fn_with_state(
             frames,
             embedding::frame_headers,
@@ -142,7 +151,7 @@ fn cors(config: &Config) -> CorsLayer {
 
 /// Whether a path belongs to the requester API (API key, never cross-origin).
 pub fn is_requester_path(path: &str) -> bool {
-    path == "/v1/jobs" || path.starts_with("/v1/jobs/")
+    path == "/v1/jobs" || path.starts_with("/v1/jobs/") || path == "/v1/budget"
 }
 
 async fn no_such_route() -> ApiError {
@@ -166,7 +175,8 @@ async fn health() -> Json<Health> {
 
 async fn get_stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let now = state.now_ms();
-    let stats = state.db.read(move |conn| stats::stats(conn, now)).await?;
+    let mut stats = state.db.read(move |conn| stats::stats(conn, now)).await?;
+    stats.relay_key = state.relay_key.public_hex();
     Ok(Json(stats))
 }
 
@@ -223,6 +233,7 @@ async fn create_lease(
     Ok(match issued {
         Some(issued) => {
             state.leases.remember(issued.row, issued.unit, now);
+            telemetry().leases_issued.inc();
             Json(issued.lease).into_response()
         }
         None => (StatusCode::NO_CONTENT, [(header::RETRY_AFTER, "1")]).into_response(),
@@ -262,7 +273,29 @@ async fn release_lease(
     Ok(Json(ReleaseReceipt { released: true }))
 }
 
+/// `POST /v1/results`; each answer is counted by verdict, each refusal by its code
+/// ([`crate::telemetry`]).
 async fn submit_result(
+    state: State<AppState>,
+    submission: ApiJson<ResultSubmission>,
+) -> Result<Json<ResultReceipt>, ApiError> {
+    let answer = check_and_verify(state, submission).await;
+    let telemetry = telemetry();
+    match &answer {
+        Ok(receipt) if receipt.status == "pending" => telemetry.results_pending.inc(),
+        Ok(_) => telemetry.results_valid.inc(),
+        Err(refused) => {
+            let code = refused.status_and_code().1;
+            if code == "verification_failed" {
+                telemetry.results_invalid.inc();
+            }
+            telemetry.result_refused(code);
+        }
+    }
+    answer
+}
+
+async fn check_and_verify(
     State(state): State<AppState>,
     ApiJson(submission): ApiJson<ResultSubmission>,
 ) -> Result<Json<ResultReceipt>, ApiError> {
@@ -273,6 +306,7 @@ async fn submit_result(
     let receipt = results::verify(
         &state.db,
         &state.config,
+        &state.relay_key,
         &state.leases,
         checked,
         state.now_ms(),

@@ -10,6 +10,7 @@
 //! into units and written to the blob store, and one transaction checks the requester's quota
 //! and inserts the job.
 
+use crate::accounts::ledger;
 use crate::accounts::requesters::{Authenticated, Requester};
 use crate::error::ApiError;
 use crate::http::extract;
@@ -23,7 +24,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use glowworm_protocol::kernels::custom::{self, KernelError, Validated};
 use glowworm_protocol::npy;
-use glowworm_protocol::wire::{JobList, JobSpec, JobStatus, KernelSpec, MatmulShape, MatmulSpec};
+use glowworm_protocol::wire::{
+    Budget, JobList, JobSpec, JobStatus, KernelSpec, MatmulShape, MatmulSpec,
+};
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -110,8 +113,8 @@ pub async fn create_job(
             }
             let owner = Owner::Requester(requester.id);
             let job_id = match &job {
-                NewJob::Matmul(job) => job.insert(&tx, owner, now)?,
-                NewJob::Kernel(job) => job.insert(&tx, owner, now)?,
+                NewJob::Matmul(job) => job.insert(&tx, &status_config, owner, now)?,
+                NewJob::Kernel(job) => job.insert(&tx, &status_config, owner, now)?,
             };
             let status = jobs::status(&tx, &status_config, job_id, now)?
                 .ok_or_else(|| ApiError::Internal(format!("job {job_id} vanished")))?;
@@ -483,6 +486,31 @@ pub async fn list_jobs(
     Ok(Json(JobList { jobs }))
 }
 
+/// `GET /v1/budget`: the requester's budget and the prices its jobs pay.
+pub async fn get_budget(
+    State(state): State<AppState>,
+    Authenticated(requester): Authenticated,
+) -> Result<Json<Budget>, ApiError> {
+    let (available, reserved) = state
+        .db
+        .read(move |conn| {
+            let budget = jobs::budget_of(Owner::Requester(requester.id));
+            Ok((
+                ledger::balance(conn, &budget)?,
+                jobs::reserved_by_open_jobs(conn, requester.id)?,
+            ))
+        })
+        .await?;
+    let config = &state.config;
+    Ok(Json(Budget {
+        available,
+        reserved,
+        price_per_gflop: config.price_per_gflop,
+        operator_fee_bps: config.operator_fee_bps,
+        partner_share_bps: config.partner_share_bps,
+    }))
+}
+
 /// Checks that the request may see job `id`: anyone may see a demo job; a requester's job needs
 /// its key (401 without a key, 403 `not_your_job` with another requester's).
 async fn authorize(
@@ -548,9 +576,10 @@ pub async fn cancel_job(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<JobStatus>, ApiError> {
     authorize(&state, &headers, id, true).await?;
+    let now = state.now_ms();
     let cancelled = state.db.call(move |conn| {
         let tx = conn.transaction()?;
-        let cancelled = jobs::cancel(&tx, id)?;
+        let cancelled = jobs::cancel(&tx, id, now)?;
         tx.commit()?;
         Ok(cancelled)
     });

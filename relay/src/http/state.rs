@@ -9,6 +9,7 @@ use crate::http::possession::SignedRequests;
 use crate::store::Db;
 use crate::work::assembly::Assembler;
 use crate::work::leasing::RecentLeases;
+use glowworm_protocol::signing::RelayKey;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -24,6 +25,8 @@ pub struct AppState {
     pub signed_requests: Arc<SignedRequests>,
     /// The thread that writes finished jobs' outputs.
     pub assembler: Assembler,
+    /// The relay's own key, which signs every credit's receipt ([`crate::relay_key`]).
+    pub relay_key: Arc<RelayKey>,
 }
 
 impl AppState {
@@ -38,10 +41,16 @@ impl AppState {
         config.validate()?;
         crate::accounts::partners::validate_config(&config)
             .map_err(|message| OpenError::Config(crate::error::ConfigError::Invalid(message)))?;
+        let key_path = config
+            .relay_key_file
+            .clone()
+            .unwrap_or_else(|| crate::relay_key::default_path(&config.database));
         let db = Db::open(&config.database)?;
+        let relay_key = Arc::new(crate::relay_key::load_or_create(&key_path)?);
         let assembler = Assembler::start(&db)?;
         Ok(AppState {
             assembler,
+            relay_key,
             limits: Arc::new(Limits::new(&config)),
             config: Arc::new(config),
             db,

@@ -46,6 +46,13 @@ pub(super) fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
         ("jobs", "failure", "TEXT"),
         ("jobs", "assembling", "INTEGER NOT NULL DEFAULT 0"),
         ("results", "state", "TEXT NOT NULL DEFAULT 'valid'"),
+        ("ledger", "entry", "INTEGER REFERENCES ledger_entries(id)"),
+        ("ledger", "job_id", "INTEGER REFERENCES jobs(id)"),
+        (
+            "units",
+            "price",
+            "INTEGER NOT NULL DEFAULT 0 CHECK (price >= 0)",
+        ),
     ];
     for (table, column, definition) in ADDED_COLUMNS {
         let has_column: bool = conn.query_row(
@@ -108,6 +115,22 @@ pub(super) fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
             [],
         )?;
     }
+    // Credits of a database from before the double-entry ledger were single rows made from
+    // nothing: one `legacy_unfunded` entry debits `source:legacy` by their sum, once, so that
+    // the books balance (crate::accounts::ledger::audit).
+    conn.execute_batch(
+        "INSERT INTO ledger_entries (kind, created_at_ms, memo)
+         SELECT 'legacy_unfunded', CAST(strftime('%s', 'now') AS INTEGER) * 1000,
+                'credits made before the double-entry ledger, which nobody paid for'
+         WHERE NOT EXISTS (SELECT 1 FROM ledger_entries WHERE kind = 'legacy_unfunded')
+           AND (SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE entry IS NULL) != 0;
+         INSERT INTO ledger (account, amount, kind, entry, created_at_ms)
+         SELECT 'source:legacy', -(SELECT SUM(amount) FROM ledger WHERE entry IS NULL),
+                'legacy_unfunded', id, created_at_ms
+         FROM ledger_entries
+         WHERE kind = 'legacy_unfunded'
+           AND NOT EXISTS (SELECT 1 FROM ledger WHERE kind = 'legacy_unfunded');",
+    )?;
     Ok(())
 }
 
@@ -220,11 +243,27 @@ mod tests {
             drop(Db::open(&path).unwrap());
             let conn = Connection::open(&path).unwrap();
             let (amount, link_key): (i64, Option<String>) = conn
-                .query_row("SELECT amount, link_key FROM ledger", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
+                .query_row(
+                    "SELECT amount, link_key FROM ledger WHERE account = 'k'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .unwrap();
             assert_eq!((amount, link_key), (5, None));
+            let legacy: Vec<i64> = conn
+                .prepare("SELECT amount FROM ledger WHERE account = 'source:legacy'")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(
+                legacy,
+                [-5],
+                "the unfunded credits are balanced by one legacy entry, once"
+            );
+            let audit = crate::accounts::ledger::audit(&conn).unwrap();
+            assert!(audit.holds(), "{audit:?}");
             let balance = crate::accounts::ledger::balance(&conn, "k").unwrap();
             assert_eq!(
                 balance, 5,

@@ -85,8 +85,11 @@ CREATE TABLE IF NOT EXISTS units (
     canary_of       INTEGER REFERENCES units(id),
     -- With homogeneous redundancy: the adapter kind ("vendor/architecture") of its replicas.
     adapter_class   TEXT,
-    -- Credits a verified result earns: 2·m·n·k for a tile, the invocations of a dispatch.
+    -- Floating-point operations of a result: 2·m·n·k for a tile, the invocations of a dispatch.
     flop            INTEGER NOT NULL DEFAULT 0,
+    -- What its job pays for each credited result, in credits (the token's smallest unit), as
+    -- stated when the job was accepted (relay/src/work/pricing.rs).
+    price           INTEGER NOT NULL DEFAULT 0 CHECK (price >= 0),
     -- A kernel job's unit, as JSON (relay/src/units.rs: KernelUnit); NULL for matmul tiles.
     kernel_unit     TEXT,
     -- GPU time its leases used, from issue to result or to a release that reported the GPU
@@ -194,7 +197,16 @@ CREATE TABLE IF NOT EXISTS contributors (
     last_seen_ms  INTEGER NOT NULL
 );
 
--- The credit ledger: append-only; a balance is the sum of an account's amounts.
+-- The double-entry ledger (relay/src/accounts/ledger.rs): append-only legs; a balance is the
+-- sum of an account's amounts. Every entry's legs sum to zero, so the sum over all accounts is
+-- zero: money only moves, from a source (a grant, a deposit) through a requester's budget and
+-- a job's escrow to the contributors, partners and operator who earned it.
+CREATE TABLE IF NOT EXISTS ledger_entries (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind          TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    memo          TEXT  -- who granted it and why, a deposit's transaction, ...
+);
 CREATE TABLE IF NOT EXISTS ledger (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     account       TEXT NOT NULL,
@@ -204,8 +216,15 @@ CREATE TABLE IF NOT EXISTS ledger (
     result_id     INTEGER REFERENCES results(id),
     created_at_ms INTEGER NOT NULL,
     link_key      TEXT REFERENCES links(public_key),  -- the link that moved these credits
+    entry         INTEGER REFERENCES ledger_entries(id),  -- NULL only for single-entry rows
+                                                          -- of old databases (see migrations.rs)
+    job_id        INTEGER REFERENCES jobs(id),         -- the job a reserve or release is for
     UNIQUE (result_id, kind)
 );
+-- A job's price is reserved once and what is left released once.
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_job_once ON ledger(job_id, kind) WHERE job_id IS NOT NULL;
+-- How many results of a unit its job has paid for (ledger::pay_result caps them).
+CREATE INDEX IF NOT EXISTS ledger_paid_by_unit ON ledger(unit_id) WHERE kind = 'unit_paid';
 -- The entries of Ethereum-address accounts, for GET /v1/accounts/{address}; queries must repeat
 -- the condition to use it. A session key's balance is in `balances`, so the rows credited to
 -- keys (nearly all of them) need no index.

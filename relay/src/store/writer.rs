@@ -222,8 +222,12 @@ impl Group {
         self.open = false;
         let committed = {
             let _span = metrics::span(Stage::Commit);
-            conn.prepare_cached("COMMIT")
-                .and_then(|mut commit| commit.execute([]))
+            let began = std::time::Instant::now();
+            let committed = conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut commit| commit.execute([]));
+            crate::telemetry::telemetry().commit_took(began.elapsed());
+            committed
         };
         match committed {
             Ok(_) => self.reply(None),

@@ -22,12 +22,14 @@
 //! (a crash after the file was written, before the commit) yields the same file, and only a job
 //! still queued and assembling is marked done.
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::{ApiError, OpenError};
 use crate::store::blobs::{BlobStore, hash_column};
 use crate::store::{Db, WeakDb, run_catching};
 use crate::work::jobs;
 use glowworm_protocol::hash::ContentHash;
 use rusqlite::Connection;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -42,6 +44,17 @@ pub const ASSEMBLY_RETRY: Duration = Duration::from_secs(5);
 pub struct Assembler {
     /// Taken before each unit's output is read; tests hold it ([`Assembler::hold`]).
     gate: Arc<Mutex<()>>,
+    /// Whether the thread is running: cleared when it ends, even by a panic.
+    running: Arc<AtomicBool>,
+}
+
+/// Clears the assembler's running flag when its thread ends, however it ends.
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 impl Assembler {
@@ -58,11 +71,21 @@ impl Assembler {
         let assembler = Assembler::default();
         let gate = assembler.gate.clone();
         let db = db.downgrade();
+        assembler.running.store(true, Ordering::Relaxed);
+        let running = Running(assembler.running.clone());
         std::thread::Builder::new()
             .name("relay-assembler".into())
-            .spawn(move || run(db, woken, &gate))
+            .spawn(move || {
+                let _running = running;
+                run(db, woken, &gate)
+            })
             .map_err(|e| OpenError::Thread(e.to_string()))?;
         Ok(assembler)
+    }
+
+    /// Whether the assembler thread is running (for the readiness check).
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
     }
 
     /// Holds the assembler before it reads its next unit's output, until the guard is
@@ -254,7 +277,7 @@ pub fn assemble(
 /// Marks `job_id` done with `output_hash`, once its output is written; returns whether it did
 /// (not when the job is no longer waiting for it). Run it in a transaction on the writer.
 pub fn finish(conn: &Connection, job_id: i64, output_hash: &ContentHash) -> Result<bool, ApiError> {
-    let done = jobs::mark_done(conn, job_id, output_hash)?;
+    let done = jobs::mark_done(conn, job_id, output_hash, SystemClock.now_ms())?;
     if done {
         tracing::info!("job {job_id} done: output {output_hash}");
     }

@@ -54,13 +54,14 @@ pub async fn tick(db: &Db, config: &Config, now: i64) -> Result<Option<DemoJob>,
     })
     .await
     .map_err(|e| ApiError::Internal(format!("demo job task failed: {e}")))??;
+    let config = config.clone();
     db.call(move |conn| {
         let tx = conn.transaction()?;
         // Work may have been queued while the inputs were written.
         if open_units(&tx)? {
             return Ok(None);
         }
-        let job_id = job.insert(&tx, Owner::Demo, now)?;
+        let job_id = job.insert(&tx, &config, Owner::Demo, now)?;
         tx.commit()?;
         tracing::info!(
             "demo job {job_id} queued: ({m}, {k}) @ ({k}, {n}), seed {seed}",

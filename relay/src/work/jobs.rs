@@ -17,9 +17,11 @@
 //! [`KernelJob::store`]), then one transaction inserts the small ones ([`StagedBlobs`]), the job
 //! and its units (`insert`).
 
+use crate::accounts::ledger;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::store::blobs::{BlobStore, StagedBlobs, hash_column};
+use crate::work::pricing::{self, Shortfall};
 use crate::work::result_rows;
 
 crate::sql_enum! {
@@ -144,8 +146,15 @@ impl MatmulJob {
         self.tiles.len() as u64
     }
 
-    /// Inserts the job and its units; returns the job id. Run it inside a transaction.
-    pub fn insert(&self, conn: &Connection, owner: Owner, now_ms: i64) -> Result<i64, ApiError> {
+    /// Inserts the job and its units, priced and funded ([`fund`]); returns the job id. Run it
+    /// inside a transaction.
+    pub fn insert(
+        &self,
+        conn: &Connection,
+        config: &Config,
+        owner: Owner,
+        now_ms: i64,
+    ) -> Result<i64, ApiError> {
         self.blobs.insert(conn)?;
         let job_id = insert_job(
             conn,
@@ -190,6 +199,7 @@ impl MatmulJob {
                 flop as i64,
             ])?;
         }
+        fund(conn, config, job_id, owner, None, now_ms)?;
         Ok(job_id)
     }
 }
@@ -203,8 +213,10 @@ pub struct KernelJob {
     wgsl: String,
     replicas: u32,
     max_attempts: u32,
-    /// Credits each unit earns: its shader invocations.
+    /// A unit's work: its shader invocations.
     flop: u64,
+    /// What the requester offers per verified result ([`crate::work::pricing`]).
+    price_per_unit: Option<u64>,
     units: Vec<KernelUnit>,
     /// Input chunks small enough to go into the database with the job.
     blobs: StagedBlobs,
@@ -266,6 +278,7 @@ impl KernelJob {
             replicas: spec.replicas,
             max_attempts,
             flop: invocations,
+            price_per_unit: spec.price_per_unit,
             units: chunks
                 .into_iter()
                 .map(|inputs| KernelUnit {
@@ -285,9 +298,21 @@ impl KernelJob {
         self.units.len() as u64
     }
 
-    /// Inserts the kernel (unless known), the job and its units; returns the job id. Run it
-    /// inside a transaction. The same WGSL may only be used with one entry point.
-    pub fn insert(&self, conn: &Connection, owner: Owner, now_ms: i64) -> Result<i64, ApiError> {
+    /// What the requester offers per verified result, if it named a price.
+    pub fn price_per_unit(&self) -> Option<u64> {
+        self.price_per_unit
+    }
+
+    /// Inserts the kernel (unless known), the job and its units, priced and funded ([`fund`]);
+    /// returns the job id. Run it inside a transaction. The same WGSL may only be used with one
+    /// entry point.
+    pub fn insert(
+        &self,
+        conn: &Connection,
+        config: &Config,
+        owner: Owner,
+        now_ms: i64,
+    ) -> Result<i64, ApiError> {
         let hash = self.kernel_hash.to_string();
         let known: Option<String> = conn
             .prepare_cached("SELECT entry_point FROM kernels WHERE hash = ?1")?
@@ -342,6 +367,7 @@ impl KernelJob {
                 description,
             ])?;
         }
+        fund(conn, config, job_id, owner, self.price_per_unit, now_ms)?;
         Ok(job_id)
     }
 }
@@ -382,6 +408,7 @@ fn insert_job(
 #[allow(clippy::too_many_arguments)]
 pub fn create_matmul(
     conn: &Connection,
+    config: &Config,
     store: &BlobStore,
     a: &[f32],
     b: &[f32],
@@ -390,33 +417,91 @@ pub fn create_matmul(
     owner: Owner,
     now_ms: i64,
 ) -> Result<i64, ApiError> {
-    MatmulJob::store(store, a, b, shape, split)?.insert(conn, owner, now_ms)
+    MatmulJob::store(store, a, b, shape, split)?.insert(conn, config, owner, now_ms)
 }
 
 /// Marks a queued job failed (one of its units failed for good), with `why` in words for its
 /// requester (shown as the job status's `failure`).
-pub fn fail(conn: &Connection, job_id: i64, why: &str) -> Result<(), ApiError> {
+/// What is left of its reserve goes back to its owner's budget ([`release`]).
+pub fn fail(conn: &Connection, job_id: i64, why: &str, now_ms: i64) -> Result<(), ApiError> {
     let failed = conn
         .prepare_cached("UPDATE jobs SET state = ?3, failure = ?2 WHERE id = ?1 AND state = ?4")?
         .execute(params![job_id, why, JobState::Failed, JobState::Queued])?;
     if failed > 0 {
         tracing::warn!("job {job_id} failed: {why}");
+        release(conn, job_id, now_ms)?;
     }
     Ok(())
 }
 
 /// Fails the job of a unit that failed for good, if one did.
-pub fn fail_for(conn: &Connection, failed: Option<UnitFailed>) -> Result<(), ApiError> {
+pub fn fail_for(
+    conn: &Connection,
+    failed: Option<UnitFailed>,
+    now_ms: i64,
+) -> Result<(), ApiError> {
     match failed {
-        Some(UnitFailed { job_id, why }) => fail(conn, job_id, &why),
+        Some(UnitFailed { job_id, why }) => fail(conn, job_id, &why, now_ms),
         None => Ok(()),
     }
+}
+
+/// Prices a new job's units and reserves what they may cost from its owner's budget
+/// ([`pricing::fund`]): a requester that cannot pay is refused, a demo job the demo budget
+/// cannot cover is posted unpaid.
+fn fund(
+    conn: &Connection,
+    config: &Config,
+    job_id: i64,
+    owner: Owner,
+    offered: Option<u64>,
+    now_ms: i64,
+) -> Result<(), ApiError> {
+    let shortfall = match owner {
+        Owner::Demo => Shortfall::Unpaid,
+        Owner::Requester(_) => Shortfall::Refuse,
+    };
+    let budget = budget_of(owner);
+    pricing::fund(conn, config, job_id, &budget, shortfall, offered, now_ms)?;
+    Ok(())
+}
+
+/// The budget account a job of `owner` is paid from.
+pub fn budget_of(owner: Owner) -> String {
+    match owner {
+        Owner::Demo => ledger::DEMO_BUDGET.to_string(),
+        Owner::Requester(id) => ledger::requester_account(id),
+    }
+}
+
+/// What requester `requester`'s jobs that have not ended hold in escrow.
+pub fn reserved_by_open_jobs(conn: &Connection, requester: i64) -> Result<i64, ApiError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(balances.amount), 0)
+             FROM jobs JOIN balances ON balances.account = 'job:' || jobs.id
+             WHERE jobs.requester_id = ?1 AND jobs.state = ?2",
+        )?
+        .query_row(params![requester, JobState::Queued], |row| row.get(0))?)
+}
+
+/// A job has ended (done, failed or cancelled): what is left in its escrow goes back to its
+/// owner's budget. Results that come later are valid but unpaid ([`crate::work::settlement`]).
+fn release(conn: &Connection, job_id: i64, now_ms: i64) -> Result<(), ApiError> {
+    let Some(owner) = owner(conn, job_id)? else {
+        return Err(ApiError::Internal(format!("job {job_id} vanished")));
+    };
+    let released = ledger::release(conn, job_id, &budget_of(owner), now_ms)?;
+    if released > 0 {
+        tracing::debug!("job {job_id} ended; {released} credits of its reserve released");
+    }
+    Ok(())
 }
 
 /// Cancels a queued job (not one whose output is being assembled: it is finished): its units that are not verified are cancelled, so they are leased no
 /// more, results for them are refused and their replicas waiting to be compared are never
 /// credited. Returns whether the job was queued. Run it inside a transaction.
-pub fn cancel(conn: &Connection, job_id: i64) -> Result<bool, ApiError> {
+pub fn cancel(conn: &Connection, job_id: i64, now_ms: i64) -> Result<bool, ApiError> {
     let cancelled = conn.execute(
         "UPDATE jobs SET state = ?2 WHERE id = ?1 AND state = ?3 AND assembling = 0",
         params![job_id, JobState::Cancelled, JobState::Queued],
@@ -426,6 +511,7 @@ pub fn cancel(conn: &Connection, job_id: i64) -> Result<bool, ApiError> {
     }
     units::cancel_unfinished_of_job(conn, job_id)?;
     result_rows::cancel_pending_of_job(conn, job_id)?;
+    release(conn, job_id, now_ms)?;
     Ok(true)
 }
 
@@ -465,6 +551,7 @@ pub fn mark_done(
     conn: &Connection,
     job_id: i64,
     output_hash: &ContentHash,
+    now_ms: i64,
 ) -> Result<bool, ApiError> {
     let done = conn
         .prepare_cached(
@@ -477,6 +564,9 @@ pub fn mark_done(
             JobState::Done,
             JobState::Queued
         ])?;
+    if done > 0 {
+        release(conn, job_id, now_ms)?;
+    }
     Ok(done > 0)
 }
 
@@ -519,7 +609,10 @@ const STATUS_COLUMNS: &str = "id, state, output_hash,
     (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'pending' AND canary_of IS NULL),
     (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'leased' AND canary_of IS NULL),
     (SELECT COUNT(*) FROM units WHERE job_id = jobs.id AND state = 'failed' AND canary_of IS NULL),
-    kind, m, n, k, created_at, output_bytes, failure";
+    kind, m, n, k, created_at, output_bytes, failure,
+    (SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE job_id = jobs.id AND kind = 'reserve_in'),
+    (SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE job_id = jobs.id AND kind = 'release_in'),
+    (SELECT COALESCE(SUM(amount), 0) FROM balances WHERE account = 'job:' || jobs.id)";
 
 fn status_from_row(row: &rusqlite::Row) -> rusqlite::Result<JobStatus> {
     let output_hash = match row.get::<_, Option<String>>(2)? {
@@ -534,6 +627,7 @@ fn status_from_row(row: &rusqlite::Row) -> rusqlite::Result<JobStatus> {
     };
     let units_total: i64 = row.get(3)?;
     let units_verified: i64 = row.get(4)?;
+    let (reserved, returned, escrow): (i64, i64, i64) = (row.get(15)?, row.get(16)?, row.get(17)?);
     Ok(JobStatus {
         id: row.get(0)?,
         shape: (kind == "matmul").then_some(shape),
@@ -554,6 +648,9 @@ fn status_from_row(row: &rusqlite::Row) -> rusqlite::Result<JobStatus> {
         units_failed: row.get(7)?,
         failure: row.get(14)?,
         waiting: Vec::new(),
+        credits_reserved: reserved,
+        credits_paid: reserved - returned - escrow,
+        credits_returned: returned,
     })
 }
 

@@ -163,7 +163,7 @@ pub fn expire_overdue(conn: &Connection, config: &Config, now_ms: i64) -> Result
             };
             // The miss happened at the deadline, whenever the sweep comes.
             let failed = units::requeue(conn, config, unit_id, miss, deadline_ms)?;
-            jobs::fail_for(conn, failed)?;
+            jobs::fail_for(conn, failed, now_ms)?;
         }
     }
     Ok(())
@@ -218,7 +218,7 @@ pub fn charge_gpu_time(
     };
     let failed = units::fail_unfinished(conn, unit_id, why)?;
     let failed_now = failed.is_some();
-    jobs::fail_for(conn, failed)?;
+    jobs::fail_for(conn, failed, now_ms)?;
     Ok(failed_now)
 }
 
@@ -230,7 +230,7 @@ pub fn charge_gpu_time(
 /// submits. Such a unit fails for good (failing its job) instead of blocking the queue; returns
 /// false. Replicas already submitted do not matter: their signatures were checked, and replicas
 /// are compared by value, whichever kernel computed them.
-fn retire_kernel(conn: &Connection, unit: &mut Unit) -> Result<bool, ApiError> {
+fn retire_kernel(conn: &Connection, unit: &mut Unit, now_ms: i64) -> Result<bool, ApiError> {
     let in_flight: bool = conn
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM leases
@@ -247,7 +247,7 @@ fn retire_kernel(conn: &Connection, unit: &mut Unit) -> Result<bool, ApiError> {
             unit.id
         );
         let failed = units::fail(conn, unit.id, why)?;
-        jobs::fail_for(conn, failed)?;
+        jobs::fail_for(conn, failed, now_ms)?;
         return Ok(false);
     }
     let current = kernels::matmul::TILED.hash();
@@ -379,7 +379,7 @@ pub fn lease_next(
     };
     if matches!(unit.work, Work::Matmul { .. })
         && kernels::by_hash(&unit.kernel_hash).is_none()
-        && !retire_kernel(conn, &mut unit)?
+        && !retire_kernel(conn, &mut unit, now_ms)?
     {
         return lease_next(conn, config, asker, now_ms);
     }

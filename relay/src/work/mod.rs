@@ -16,6 +16,7 @@ pub mod demo;
 pub mod jobs;
 pub mod lease_caps;
 pub mod leasing;
+pub mod pricing;
 pub mod replication;
 pub mod result_rows;
 pub mod results;

@@ -32,7 +32,7 @@ use glowworm_protocol::encoding::{bytes_to_f32s, from_base64};
 use glowworm_protocol::freivalds;
 use glowworm_protocol::hash::ContentHash;
 use glowworm_protocol::kernels::matmul;
-use glowworm_protocol::signing::{SignatureError, verify_result_with_key};
+use glowworm_protocol::signing::{RelayKey, SignatureError, verify_result_with_key};
 use glowworm_protocol::wire::{MatmulShape, ResultReceipt, ResultSubmission};
 use rusqlite::Connection;
 use std::sync::Arc;
@@ -96,6 +96,7 @@ pub async fn check(
 pub async fn verify(
     db: &Db,
     config: &Arc<Config>,
+    relay_key: &RelayKey,
     leases: &RecentLeases,
     checked: Checked,
     now: i64,
@@ -114,7 +115,7 @@ pub async fn verify(
         let tolerance = replica_tolerance(db, unit).await?;
         leases.forget(&lease.lease_id);
         let config = config.clone();
-        let (verdict, receipt) = db
+        let (verdict, recorded) = db
             .batch(move |conn| {
                 let (lease, unit) = (&issued.0, &issued.1);
                 record_replica(
@@ -135,7 +136,7 @@ pub async fn verify(
                 "verification_failed",
                 why,
             )),
-            Verdict::Valid(_) | Verdict::Pending => Ok(receipt),
+            Verdict::Valid(_) | Verdict::Pending => Ok(recorded.signed(relay_key, now)),
         };
     }
 
@@ -161,11 +162,13 @@ pub async fn verify(
     let config = config.clone();
     match verified {
         Ok(()) => {
-            db.batch_refusing_first(move |conn| {
-                let (lease, unit) = (&issued.0, &issued.1);
-                record_verified(conn, &config, lease, unit, &public_key, &output, now)
-            })
-            .await
+            let recorded = db
+                .batch_refusing_first(move |conn| {
+                    let (lease, unit) = (&issued.0, &issued.1);
+                    record_verified(conn, &config, lease, unit, &public_key, &output, now)
+                })
+                .await?;
+            Ok(recorded.signed(relay_key, now))
         }
         Err(failure) => {
             tracing::warn!(
@@ -413,7 +416,7 @@ fn record_replica(
     output: &[u8],
     tolerance: &Tolerance,
     now_ms: i64,
-) -> Result<(Verdict, ResultReceipt), ApiError> {
+) -> Result<(Verdict, Recorded), ApiError> {
     let _span = metrics::span(Stage::RecordTx);
     let stored = store_submitted(
         conn,
@@ -432,31 +435,69 @@ fn record_replica(
     // The lease's time counts towards a kernel unit's GPU budget (after the verdict: a unit
     // this result completed is not failed by it).
     leasing::charge_gpu_time(conn, config, &lease.lease_id, now_ms, false)?;
-    let credited = match verdict {
-        Verdict::Valid(credited) => credited,
-        _ => 0,
+    let (verified, credited) = match verdict {
+        Verdict::Valid(credited) => (true, credited),
+        _ => (false, 0),
     };
-    let receipt = receipt(conn, unit, public_key, &account, credited)?;
+    let receipt = receipt(
+        conn, unit, result_id, public_key, &account, verified, credited,
+    )?;
     Ok((verdict, receipt))
 }
 
-/// The receipt for a result of `unit`: `credited` now (0: pending), and the account's balance
-/// and the key's credits still pending after it.
+/// A stored result's receipt, with what the relay signs for its credit once the transaction
+/// has committed ([`Recorded::signed`]: off the writer thread).
+struct Recorded {
+    receipt: ResultReceipt,
+    result_id: i64,
+    account: String,
+}
+
+impl Recorded {
+    /// The receipt, with the relay's signed statement of the credit when one was made.
+    fn signed(self, relay_key: &RelayKey, now: i64) -> ResultReceipt {
+        let Recorded {
+            mut receipt,
+            result_id,
+            account,
+        } = self;
+        if receipt.credited > 0 {
+            receipt.receipt = Some(relay_key.sign_credit(
+                result_id,
+                receipt.unit_id,
+                &account,
+                receipt.credited,
+                now,
+            ));
+        }
+        receipt
+    }
+}
+
+/// The receipt for result `result_id` of `unit`: whether it is `verified` now (or pending), what
+/// `account` was `credited`, and its balance and the key's credits still pending after it.
 fn receipt(
     conn: &Connection,
     unit: &Unit,
+    result_id: i64,
     public_key: &str,
     account: &str,
+    verified: bool,
     credited: i64,
-) -> Result<ResultReceipt, ApiError> {
+) -> Result<Recorded, ApiError> {
     let pending = contributors::pending_credits(conn, public_key)?;
-    Ok(ResultReceipt {
-        unit_id: unit.id,
-        status: if credited > 0 { "verified" } else { "pending" }.into(),
-        credited,
-        pending,
-        balance: ledger::balance(conn, account)?,
-        flop: unit.flop,
+    Ok(Recorded {
+        receipt: ResultReceipt {
+            unit_id: unit.id,
+            status: if verified { "verified" } else { "pending" }.into(),
+            credited,
+            pending,
+            balance: ledger::balance(conn, account)?,
+            flop: unit.flop,
+            receipt: None,
+        },
+        result_id,
+        account: account.to_string(),
     })
 }
 
@@ -472,12 +513,10 @@ fn record_verified(
     public_key: &str,
     output: &[u8],
     now_ms: i64,
-) -> Result<ResultReceipt, ApiError> {
+) -> Result<Recorded, ApiError> {
     let _span = metrics::span(Stage::RecordTx);
-    let flop = i64::try_from(unit.flop)
-        .map_err(|_| ApiError::Internal(format!("unit {} is too large to credit", unit.id)))?;
     let stored = store_submitted(conn, lease, public_key, output, ResultState::Valid, now_ms)?;
-    settlement::checked_valid(
+    let credited = settlement::checked_valid(
         conn,
         config,
         unit.id,
@@ -485,8 +524,15 @@ fn record_verified(
         public_key,
         &stored.account,
         &stored.output_hash,
-        flop,
         now_ms,
     )?;
-    receipt(conn, unit, public_key, &stored.account, flop)
+    receipt(
+        conn,
+        unit,
+        stored.result_id,
+        public_key,
+        &stored.account,
+        true,
+        credited,
+    )
 }

@@ -20,9 +20,10 @@ use crate::accounts::reputation;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::work::jobs;
+use crate::work::pricing;
 use crate::work::replication::Decision;
 use crate::work::result_rows::{self, Replica, ResultState};
-use crate::work::units::{self, Miss};
+use crate::work::units::{self, Miss, Verify};
 use glowworm_protocol::hash::ContentHash;
 use rusqlite::Connection;
 
@@ -38,8 +39,8 @@ pub enum Verdict {
 }
 
 /// A result that passed its own check (Freivalds'): its unit is verified with its output, its
-/// contributor's `account` is credited the unit's `flop`, the results the key left waiting on
-/// trust are settled, and the job is completed if this was its last unit.
+/// contributor's `account` is paid ([`credit`]), the results the key left waiting on trust are
+/// settled, and the job is completed if this was its last unit. Returns the contributor's credit.
 #[allow(clippy::too_many_arguments)]
 pub fn checked_valid(
     conn: &Connection,
@@ -49,14 +50,13 @@ pub fn checked_valid(
     public_key: &str,
     account: &str,
     output_hash: &ContentHash,
-    flop: i64,
     now_ms: i64,
-) -> Result<(), ApiError> {
+) -> Result<i64, ApiError> {
     let job_id = units::mark_verified(conn, unit_id, output_hash)?;
-    credit(conn, result_id, account, unit_id, flop, now_ms)?;
+    let earned = credit(conn, config, result_id, account, unit_id, now_ms)?;
     passed_check(conn, config, public_key, account, now_ms)?;
     jobs::complete_if_done(conn, job_id)?;
-    Ok(())
+    Ok(earned)
 }
 
 /// A result that failed its own check: its unit goes back to the queue (a proven lease's
@@ -77,7 +77,7 @@ pub fn checked_invalid(
         Miss::Unproven
     };
     let failed = units::requeue(conn, config, unit_id, miss, now_ms)?;
-    jobs::fail_for(conn, failed)?;
+    jobs::fail_for(conn, failed, now_ms)?;
     failed_check(conn, config, result_id, public_key, now_ms)
 }
 
@@ -104,7 +104,7 @@ pub fn replicas(
                 result_rows::set_state(conn, replica.id, ResultState::Invalid)?;
             }
             let failed = units::fail(conn, unit_id, why)?;
-            jobs::fail_for(conn, failed)?;
+            jobs::fail_for(conn, failed, now_ms)?;
             Ok(Verdict::Invalid(format!(
                 "{total} replicas of unit {unit_id} found no majority"
             )))
@@ -119,7 +119,8 @@ pub fn replicas(
                 let this = match judgement {
                     Ok(()) => {
                         let account = links::account_of(conn, &replica.public_key)?;
-                        let credited = credit_pending(conn, replica.id, &account, unit_id, now_ms)?;
+                        let credited =
+                            credit_pending(conn, config, replica.id, &account, unit_id, now_ms)?;
                         passed_check(conn, config, &replica.public_key, &account, now_ms)?;
                         Verdict::Valid(credited)
                     }
@@ -145,40 +146,84 @@ pub fn replicas(
     }
 }
 
-/// Marks the pending result `result_id` valid and credits `account` with its unit's FLOP.
-/// Returns the credits.
+/// Marks the pending result `result_id` valid and pays it ([`credit`]). Returns what the
+/// contributor was credited.
 fn credit_pending(
     conn: &Connection,
+    config: &Config,
     result_id: i64,
     account: &str,
     unit_id: i64,
     now_ms: i64,
 ) -> Result<i64, ApiError> {
-    let flop: i64 = conn
-        .prepare_cached("SELECT flop FROM units WHERE id = ?1")?
-        .query_row([unit_id], |row| row.get(0))?;
     result_rows::set_state(conn, result_id, ResultState::Valid)?;
-    credit(conn, result_id, account, unit_id, flop, now_ms)?;
-    Ok(flop)
+    credit(conn, config, result_id, account, unit_id, now_ms)
 }
 
-/// Credits `account` (the result's key, or the address it linked) with `flop` for the valid
-/// result `result_id`, and the partner whose widget computed it its share on top. Every
-/// credit for work goes through here.
+/// Pays the valid result `result_id` of `unit_id` its unit's price: `account` (the result's
+/// key, or the address it linked) is credited the price less the partner's share (when a
+/// partner's widget computed it) and the operator's fee. Returns the contributor's credit.
+/// Every payment for work goes through here.
+///
+/// The job's escrow pays for as many results of the unit as the job reserved
+/// ([`pricing::results_reserved`]); results beyond those (a late replica, a canary) are paid by
+/// the operator while its account can, and are otherwise valid but unpaid, as is every result
+/// of a job that stated no price or has ended and released its escrow.
 fn credit(
     conn: &Connection,
+    config: &Config,
     result_id: i64,
     account: &str,
     unit_id: i64,
-    flop: i64,
     now_ms: i64,
-) -> Result<(), ApiError> {
-    ledger::credit_verified_unit(conn, account, flop, unit_id, result_id, now_ms)?;
-    if let Some(share) = partners::share_for(conn, result_id, account, flop)? {
-        ledger::credit_partner_share(conn, &share, result_id, now_ms)?;
-    }
+) -> Result<i64, ApiError> {
     contributors::earned(conn, result_id, now_ms)?;
-    Ok(())
+    let (price, job_id, verify) = conn
+        .prepare_cached("SELECT price, job_id, verify FROM units WHERE id = ?1")?
+        .query_row([unit_id], |row| {
+            let verify: String = row.get(2)?;
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                Verify::parse(&verify)?,
+            ))
+        })?;
+    if price == 0 {
+        return Ok(0);
+    }
+    let escrow = ledger::job_account(job_id);
+    let reserved = pricing::results_reserved(config, verify);
+    let payer = if ledger::results_paid(conn, unit_id)? < reserved
+        && ledger::balance(conn, &escrow)? >= price
+    {
+        escrow
+    } else if ledger::balance(conn, ledger::OPERATOR)? >= price {
+        ledger::OPERATOR.to_string()
+    } else {
+        tracing::debug!("result {result_id} of unit {unit_id} is valid but nobody pays for it");
+        return Ok(0);
+    };
+    let fee = if payer == ledger::OPERATOR {
+        0
+    } else {
+        ledger::bps_of(price, config.operator_fee_bps)
+    };
+    let share = partners::share_for(conn, result_id, account, price)?;
+    let earned = price - fee - share.as_ref().map_or(0, |share| share.amount);
+    ledger::pay_result(
+        conn,
+        &ledger::Payment {
+            result_id,
+            unit_id,
+            payer,
+            contributor: account.to_string(),
+            earned,
+            share,
+            fee,
+        },
+        now_ms,
+    )?;
+    Ok(earned)
 }
 
 /// A checked result was valid: counts it for the contributor's reputation and settles the
@@ -194,7 +239,7 @@ fn passed_check(
     for (result_id, unit_id, output_hash) in result_rows::waiting_on_trust(conn, public_key)? {
         let job_id = units::mark_verified(conn, unit_id, &output_hash)?;
         jobs::complete_if_done(conn, job_id)?;
-        credit_pending(conn, result_id, account, unit_id, now_ms)?;
+        credit_pending(conn, config, result_id, account, unit_id, now_ms)?;
     }
     Ok(())
 }

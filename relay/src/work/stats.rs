@@ -8,7 +8,8 @@ use rusqlite::Connection;
 pub const ONLINE_WINDOW_MS: i64 = 60_000;
 
 /// Relay-wide figures at `now_ms`. Pending units of failed jobs are not counted: they will
-/// never be leased.
+/// never be leased. Credits issued are what the earners hold (contributors, partners, the
+/// operator's fees), not budgets, escrows or sources.
 pub fn stats(conn: &Connection, now_ms: i64) -> Result<Stats, ApiError> {
     let stats = conn.query_row(
         "SELECT
@@ -19,7 +20,9 @@ pub fn stats(conn: &Connection, now_ms: i64) -> Result<Stats, ApiError> {
             (SELECT COUNT(*) FROM units WHERE state = 'leased'),
             (SELECT COUNT(*) FROM units WHERE state = 'failed'),
             (SELECT COALESCE(SUM(flop), 0) FROM units WHERE state = 'verified'),
-            (SELECT COALESCE(SUM(amount), 0) FROM balances),
+            (SELECT COALESCE(SUM(amount), 0) FROM balances
+             WHERE account NOT LIKE 'source:%' AND account NOT LIKE 'requester:%'
+               AND account NOT LIKE 'job:%'),
             (SELECT COUNT(*) FROM jobs WHERE state = 'done')",
         [now_ms - ONLINE_WINDOW_MS],
         |row| {
@@ -32,6 +35,7 @@ pub fn stats(conn: &Connection, now_ms: i64) -> Result<Stats, ApiError> {
                 flop_verified: row.get(5)?,
                 credits_issued: row.get(6)?,
                 jobs_done: row.get(7)?,
+                relay_key: String::new(),
             })
         },
     )?;

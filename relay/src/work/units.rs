@@ -132,7 +132,7 @@ impl Verify {
         }
     }
 
-    fn parse(text: &str) -> rusqlite::Result<Verify> {
+    pub fn parse(text: &str) -> rusqlite::Result<Verify> {
         match text {
             "freivalds" => Ok(Verify::Freivalds),
             "replicate" => Ok(Verify::Replicate),

@@ -25,7 +25,6 @@ use tower::ServiceExt;
 pub fn test_config(dir: &TempDir) -> Config {
     Config {
         database: dir.path().join("db/relay.sqlite"),
-        www_dir: dir.path().join("www"),
         demo_jobs: false,
         lease_seconds: 60,
         max_attempts: 3,
@@ -36,6 +35,10 @@ pub fn test_config(dir: &TempDir) -> Config {
         ..Config::default()
     }
 }
+
+/// The credits a test relay grants the demo budget and each requester it creates: more than
+/// any test spends.
+pub const TEST_BUDGET: i64 = 1_000_000_000_000_000;
 
 pub struct TestRelay {
     pub app: Router,
@@ -52,6 +55,11 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The body as text, for messages.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
     pub fn json<T: DeserializeOwned>(&self) -> T {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
@@ -110,6 +118,24 @@ impl TestRelay {
         let mut config = test_config(&dir);
         adjust(&mut config);
         let state = AppState::open_with_clock(config, Arc::new(clock.clone())).unwrap();
+        // The demo jobs tests queue are paid from the demo budget, as an operator would grant it.
+        let now = glowworm_relay::Clock::now_ms(&clock);
+        let db = state.db.clone();
+        // On a thread of its own: a test's async runtime must not block on the writer.
+        std::thread::spawn(move || {
+            db.batch_blocking(move |conn| {
+                glowworm_relay::accounts::ledger::grant(
+                    conn,
+                    glowworm_relay::accounts::ledger::DEMO_BUDGET,
+                    TEST_BUDGET,
+                    "tests",
+                    now,
+                )
+            })
+        })
+        .join()
+        .unwrap()
+        .unwrap();
         TestRelay {
             app: app(state.clone()),
             state,
@@ -176,7 +202,7 @@ impl TestRelay {
                 };
                 let owner = glowworm_relay::work::jobs::Owner::Demo;
                 let id = glowworm_relay::work::jobs::create_matmul(
-                    &tx, &store, &a2, &b2, shape, split, owner, now,
+                    &tx, &config, &store, &a2, &b2, shape, split, owner, now,
                 )?;
                 tx.commit()?;
                 Ok(id)
@@ -204,11 +230,12 @@ impl TestRelay {
         )
         .unwrap();
         let now = self.clock_now();
+        let config = self.state.config.clone();
         self.state
             .db
             .call(move |conn| {
                 let tx = conn.transaction()?;
-                let id = job.insert(&tx, glowworm_relay::work::jobs::Owner::Demo, now)?;
+                let id = job.insert(&tx, &config, glowworm_relay::work::jobs::Owner::Demo, now)?;
                 tx.commit()?;
                 Ok(id)
             })
@@ -216,18 +243,48 @@ impl TestRelay {
             .unwrap()
     }
 
-    /// Creates a requester named `name` with a quota of `quota` units; returns its API key.
+    /// Creates a requester named `name` with a quota of `quota` units and a budget of
+    /// [`TEST_BUDGET`] credits; returns its API key.
     pub async fn create_api_key(&self, name: &'static str, quota: u64) -> String {
+        self.create_api_key_with_budget(name, quota, TEST_BUDGET)
+            .await
+    }
+
+    /// Creates a requester named `name` with a quota of `quota` units and `budget` credits
+    /// granted (none when 0); returns its API key.
+    pub async fn create_api_key_with_budget(
+        &self,
+        name: &'static str,
+        quota: u64,
+        budget: i64,
+    ) -> String {
         let now = self.clock_now();
         self.state
             .db
             .call(move |conn| {
-                let (key, _) = glowworm_relay::accounts::requesters::create(conn, name, quota, now)
-                    .map_err(|e| glowworm_relay::ApiError::Internal(e.to_string()))?;
+                let (key, info) =
+                    glowworm_relay::accounts::requesters::create(conn, name, quota, now)
+                        .map_err(|e| glowworm_relay::ApiError::Internal(e.to_string()))?;
+                if budget > 0 {
+                    let account = glowworm_relay::accounts::ledger::requester_account(info.id);
+                    glowworm_relay::accounts::ledger::grant(conn, &account, budget, "tests", now)?;
+                }
                 Ok(key)
             })
             .await
             .unwrap()
+    }
+
+    /// Checks the books after a step: every entry sums to zero, so does everything, no
+    /// account but a source is below zero, and the balances agree with the ledger.
+    pub async fn assert_books_balance(&self) {
+        let audit = self
+            .state
+            .db
+            .read(glowworm_relay::accounts::ledger::audit)
+            .await
+            .unwrap();
+        assert!(audit.holds(), "the books do not balance: {audit:?}");
     }
 
     /// A job's status, once its output is assembled if every unit is verified
@@ -348,8 +405,11 @@ impl TestRelay {
         [
             self.count("SELECT COUNT(*) FROM results").await,
             self.count("SELECT COUNT(*) FROM ledger").await,
-            self.count("SELECT COALESCE(SUM(amount), 0) FROM ledger")
-                .await,
+            self.count(
+                "SELECT COALESCE(SUM(amount), 0) FROM ledger
+                 WHERE kind IN ('unit_verified', 'partner_share')",
+            )
+            .await,
             self.count("SELECT COUNT(*) FROM blobs").await,
             self.count("SELECT COUNT(*) FROM leases WHERE state = 'active'")
                 .await,

@@ -8,7 +8,7 @@ use glowworm_protocol::encoding::{bytes_to_f32s, f32s_to_bytes};
 use glowworm_protocol::hash::ContentHash;
 use glowworm_protocol::kernels::matmul;
 use glowworm_protocol::wire::MatmulShape;
-use glowworm_relay::accounts::partners::share_of;
+use glowworm_relay::accounts::ledger::bps_of;
 use glowworm_relay::store::blobs::BlobStore;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
@@ -93,7 +93,14 @@ fn credits_match_results(conn: &Connection, found: &mut Findings) -> rusqlite::R
     let mut stmt = conn.prepare(
         "SELECT ledger.id, ledger.account, ledger.amount, ledger.unit_id,
                 results.id, results.state, results.verified, results.unit_id, results.public_key,
-                units.flop, leases.account
+                units.price
+                  - COALESCE((SELECT SUM(cut.amount) FROM ledger AS cut
+                              WHERE cut.result_id = ledger.result_id
+                                AND cut.kind IN ('partner_share', 'operator_fee')), 0),
+                leases.account,
+                (SELECT SUM(paid.amount) FROM ledger AS paid
+                 WHERE paid.result_id = ledger.result_id AND paid.kind = 'unit_paid'),
+                units.price
          FROM ledger
          LEFT JOIN results ON results.id = ledger.result_id
          LEFT JOIN units ON units.id = results.unit_id
@@ -113,8 +120,14 @@ fn credits_match_results(conn: &Connection, found: &mut Findings) -> rusqlite::R
         let (state, verified): (String, bool) = (row.get(5)?, row.get(6)?);
         let result_unit: i64 = row.get(7)?;
         let public_key: String = row.get(8)?;
-        let flop: i64 = row.get(9)?;
+        let earns: i64 = row.get(9)?;
         let linked: Option<String> = row.get(10)?;
+        let (paid, price): (Option<i64>, i64) = (row.get(11)?, row.get(12)?);
+        if paid != Some(-price) {
+            found.violation(format!(
+                "result {result_id} of a unit priced {price} was paid for by {paid:?}"
+            ));
+        }
         if state != "valid" || !verified {
             found.violation(format!(
                 "credit {ledger_id} is for result {result_id}, which is {state} (verified {verified})"
@@ -125,9 +138,10 @@ fn credits_match_results(conn: &Connection, found: &mut Findings) -> rusqlite::R
                 "credit {ledger_id} names unit {unit_id:?}; its result is of unit {result_unit}"
             ));
         }
-        if amount != flop {
+        if amount != earns {
             found.violation(format!(
-                "credit {ledger_id} is {amount}; unit {result_unit} earns {flop}"
+                "credit {ledger_id} is {amount}; unit {result_unit} earns {earns} after the \
+                 partner's share and the operator's fee"
             ));
         }
         if account != linked.unwrap_or(public_key) {
@@ -165,7 +179,10 @@ fn credits_match_results(conn: &Connection, found: &mut Findings) -> rusqlite::R
     }
 
     let mut stmt = conn.prepare(
-        "SELECT kind, COUNT(*) FROM ledger WHERE kind NOT IN ('unit_verified', 'partner_share')
+        "SELECT kind, COUNT(*) FROM ledger
+         WHERE kind NOT IN ('unit_verified', 'partner_share', 'operator_fee', 'unit_paid',
+                            'grant_out', 'grant_in', 'reserve_out', 'reserve_in',
+                            'release_out', 'release_in')
          GROUP BY kind",
     )?;
     let mut rows = stmt.query([])?;
@@ -175,6 +192,12 @@ fn credits_match_results(conn: &Connection, found: &mut Findings) -> rusqlite::R
             "{count} ledger rows of kind {kind}, which nothing here makes"
         ));
     }
+    // The books balance: every entry sums to zero, no budget or escrow is below zero.
+    let audit = glowworm_relay::accounts::ledger::audit(conn)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.to_string().into()))?;
+    if !audit.holds() {
+        found.violation(format!("the books do not balance: {audit:?}"));
+    }
     Ok(())
 }
 
@@ -183,9 +206,10 @@ fn credits_match_results(conn: &Connection, found: &mut Findings) -> rusqlite::R
 fn partner_shares(conn: &Connection, found: &mut Findings) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare(
         "SELECT ledger.id, ledger.account, ledger.amount, lease_partners.partner,
-                lease_partners.share_bps, credit.amount
+                lease_partners.share_bps, units.price, credit.id
          FROM ledger
          LEFT JOIN results ON results.id = ledger.result_id
+         LEFT JOIN units ON units.id = results.unit_id
          LEFT JOIN lease_partners ON lease_partners.lease_id = results.lease_id
          LEFT JOIN ledger AS credit
                 ON credit.result_id = ledger.result_id AND credit.kind = 'unit_verified'
@@ -197,24 +221,28 @@ fn partner_shares(conn: &Connection, found: &mut Findings) -> rusqlite::Result<(
         let (id, account, amount): (i64, String, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
         let partner: Option<String> = row.get(3)?;
         let share_bps: Option<u32> = row.get(4)?;
-        let credit: Option<i64> = row.get(5)?;
-        let (Some(partner), Some(share_bps), Some(credit)) = (partner, share_bps, credit) else {
+        let price: Option<i64> = row.get(5)?;
+        let credit: Option<i64> = row.get(6)?;
+        let (Some(partner), Some(share_bps), Some(price), Some(_)) =
+            (partner, share_bps, price, credit)
+        else {
             found.violation(format!(
                 "partner share {id} is not for a credited result of a widget's lease"
             ));
             continue;
         };
-        if account != partner || amount != share_of(credit, share_bps) {
+        if account != partner || amount != bps_of(price, share_bps) {
             found.violation(format!(
                 "partner share {id}: {amount} to {account}; expected {} to {partner}",
-                share_of(credit, share_bps)
+                bps_of(price, share_bps)
             ));
         }
     }
 
     let mut stmt = conn.prepare(
-        "SELECT results.id, credit.amount, lease_partners.share_bps
+        "SELECT results.id, units.price, lease_partners.share_bps
          FROM results
+         JOIN units ON units.id = results.unit_id
          JOIN lease_partners ON lease_partners.lease_id = results.lease_id
          JOIN ledger AS credit ON credit.result_id = results.id AND credit.kind = 'unit_verified'
          WHERE (SELECT COUNT(*) FROM ledger AS share
@@ -222,8 +250,8 @@ fn partner_shares(conn: &Connection, found: &mut Findings) -> rusqlite::Result<(
     )?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
-        let (id, credit, share_bps): (i64, i64, u32) = (row.get(0)?, row.get(1)?, row.get(2)?);
-        if share_of(credit, share_bps) > 0 {
+        let (id, price, share_bps): (i64, i64, u32) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        if bps_of(price, share_bps) > 0 {
             found.violation(format!(
                 "result {id} through a partner's widget has no single partner share"
             ));

@@ -90,7 +90,25 @@ impl Relay {
             "keys create failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        String::from_utf8(output.stdout).unwrap().trim().to_string()
+        let key = String::from_utf8(output.stdout).unwrap().trim().to_string();
+        self.grant(name, 1_000_000_000_000_000);
+        key
+    }
+
+    /// Grants `credits` to the budget of requester `name` (or `demo`), as an operator does
+    /// (`glowworm-relay budget grant`).
+    pub fn grant(&self, name: &str, credits: i64) {
+        let output = Self::command()
+            .args(["budget", "grant", name, &credits.to_string(), "--database"])
+            .arg(&self.settings.database)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("glowworm-relay budget grant runs");
+        assert!(
+            output.status.success(),
+            "budget grant failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// Starts a relay process; it is serving once [`Relay::wait_serving`] says so.

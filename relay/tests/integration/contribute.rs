@@ -43,8 +43,45 @@ async fn a_verified_result_is_credited_once_by_its_flop_count() {
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json::<Value>());
     check_schema(&reply.json(), "ResultReceipt");
-    let receipt: ResultReceipt = reply.json();
+    let mut receipt: ResultReceipt = reply.json();
     let flop = 2 * 64 * 64 * 64;
+    // The relay signs the credit, by the key it names in its stats; a forged copy fails.
+    let signed = receipt
+        .receipt
+        .take()
+        .expect("a credit comes with a signed receipt");
+    let relay_key = relay.state.relay_key.public_hex();
+    assert_eq!(
+        (
+            signed.unit_id,
+            signed.account.as_str(),
+            signed.credited,
+            signed.relay_key.as_str()
+        ),
+        (
+            lease.unit_id,
+            alice.public_key().as_str(),
+            flop,
+            relay_key.as_str()
+        )
+    );
+    glowworm_protocol::signing::verify_credit(&signed).expect("the relay's signature checks out");
+    for forged in [
+        glowworm_protocol::wire::SignedCredit {
+            credited: flop * 2,
+            ..signed.clone()
+        },
+        glowworm_protocol::wire::SignedCredit {
+            account: "0x0000000000000000000000000000000000000001".into(),
+            ..signed.clone()
+        },
+        glowworm_protocol::wire::SignedCredit {
+            relay_key: alice.public_key(),
+            ..signed.clone()
+        },
+    ] {
+        assert!(glowworm_protocol::signing::verify_credit(&forged).is_err());
+    }
     assert_eq!(
         receipt,
         ResultReceipt {
@@ -54,11 +91,17 @@ async fn a_verified_result_is_credited_once_by_its_flop_count() {
             pending: 0,
             balance: flop,
             flop: flop as u64,
+            receipt: None,
         }
     );
 
     // The ledger holds exactly one row for it, and the balance is the ledger's sum.
-    assert_eq!(relay.count("SELECT COUNT(*) FROM ledger").await, 1);
+    assert_eq!(
+        relay
+            .count("SELECT COUNT(*) FROM ledger WHERE kind IN ('unit_verified', 'partner_share')")
+            .await,
+        1
+    );
     assert_eq!(
         relay
             .count("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE kind = 'unit_verified'")
@@ -105,6 +148,7 @@ async fn a_verified_result_is_credited_once_by_its_flop_count() {
             flop_verified: flop,
             credits_issued: flop,
             jobs_done: 0,
+            relay_key: relay.state.relay_key.public_hex(),
         }
     );
     // A contributor not seen for a minute is no longer online.
@@ -118,7 +162,12 @@ async fn a_verified_result_is_credited_once_by_its_flop_count() {
         .await;
     replay.assert_error(409, "already_submitted");
     assert_eq!(alice.balance(&relay).await, flop);
-    assert_eq!(relay.count("SELECT COUNT(*) FROM ledger").await, 1);
+    assert_eq!(
+        relay
+            .count("SELECT COUNT(*) FROM ledger WHERE kind IN ('unit_verified', 'partner_share')")
+            .await,
+        1
+    );
     assert_eq!(relay.count("SELECT COUNT(*) FROM results").await, 1);
 }
 
@@ -322,5 +371,10 @@ async fn two_racing_copies_of_a_result_are_credited_once() {
     };
     refused.assert_error(409, "already_submitted");
     assert_eq!(alice.balance(&relay).await, lease.flop as i64);
-    assert_eq!(relay.count("SELECT COUNT(*) FROM ledger").await, 1);
+    assert_eq!(
+        relay
+            .count("SELECT COUNT(*) FROM ledger WHERE kind IN ('unit_verified', 'partner_share')")
+            .await,
+        1
+    );
 }

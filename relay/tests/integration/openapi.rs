@@ -70,7 +70,7 @@ fn the_schemas_fit_the_wire_types() {
     const ADDRESS: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
     let hash = ContentHash([7; 32]);
     let shape = MatmulShape { m: 1, n: 2, k: 3 };
-    let samples: Vec<(&str, Value)> = vec![
+    let mut samples: Vec<(&str, Value)> = vec![
         (
             "Lease",
             serde_json::to_value(Lease {
@@ -116,6 +116,9 @@ fn the_schemas_fit_the_wire_types() {
                     units: 1,
                     detail: "waits".into(),
                 }],
+                credits_reserved: 10,
+                credits_paid: 8,
+                credits_returned: 2,
             })
             .unwrap(),
         ),
@@ -301,6 +304,17 @@ fn the_schemas_fit_the_wire_types() {
             .unwrap(),
         ),
     ];
+    samples.push((
+        "Budget",
+        serde_json::to_value(glowworm_protocol::wire::Budget {
+            available: 5,
+            reserved: 10,
+            price_per_gflop: 1_000_000_000,
+            operator_fee_bps: 100,
+            partner_share_bps: 1000,
+        })
+        .unwrap(),
+    ));
     for (name, value) in &samples {
         check_schema(value, name);
     }

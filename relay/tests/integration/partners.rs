@@ -107,7 +107,7 @@ async fn partner(relay: &TestRelay, address: &str) -> PartnerInfo {
 }
 
 #[tokio::test]
-async fn widget_units_credit_the_partner_a_floored_share_on_top_by_site() {
+async fn widget_units_pay_the_partner_a_floored_share_of_the_price_by_site() {
     let relay = TestRelay::new(); // the default share: 1000 bps, 10%
     register(
         &relay,
@@ -141,22 +141,26 @@ async fn widget_units_credit_the_partner_a_floored_share_on_top_by_site() {
         "only widget leases are attributed"
     );
 
+    // Each unit's price (its FLOP, by default) is split: the partner's floored 10%, the
+    // contributor the rest; a unit from the page itself pays the contributor all of it.
+    let share = |price: i64| price * 1000 / 10_000;
     let mut credited = Vec::new();
+    let mut prices = Vec::new();
     for (who, lease) in [(&alice, &a1), (&alice, &a2), (&bob, &b1), (&carol, &c1)] {
         let amount = submit(&relay, who, lease).await;
-        assert_eq!(
-            amount, lease.flop as i64,
-            "the contributor's credit is whole"
-        );
+        prices.push(lease.flop as i64);
         credited.push(amount);
     }
-    let share = |amount: i64| amount * 1000 / 10_000;
+    for i in 0..3 {
+        assert_eq!(credited[i], prices[i] - share(prices[i]));
+    }
+    assert_eq!(credited[3], prices[3], "no partner, no share");
     assert_eq!(alice.balance(&relay).await, credited[0] + credited[1]);
     assert_eq!(bob.balance(&relay).await, credited[2]);
     assert_eq!(carol.balance(&relay).await, credited[3]);
 
-    let blog = share(credited[0]) + share(credited[1]);
-    let forum = share(credited[2]);
+    let blog = share(prices[0]) + share(prices[1]);
+    let forum = share(prices[2]);
     let info = partner(&relay, &PARTNER.to_lowercase()).await;
     assert_eq!(info.address, PARTNER);
     assert_eq!(info.credits, blog + forum);
@@ -229,7 +233,9 @@ async fn the_share_rate_is_configured_and_fixed_when_the_lease_is_issued() {
         .await
         .unwrap();
     let credited = submit(&relay, &alice, &lease).await;
-    assert_eq!(partner(&relay, PARTNER).await.credits, credited / 4);
+    let price = lease.flop as i64;
+    assert_eq!(partner(&relay, PARTNER).await.credits, price / 4);
+    assert_eq!(credited, price - price / 4);
 
     // A relay paying no share records the attribution and credits nothing more.
     let relay = TestRelay::with_config(|c| c.partner_share_bps = 0);
@@ -242,7 +248,10 @@ async fn the_share_rate_is_configured_and_fixed_when_the_lease_is_issued() {
     assert_eq!(relay.count("SELECT COUNT(*) FROM lease_partners").await, 1);
     assert_eq!(
         relay
-            .count("SELECT COALESCE(SUM(amount), 0) FROM ledger")
+            .count(
+                "SELECT COALESCE(SUM(amount), 0) FROM ledger
+                 WHERE kind IN ('unit_verified', 'partner_share')"
+            )
             .await,
         credited
     );
@@ -377,7 +386,12 @@ async fn rejected_results_credit_no_partner() {
         .post("/v1/results", &mallory.submission(&lease, &output))
         .await
         .assert_error(422, "verification_failed");
-    assert_eq!(relay.count("SELECT COUNT(*) FROM ledger").await, 0);
+    assert_eq!(
+        relay
+            .count("SELECT COUNT(*) FROM ledger WHERE kind IN ('unit_verified', 'partner_share')")
+            .await,
+        0
+    );
     assert_eq!(partner(&relay, PARTNER).await.credits, 0);
 }
 
@@ -433,7 +447,9 @@ async fn a_partner_earns_nothing_on_keys_linked_to_any_of_its_addresses() {
         .unwrap();
     let credited = submit(&relay, &visitor, &theirs).await;
     let info = partner(&relay, PARTNER).await;
-    assert_eq!((info.credits, info.units), (credited / 10, 1));
+    let price = theirs.flop as i64;
+    assert_eq!((info.credits, info.units), (price / 10, 1));
+    assert_eq!(credited, price - price / 10);
 }
 
 #[tokio::test]
@@ -499,8 +515,11 @@ async fn a_revoked_partner_is_refused_and_its_addresses_stay_its_own() {
     lease_reply(&relay, &alice, PARTNER, "https://blog.example")
         .await
         .assert_error(403, "partner_not_accepted");
-    let credited = submit(&relay, &alice, &lease).await;
-    assert_eq!(partner(&relay, PARTNER).await.credits, credited / 10);
+    submit(&relay, &alice, &lease).await;
+    assert_eq!(
+        partner(&relay, PARTNER).await.credits,
+        lease.flop as i64 / 10
+    );
 
     // Its address cannot be registered again, alone or beside another.
     let refused = relay

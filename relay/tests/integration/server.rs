@@ -22,6 +22,16 @@ fn write_page(www: &std::path::Path) {
     std::fs::write(www.join("pkg/glowworm_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
 }
 
+/// The relay binary, with no GLOWWORM_* setting from the test's environment.
+fn relay_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_glowworm-relay"));
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("GLOWWORM_")) {
+        command.env_remove(name);
+    }
+    command.env("RUST_LOG", "warn");
+    command
+}
+
 #[tokio::test]
 async fn the_binary_serves_a_contributor_over_real_http_and_stops_on_sigterm() {
     let dir = tempfile::TempDir::new().unwrap();
@@ -29,11 +39,20 @@ async fn the_binary_serves_a_contributor_over_real_http_and_stops_on_sigterm() {
     write_page(&www);
     let database = dir.path().join("data/relay.sqlite");
 
-    let mut command = Command::new(env!("CARGO_BIN_EXE_glowworm-relay"));
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("GLOWWORM_")) {
-        command.env_remove(name);
-    }
-    let mut child = command
+    // The operator grants the demo budget, which pays for the demo generator's jobs.
+    let granted = relay_command()
+        .args(["budget", "grant", "demo", "1000000000", "--database"])
+        .arg(&database)
+        .output()
+        .unwrap();
+    assert!(
+        granted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&granted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&granted.stderr).contains("its budget is now 1000000000"));
+
+    let mut child = relay_command()
         .args(["serve", "--listen", "127.0.0.1:0", "--demo-m", "64"])
         .args(["--demo-n", "128", "--demo-k", "32"])
         .arg("--database")
@@ -175,6 +194,18 @@ async fn the_binary_serves_a_contributor_over_real_http_and_stops_on_sigterm() {
     assert_eq!(receipt.status, "verified");
     assert_eq!(receipt.credited, 2 * 64 * 64 * 32);
     assert_eq!(receipt.balance, receipt.credited);
+    // The books balance, as the operator's audit finds them.
+    let audit = relay_command()
+        .args(["budget", "audit", "--database"])
+        .arg(&database)
+        .output()
+        .unwrap();
+    assert!(
+        audit.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&audit.stdout),
+        String::from_utf8_lossy(&audit.stderr)
+    );
 
     // The page and its module are served too.
     let page = http.get(format!("{base}/")).send().await.unwrap();
@@ -210,8 +241,9 @@ async fn the_binary_serves_a_contributor_over_real_http_and_stops_on_sigterm() {
 
 #[tokio::test]
 async fn the_page_is_served_from_www_dir_with_wasm_as_application_wasm() {
-    let relay = TestRelay::new();
-    write_page(&relay.state.config.www_dir);
+    let page = tempfile::TempDir::new().unwrap();
+    write_page(page.path());
+    let relay = TestRelay::with_config(|c| c.www_dir = Some(page.path().to_path_buf()));
     let index = relay.get("/").await;
     assert_eq!(index.status, StatusCode::OK);
     assert!(String::from_utf8_lossy(&index.body).contains("<title>Glowworm</title>"));

@@ -61,7 +61,8 @@ async fn honest_finish(relay: &TestRelay, job_id: i64) -> i64 {
 async fn credits_of_others(relay: &TestRelay) -> i64 {
     relay
         .count(
-            "SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE account NOT IN
+            "SELECT COALESCE(SUM(amount), 0) FROM ledger
+             WHERE kind IN ('unit_verified', 'partner_share') AND account NOT IN
                  (SELECT public_key FROM leases WHERE network = '192.0.2.0/24')",
         )
         .await

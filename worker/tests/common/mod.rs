@@ -7,7 +7,6 @@ use glowworm_relay::{AppState, Config, app};
 pub async fn start_relay(dir: &tempfile::TempDir) -> (String, AppState) {
     let config = Config {
         database: dir.path().join("relay.sqlite"),
-        www_dir: dir.path().join("www"),
         demo_jobs: false,
         unit_size: 32,
         demo_m: 96,

@@ -27,6 +27,7 @@ pub fn saxpy_spec(n: u32, units: u32) -> KernelSpec {
         units,
         replicas: 2,
         tolerance_ulps: 0,
+        price_per_unit: None,
     }
 }
 
@@ -74,6 +75,7 @@ pub fn conv1d_spec(signal_len: u32, taps: u32, units: u32) -> KernelSpec {
         units,
         replicas: 2,
         tolerance_ulps: 0,
+        price_per_unit: None,
     }
 }
 
