@@ -66,18 +66,26 @@ class Relay:
         self.process: subprocess.Popen[str] | None = None
         self.log: IO[str] | None = None
 
-    def create_key(self, name: str) -> str:
-        """A new requester's API key, from ``glowworm-relay keys create``."""
+    def create_key(self, name: str, budget: int = 10**15) -> str:
+        """A new requester's API key, from ``glowworm-relay keys create``, with ``budget``
+        credits granted (``glowworm-relay budget grant``; 0: none)."""
+        key = self.admin("keys", "create", "--name", name)
+        assert key.startswith("gw_"), key
+        if budget:
+            self.admin("budget", "grant", name, str(budget), "--memo", "tests")
+        return key
+
+    def admin(self, *args: str) -> str:
+        """Runs ``glowworm-relay ARGS --database ...`` (keys, budget); its stdout."""
         out = subprocess.run(
-            [str(self.bin), "keys", "create", "--name", name, "--database", str(self.database)],
+            [str(self.bin), *args, "--database", str(self.database)],
             capture_output=True,
             text=True,
             env=clean_env(),
-            check=True,
         )
-        key = out.stdout.strip()
-        assert key.startswith("gw_"), out
-        return key
+        if out.returncode != 0:
+            raise ServerError(f"glowworm-relay {' '.join(args)} failed: {out.stderr}")
+        return out.stdout.strip()
 
     def start(self) -> None:
         self.log = open(self.dir / "relay.log", "a")

@@ -308,3 +308,12 @@ def test_on_a_terminal_the_progress_is_a_bar(setup: Setup) -> None:
     text = shown.decode(errors="replace")
     # tqdm redraws its bar in place: carriage returns, units verified of all (2 x 2 tiles).
     assert "\r" in text and "job " in text and "4/4" in text, repr(text)
+
+
+def test_a_key_without_budget_gets_the_relays_402(setup: Setup) -> None:
+    key = setup.relay.create_key("broke", budget=0)
+    client = glowworm.Client(setup.url, key)
+    with pytest.raises(glowworm.RelayError) as err:
+        client.submit_matmul(random(8, 8, 0), random(8, 8, 1))
+    assert (err.value.status, err.value.code) == (402, "insufficient_budget")
+    assert client.jobs() == []
