@@ -1,7 +1,8 @@
 //! Finding, and where possible installing, what the build and the tests need on a fresh Debian
 //! machine: the wasm32 target, a Vulkan driver (lavapipe), Chromium, the npm packages of the e2e
 //! tests, of the earnings tree's comparison with OpenZeppelin's library and of the contracts,
-//! and cargo-fuzz with a C++ compiler for the fuzz targets.
+//! Python 3 with venv for the Python client, and cargo-fuzz with a C++ compiler for the fuzz
+//! targets.
 //! Installing system packages needs root; otherwise we stop with the command to run.
 
 use crate::process;
@@ -87,6 +88,23 @@ fn npm_ci(dir: &Path, purpose: &str, extra_args: &[&str]) -> Result<()> {
         bail!("`npm ci` failed in {}", dir.display());
     }
     Ok(())
+}
+
+/// Python 3 with the `venv` module and `ensurepip` (Debian splits them into python3-venv), for
+/// the Python client's tests.
+pub fn require_python_venv() -> Result<()> {
+    let has_venv = Command::new("python3")
+        .args(["-c", "import venv, ensurepip"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if has_venv {
+        return Ok(());
+    }
+    apt_install(
+        &["python3", "python3-venv"],
+        "Python 3 with venv for the Python client's tests",
+    )
 }
 
 /// cargo-fuzz, installed with `cargo install` if it is missing, and the C++ compiler that

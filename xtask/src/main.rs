@@ -3,8 +3,10 @@
 //! - `cargo xtask run`: builds the browser module and the relay, then starts the relay with its
 //!   SQLite database and the page (the README's first command).
 //! - `cargo xtask test`: installs what the tests need, builds, and runs every test: Rust unit and
-//!   integration tests (kernels on lavapipe) and the headless-Chromium end-to-end tests, then
-//!   fuzzes each decoder of outside input for a few seconds.
+//!   integration tests (kernels on lavapipe), the Python client's tests (pytest in
+//!   `target/python-venv`, against the built relay and worker) and the headless-Chromium
+//!   end-to-end tests, then fuzzes each decoder of outside input for a few seconds.
+//! - `cargo xtask test-python`: only the Python client's tests.
 //! - `cargo xtask bench [relay|kernels|freivalds|verification|browser|faults]`: benchmarks, each printing a table
 //!   and writing it to `target/bench/<name>.md`.
 //! - `cargo xtask fuzz [--seconds N] [TARGET...]`: the fuzz targets in `fuzz/`, each for N
@@ -21,6 +23,7 @@ mod contracts;
 mod deps;
 mod fuzz;
 mod process;
+mod python;
 mod wasm;
 
 use anyhow::Result;
@@ -61,9 +64,15 @@ enum Command {
         /// Skip the short fuzzing run at the end.
         #[arg(long)]
         no_fuzz: bool,
+        /// Skip the Python client's tests.
+        #[arg(long)]
+        no_python: bool,
     },
     /// Recompile the payout contract with npm's solc into contracts/out/*.json (commit the result).
     Contracts,
+    /// Only the Python client's tests: pip install ./python[test] into target/python-venv, then
+    /// pytest against the built relay and native worker.
+    TestPython,
     /// Run the fuzz targets (cargo-fuzz, installed if missing), each for a bounded time; prints
     /// a table and writes it to target/bench/fuzz.md.
     Fuzz {
@@ -90,7 +99,12 @@ fn main() -> Result<()> {
         Command::Test {
             no_browser,
             no_fuzz,
-        } => test(&root, no_browser, no_fuzz)?,
+            no_python,
+        } => test(&root, no_browser, no_fuzz, no_python)?,
+        Command::TestPython => {
+            deps::require_vulkan_driver()?;
+            python::test(&root, &deps::runtime_dir()?)?;
+        }
         Command::Fuzz { seconds, targets } => fuzz::run(&root, seconds, &targets)?,
         Command::Lint => lint()?,
         Command::Contracts => contracts::build(&root)?,
@@ -117,7 +131,7 @@ fn run(root: &Path, relay_args: Vec<String>) -> Result<()> {
     process::run_checked(&root.join("target/release/glowworm-relay"), &args, &[])
 }
 
-fn test(root: &Path, no_browser: bool, no_fuzz: bool) -> Result<()> {
+fn test(root: &Path, no_browser: bool, no_fuzz: bool, no_python: bool) -> Result<()> {
     deps::require_vulkan_driver()?;
     if !no_browser {
         // Everything the browser tests need, checked before the long Rust tests run.
@@ -136,6 +150,9 @@ fn test(root: &Path, no_browser: bool, no_fuzz: bool) -> Result<()> {
     // glowworm-chain's tests run a real chain (anvil) and compare the committed contract
     // artifacts with a fresh compile: both come from contracts/node_modules.
     deps::require_contract_packages(&root.join("contracts"))?;
+    if !no_python {
+        deps::require_python_venv()?;
+    }
     let runtime_dir = deps::runtime_dir()?;
     if !no_browser {
         // Before the relay is built, so the copy of www/ it carries has the module (the
@@ -157,6 +174,10 @@ fn test(root: &Path, no_browser: bool, no_fuzz: bool) -> Result<()> {
         ],
         &[("XDG_RUNTIME_DIR", runtime_dir.as_os_str())],
     )?;
+
+    if !no_python {
+        python::test(root, &runtime_dir)?;
+    }
 
     if !no_browser {
         // Both binaries: the relay, and the requester's client `glowworm` (requester.test.mjs).
