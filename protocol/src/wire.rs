@@ -409,6 +409,14 @@ pub struct Budget {
     pub operator_fee_bps: u32,
     /// A partner's share, in basis points of the price of a result computed through its widget.
     pub partner_share_bps: u32,
+    /// The payout token's smallest units per credit: a deposit of N units funds N / this
+    /// credits.
+    pub token_units_per_credit: u64,
+    /// What to pass as `requester` to the payout contract's `deposit(amount, requester)` so the
+    /// deposit funds this budget (bytes32, 0x and 64 hex characters).
+    pub deposit_reference: String,
+    /// The payout contract deposits go to, when the relay has a chain.
+    pub payout_contract: Option<String>,
 }
 
 /// `GET /v1/jobs`: the requester's jobs, newest first.

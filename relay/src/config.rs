@@ -457,6 +457,48 @@ pub struct Config {
     )]
     pub epoch_seconds: u64,
 
+    // The payout contract (relay/src/accounts/payout_chain.rs): chain_rpc_url, payout_contract
+    // and publisher_key_file together, or none of them (no chain: earnings accrue, epochs are
+    // closed and served, claims are off).
+    /// JSON-RPC URL (http://) of the chain the payout contract is on.
+    #[arg(long, env = "GLOWWORM_CHAIN_RPC_URL", value_name = "URL")]
+    pub chain_rpc_url: Option<String>,
+    /// The chain id the RPC must answer with; checked when the relay starts.
+    #[arg(long, env = "GLOWWORM_CHAIN_ID", value_name = "ID")]
+    pub chain_id: Option<u64>,
+    /// The payout contract's address (glowworm-relay chain deploy makes one).
+    #[arg(long, env = "GLOWWORM_PAYOUT_CONTRACT", value_name = "0x...")]
+    pub payout_contract: Option<String>,
+    /// File holding the publisher's private key (64 hex characters, mode 0600): the key the
+    /// contract lets publish epochs' roots.
+    #[arg(long, env = "GLOWWORM_PUBLISHER_KEY_FILE", value_name = "PATH")]
+    pub publisher_key_file: Option<PathBuf>,
+    /// Blocks that must hold a deposit (its own included) before the relay credits it.
+    #[arg(
+        long,
+        env = "GLOWWORM_CONFIRMATIONS",
+        value_name = "BLOCKS",
+        default_value_t = 3
+    )]
+    pub confirmations: u64,
+    /// The payout token's smallest units per credit: a deposit of N units funds N / this
+    /// credits (rounded down), and an address's credits are worth this many units in a root.
+    #[arg(
+        long,
+        env = "GLOWWORM_TOKEN_UNITS_PER_CREDIT",
+        value_name = "UNITS",
+        default_value_t = 1
+    )]
+    pub token_units_per_credit: u64,
+    /// How often the relay looks for new deposits and publishes closed epochs' roots.
+    #[arg(
+        long,
+        env = "GLOWWORM_CHAIN_POLL_SECONDS",
+        value_name = "SECONDS",
+        default_value_t = 5
+    )]
+    pub chain_poll_seconds: u64,
+
     // Partner widgets (relay/src/partners.rs, relay/src/embedding.rs); partners::validate_config
     // checks these when the relay opens.
     /// A partner's share of each unit computed through its widget, in basis points of the
@@ -771,6 +813,20 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "siwe chain id {chain} is too large"
             )));
+        }
+        let chain = [
+            self.chain_rpc_url.is_some(),
+            self.payout_contract.is_some(),
+            self.publisher_key_file.is_some(),
+        ];
+        if chain.contains(&true) && chain.contains(&false) {
+            return invalid(
+                "chain_rpc_url, payout_contract and publisher_key_file go together: set all \
+                 three for payouts on chain, or none",
+            );
+        }
+        if self.token_units_per_credit == 0 || self.chain_poll_seconds == 0 {
+            return invalid("token_units_per_credit and chain_poll_seconds must be at least 1");
         }
         if self.replicas < 2 || self.max_replicas < self.replicas {
             return invalid("replicas must be at least 2 and max_replicas at least replicas");

@@ -5,12 +5,14 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use glowworm_relay::accounts::payout_chain::{self, PayoutChain};
 use glowworm_relay::accounts::{epochs, ledger, partners, requesters};
 use glowworm_relay::config::LogFormat;
 use glowworm_relay::http::{ops, page, serve};
 use glowworm_relay::work::{demo, leasing};
 use glowworm_relay::{AppState, Config, DatabaseArgs, ServeArgs, app};
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of the system allocator (feature `mimalloc`, on by default): see
@@ -56,11 +58,68 @@ enum Command {
         #[command(subcommand)]
         command: BudgetCommand,
     },
+    /// Deploy a payout contract for a new operator (prints its address).
+    Chain {
+        #[command(subcommand)]
+        command: ChainCommand,
+    },
     /// Epochs: close one now, list them.
     Payouts {
         #[command(subcommand)]
         command: PayoutsCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ChainCommand {
+    /// Deploy GlowwormPayout for `token`, owned by the key in `key_file`, taking roots from
+    /// `publisher` (default: that key's address). Prints the contract's address on stdout: set it
+    /// as payout_contract.
+    Deploy {
+        /// JSON-RPC URL (http://) of the chain.
+        #[arg(long, value_name = "URL")]
+        rpc_url: String,
+        /// File holding the deploying (owner's) private key, 64 hex characters, mode 0600.
+        #[arg(long, value_name = "PATH")]
+        key_file: std::path::PathBuf,
+        /// The ERC-20 token contributors are paid in.
+        #[arg(long, value_name = "0x...")]
+        token: String,
+        /// The relay's publisher address (its publisher_key_file's); default: the owner.
+        #[arg(long, value_name = "0x...")]
+        publisher: Option<String>,
+    },
+}
+
+async fn chain_command(command: ChainCommand) -> anyhow::Result<()> {
+    match command {
+        ChainCommand::Deploy {
+            rpc_url,
+            key_file,
+            token,
+            publisher,
+        } => {
+            let signer = glowworm_chain::read_key_file(&key_file)?;
+            let parse = |what: &str, text: &str| -> anyhow::Result<glowworm_chain::Address> {
+                text.parse()
+                    .with_context(|| format!("{what} {text:?} is not an address"))
+            };
+            let token = parse("--token", &token)?;
+            let publisher = match publisher {
+                Some(text) => parse("--publisher", &text)?,
+                None => signer.address(),
+            };
+            let owner = signer.address();
+            let contract = glowworm_chain::deploy(&rpc_url, signer, token, publisher).await?;
+            println!("{}", contract.to_checksum(None));
+            eprintln!(
+                "Deployed GlowwormPayout at {contract} (owner {owner}, publisher {publisher}, \
+                 token {token}). Set payout_contract to it, chain_rpc_url to {rpc_url} and \
+                 publisher_key_file to the publisher's key file."
+            );
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -242,6 +301,7 @@ async fn main() -> anyhow::Result<()> {
             let config = load(command.settings())?;
             budget_command(command, config)
         }
+        Some(Command::Chain { command }) => chain_command(command).await,
         Some(Command::Payouts { command }) => {
             let config = load(command.settings())?;
             payouts_command(command, config).await
@@ -373,6 +433,7 @@ fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
 }
 
 async fn payouts_command(command: PayoutsCommand, config: Config) -> anyhow::Result<()> {
+    let units_per_credit = config.token_units_per_credit;
     let state = AppState::open(config).context("opening the relay's database")?;
     let print = |epoch: &epochs::Epoch| {
         println!(
@@ -387,7 +448,7 @@ async fn payouts_command(command: PayoutsCommand, config: Config) -> anyhow::Res
     };
     match command {
         PayoutsCommand::CloseEpoch { .. } => {
-            match epochs::close(&state.db, state.now_ms()).await? {
+            match epochs::close(&state.db, units_per_credit, state.now_ms()).await? {
                 Some(epoch) => print(&epoch),
                 None => eprintln!("Nothing was earned since the last epoch: none closed."),
             }
@@ -504,7 +565,25 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         config.public_origin(),
         config.siwe_domain()
     );
-    let state = AppState::open(config.clone()).context("opening the relay's state")?;
+    let mut state = AppState::open(config.clone()).context("opening the relay's state")?;
+    match PayoutChain::connect(&config)
+        .await
+        .context("connecting to the payout contract's chain")?
+    {
+        Some(chain) => {
+            let chain = Arc::new(chain);
+            payout_chain::spawn(
+                chain.clone(),
+                state.db.clone(),
+                std::time::Duration::from_secs(config.chain_poll_seconds),
+                state.clock.clone(),
+            );
+            state.payout_chain = Some(chain);
+        }
+        None => tracing::info!(
+            "no chain (chain_rpc_url): earnings accrue and epochs close, claims are off"
+        ),
+    }
     let interrupted = state
         .db
         .call(|conn| leasing::mark_interrupted(conn))
@@ -533,6 +612,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         epochs::spawn(
             state.db.clone(),
             std::time::Duration::from_secs(config.epoch_seconds),
+            config.token_units_per_credit,
             state.clock.clone(),
         );
     }

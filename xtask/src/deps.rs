@@ -63,7 +63,11 @@ pub fn require_node_packages(dir: &Path, purpose: &str) -> Result<()> {
 /// @openzeppelin/merkle-tree and the anvil binary for the chain tests. None of them runs an
 /// install script (anvil's binary ships inside its package), so none is allowed to.
 pub fn require_contract_packages(dir: &Path) -> Result<()> {
-    npm_ci(dir, "the contract build and chain tests", &["--ignore-scripts"])
+    npm_ci(
+        dir,
+        "the contract build and chain tests",
+        &["--ignore-scripts"],
+    )
 }
 
 /// `npm ci` in `dir` unless its node_modules was installed from the current lock file.

@@ -32,7 +32,8 @@ pub struct Epoch {
     pub ledger_position: i64,
     /// The tree's root, 0x and 64 hex characters.
     pub root: String,
-    /// The sum of its leaves.
+    /// The sum of its leaves, in credits (the root's total is this times
+    /// `token_units_per_credit`).
     pub total: i64,
     pub leaves: i64,
     /// The tree's `standard-v1` JSON in the blob store.
@@ -65,6 +66,17 @@ pub fn latest(conn: &Connection) -> Result<Option<Epoch>, ApiError> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {EPOCH_COLUMNS} FROM epochs ORDER BY epoch DESC LIMIT 1"
+        ))?
+        .query_row([], epoch_from_row)
+        .optional()?)
+}
+
+/// The latest epoch whose root is published, if one is.
+pub fn latest_published(conn: &Connection) -> Result<Option<Epoch>, ApiError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {EPOCH_COLUMNS} FROM epochs WHERE publish_tx IS NOT NULL
+             ORDER BY epoch DESC LIMIT 1"
         ))?
         .query_row([], epoch_from_row)
         .optional()?)
@@ -156,8 +168,9 @@ fn snapshot(conn: &Connection) -> Result<Option<Snapshot>, ApiError> {
     }))
 }
 
-/// Builds the tree of a snapshot's earnings; returns it with its total.
-fn build(snapshot: &Snapshot) -> Result<(EarningsTree, i64), ApiError> {
+/// Builds the tree of a snapshot's earnings, each leaf its credits times `units_per_credit`
+/// (the payout token's units, what the contract pays); returns it with its total in credits.
+fn build(snapshot: &Snapshot, units_per_credit: u64) -> Result<(EarningsTree, i64), ApiError> {
     let mut total: i64 = 0;
     let mut leaves = Vec::with_capacity(snapshot.earnings.len());
     for (account, amount) in &snapshot.earnings {
@@ -166,7 +179,10 @@ fn build(snapshot: &Snapshot) -> Result<(EarningsTree, i64), ApiError> {
         total = total
             .checked_add(*amount)
             .ok_or_else(|| ApiError::Internal("an epoch's total overflows".into()))?;
-        leaves.push((address, Amount::from(*amount as u64)));
+        leaves.push((
+            address,
+            Amount::from(*amount as u128 * units_per_credit as u128),
+        ));
     }
     let tree = EarningsTree::new(leaves)
         .map_err(|e| ApiError::Internal(format!("building the earnings tree: {e}")))?;
@@ -174,14 +190,14 @@ fn build(snapshot: &Snapshot) -> Result<(EarningsTree, i64), ApiError> {
 }
 
 /// Closes an epoch now, if anything was earned since the last one; returns it. See the module's
-/// doc for the steps.
-pub async fn close(db: &Db, now_ms: i64) -> Result<Option<Epoch>, ApiError> {
+/// doc for the steps. Leaves are in token units, `units_per_credit` per credit.
+pub async fn close(db: &Db, units_per_credit: u64, now_ms: i64) -> Result<Option<Epoch>, ApiError> {
     let Some(snapshot) = db.read(snapshot).await? else {
         return Ok(None);
     };
     let store = db.blob_store().clone();
     let epoch = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let (tree, total) = build(&snapshot)?;
+        let (tree, total) = build(&snapshot, units_per_credit)?;
         let tree_hash = store.put(tree.to_json().as_bytes())?;
         let epoch = Epoch {
             epoch: snapshot.epoch,
@@ -279,6 +295,7 @@ impl TreeCache {
 pub fn spawn(
     db: Db,
     every: std::time::Duration,
+    units_per_credit: u64,
     clock: Arc<dyn crate::clock::Clock>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -287,7 +304,7 @@ pub fn spawn(
         interval.tick().await;
         loop {
             interval.tick().await;
-            if let Err(e) = close(&db, clock.now_ms()).await {
+            if let Err(e) = close(&db, units_per_credit, clock.now_ms()).await {
                 tracing::error!("closing an epoch: {e}");
             }
         }

@@ -19,6 +19,8 @@
 //!
 //! The flows, with the kind of each leg:
 //! - grant: `grant_out` on `source:grants`, `grant_in` on the budget.
+//! - deposit: `deposit_out` on `source:deposits`, `deposit_in` on the budget (a deposit no
+//!   requester's reference names goes to `requester:unassigned`).
 //! - reserve: `reserve_out` on the budget, `reserve_in` on the job (`UNIQUE(job_id, kind)`: once).
 //! - a verified result: `unit_paid` on the payer (the job, or the operator for results beyond
 //!   what the job reserved), `unit_verified` to the contributor, `partner_share` and
@@ -181,6 +183,28 @@ pub fn grant(
         now_ms,
     )?;
     balance(conn, account)
+}
+
+/// Credits a requester's on-chain deposit of `amount` credits to its budget `account`, from
+/// `source:deposits`; `memo` names the deposit (its transaction and log index).
+pub fn deposit(
+    conn: &Connection,
+    account: &str,
+    amount: i64,
+    memo: &str,
+    now_ms: i64,
+) -> Result<(), ApiError> {
+    post(
+        conn,
+        "deposit",
+        Some(memo),
+        &[
+            Leg::new(DEPOSITS, -amount, "deposit_out"),
+            Leg::new(account, amount, "deposit_in"),
+        ],
+        now_ms,
+    )?;
+    Ok(())
 }
 
 /// Reserves `amount` of `budget` for job `job_id`, into the job's escrow. A budget that cannot

@@ -11,6 +11,7 @@
 //! and inserts the job.
 
 use crate::accounts::ledger;
+use crate::accounts::payout_chain::requester_ref;
 use crate::accounts::requesters::{Authenticated, Requester};
 use crate::error::ApiError;
 use crate::http::extract;
@@ -508,6 +509,9 @@ pub async fn get_budget(
         price_per_gflop: config.price_per_gflop,
         operator_fee_bps: config.operator_fee_bps,
         partner_share_bps: config.partner_share_bps,
+        token_units_per_credit: config.token_units_per_credit,
+        deposit_reference: requester_ref(requester.id).to_string(),
+        payout_contract: state.payout_chain.as_ref().map(|chain| chain.contract()),
     }))
 }
 

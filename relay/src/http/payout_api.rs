@@ -13,7 +13,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use glowworm_protocol::merkle::{Address, node_hex};
+use glowworm_protocol::merkle::{Address, Amount, node_hex};
 use glowworm_protocol::wire::{EpochInfo, EpochList, Payout};
 use serde::Deserialize;
 
@@ -24,13 +24,18 @@ pub struct EpochQuery {
     limit: Option<u32>,
 }
 
-fn info(epoch: Epoch) -> EpochInfo {
+/// Credits in the payout token's units, as a decimal string.
+fn token_units(credits: i64, units_per_credit: u64) -> String {
+    (credits as i128 * units_per_credit as i128).to_string()
+}
+
+fn info(epoch: Epoch, units_per_credit: u64) -> EpochInfo {
     EpochInfo {
         tree_url: format!("/v1/epochs/{}/tree.json", epoch.epoch),
         epoch: epoch.epoch,
         ledger_position: epoch.ledger_position,
         root: epoch.root,
-        total: epoch.total.to_string(),
+        total: token_units(epoch.total, units_per_credit),
         leaves: epoch.leaves,
         tree_hash: epoch.tree_hash,
         closed_at_unix_ms: epoch.closed_at_ms,
@@ -49,8 +54,9 @@ pub async fn list_epochs(
 ) -> Result<Json<EpochList>, ApiError> {
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let epochs = state.db.read(move |conn| epochs::list(conn, limit)).await?;
+    let units = state.config.token_units_per_credit;
     Ok(Json(EpochList {
-        epochs: epochs.into_iter().map(info).collect(),
+        epochs: epochs.into_iter().map(|e| info(e, units)).collect(),
     }))
 }
 
@@ -67,7 +73,10 @@ pub async fn get_epoch(
     State(state): State<AppState>,
     ApiPath(number): ApiPath<i64>,
 ) -> Result<Json<EpochInfo>, ApiError> {
-    Ok(Json(info(epoch(&state, number).await?)))
+    Ok(Json(info(
+        epoch(&state, number).await?,
+        state.config.token_units_per_credit,
+    )))
 }
 
 /// `GET /v1/epochs/{epoch}/tree.json`: the tree's JSON, as written when the epoch closed.
@@ -91,47 +100,65 @@ pub async fn get_epoch_tree(
         .into_response())
 }
 
-/// `GET /v1/payouts/{address}`: what the address has earned, what the latest root holds for it
-/// with the proof, and (with a chain) what it has claimed and can claim.
+/// `GET /v1/payouts/{address}`: what the address has earned, what the latest root (with a chain:
+/// the latest published one, which claims are checked against) holds for it with the proof, and
+/// (with a chain) what it has claimed and can claim. Amounts are in the payout token's units.
 pub async fn get_payout(
     State(state): State<AppState>,
     ApiPath(address): ApiPath<String>,
 ) -> Result<Json<Payout>, ApiError> {
     let address = canonical_address(&address)?;
     let account = address.clone();
+    let chain = state.payout_chain.clone();
+    // With a chain, the root a claim is checked against: the latest published one.
+    let on_chain = chain.is_some();
     let (earned, latest) = state
         .db
-        .read(move |conn| Ok((ledger::balance(conn, &account)?, epochs::latest(conn)?)))
+        .read(move |conn| {
+            let latest = match on_chain {
+                true => epochs::latest_published(conn)?,
+                false => epochs::latest(conn)?,
+            };
+            Ok((ledger::balance(conn, &account)?, latest))
+        })
         .await?;
     let mut payout = Payout {
         address: address.clone(),
-        earned: earned.to_string(),
+        earned: token_units(earned, state.config.token_units_per_credit),
         epoch: None,
         root: None,
         in_root: "0".into(),
         proof: Vec::new(),
         claimed: None,
         claimable: None,
-        contract: None,
-        chain_id: None,
+        contract: chain.as_ref().map(|chain| chain.contract()),
+        chain_id: chain.as_ref().map(|chain| chain.chain_id()),
         claims_enabled: false,
     };
-    let Some(latest) = latest else {
-        return Ok(Json(payout));
-    };
-    let tree = state.epoch_trees.tree(&state.db, &latest).await?;
-    let leaf = Address::parse(&address)
-        .map_err(|e| ApiError::Internal(format!("address {address}: {e}")))?;
-    if let Some(amount) = tree.amount(&leaf) {
-        payout.in_root = amount.to_decimal();
-        payout.proof = tree
-            .proof(&leaf)
-            .map_err(|e| ApiError::Internal(format!("proof for {address}: {e}")))?
-            .iter()
-            .map(node_hex)
-            .collect();
+    let mut in_root = Amount::ZERO;
+    if let Some(latest) = latest {
+        let tree = state.epoch_trees.tree(&state.db, &latest).await?;
+        let leaf = Address::parse(&address)
+            .map_err(|e| ApiError::Internal(format!("address {address}: {e}")))?;
+        if let Some(amount) = tree.amount(&leaf) {
+            in_root = amount;
+            payout.in_root = amount.to_decimal();
+            payout.proof = tree
+                .proof(&leaf)
+                .map_err(|e| ApiError::Internal(format!("proof for {address}: {e}")))?
+                .iter()
+                .map(node_hex)
+                .collect();
+        }
+        payout.epoch = Some(latest.epoch);
+        payout.root = Some(latest.root);
+        payout.claims_enabled = on_chain;
     }
-    payout.epoch = Some(latest.epoch);
-    payout.root = Some(latest.root);
+    if let Some(chain) = chain {
+        let claimed = chain.claimed(&address).await?;
+        let in_root = glowworm_chain::U256::from_be_bytes(in_root.to_be_bytes());
+        payout.claimed = Some(claimed.to_string());
+        payout.claimable = Some(in_root.saturating_sub(claimed).to_string());
+    }
     Ok(Json(payout))
 }

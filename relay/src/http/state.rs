@@ -2,6 +2,7 @@
 //! limits.
 
 use crate::accounts::epochs::TreeCache;
+use crate::accounts::payout_chain::PayoutChain;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::error::OpenError;
@@ -30,6 +31,9 @@ pub struct AppState {
     pub relay_key: Arc<RelayKey>,
     /// The latest epoch's earnings tree, for payouts' proofs.
     pub epoch_trees: Arc<TreeCache>,
+    /// The payout contract, when the settings name a chain (set by the binary after
+    /// [`PayoutChain::connect`], which needs the async runtime).
+    pub payout_chain: Option<Arc<PayoutChain>>,
 }
 
 impl AppState {
@@ -55,6 +59,7 @@ impl AppState {
             assembler,
             relay_key,
             epoch_trees: Arc::new(TreeCache::default()),
+            payout_chain: None,
             limits: Arc::new(Limits::new(&config)),
             config: Arc::new(config),
             db,

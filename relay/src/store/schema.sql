@@ -360,3 +360,24 @@ BEFORE DELETE ON epochs
 BEGIN
     SELECT RAISE(ABORT, 'epochs are append-only');
 END;
+
+-- Requesters' deposits to the payout contract (relay/src/accounts/payout_chain.rs), each
+-- credited once: (tx_hash, log_index) names the Deposited event.
+CREATE TABLE IF NOT EXISTS deposits (
+    tx_hash       TEXT NOT NULL,
+    log_index     INTEGER NOT NULL,
+    block_number  INTEGER NOT NULL,
+    depositor     TEXT NOT NULL,           -- the wallet the tokens came from
+    requester_ref TEXT NOT NULL,           -- the deposit's bytes32 requester reference
+    requester_id  INTEGER REFERENCES requesters(id),  -- NULL: a reference no requester has
+    token_units   TEXT NOT NULL,           -- decimal
+    credits       INTEGER NOT NULL CHECK (credits >= 0),
+    credited_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (tx_hash, log_index)
+) WITHOUT ROWID;
+
+-- Where the next scan for deposits starts: every block before it has been scanned.
+CREATE TABLE IF NOT EXISTS chain_cursor (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    next_block INTEGER NOT NULL
+);

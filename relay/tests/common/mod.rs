@@ -144,6 +144,11 @@ impl TestRelay {
         }
     }
 
+    /// Builds the router again from the state, after a test changed it (such as its chain).
+    pub fn rebuild_app(&mut self) {
+        self.app = app(self.state.clone());
+    }
+
     pub async fn send(&self, request: Request<Body>) -> Reply {
         let response = self.app.clone().oneshot(request).await.unwrap();
         let status = response.status();

@@ -9,6 +9,7 @@ mod common;
 
 mod abuse;
 mod adversaries;
+mod chain;
 mod cheats;
 mod config;
 mod contribute;

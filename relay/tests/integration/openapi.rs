@@ -313,6 +313,9 @@ fn the_schemas_fit_the_wire_types() {
             price_per_gflop: 1_000_000_000,
             operator_fee_bps: 100,
             partner_share_bps: 1000,
+            token_units_per_credit: 1,
+            deposit_reference: format!("0x{}", "00".repeat(32)),
+            payout_contract: None,
         })
         .unwrap(),
     ));

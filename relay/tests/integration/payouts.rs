@@ -15,7 +15,7 @@ const ALICE: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 const BOB: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
 
 async fn close(relay: &TestRelay) -> Option<epochs::Epoch> {
-    epochs::close(&relay.state.db, relay.clock_now())
+    epochs::close(&relay.state.db, 1, relay.clock_now())
         .await
         .unwrap()
 }
