@@ -236,7 +236,45 @@ async fn one_unit(ctx: &Context<'_>) -> Result<Option<ResultReceipt>, UnitError>
         }
     };
     let submission = protocol::submission_of_bytes(ctx.key, &lease, &output);
-    Ok(Some(protocol::submit(ctx.client, &submission).await?))
+    Ok(Some(
+        submit_until_deadline(ctx, &submission, lease.deadline_unix_ms).await?,
+    ))
+}
+
+/// Submits a computed result, trying again while the failure may pass (the relay unreachable,
+/// overloaded, rate limiting or answering 5xx) and the lease has time left, so that work done
+/// is not thrown away on a busy relay. Other refusals (a wrong result, an expired lease) are
+/// final. Stopping does not cut it short: units in flight are submitted.
+async fn submit_until_deadline(
+    ctx: &Context<'_>,
+    submission: &glowworm_protocol::wire::ResultSubmission,
+    deadline_ms: i64,
+) -> Result<ResultReceipt, UnitError> {
+    let mut wait = SUBMIT_RETRY_FIRST;
+    loop {
+        match protocol::submit(ctx.client, submission).await {
+            Ok(receipt) => return Ok(receipt),
+            Err(ProtocolError::Transport(e))
+                if passing(&e) && unix_ms() + (wait.as_millis() as i64) < deadline_ms =>
+            {
+                tracing::debug!(
+                    "submitting unit {} again in {wait:?}: {e}",
+                    submission.unit_id
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The first wait before a result is submitted again.
+const SUBMIT_RETRY_FIRST: Duration = Duration::from_millis(250);
+
+/// Whether a failed exchange may succeed if tried again: no reply at all, 429, or a 5xx.
+fn passing(error: &RelayError) -> bool {
+    error.is_transport() || matches!(error.status(), Some(429) | Some(500..=599))
 }
 
 /// The system clock in Unix milliseconds, which lease requests are signed by (the key keeps

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::start_relay;
+use common::{start_relay, start_relay_with};
 use glowworm_protocol::signing::ContributorKey;
 use glowworm_protocol::wire::{ContributorInfo, Stats};
 use glowworm_worker::client::RelayClient;
@@ -134,6 +134,48 @@ async fn several_units_in_flight_all_verify_and_stop_leaves_nothing_leased() {
         "no unit is left waiting on a deadline"
     );
     assert_eq!(stats.units_completed as u64, totals.units);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_refused_for_the_rate_limit_are_submitted_again_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two requests a second for the key, leases and results together: most submissions of three
+    // lanes are first refused with 429.
+    let (url, state) = start_relay_with(&dir, |c| {
+        c.rate_per_key = 2;
+        c.burst_per_key = 2;
+    })
+    .await;
+    glowworm_relay::work::demo::tick(&state.db, &state.config, state.now_ms())
+        .await
+        .unwrap()
+        .expect("a demo job");
+    let client = RelayClient::new(&url).unwrap();
+    let key = ContributorKey::generate().unwrap();
+    let gpu = gpu();
+    let options = RunOptions {
+        in_flight: 3,
+        max_units: Some(6),
+        idle_wait: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let totals = runner::run(
+        &client,
+        &key,
+        &gpu,
+        &options,
+        &StopSignal::default(),
+        &|_| {},
+    )
+    .await;
+    assert_eq!(totals.units, 6, "every unit computed was verified");
+    let expired = "SELECT COUNT(*) FROM leases WHERE state != 'submitted'";
+    let unsubmitted = state
+        .db
+        .read(move |conn| Ok(conn.query_row(expired, [], |row| row.get::<_, i64>(0))?))
+        .await
+        .unwrap();
+    assert_eq!(unsubmitted, 0, "no computed result was dropped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,18 @@
 
 use glowworm_relay::{AppState, Config, app};
 
-/// Starts a relay whose database lives in `dir`; returns its base URL and its state.
+/// Starts a relay whose database lives in `dir`, with its demo budget granted (demo jobs are
+/// paid from it); returns its base URL and its state.
 pub async fn start_relay(dir: &tempfile::TempDir) -> (String, AppState) {
-    let config = Config {
+    start_relay_with(dir, |_| {}).await
+}
+
+/// [`start_relay`] with settings changed by `adjust`.
+pub async fn start_relay_with(
+    dir: &tempfile::TempDir,
+    adjust: impl FnOnce(&mut Config),
+) -> (String, AppState) {
+    let mut config = Config {
         database: dir.path().join("relay.sqlite"),
         demo_jobs: false,
         unit_size: 32,
@@ -14,7 +23,22 @@ pub async fn start_relay(dir: &tempfile::TempDir) -> (String, AppState) {
         demo_k: 48,
         ..Config::default()
     };
+    adjust(&mut config);
     let state = AppState::open(config).expect("relay state");
+    let now = state.now_ms();
+    state
+        .db
+        .call(move |conn| {
+            glowworm_relay::accounts::ledger::grant(
+                conn,
+                glowworm_relay::accounts::ledger::DEMO_BUDGET,
+                1_000_000_000_000_000,
+                "tests",
+                now,
+            )
+        })
+        .await
+        .expect("the demo budget");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let router = app(state.clone());
