@@ -10,7 +10,9 @@
 //! signs the output's bytes with the key from
 //! [`key_file`] and submits it. On stop, units in flight are finished; none is left leased. A
 //! unit whose device is lost is given back (`gpu_failed`) and the GPU thread opens a new device.
+//! [`claim`] claims earnings from the payout contract with the proof the relay gives.
 
+pub mod claim;
 pub mod client;
 pub mod gpu_thread;
 pub mod key_file;

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use glowworm_protocol::relay_url::check_relay_url;
+use glowworm_worker::claim;
 use glowworm_worker::client::RelayClient;
 use glowworm_worker::gpu_thread::GpuThread;
 use glowworm_worker::key_file;
@@ -60,6 +61,20 @@ enum Command {
         /// A message printed by an earlier `link`, to finish with --signature.
         #[arg(long)]
         message: Option<String>,
+    },
+    /// Claim an address's earnings from the payout contract, with the proof the relay gives:
+    /// prints the transaction for a wallet to sign (JSON on stdout), or sends it itself with
+    /// --eth-key-file and --rpc-url (the tokens go to the address, whoever sends).
+    Claim {
+        /// The address whose earnings to claim (the one this worker is linked to).
+        #[arg(long)]
+        address: String,
+        /// A file with the private key (64 hex characters, mode 0600) that sends and pays the gas.
+        #[arg(long, requires = "rpc_url")]
+        eth_key_file: Option<PathBuf>,
+        /// The chain's JSON-RPC URL (http://), to send the claim through.
+        #[arg(long, requires = "eth_key_file")]
+        rpc_url: Option<String>,
     },
 }
 
@@ -145,6 +160,11 @@ fn run(cli: Cli, terminal: bool) -> Result<()> {
             signature,
             message,
         }) => link(&relay, &key, &address, chain_id, message.zip(signature)),
+        Some(Command::Claim {
+            address,
+            eth_key_file,
+            rpc_url,
+        }) => claim(&relay, &address, rpc_url.zip(eth_key_file)),
         None => work(&relay, key, cli.run, terminal),
     }
 }
@@ -239,6 +259,36 @@ fn progress(totals: &Totals) -> String {
         totals.balance,
         totals.flop as f64 / 1e9
     )
+}
+
+fn claim(relay: &str, address: &str, send: Option<(String, PathBuf)>) -> Result<()> {
+    let client = RelayClient::new(relay)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let payout = claim::payout(&client, address).await?;
+        let plan = claim::plan(&payout)?;
+        match send {
+            None => {
+                eprintln!(
+                    "{} can claim {} token units (epoch {}): sign and send this transaction \
+                     on chain {} with any wallet:",
+                    plan.account, plan.claimable, plan.epoch, plan.chain_id
+                );
+                println!("{}", serde_json::to_string_pretty(&plan.transaction())?);
+            }
+            Some((rpc, key_file)) => {
+                let tx = claim::send(&plan, &rpc, &key_file).await?;
+                println!("{tx}");
+                eprintln!(
+                    "Claimed {} token units for {} (epoch {}) in {tx}.",
+                    plan.claimable, plan.account, plan.epoch
+                );
+            }
+        }
+        Ok(())
+    })
 }
 
 fn link(

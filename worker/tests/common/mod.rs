@@ -24,7 +24,13 @@ pub async fn start_relay_with(
         ..Config::default()
     };
     adjust(&mut config);
-    let state = AppState::open(config).expect("relay state");
+    let mut state = AppState::open(config).expect("relay state");
+    if let Some(chain) = glowworm_relay::accounts::payout_chain::PayoutChain::connect(&state.config)
+        .await
+        .expect("the payout contract's chain")
+    {
+        state.payout_chain = Some(std::sync::Arc::new(chain));
+    }
     let now = state.now_ms();
     state
         .db
