@@ -227,6 +227,7 @@ export class EarningsPanel {
   /** Claim: one transaction from the linked address, followed until it is mined. */
   claim() {
     return this.withBusy(async () => {
+      this.message('Preparing the claim…');
       await this.refresh();
       const { payout } = this;
       if (!payout?.claims_enabled) throw new Error('Claims are not open: no earnings root is published on chain');
