@@ -9,9 +9,15 @@ use glowworm_protocol::payout;
 
 #[test]
 fn claim_calldata_matches_alloy() {
-    let account: Address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".parse().unwrap();
+    let account: Address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+        .parse()
+        .unwrap();
     let ours_account = merkle::Address(account.into_array());
-    for (amount, proof_len) in [("0", 0usize), ("1000", 1), ("123456789012345678901234567890", 5)] {
+    for (amount, proof_len) in [
+        ("0", 0usize),
+        ("1000", 1),
+        ("123456789012345678901234567890", 5),
+    ] {
         let proof: Vec<B256> = (0..proof_len)
             .map(|i| B256::repeat_byte(i as u8 * 37 + 1))
             .collect();
@@ -27,7 +33,9 @@ fn claim_calldata_matches_alloy() {
 
 #[test]
 fn views_match_alloy() {
-    let account: Address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".parse().unwrap();
+    let account: Address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+        .parse()
+        .unwrap();
     assert_eq!(
         payout::latest_root_calldata(),
         GlowwormPayout::latestRootCall {}.abi_encode()

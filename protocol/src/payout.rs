@@ -129,7 +129,10 @@ mod tests {
         assert_eq!(data.len(), 4 + 32 * 6);
         assert_eq!(data[..4], selector(CLAIM_SIGNATURE));
         let word = |i: usize| hex::encode(&data[4 + 32 * i..4 + 32 * (i + 1)]);
-        assert_eq!(word(0), format!("{:0>64}", "70997970c51812dc3a010c7d01b50e0d17dc79c8"));
+        assert_eq!(
+            word(0),
+            format!("{:0>64}", "70997970c51812dc3a010c7d01b50e0d17dc79c8")
+        );
         assert_eq!(word(1), format!("{:0>64}", "3e8"));
         assert_eq!(word(2), format!("{:0>64}", "60"));
         assert_eq!(word(3), format!("{:0>64}", "2"));
@@ -137,7 +140,11 @@ mod tests {
         assert_eq!(word(5), "22".repeat(32));
 
         let empty = claim_calldata(&account, &amount, &[]);
-        assert_eq!(empty.len(), 4 + 32 * 4, "an empty proof is offset and length 0");
+        assert_eq!(
+            empty.len(),
+            4 + 32 * 4,
+            "an empty proof is offset and length 0"
+        );
         let text = claim_calldata_hex(
             "0x70997970c51812dc3a010c7d01b50e0d17dc79c8",
             "1000",
