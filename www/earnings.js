@@ -202,7 +202,7 @@ export class EarningsPanel {
       const { payout } = this;
       if (!payout?.claims_enabled) throw new Error('No earnings root is published on chain yet');
       const m = await module();
-      const provider = await this.walletProvider();
+      const provider = await this.readyWallet(); // on the contract's chain, or eth_call asks another
       const root = await provider.request({
         method: 'eth_call',
         params: [{ to: payout.contract, data: m.latestRootCalldata() }, 'latest'],
