@@ -120,7 +120,8 @@ async function keyFile(dir, name, key) {
  * Runs in the page before its own scripts: one EIP-1193 wallet, announced by EIP-6963, for
  * `address`; every request but the account list goes to anvil through window.__anvil (a
  * Playwright binding: the page's CSP allows it no connection to anvil itself). Requests are
- * logged in window.__walletCalls.
+ * logged in window.__walletCalls; window.__rejectNext = method makes the next request of that
+ * method fail as a person's rejection does (EIP-1193 code 4001).
  */
 function installAnvilWallet({ address, uuid }) {
   window.__walletCalls = [];
@@ -133,6 +134,10 @@ function installAnvilWallet({ address, uuid }) {
   const provider = {
     async request({ method, params = [] }) {
       window.__walletCalls.push({ method, params });
+      if (method === window.__rejectNext) {
+        window.__rejectNext = null;
+        throw Object.assign(new Error('User rejected the request.'), { code: 4001 });
+      }
       if (method === 'eth_requestAccounts' || method === 'eth_accounts') return [address.toLowerCase()];
       const reply = await window.__anvil(method, params);
       if (reply.error) throw Object.assign(new Error(reply.error.message), { code: reply.error.code });
@@ -325,8 +330,18 @@ describe('claiming earnings on a real chain from the page', { timeout: 2 * TEST_
       assert.equal(rootCall.params[0].to.toLowerCase(), (await payout.getAddress()).toLowerCase());
       assert.equal(rootCall.params[0].data, payout.interface.encodeFunctionData('latestRoot'));
 
-      // Claim: the balance on chain rises by exactly what was owed.
+      // Claim: the balance on chain rises by exactly what was owed. First the person rejects the
+      // transaction in the wallet: the page says so and nothing is paid.
       const before = await token.balanceOf(address);
+      await page.evaluate(() => { window.__rejectNext = 'eth_sendTransaction'; });
+      await page.click('#claim');
+      const rejected = await waitFor('the page to say the claim was rejected', async () => {
+        const text = await textOf(page, '#earn-message');
+        return /rejected/i.test(text) && (await page.locator('#claim').isEnabled()) ? text : null;
+      }, { timeoutMs: PAGE_TIMEOUT_MS });
+      assert.equal(await page.locator('#earn-message').getAttribute('data-kind'), 'warn', rejected);
+      assert.equal(await token.balanceOf(address), before, 'a rejected claim pays nothing');
+
       await page.click('#claim');
       const outcome = await waitFor('the claim to end', async () => {
         const text = await textOf(page, '#earn-message');
@@ -342,10 +357,11 @@ describe('claiming earnings on a real chain from the page', { timeout: 2 * TEST_
       assert.equal(await payout.claimed(address), BigInt(owed.in_root));
 
       const sent = (await page.evaluate(() => window.__walletCalls)).filter((c) => c.method === 'eth_sendTransaction');
-      assert.equal(sent.length, 1, 'one transaction');
-      assert.equal(sent[0].params[0].from, address);
-      assert.equal(sent[0].params[0].to.toLowerCase(), (await payout.getAddress()).toLowerCase());
-      assert.equal(sent[0].params[0].data,
+      assert.equal(sent.length, 2, 'the rejected transaction and the claim');
+      const claimTx = sent[1].params[0];
+      assert.equal(claimTx.from, address);
+      assert.equal(claimTx.to.toLowerCase(), (await payout.getAddress()).toLowerCase());
+      assert.equal(claimTx.data,
         payout.interface.encodeFunctionData('claim', [address, owed.in_root, owed.proof]),
         "the page's calldata is what ethers encodes from the ABI");
       const tx = await page.locator('#earnings').getAttribute('data-claim-tx');
