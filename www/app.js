@@ -8,8 +8,12 @@
 // opens the worker without starting it (it builds the message and signs it with the key), asks
 // the wallet to sign the same message, and hands both signatures to the relay. From then on the
 // relay credits the address; no result ever needs a wallet signature.
+//
+// Once linked, the earnings panel (earnings.js) shows the address's earnings, the latest root
+// and claims, and claims through the same wallet.
 
 import { bindControls } from './controls.js';
+import { EARNINGS_REFRESH_MS, EarningsPanel } from './earnings.js';
 import { forgetIdentity, forgetWallet, loadIdentity, loadWallet, saveWallet } from './keystore.js';
 import { detectWebGPU, Session, TEXTS } from './session.js';
 
@@ -58,6 +62,7 @@ const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
 const gflop = new Intl.NumberFormat(undefined, { minimumFractionDigits: 3, maximumFractionDigits: 3 });
 
 let webgpuReady = false;
+let linkedProvider = null; // the EIP-1193 provider that linked, while this page lives
 let networkRefreshedAt = 0;
 
 let linkedWallet = null; // {address (EIP-55), publicKey, chainId?, walletName?} once linked
@@ -166,7 +171,10 @@ const session = new Session({
     ui.credits.textContent = formatCredits(totals.balance);
     ui.kernel.textContent = message.kernel;
     // Once linked, the balance the relay reports is the address's, across all its devices.
-    if (linkedWallet) showWalletBalance(totals.balance);
+    if (linkedWallet) {
+      showWalletBalance(totals.balance);
+      earnings.sessionCredits(totals.balance);
+    }
     showError('');
     maybeRefreshNetwork();
   },
@@ -179,6 +187,7 @@ const session = new Session({
     refreshNetwork();
     renderWallet();
     refreshWallet();
+    earnings.refresh();
   },
 });
 
@@ -215,7 +224,9 @@ function setWalletMessage(text, kind = 'info') {
 }
 
 function setLinkedWallet(wallet) {
+  if (wallet?.address !== linkedWallet?.address) linkedProvider = null;
   linkedWallet = wallet;
+  earnings.setAddress(wallet?.address ?? null);
   walletEpoch += 1;
   walletRefreshSeq += 1; // a balance on its way is for the wallet before
   ui.walletBalance.textContent = '…';
@@ -439,6 +450,7 @@ async function connect() {
     });
     const linked = { address: reply.address, publicKey: reply.public_key, chainId, walletName: name };
     setLinkedWallet(linked);
+    linkedProvider = provider;
     showWalletBalance(reply.balance);
     ui.credits.textContent = formatCredits(reply.balance);
     try {
@@ -485,6 +497,44 @@ async function disconnect() {
     `you are now a new anonymous contributor. Credits already earned stay with ${address}.`);
 }
 
+// --- Earnings and claims (earnings.js) ---------------------------------------------------------
+
+/**
+ * The linked wallet's provider: the one that linked, or after a reload the wallet of the same
+ * name (or the only one; with several, the person chooses).
+ */
+async function walletProvider() {
+  if (linkedProvider) return linkedProvider;
+  const wallets = await discoverWallets();
+  if (wallets.length === 0) throw new Error('No browser wallet found: install or unlock the wallet you linked and reload this page');
+  const named = wallets.find((w) => w.name === linkedWallet?.walletName);
+  const wallet = named ?? await chooseWallet(wallets);
+  if (!wallet) throw new Error('No wallet chosen');
+  linkedProvider = wallet.provider;
+  return linkedProvider;
+}
+
+const earnings = new EarningsPanel({
+  ui: {
+    panel: $('earnings'),
+    earnedCredits: $('earn-credits'),
+    earned: $('earn-earned'),
+    inRoot: $('earn-in-root'),
+    epoch: $('earn-epoch'),
+    claimed: $('earn-claimed'),
+    claimable: $('earn-claimable'),
+    rate: $('earn-rate'),
+    contract: $('earn-contract'),
+    contractLine: $('earn-contract-line'),
+    off: $('earn-off'),
+    claim: $('claim'),
+    checkProof: $('check-proof'),
+    message: $('earn-message'),
+  },
+  relayJson: (path) => relayJson(path),
+  walletProvider,
+});
+
 // --- Startup ----------------------------------------------------------------------------------
 
 async function main() {
@@ -497,6 +547,7 @@ async function main() {
 
   refreshNetwork();
   setInterval(refreshNetwork, NETWORK_REFRESH_MS);
+  setInterval(() => { if (!document.hidden) earnings.refresh(); }, EARNINGS_REFRESH_MS);
   showSavedIdentity();
 
   const gpu = await detectWebGPU(TEXTS.page);

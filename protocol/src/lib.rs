@@ -35,6 +35,7 @@ pub mod kernels;
 pub mod link;
 pub mod merkle;
 pub mod npy;
+pub mod payout;
 pub mod protocol;
 #[cfg(feature = "reqwest")]
 pub mod relay_url;

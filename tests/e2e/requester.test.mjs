@@ -190,6 +190,11 @@ describe('a requester submits jobs with the glowworm CLI', { timeout: 3 * TEST_T
     assert.equal(created.code, 0, `glowworm-relay keys create: ${shown(created)}`);
     apiKey = created.stdout.trim();
     assert.match(apiKey, /^gw_[A-Za-z0-9_-]{43}$/, 'the key alone on stdout');
+    // And funds it: a job the requester's budget cannot cover is refused (402 insufficient_budget).
+    const granted = await runProgram(RELAY_BIN, [
+      'budget', 'grant', 'e2e-requester', '1000000000000000', '--database', path.join(workDir, 'db.sqlite'),
+    ]);
+    assert.equal(granted.code, 0, `glowworm-relay budget grant: ${shown(granted)}`);
 
     browser = await launchBrowser();
     // Two contexts: two separate storages, so two contributor keys (replicas need distinct ones).

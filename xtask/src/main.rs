@@ -147,8 +147,9 @@ fn test(root: &Path, no_browser: bool, no_fuzz: bool, no_python: bool) -> Result
     if !no_fuzz {
         deps::require_cargo_fuzz()?;
     }
-    // glowworm-chain's tests run a real chain (anvil) and compare the committed contract
-    // artifacts with a fresh compile: both come from contracts/node_modules.
+    // glowworm-chain's tests and the browser test of claims (tests/e2e/claim.test.mjs) run a
+    // real chain (anvil), and the former compare the committed contract artifacts with a fresh
+    // compile: both come from contracts/node_modules.
     deps::require_contract_packages(&root.join("contracts"))?;
     if !no_python {
         deps::require_python_venv()?;

@@ -12,7 +12,8 @@
 //! opened, and `step()` reports `{kind: "recovered", reason, message}`.
 //!
 //! [`verify_earnings_proof`] checks a payout proof against the root the payout contract holds
-//! (the page's "check my proof"), with `glowworm_protocol::merkle`.
+//! (the page's "check my proof"), with `glowworm_protocol::merkle`; [`claim_calldata`] builds the
+//! payout contract's `claim` for the page's Claim button (`glowworm_protocol::payout`).
 //!
 //! The benchmark exports (`bench`) are only in the module built with the `bench` feature, for
 //! `www/bench.html`, so contributors do not download them.
@@ -301,6 +302,26 @@ pub fn verify_earnings_proof(
     Ok(glowworm_protocol::merkle::verify_hex(
         root, address, amount, &proof,
     )?)
+}
+
+/// The calldata of the payout contract's `claim(account, amount, proof)` as `0x` and hex, for the
+/// page's Claim button to send through the person's wallet (`eth_sendTransaction` to the
+/// contract): `amount` is the lifetime amount in decimal (`in_root` of
+/// `GET /v1/payouts/{address}`) and `proof` its hashes. Throws on malformed text, as
+/// [`verify_earnings_proof`] does.
+#[wasm_bindgen(js_name = claimCalldata)]
+pub fn claim_calldata(account: &str, amount: &str, proof: Vec<String>) -> Result<String, JsError> {
+    Ok(glowworm_protocol::payout::claim_calldata_hex(
+        account, amount, &proof,
+    )?)
+}
+
+/// The calldata of the payout contract's `latestRoot()` view as `0x` and hex, for `eth_call`.
+#[wasm_bindgen(js_name = latestRootCalldata)]
+pub fn latest_root_calldata() -> String {
+    let data = glowworm_protocol::payout::latest_root_calldata();
+    let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+    format!("0x{hex}")
 }
 
 /// After the GPU device was lost (the unit computing on it, if any, was given back already):
