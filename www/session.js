@@ -230,6 +230,8 @@ export class Session {
         this.on.ready(message);
         break;
       case 'progress':
+        // The worker counts FLOP for the session; this unit's own is the difference.
+        message.unitFlop = message.flop - this.totals.flop;
         this.totals = {
           units: message.units,
           flop: message.flop,

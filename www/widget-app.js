@@ -76,6 +76,7 @@ const session = new Session({
       units: message.units,
       credited: message.credited,
       balance: message.balance,
+      flop: message.unitFlop,
       unitId: message.unitId,
       computeMs: message.computeMs,
       stepMs: message.stepMs,

@@ -11,6 +11,8 @@
 //!   `protocol/benches/tolerance.rs`, Freivalds' tolerances: cheat kind x k -> share caught, honest
 //!   summation order x k -> share rejected, the margin between them, and tier 2's cost
 //!   (`target/bench/tolerance.md`).
+//! - epochs: `relay/benches/epochs.rs`, closing an epoch of 100,000 addresses and the payouts
+//!   endpoint's proofs (`target/bench/epochs.md`).
 //! - browser: `tests/bench/browser.mjs`, wasm size, kernels in headless Chromium, and the time
 //!   from click to first verified result.
 //! - faults: `relay/tests/crash`, the relay binary killed with SIGKILL at 50 random points under
@@ -37,6 +39,7 @@ pub enum Which {
     Kernels,
     Freivalds,
     Verification,
+    Epochs,
     Browser,
     Faults,
     Load,
@@ -49,6 +52,7 @@ pub fn run(root: &Path, which: &[Which]) -> Result<()> {
         Which::Kernels,
         Which::Freivalds,
         Which::Verification,
+        Which::Epochs,
         Which::Browser,
         Which::Faults,
         Which::Load,
@@ -87,6 +91,10 @@ pub fn run(root: &Path, which: &[Which]) -> Result<()> {
                 process::cargo(&["bench", "-p", "glowworm-relay", "--bench", "verification"])?;
                 process::step("Benchmark: Freivalds' tolerances (cheats caught, honest orders)");
                 process::cargo(&["bench", "-p", "glowworm-protocol", "--bench", "tolerance"])?;
+            }
+            Which::Epochs => {
+                process::step("Benchmark: closing an epoch of 100,000 addresses");
+                process::cargo(&["bench", "-p", "glowworm-relay", "--bench", "epochs"])?;
             }
             Which::Faults => {
                 process::step("Benchmark: faults survived (SIGKILL under load)");
