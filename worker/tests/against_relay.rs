@@ -157,7 +157,6 @@ async fn results_refused_for_the_rate_limit_are_submitted_again_not_lost() {
         in_flight: 3,
         max_units: Some(6),
         idle_wait: Duration::from_millis(100),
-        ..Default::default()
     };
     let totals = runner::run(
         &client,
