@@ -162,6 +162,21 @@ pub enum SignatureError {
     NoRandom(String),
 }
 
+/// 32 bytes from the operating system's (or browser's) secure random source: a key's seed.
+fn random_seed() -> Result<[u8; 32], SignatureError> {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| SignatureError::NoRandom(e.to_string()))?;
+    Ok(seed)
+}
+
+/// The signing key of a saved 32-byte seed.
+fn signing_key(seed: &[u8]) -> Result<SigningKey, SignatureError> {
+    let seed: [u8; 32] = seed
+        .try_into()
+        .map_err(|_| SignatureError::MalformedSecretKey(seed.len()))?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
 /// A contributor's ed25519 signing key.
 pub struct ContributorKey {
     key: SigningKey,
@@ -172,18 +187,13 @@ pub struct ContributorKey {
 impl ContributorKey {
     /// A fresh key from the operating system's (or browser's) secure random source.
     pub fn generate() -> Result<Self, SignatureError> {
-        let mut seed = [0u8; 32];
-        getrandom::getrandom(&mut seed).map_err(|e| SignatureError::NoRandom(e.to_string()))?;
-        Self::from_secret_bytes(&seed)
+        Self::from_secret_bytes(&random_seed()?)
     }
 
     /// Restores a key saved with [`ContributorKey::secret_bytes`].
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, SignatureError> {
-        let seed: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| SignatureError::MalformedSecretKey(bytes.len()))?;
         Ok(ContributorKey {
-            key: SigningKey::from_bytes(&seed),
+            key: signing_key(bytes)?,
             lease_clock: SigningClock::new(),
         })
     }
@@ -270,18 +280,13 @@ pub struct RelayKey {
 impl RelayKey {
     /// A fresh key from the operating system's secure random source.
     pub fn generate() -> Result<Self, SignatureError> {
-        let mut seed = [0u8; 32];
-        getrandom::getrandom(&mut seed).map_err(|e| SignatureError::NoRandom(e.to_string()))?;
-        Self::from_secret_bytes(&seed)
+        Self::from_secret_bytes(&random_seed()?)
     }
 
     /// Restores a key saved with [`RelayKey::secret_bytes`].
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, SignatureError> {
-        let seed: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| SignatureError::MalformedSecretKey(bytes.len()))?;
         Ok(RelayKey {
-            key: SigningKey::from_bytes(&seed),
+            key: signing_key(bytes)?,
         })
     }
 

@@ -6,6 +6,7 @@
 //! root but before recording it neither skips nor repeats an epoch.
 
 use crate::common::{Contributor, TestRelay};
+use crate::money::budget;
 use crate::requesters::{job_part, multipart_body, npy_matrix, part, submit};
 use alloy::node_bindings::{Anvil, AnvilInstance};
 use alloy::providers::Provider;
@@ -13,7 +14,7 @@ use axum::http::StatusCode;
 use glowworm_chain::{Address, B256, Payout, PrivateKeySigner, U256};
 use glowworm_protocol::kernels::matmul;
 use glowworm_protocol::merkle::parse_node;
-use glowworm_protocol::wire::{Budget, JobStatus};
+use glowworm_protocol::wire::JobStatus;
 use glowworm_relay::accounts::epochs;
 use glowworm_relay::accounts::payout_chain::{ALREADY_ON_CHAIN, PayoutChain};
 use serde_json::json;
@@ -151,19 +152,6 @@ async fn relay_on(chain: &Chain) -> TestRelay {
 
 fn payout_chain(relay: &TestRelay) -> Arc<PayoutChain> {
     relay.state.payout_chain.clone().unwrap()
-}
-
-async fn budget(relay: &TestRelay, key: &str) -> Budget {
-    let reply = crate::requesters::send(
-        relay,
-        axum::http::Method::GET,
-        "/v1/budget",
-        Some(key),
-        "application/json",
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    reply.json()
 }
 
 async fn payout(relay: &TestRelay, address: Address) -> glowworm_protocol::wire::Payout {

@@ -23,7 +23,7 @@ fn matmul_upload(m: u32, k: u32, n: u32) -> Vec<u8> {
 }
 
 /// What the relay says of `key`'s budget.
-async fn budget(relay: &TestRelay, key: &str) -> Budget {
+pub(crate) async fn budget(relay: &TestRelay, key: &str) -> Budget {
     let reply = crate::requesters::send(
         relay,
         axum::http::Method::GET,
