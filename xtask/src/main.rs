@@ -26,7 +26,7 @@ mod process;
 mod python;
 mod wasm;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
@@ -124,11 +124,60 @@ fn run(root: &Path, relay_args: Vec<String>) -> Result<()> {
     // The modules first: the relay carries the copy of www/ (www/pkg included) it is built with.
     wasm::build(root)?;
     process::cargo(&["build", "--release", "-p", "glowworm-relay"])?;
+    let relay = root.join("target/release/glowworm-relay");
+    grant_demo_budget(&relay, &relay_args)?;
     let mut args = vec!["serve".to_string()];
     args.extend(relay_args);
     println!("Starting the relay (Ctrl-C stops it)...");
     // In the foreground: Ctrl-C reaches the relay directly and it shuts down cleanly.
     process::run_checked(&root.join("target/release/glowworm-relay"), &args, &[])
+}
+
+/// Credits a development relay's demo budget holds when `cargo xtask run` finds it empty.
+const DEV_DEMO_BUDGET: &str = "1000000000000000";
+
+/// The development relay pays its demo jobs: when the demo budget of the database the relay
+/// will use (`--config`/`--database` among `relay_args`, else the defaults and GLOWWORM_*) is
+/// empty, grants it [`DEV_DEMO_BUDGET`], as an operator would (`glowworm-relay budget grant`).
+fn grant_demo_budget(relay: &Path, relay_args: &[String]) -> Result<()> {
+    // Only the settings that name the database go to the budget command.
+    let mut database_args = Vec::new();
+    let mut args = relay_args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--database" || arg == "--config" {
+            database_args.push(arg.clone());
+            database_args.extend(args.next().cloned());
+        } else if arg.starts_with("--database=") || arg.starts_with("--config=") {
+            database_args.push(arg.clone());
+        }
+    }
+    let shown = std::process::Command::new(relay)
+        .args(["budget", "show", "demo"])
+        .args(&database_args)
+        .output()
+        .context("running glowworm-relay budget show")?;
+    anyhow::ensure!(
+        shown.status.success(),
+        "glowworm-relay budget show demo failed: {}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let empty = String::from_utf8_lossy(&shown.stdout)
+        .split_whitespace()
+        .nth(1)
+        .is_none_or(|credits| credits == "0");
+    if empty {
+        process::run_checked(
+            relay,
+            &[
+                &["budget", "grant", "demo", DEV_DEMO_BUDGET, "--memo"],
+                &["cargo xtask run: the development relay's demo budget"][..],
+                &database_args.iter().map(String::as_str).collect::<Vec<_>>()[..],
+            ]
+            .concat(),
+            &[],
+        )?;
+    }
+    Ok(())
 }
 
 fn test(root: &Path, no_browser: bool, no_fuzz: bool, no_python: bool) -> Result<()> {
